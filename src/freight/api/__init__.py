@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): OpenAI- and Anthropic-compatible routes under /v1."""

@@ -1,0 +1,54 @@
+"""The FastAPI application: routers, error shapes, and the worker's life inside the server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from freight import __version__
+from freight.api import batches, errors, files, meta
+from freight.service import Service
+
+log = logging.getLogger(__name__)
+
+
+def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
+    """Build the app for `svc`. The worker (if any) runs for as long as the app does.
+
+    `preload`: models whose engines start in the background at startup, so the first
+    request does not wait for them.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        loading = [asyncio.create_task(_preload(svc, name)) for name in preload or []]
+        worker = asyncio.create_task(svc.worker.run(stop)) if svc.worker is not None else None
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in loading:
+                task.cancel()
+            await asyncio.gather(*loading, return_exceptions=True)
+            if worker is not None:
+                await worker
+            await svc.close()
+
+    app = FastAPI(title="Freight", version=__version__, lifespan=lifespan)
+    app.state.service = svc
+    errors.install(app)
+    for module in (files, batches, meta):
+        app.include_router(module.router)
+    return app
+
+
+async def _preload(svc: Service, name: str) -> None:
+    try:
+        await svc.engines.get(name)
+    except Exception:
+        log.exception("could not start the engine for %s", name)

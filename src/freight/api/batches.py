@@ -1,0 +1,64 @@
+"""/v1/batches: create, retrieve, list (newest first), cancel."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Body, Depends, Query
+
+from freight import submit
+from freight.api.deps import project, service
+from freight.protocol import openai as wire
+from freight.protocol import views
+from freight.service import Service
+from freight.store import batches
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+
+@router.post("", response_model=wire.Batch)
+async def create_batch(
+    req: wire.CreateBatch = Body(...),
+    svc: Service = Depends(service),
+    owner: str = Depends(project),
+) -> wire.Batch:
+    record = await asyncio.to_thread(submit.create_openai_batch, svc, owner, req)
+    if svc.worker is not None:
+        svc.worker.kick()
+    return views.batch_object(record)
+
+
+@router.get("/{batch_id}", response_model=wire.Batch)
+def retrieve_batch(
+    batch_id: str, svc: Service = Depends(service), owner: str = Depends(project)
+) -> wire.Batch:
+    with svc.db.read() as conn:
+        return views.batch_object(batches.get(conn, batch_id, owner))
+
+
+@router.get("", response_model=wire.ListPage)
+def list_batches(
+    svc: Service = Depends(service),
+    owner: str = Depends(project),
+    after: str | None = None,
+    limit: int = Query(20, ge=1, le=100),
+) -> wire.ListPage:
+    with svc.db.read() as conn:
+        records, has_more = batches.list_page(
+            conn, api="openai", project=owner, after=after, limit=limit
+        )
+    return views.list_page([views.batch_object(r) for r in records], has_more)
+
+
+@router.post("/{batch_id}/cancel", response_model=wire.Batch)
+async def cancel_batch(
+    batch_id: str, svc: Service = Depends(service), owner: str = Depends(project)
+) -> wire.Batch:
+    def cancel() -> batches.BatchRecord:
+        with svc.db.write() as conn:
+            return batches.request_cancel(conn, batch_id, owner)
+
+    record = await asyncio.to_thread(cancel)
+    if svc.worker is not None:
+        svc.worker.kick()
+    return views.batch_object(record)

@@ -1,0 +1,105 @@
+"""Error responses in the wire shape of the API being spoken, for every failure path.
+
+OpenAI routes answer `{"error": {message, type, param, code}}`; Anthropic routes
+(`/v1/messages...`) answer `{"type": "error", "error": {type, message}}`. Unknown routes,
+bad JSON and validation failures use the same shapes: a client never sees FastAPI's
+default `{"detail": ...}`, and never a 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from freight.errors import FreightError
+
+log = logging.getLogger(__name__)
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+}
+
+
+def is_anthropic_path(path: str) -> bool:
+    return path.startswith("/v1/messages")
+
+
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    *,
+    error_type: str | None = None,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    if is_anthropic_path(request.url.path):
+        kind = _ANTHROPIC_TYPES.get(
+            status, "api_error" if status >= 500 else "invalid_request_error"
+        )
+        body: dict[str, object] = {"type": "error", "error": {"type": kind, "message": message}}
+    else:
+        kind = error_type or ("invalid_request_error" if status < 500 else "server_error")
+        body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+    param = ".".join(loc) or None
+    if err.get("type") == "json_invalid":
+        return "The request body is not valid JSON.", None
+    if err.get("type") == "extra_forbidden":
+        return f"Unrecognized request argument supplied: {param}", param
+    if err.get("type") == "missing":
+        return f"Missing required parameter: '{param}'.", param
+    return f"Invalid value for '{param}': {err.get('msg')}.", param
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(FreightError)
+    async def on_freight_error(request: Request, exc: FreightError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc.message)
+        return error_response(
+            request,
+            exc.status_code,
+            exc.message,
+            error_type=exc.error_type,
+            param=exc.param,
+            code=exc.code,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        return error_response(request, 400, message, param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"Unknown route: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"Method {request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        return error_response(request, exc.status_code, message, headers=dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, 500, "The server had an internal error.")

@@ -1,0 +1,125 @@
+"""/v1/files: upload, list, retrieve, content, delete."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+
+from freight import ids
+from freight.api import uploads
+from freight.api.deps import project, service
+from freight.errors import InvalidRequest, NotFound
+from freight.protocol import openai as wire
+from freight.protocol import views
+from freight.service import Service
+from freight.store import files
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+
+@router.post("", response_model=wire.FileObject)
+async def upload_file(
+    request: Request, svc: Service = Depends(service), owner: str = Depends(project)
+) -> wire.FileObject:
+    blob = ids.new_id("blob-")
+    upload = await uploads.receive(request, svc.blobs, blob, svc.settings.limits.max_file_bytes)
+    try:
+        purpose = upload.fields.get("purpose")
+        if purpose not in files.UPLOAD_PURPOSES:
+            raise InvalidRequest(
+                f"Invalid purpose {purpose!r}. Accepted: {', '.join(files.UPLOAD_PURPOSES)}.",
+                param="purpose",
+            )
+        expires_after = _expires_after(upload.fields)
+        record = files.new_record(
+            project=owner,
+            filename=upload.filename or "upload.jsonl",
+            purpose=purpose,
+            num_bytes=upload.num_bytes,
+            expires_after=expires_after,
+            blob=blob,
+        )
+        await asyncio.to_thread(_insert, svc, record)
+    except Exception:
+        svc.blobs.delete(blob)
+        raise
+    return views.file_object(record)
+
+
+def _insert(svc: Service, record: files.FileRecord) -> None:
+    with svc.db.write() as conn:
+        files.insert(conn, record)
+
+
+def _expires_after(fields: dict[str, str]) -> int | None:
+    anchor = fields.get("expires_after[anchor]")
+    seconds = fields.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise InvalidRequest("expires_after[anchor] must be 'created_at'.", param="expires_after")
+    try:
+        value = int(seconds or "")
+    except ValueError:
+        raise InvalidRequest(
+            "expires_after[seconds] must be an integer.", param="expires_after"
+        ) from None
+    if not 3600 <= value <= 2_592_000:
+        raise InvalidRequest(
+            "expires_after[seconds] must be between 3600 and 2592000.", param="expires_after"
+        )
+    return value
+
+
+@router.get("", response_model=wire.ListPage)
+def list_files(
+    svc: Service = Depends(service),
+    owner: str = Depends(project),
+    after: str | None = None,
+    limit: int = Query(10000, ge=1, le=10000),
+    order: Literal["asc", "desc"] = "desc",
+    purpose: str | None = None,
+) -> wire.ListPage:
+    with svc.db.read() as conn:
+        records, has_more = files.list_page(
+            conn,
+            project=owner,
+            purpose=purpose,
+            after=after,
+            limit=limit,
+            newest_first=order == "desc",
+        )
+    return views.list_page([views.file_object(r) for r in records], has_more)
+
+
+@router.get("/{file_id}", response_model=wire.FileObject)
+def retrieve_file(
+    file_id: str, svc: Service = Depends(service), owner: str = Depends(project)
+) -> wire.FileObject:
+    with svc.db.read() as conn:
+        return views.file_object(files.get(conn, file_id, owner))
+
+
+@router.get("/{file_id}/content")
+def file_content(
+    file_id: str, svc: Service = Depends(service), owner: str = Depends(project)
+) -> FileResponse:
+    with svc.db.read() as conn:
+        record = files.get(conn, file_id, owner)
+    path = svc.blobs.path(record.blob)
+    if not path.exists():
+        raise NotFound(f"The content of file {file_id} is no longer available.", param="file_id")
+    return FileResponse(path, media_type="application/octet-stream", filename=record.filename)
+
+
+@router.delete("/{file_id}", response_model=wire.FileDeleted)
+def delete_file(
+    file_id: str, svc: Service = Depends(service), owner: str = Depends(project)
+) -> wire.FileDeleted:
+    with svc.db.write() as conn:
+        record = files.delete(conn, file_id, owner)
+    svc.blobs.delete(record.blob)
+    return wire.FileDeleted(id=file_id)

@@ -1,0 +1,50 @@
+"""GET /v1/models and GET /health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from freight import __version__
+from freight.api.deps import service
+from freight.protocol import openai as wire
+from freight.service import Service
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/v1/models", response_model=wire.ListPage)
+def list_models(svc: Service = Depends(service)) -> wire.ListPage:
+    cards = [wire.ModelCard(id=spec.name, created=spec.created) for spec in svc.registry.specs()]
+    return wire.ListPage(
+        data=cards,
+        first_id=cards[0].id if cards else None,
+        last_id=cards[-1].id if cards else None,
+        has_more=False,
+    )
+
+
+@router.get("/v1/models/{model}", response_model=wire.ModelCard)
+def retrieve_model(model: str, svc: Service = Depends(service)) -> wire.ModelCard:
+    spec = svc.registry.get(model)
+    return wire.ModelCard(id=spec.name, created=spec.created)
+
+
+@router.get("/health")
+def health(svc: Service = Depends(service)) -> dict[str, Any]:
+    """Liveness plus what is ready: `engines` lists models whose engine has started."""
+    worker = svc.worker
+    return {
+        "status": "ok",
+        "version": __version__,
+        "engines": svc.engines.started(),
+        "engine_failures": svc.engines.failures,
+        "worker": None
+        if worker is None
+        else {
+            "owner": worker.owner,
+            "in_flight": worker.num_in_flight,
+            "retries": worker.num_retries,
+        },
+    }

@@ -1,0 +1,118 @@
+"""Streaming multipart uploads: the file part goes straight to the blob store.
+
+The size limit is enforced while the bytes arrive, so an oversized upload is refused
+after `max_bytes`, never buffered whole in memory or on disk first.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from fastapi import Request
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from freight.errors import InvalidRequest, PayloadTooLarge
+from freight.store.blobs import BlobStore
+
+MAX_FIELD_BYTES = 64 * 1024
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe_filename(name: str) -> str:
+    """The last path component without control characters (no traversal, no escapes)."""
+    name = _UNSAFE.sub("", name.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    if name in ("", ".", ".."):
+        return "upload.jsonl"
+    return name[:255]
+
+
+@dataclass
+class Upload:
+    filename: str | None = None
+    num_bytes: int = 0
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class _FormReader:
+    """python-multipart callbacks: the file part to `out`, small fields to `upload.fields`."""
+
+    def __init__(self, out: BinaryIO, max_bytes: int) -> None:
+        self.out = out
+        self.max_bytes = max_bytes
+        self.upload = Upload()
+        self._headers: dict[str, bytes] = {}
+        self._header = b""
+        self._value = b""
+        self._name = ""
+        self._is_file = False
+        self._buffer = bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._header.lower().decode("latin-1")] = self._value
+        self._header = self._value = b""
+
+    def on_headers_finished(self) -> None:
+        _, disposition = parse_options_header(self._headers.get("content-disposition", b""))
+        self._name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        filename = disposition.get(b"filename")
+        self._is_file = self._name == "file" and filename is not None
+        if filename is not None and self._is_file:
+            self.upload.filename = safe_filename(filename.decode("utf-8", "replace"))
+        self._buffer.clear()
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._is_file:
+            self.upload.num_bytes += end - start
+            if self.upload.num_bytes > self.max_bytes:
+                raise PayloadTooLarge(
+                    f"The file is larger than the limit of {self.max_bytes} bytes.", param="file"
+                )
+            self.out.write(data[start:end])
+        else:
+            self._buffer.extend(data[start:end])
+            if len(self._buffer) > MAX_FIELD_BYTES:
+                raise PayloadTooLarge(f"Form field '{self._name}' is too large.", param=self._name)
+
+    def on_part_end(self) -> None:
+        if not self._is_file and self._name:
+            self.upload.fields[self._name] = self._buffer.decode("utf-8", "replace")
+        self._headers.clear()
+
+    def callbacks(self) -> dict[str, Any]:
+        names = (
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
+            "on_part_data",
+            "on_part_end",
+        )
+        return {name: getattr(self, name) for name in names}
+
+
+async def receive(request: Request, blobs: BlobStore, blob_name: str, max_bytes: int) -> Upload:
+    """Parse a multipart body, writing the `file` part to blob `blob_name`."""
+    content_type, params = parse_options_header(request.headers.get("content-type"))
+    boundary = params.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise InvalidRequest(
+            "Expected a multipart/form-data body with fields 'file' and 'purpose'.",
+            param="file",
+        )
+    with blobs.create(blob_name) as out:
+        reader = _FormReader(out, max_bytes)
+        parser = MultipartParser(boundary, reader.callbacks())  # type: ignore[arg-type]
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+        if reader.upload.filename is None:
+            raise InvalidRequest("The form has no 'file' part with a filename.", param="file")
+    return reader.upload

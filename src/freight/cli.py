@@ -1,0 +1,149 @@
+"""The `freight` command: serve, worker, run, and the client commands (files, batches, models).
+
+Exit codes: 0 success; 1 the work failed (a batch failed validation, expired, was
+cancelled, or a server call failed); 2 bad arguments or configuration; 3 the batch
+finished but some requests have error lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from freight import client_cli, config
+from freight.errors import FreightError
+
+app = typer.Typer(
+    help="Freight: batch inference on your own models, with the OpenAI and Anthropic APIs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(client_cli.files_app, name="files")
+app.add_typer(client_cli.batches_app, name="batches")
+app.command("models")(client_cli.models)
+
+err = Console(stderr=True)
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", help="Freight's data folder (default $FREIGHT_HOME or ./.freight)."),
+]
+
+
+def _settings(home: Path | None, **overrides: object) -> config.Settings:
+    if home is not None:
+        os.environ["FREIGHT_HOME"] = str(home)  # also locates freight.toml
+    try:
+        return config.load(**overrides)
+    except FreightError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    home: HomeOption = None,
+    worker: Annotated[bool, typer.Option(help="Run the batch worker in this process.")] = True,
+    preload: Annotated[
+        bool, typer.Option(help="Start the default model's engine at startup.")
+    ] = True,
+) -> None:
+    """Run the HTTP API (and, by default, the batch worker) until SIGTERM or Ctrl-C."""
+    from freight.api import server
+    from freight.api.app import create_app
+    from freight.service import Service
+
+    settings = _settings(home, host=host, port=port)
+    _logging(verbose=True)
+    svc = Service(settings, with_worker=worker)
+    app_ = create_app(svc, preload=[settings.default_model] if preload else None)
+    err.print(
+        f"Freight {settings.home.resolve()} serving on http://{settings.host}:{settings.port}/v1"
+    )
+    server.serve(app_, settings.host, settings.port, settings.worker.drain_seconds)
+
+
+@app.command()
+def worker(home: HomeOption = None) -> None:
+    """Run only the batch worker against the store (another process serves the API)."""
+    from freight.service import Service
+
+    settings = _settings(home)
+    _logging(verbose=True)
+
+    async def main() -> None:
+        svc = Service(settings)
+        assert svc.worker is not None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await svc.worker.run(stop)
+        finally:
+            await svc.close()
+
+    asyncio.run(main())
+
+
+@app.command()
+def run(
+    input_path: Annotated[
+        Path,
+        typer.Argument(
+            help="Batch input file (JSONL).", exists=True, dir_okay=False, readable=True
+        ),
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where result lines go.")],
+    errors: Annotated[
+        Path | None,
+        typer.Option("--errors", help="Error lines go here (default: into OUTPUT too)."),
+    ] = None,
+    endpoint: Annotated[
+        str | None, typer.Option(help="Endpoint every line must use (default: the first line's).")
+    ] = None,
+    home: HomeOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
+) -> None:
+    """Run a batch file offline, without a server: same validation and line format as the API."""
+    from freight import offline
+
+    settings = _settings(home)
+    _logging(verbose)
+    try:
+        code = offline.run_file(settings, input_path, output, errors, endpoint, console=err)
+    except FreightError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

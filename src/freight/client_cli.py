@@ -1,0 +1,226 @@
+"""Client commands of the `freight` CLI: talk to a running server over its HTTP API."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Column, Table
+
+files_app = typer.Typer(help="Upload, list and download files.", no_args_is_help=True)
+batches_app = typer.Typer(
+    help="Create, inspect, cancel and wait for batches.", no_args_is_help=True
+)
+out = Console()
+err = Console(stderr=True)
+
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+BaseUrl = Annotated[
+    str,
+    typer.Option("--base-url", envvar="FREIGHT_BASE_URL", help="The server's /v1 URL."),
+]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", envvar="FREIGHT_API_KEY", help="API key, if required.")
+]
+DEFAULT_BASE = "http://127.0.0.1:8000/v1"
+
+
+def _call(base_url: str, api_key: str | None, method: str, path: str, **kwargs: Any) -> Any:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.request(
+            method, base_url.rstrip("/") + path, headers=headers, timeout=120, **kwargs
+        )
+    except httpx.TransportError as exc:
+        err.print(f"[red]error:[/red] cannot reach Freight at {base_url}: {exc}")
+        raise typer.Exit(1) from None
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text
+        err.print(f"[red]error {response.status_code}:[/red] {message}")
+        raise typer.Exit(1)
+    if response.headers.get("content-type", "").startswith("application/json"):
+        return response.json()
+    return response.content
+
+
+def _show(obj: Any, quiet: bool) -> None:
+    if quiet:
+        out.print(obj["id"])
+    else:
+        out.print_json(json.dumps(obj))
+
+
+@files_app.command("upload")
+def files_upload(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    purpose: Annotated[str, typer.Option(help="File purpose.")] = "batch",
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only the id.")] = False,
+    base_url: BaseUrl = DEFAULT_BASE,
+    api_key: ApiKey = None,
+) -> None:
+    """Upload a file (a batch input file by default)."""
+    with open(path, "rb") as fh:
+        obj = _call(
+            base_url,
+            api_key,
+            "POST",
+            "/files",
+            data={"purpose": purpose},
+            files={"file": (path.name, fh, "application/jsonl")},
+        )
+    _show(obj, quiet)
+
+
+@files_app.command("list")
+def files_list(base_url: BaseUrl = DEFAULT_BASE, api_key: ApiKey = None) -> None:
+    """List files, newest first."""
+    page = _call(base_url, api_key, "GET", "/files")
+    table = Table("purpose", "bytes", "filename", "created")
+    table.columns.insert(0, Column("id", no_wrap=True))
+    for f in page["data"]:
+        table.add_row(
+            f["id"],
+            f["purpose"],
+            str(f["bytes"]),
+            f["filename"],
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f["created_at"])),
+        )
+    out.print(table)
+
+
+@files_app.command("download")
+def files_download(
+    file_id: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write it.")],
+    base_url: BaseUrl = DEFAULT_BASE,
+    api_key: ApiKey = None,
+) -> None:
+    """Download a file's content (e.g. a batch's output file)."""
+    content = _call(base_url, api_key, "GET", f"/files/{file_id}/content")
+    output.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+    err.print(f"wrote {output}")
+
+
+@batches_app.command("create")
+def batches_create(
+    input_file_id: Annotated[str, typer.Option(help="An uploaded file with purpose batch.")],
+    endpoint: Annotated[str, typer.Option(help="The endpoint every line uses.")] = (
+        "/v1/chat/completions"
+    ),
+    window: Annotated[str, typer.Option(help="Completion window: 24h, or <n>s|m|h|d.")] = "24h",
+    metadata: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only the id.")] = False,
+    base_url: BaseUrl = DEFAULT_BASE,
+    api_key: ApiKey = None,
+) -> None:
+    """Create a batch from an uploaded file."""
+    pairs = {}
+    for item in metadata or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            err.print(f"[red]error:[/red] --metadata expects KEY=VALUE, got {item!r}")
+            raise typer.Exit(2)
+        pairs[key] = value
+    body = {"input_file_id": input_file_id, "endpoint": endpoint, "completion_window": window}
+    if pairs:
+        body["metadata"] = pairs  # type: ignore[assignment]
+    _show(_call(base_url, api_key, "POST", "/batches", json=body), quiet)
+
+
+@batches_app.command("get")
+def batches_get(batch_id: str, base_url: BaseUrl = DEFAULT_BASE, api_key: ApiKey = None) -> None:
+    """Show one batch."""
+    _show(_call(base_url, api_key, "GET", f"/batches/{batch_id}"), quiet=False)
+
+
+@batches_app.command("list")
+def batches_list(
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
+    base_url: BaseUrl = DEFAULT_BASE,
+    api_key: ApiKey = None,
+) -> None:
+    """List batches, newest first."""
+    page = _call(base_url, api_key, "GET", "/batches", params={"limit": limit})
+    table = Table("status", "done", "failed", "total", "endpoint", "created")
+    table.columns.insert(0, Column("id", no_wrap=True))
+    for b in page["data"]:
+        counts = b["request_counts"]
+        table.add_row(
+            b["id"],
+            b["status"],
+            str(counts["completed"]),
+            str(counts["failed"]),
+            str(counts["total"]),
+            b["endpoint"],
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(b["created_at"])),
+        )
+    out.print(table)
+
+
+@batches_app.command("cancel")
+def batches_cancel(batch_id: str, base_url: BaseUrl = DEFAULT_BASE, api_key: ApiKey = None) -> None:
+    """Cancel a batch: finished lines are kept, the rest get batch_cancelled lines."""
+    _show(_call(base_url, api_key, "POST", f"/batches/{batch_id}/cancel"), quiet=False)
+
+
+@batches_app.command("wait")
+def batches_wait(
+    batch_id: str,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 1.0,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Download the output file here.")
+    ] = None,
+    errors: Annotated[
+        Path | None, typer.Option("--errors", help="Download the error file here.")
+    ] = None,
+    base_url: BaseUrl = DEFAULT_BASE,
+    api_key: ApiKey = None,
+) -> None:
+    """Wait for a batch to end, with a progress bar; exit 0 completed, 3 with errors, else 1."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task("validating", total=None)
+        while True:
+            batch = _call(base_url, api_key, "GET", f"/batches/{batch_id}")
+            counts = batch["request_counts"]
+            progress.update(
+                task,
+                description=batch["status"],
+                total=counts["total"] or None,
+                completed=counts["completed"] + counts["failed"],
+            )
+            if batch["status"] in TERMINAL:
+                break
+            time.sleep(interval)
+    for file_id, path in (
+        (batch.get("output_file_id"), output),
+        (batch.get("error_file_id"), errors),
+    ):
+        if file_id and path is not None:
+            path.write_bytes(_call(base_url, api_key, "GET", f"/files/{file_id}/content"))
+            err.print(f"wrote {path}")
+    _show(batch, quiet=False)
+    if batch["status"] != "completed":
+        raise typer.Exit(1)
+    raise typer.Exit(3 if batch["request_counts"]["failed"] else 0)
+
+
+def models(base_url: BaseUrl = DEFAULT_BASE, api_key: ApiKey = None) -> None:
+    """List the models the server offers."""
+    for card in _call(base_url, api_key, "GET", "/models")["data"]:
+        out.print(card["id"])

@@ -1,0 +1,157 @@
+"""Settings: defaults, then `freight.toml`, then `FREIGHT_*` environment variables.
+
+The TOML file is `$FREIGHT_CONFIG` if set, else `freight.toml` in `FREIGHT_HOME`.
+Nested settings use `__` in environment names (`FREIGHT_ENGINE__DTYPE=float32`).
+Unknown keys in the TOML file are errors, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from freight.errors import ConfigError
+
+MiB = 1024 * 1024
+DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EngineSettings(_Section):
+    """How the in-process vLLM engine runs (applies to every vLLM model)."""
+
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = Field(
+        "bfloat16",
+        description="Weights and activations. float32 makes greedy output batch-invariant "
+        "(see README, Determinism) at about a third of bf16's speed on CPU.",
+    )
+    max_model_len: int = Field(2048, ge=64, description="Context length in tokens.")
+    max_num_seqs: int = Field(256, ge=1, description="Sequences in the engine's running batch.")
+    max_num_batched_tokens: int = Field(4096, ge=64, description="Tokens per engine step.")
+    kv_cache_gib: float = Field(2.0, gt=0, description="KV cache size on CPU, in GiB.")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="Fraction of GPU memory for vLLM on CUDA machines."
+    )
+    enforce_eager: bool = Field(
+        False, description="Skip torch.compile: starts in seconds, decodes ~20% slower."
+    )
+    enable_prefix_caching: bool = Field(True, description="Reuse KV blocks of shared prefixes.")
+    seed: int = Field(0, description="Engine seed for sampled (temperature > 0) requests.")
+
+
+class LimitSettings(_Section):
+    """Limits on what clients may send."""
+
+    max_file_bytes: int = Field(200 * MiB, ge=1, description="Largest upload.")
+    max_line_bytes: int = Field(10 * MiB, ge=1, description="Largest line of a batch file.")
+    max_requests_per_batch: int = Field(1_000_000, ge=1, description="Lines per batch file.")
+    max_custom_id_chars: int = Field(512, ge=1, description="Longest custom_id (OpenAI files).")
+    max_metadata_pairs: int = Field(16, ge=0)
+    max_metadata_key_chars: int = Field(64, ge=1)
+    max_metadata_value_chars: int = Field(512, ge=1)
+
+
+class WorkerSettings(_Section):
+    """How the worker claims and runs requests."""
+
+    lease_seconds: float = Field(60.0, gt=0, description="A claim lasts this long unless renewed.")
+    poll_seconds: float = Field(0.2, gt=0, description="Idle wait between looks for work.")
+    max_in_flight: int | None = Field(
+        None, ge=1, description="Requests in the engine at once; default 2 x max_num_seqs."
+    )
+    flush_seconds: float = Field(0.1, gt=0, description="Results are written in groups this often.")
+    max_attempts: int = Field(3, ge=1, description="Tries per request for transient failures.")
+    drain_seconds: float = Field(
+        10.0, ge=0, description="On shutdown, how long in-flight requests may finish."
+    )
+
+
+class ModelSettings(_Section):
+    """One entry of the model registry."""
+
+    name: str = Field(description="The name clients put in `model`.")
+    engine: Literal["vllm", "echo"] = Field("vllm", description="Which engine serves it.")
+    path: Path | None = Field(None, description="A local Hugging Face model directory.")
+
+
+class Settings(BaseSettings):
+    """Everything Freight can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FREIGHT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    home: Path = Field(Path(".freight"), description="Database, files and model cache.")
+    model_cache: Path | None = Field(
+        None, description="Where converted models are kept (default: home/models)."
+    )
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in home.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_base_url: str | None = Field(
+        None, description="Absolute URL clients reach this server at (for results_url)."
+    )
+    default_model: str = DEFAULT_CHAT_MODEL
+    models: list[ModelSettings] = Field(default_factory=list)
+    engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
+    limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, _toml_path()))
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'freight.db').resolve()}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.home / "files"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_cache or self.home / "models"
+
+    @property
+    def max_in_flight(self) -> int:
+        return self.worker.max_in_flight or 2 * self.engine.max_num_seqs
+
+
+def _toml_path() -> Path:
+    explicit = os.environ.get("FREIGHT_CONFIG")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("FREIGHT_HOME", ".freight")) / "freight.toml"
+
+
+def load(**overrides: Any) -> Settings:
+    """Load settings, turning pydantic's errors into one readable ConfigError."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid configuration ({_toml_path()} or FREIGHT_*): {problems}"
+        ) from exc

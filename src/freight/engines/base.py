@@ -1,0 +1,109 @@
+"""The engine interface: what the worker and the real-time API need from a model runner.
+
+The protocol layer turns each wire body into a `GenerationRequest`; an engine turns that
+into a `Generation`. Engines own templating and tokenization, because they own the
+tokenizer; everything above them speaks in messages and text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling parameters, already defaulted by the protocol layer."""
+
+    max_tokens: int | None = None  # None: up to the context length
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt to run. Exactly one of `messages`, `text`, `token_ids` is set."""
+
+    request_id: str
+    model: str
+    sampling: Sampling
+    messages: tuple[Message, ...] | None = None
+    text: str | None = None
+    token_ids: tuple[int, ...] | None = None
+    priority: int = 0  # lower runs first; real-time requests use REALTIME_PRIORITY
+
+
+REALTIME_PRIORITY = -1
+BATCH_PRIORITY = 0
+
+
+@dataclass
+class Choice:
+    text: str
+    num_tokens: int
+    finish_reason: FinishReason
+
+
+@dataclass
+class Generation:
+    num_prompt_tokens: int
+    num_cached_tokens: int
+    choices: list[Choice] = field(default_factory=list)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return sum(c.num_tokens for c in self.choices)
+
+
+@dataclass
+class Delta:
+    """A piece of streamed output for choice `index`; the last one has `finish_reason`."""
+
+    index: int
+    text: str
+    finish_reason: FinishReason | None = None
+
+
+class RequestRejected(Exception):
+    """The engine refused the request itself (e.g. the prompt exceeds the context).
+
+    Permanent: retrying cannot help. The message names the limit.
+    """
+
+
+class EngineDied(Exception):
+    """The engine stopped while the request was running. Transient: retry elsewhere."""
+
+
+class Engine(Protocol):
+    """What every engine provides."""
+
+    name: str
+    max_num_seqs: int
+    max_model_len: int
+
+    async def start(self) -> None: ...
+
+    async def generate(self, request: GenerationRequest) -> Generation: ...
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Delta | Generation]:
+        """Yield Deltas as text arrives, then the final Generation (usage)."""
+        ...
+
+    async def abort(self, request_ids: list[str]) -> None: ...
+
+    async def shutdown(self) -> None: ...

@@ -1,0 +1,70 @@
+"""Engines by model name, started on first use and shared by the API and the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from freight.config import Settings
+from freight.engines.base import Engine
+from freight.engines.echo import EchoEngine
+from freight.models import ModelSpec, Registry
+
+log = logging.getLogger(__name__)
+
+
+class EnginePool:
+    """Starts each model's engine once, on first use; later callers await the same start."""
+
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self._engines: dict[str, Engine] = {}
+        self._starting: dict[str, asyncio.Task[Engine]] = {}
+        self.failures: dict[str, str] = {}  # model → why its engine last failed to start
+
+    def add(self, engine: Engine) -> None:
+        """Register an already-started engine (tests share one across servers)."""
+        self._engines[engine.name] = engine
+
+    def started(self) -> list[str]:
+        return sorted(self._engines)
+
+    async def get(self, model: str) -> Engine:
+        engine = self._engines.get(model)
+        if engine is not None:
+            return engine
+        task = self._starting.get(model)
+        if task is None:
+            task = asyncio.create_task(self._start(self.registry.get(model)))
+            self._starting[model] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._starting.pop(model, None)
+
+    async def _start(self, spec: ModelSpec) -> Engine:
+        engine: Engine
+        if spec.engine == "echo":
+            engine = EchoEngine(spec.name)
+        else:
+            from freight.engines.vllm import VLLMEngine
+
+            weights = await asyncio.to_thread(self.registry.weights_dir, spec)
+            engine = VLLMEngine(spec.name, weights, self.settings.engine)
+        log.info("starting engine for %s", spec.name)
+        try:
+            await engine.start()
+        except Exception as exc:
+            self.failures[spec.name] = f"{type(exc).__name__}: {exc}"
+            raise
+        log.info("engine for %s is ready", spec.name)
+        self.failures.pop(spec.name, None)
+        self._engines[spec.name] = engine
+        return engine
+
+    async def shutdown(self) -> None:
+        engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            await engine.shutdown()

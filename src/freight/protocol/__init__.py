@@ -1,0 +1,1 @@
+"""Wire formats and their translation to and from engine requests."""

@@ -1,0 +1,67 @@
+"""Stored records rendered as OpenAI wire objects."""
+
+from __future__ import annotations
+
+from freight.protocol import openai as wire
+from freight.store.batches import BatchRecord
+from freight.store.files import FileRecord
+
+
+def file_object(record: FileRecord) -> wire.FileObject:
+    return wire.FileObject(
+        id=record.id,
+        bytes=record.bytes,
+        created_at=record.created_at,
+        filename=record.filename,
+        purpose=record.purpose,
+        expires_at=record.expires_at,
+    )
+
+
+def batch_object(record: BatchRecord) -> wire.Batch:
+    errors = record.errors
+    usage = None
+    if record.input_tokens or record.output_tokens:
+        usage = wire.BatchUsage(
+            input_tokens=record.input_tokens,
+            input_tokens_details=wire.InputTokensDetails(cached_tokens=record.cached_tokens),
+            output_tokens=record.output_tokens,
+            output_tokens_details=wire.OutputTokensDetails(reasoning_tokens=0),
+            total_tokens=record.input_tokens + record.output_tokens,
+        )
+    return wire.Batch(
+        id=record.id,
+        endpoint=record.endpoint,
+        errors=wire.BatchErrors(data=[wire.BatchError(**e) for e in errors]) if errors else None,
+        input_file_id=record.input_file_id or "",
+        completion_window=record.completion_window,
+        status=record.status,  # type: ignore[arg-type]
+        output_file_id=record.output_file_id,
+        error_file_id=record.error_file_id,
+        created_at=record.created_at,
+        in_progress_at=record.in_progress_at,
+        expires_at=record.expires_at,
+        finalizing_at=record.finalizing_at,
+        completed_at=record.completed_at,
+        failed_at=record.failed_at,
+        expired_at=record.expired_at,
+        cancelling_at=record.cancelling_at,
+        cancelled_at=record.cancelled_at,
+        request_counts=wire.BatchRequestCounts(
+            total=record.num_total,
+            completed=record.num_succeeded,
+            failed=record.num_errored + record.num_cancelled + record.num_expired,
+        ),
+        metadata=record.metadata,
+        model=record.model,
+        usage=usage,
+    )
+
+
+def list_page(items: list[wire.FileObject] | list[wire.Batch], has_more: bool) -> wire.ListPage:
+    return wire.ListPage(
+        data=items,
+        first_id=items[0].id if items else None,
+        last_id=items[-1].id if items else None,
+        has_more=has_more,
+    )

@@ -1,0 +1,1 @@
+"""Durable state: files, batches, their requests and status events (SQLAlchemy Core)."""

@@ -1,0 +1,234 @@
+"""The batches aggregate. Every status change goes through `transition`.
+
+One lifecycle serves both APIs (the OpenAI statuses below); the Anthropic view is
+derived from it in the protocol layer.
+
+    validating ─► in_progress ─► finalizing ─► completed
+        │              ├──────────────────────► expired      (past expires_at)
+        ├─► failed     └─► cancelling ─► cancelled
+        └──────────────────► cancelling
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+import sqlalchemy as sa
+
+from freight.errors import Conflict, IllegalTransition, NotFound
+from freight.store.schema import batch_events, batches
+
+ALLOWED: dict[str, frozenset[str]] = {
+    "validating": frozenset({"in_progress", "failed", "cancelling"}),
+    "in_progress": frozenset({"finalizing", "cancelling", "expired"}),
+    "finalizing": frozenset({"completed", "expired"}),
+    "cancelling": frozenset({"cancelled"}),
+}
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+# Statuses in which requests may still run.
+ACTIVE = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    id: str
+    project: str
+    api: str
+    endpoint: str
+    input_file_id: str | None
+    completion_window: str
+    status: str
+    model: str | None
+    metadata_json: str | None
+    errors_json: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    output_expires_after: int | None
+    created_at: int
+    created_ns: int
+    expires_at: int
+    in_progress_at: int | None
+    finalizing_at: int | None
+    completed_at: int | None
+    failed_at: int | None
+    expired_at: int | None
+    cancelling_at: int | None
+    cancelled_at: int | None
+    num_total: int
+    num_succeeded: int
+    num_errored: int
+    num_cancelled: int
+    num_expired: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+
+    @property
+    def num_finished(self) -> int:
+        return self.num_succeeded + self.num_errored + self.num_cancelled + self.num_expired
+
+    @property
+    def num_open(self) -> int:
+        """Requests not yet finished (queued or running)."""
+        return self.num_total - self.num_finished
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def metadata(self) -> dict[str, str] | None:
+        return json.loads(self.metadata_json) if self.metadata_json else None
+
+    @property
+    def errors(self) -> list[dict[str, Any]] | None:
+        return json.loads(self.errors_json) if self.errors_json else None
+
+    @property
+    def ended_at(self) -> int | None:
+        return self.completed_at or self.failed_at or self.expired_at or self.cancelled_at
+
+
+_COLUMNS = [f.name for f in fields(BatchRecord)]
+
+
+def _record(row: Any) -> BatchRecord:
+    return BatchRecord(**{name: row[name] for name in _COLUMNS})
+
+
+def insert(conn: sa.Connection, **values: Any) -> BatchRecord:
+    values.setdefault("status", "validating")
+    values.setdefault("created_ns", time.time_ns())
+    conn.execute(batches.insert().values(**values))
+    _event(conn, values["id"], None, values["status"], "created")
+    return get(conn, values["id"])
+
+
+def get(conn: sa.Connection, batch_id: str, project: str | None = None) -> BatchRecord:
+    query = batches.select().where(batches.c.id == batch_id)
+    if project is not None:
+        query = query.where(batches.c.project == project)
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        raise NotFound(f"No such batch: {batch_id}", param="batch_id")
+    return _record(row)
+
+
+def list_page(
+    conn: sa.Connection,
+    *,
+    api: str,
+    project: str | None,
+    after: str | None = None,
+    before: str | None = None,
+    limit: int,
+) -> tuple[list[BatchRecord], bool]:
+    """Newest first. `after`: the page after this id (older); `before`: newer than this id."""
+    query = batches.select().where(batches.c.api == api)
+    if project is not None:
+        query = query.where(batches.c.project == project)
+    key = sa.tuple_(batches.c.created_ns, batches.c.id)
+    if after is not None:
+        cursor = get(conn, after, project)
+        query = query.where(key < sa.tuple_(sa.literal(cursor.created_ns), sa.literal(cursor.id)))
+    if before is not None:
+        cursor = get(conn, before, project)
+        query = query.where(key > sa.tuple_(sa.literal(cursor.created_ns), sa.literal(cursor.id)))
+        # the page nearest the cursor, then flipped back to newest first
+        query = query.order_by(batches.c.created_ns, batches.c.id).limit(limit + 1)
+        rows = [_record(r) for r in conn.execute(query).mappings()]
+        return list(reversed(rows[:limit])), len(rows) > limit
+    query = query.order_by(batches.c.created_ns.desc(), batches.c.id.desc()).limit(limit + 1)
+    rows = [_record(r) for r in conn.execute(query).mappings()]
+    return rows[:limit], len(rows) > limit
+
+
+def with_status(conn: sa.Connection, *statuses: str) -> list[BatchRecord]:
+    query = batches.select().where(batches.c.status.in_(statuses)).order_by(batches.c.expires_at)
+    return [_record(r) for r in conn.execute(query).mappings()]
+
+
+def transition(
+    conn: sa.Connection,
+    batch_id: str,
+    to_status: str,
+    *,
+    detail: str | None = None,
+    **values: Any,
+) -> BatchRecord:
+    """Move a batch to `to_status` if the lifecycle allows it from its current status.
+
+    Sets `<to_status>_at`, writes `values` in the same UPDATE, and records an event.
+    Raises IllegalTransition otherwise (including when another process won the race).
+    """
+    current = get(conn, batch_id)
+    if to_status not in ALLOWED.get(current.status, frozenset()):
+        raise IllegalTransition(f"batch {batch_id} cannot go from {current.status} to {to_status}")
+    now = int(time.time())
+    stamp = {f"{to_status}_at": now}
+    result = conn.execute(
+        batches.update()
+        .where(batches.c.id == batch_id, batches.c.status == current.status)
+        .values(status=to_status, **stamp, **values)
+    )
+    if result.rowcount != 1:
+        raise IllegalTransition(f"batch {batch_id} changed status concurrently")
+    _event(conn, batch_id, current.status, to_status, detail)
+    return get(conn, batch_id)
+
+
+def request_cancel(conn: sa.Connection, batch_id: str, project: str | None) -> BatchRecord:
+    """The API's cancel: idempotent while cancelling, a 409 once the batch has ended."""
+    batch = get(conn, batch_id, project)
+    if batch.status == "cancelling":
+        return batch
+    if batch.status not in ("validating", "in_progress"):
+        raise Conflict(
+            f"Cannot cancel batch {batch_id}: it is already {batch.status}.",
+            param="batch_id",
+            code="batch_not_cancellable",
+        )
+    return transition(conn, batch_id, "cancelling", detail="cancel requested")
+
+
+def add_counts(conn: sa.Connection, batch_id: str, **deltas: int) -> None:
+    """Add to counters (num_*, *_tokens) atomically, without reading them first."""
+    values = {name: batches.c[name] + delta for name, delta in deltas.items() if delta}
+    if values:
+        conn.execute(batches.update().where(batches.c.id == batch_id).values(**values))
+
+
+def set_values(conn: sa.Connection, batch_id: str, **values: Any) -> None:
+    """Update non-status columns (model, totals at ingest). Status goes through transition."""
+    if "status" in values:
+        raise IllegalTransition("status changes go through batches.transition")
+    conn.execute(batches.update().where(batches.c.id == batch_id).values(**values))
+
+
+def delete(conn: sa.Connection, batch_id: str) -> None:
+    conn.execute(batches.delete().where(batches.c.id == batch_id))
+    conn.execute(batch_events.delete().where(batch_events.c.batch_id == batch_id))
+
+
+def events(conn: sa.Connection, batch_id: str) -> list[dict[str, Any]]:
+    query = (
+        batch_events.select().where(batch_events.c.batch_id == batch_id).order_by(batch_events.c.id)
+    )
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _event(
+    conn: sa.Connection, batch_id: str, from_status: str | None, to_status: str, detail: str | None
+) -> None:
+    conn.execute(
+        batch_events.insert().values(
+            batch_id=batch_id,
+            from_status=from_status,
+            to_status=to_status,
+            at=time.time(),
+            detail=detail,
+        )
+    )

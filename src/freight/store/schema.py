@@ -1,0 +1,104 @@
+"""The tables. Portable SQL only: the same schema runs on SQLite and PostgreSQL.
+
+JSON payloads are stored as text exactly as they will be served, so that results
+are written and read back without a decode/encode round trip.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project", sa.String(64), nullable=False),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column(
+        "created_ns", sa.BigInteger, nullable=False, doc="Orders objects made in one second."
+    ),
+    sa.Column("expires_at", sa.BigInteger),
+    sa.Column("blob", sa.String(255), nullable=False, doc="Path relative to the blob root."),
+    sa.Index("ix_files_project_created", "project", "created_ns"),
+)
+
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project", sa.String(64), nullable=False),
+    sa.Column("api", sa.String(16), nullable=False, doc="'openai' or 'anthropic': the view."),
+    sa.Column("endpoint", sa.String(64), nullable=False),
+    sa.Column("input_file_id", sa.String(64)),
+    sa.Column("completion_window", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("model", sa.String(255)),
+    sa.Column("metadata_json", sa.Text),
+    sa.Column("errors_json", sa.Text),
+    sa.Column("output_file_id", sa.String(64)),
+    sa.Column("error_file_id", sa.String(64)),
+    sa.Column("output_expires_after", sa.BigInteger),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column(
+        "created_ns", sa.BigInteger, nullable=False, doc="Orders objects made in one second."
+    ),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("in_progress_at", sa.BigInteger),
+    sa.Column("finalizing_at", sa.BigInteger),
+    sa.Column("completed_at", sa.BigInteger),
+    sa.Column("failed_at", sa.BigInteger),
+    sa.Column("expired_at", sa.BigInteger),
+    sa.Column("cancelling_at", sa.BigInteger),
+    sa.Column("cancelled_at", sa.BigInteger),
+    sa.Column("num_total", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("num_succeeded", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("num_errored", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("num_cancelled", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("num_expired", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cached_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Index("ix_batches_project_created", "project", "created_ns"),
+    sa.Index("ix_batches_status", "status"),
+)
+
+requests = sa.Table(
+    "requests",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("batch_id", sa.String(64), nullable=False),
+    sa.Column("line", sa.BigInteger, nullable=False, doc="1-based line (or index + 1)."),
+    sa.Column("custom_id", sa.String(512), nullable=False),
+    sa.Column("url", sa.String(64), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_expires_at", sa.Float),
+    sa.Column("status_code", sa.Integer, doc="HTTP status of the response, if any."),
+    sa.Column("response_json", sa.Text, doc="The wire response body, if any."),
+    sa.Column("error_json", sa.Text, doc="A non-HTTP error {code, message}, if any."),
+    sa.Column("input_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cached_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("finished_at", sa.Float),
+    sa.UniqueConstraint("batch_id", "line", name="uq_requests_batch_line"),
+    sa.Index("ix_requests_batch_status_line", "batch_id", "status", "line"),
+    sa.Index("ix_requests_status_lease", "status", "lease_expires_at"),
+)
+
+batch_events = sa.Table(
+    "batch_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("batch_id", sa.String(64), nullable=False, index=True),
+    sa.Column("from_status", sa.String(16)),
+    sa.Column("to_status", sa.String(16), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("detail", sa.Text),
+)

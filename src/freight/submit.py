@@ -1,0 +1,88 @@
+"""Accepting work: the checks and inserts behind creating a batch (API and `freight run`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from freight import ids
+from freight.config import LimitSettings
+from freight.errors import InvalidRequest
+from freight.protocol import endpoints
+from freight.protocol import openai as wire
+from freight.service import Service
+from freight.store import batches, files
+
+_WINDOW = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def window_seconds(window: str) -> int:
+    """`24h` as upstream; any `<n>s|m|h|d` as an extension (e.g. `5s` for tests, `7d`)."""
+    match = _WINDOW.match(window)
+    if match is None:
+        raise InvalidRequest(
+            f"Invalid completion_window {window!r}: use '24h' (or any '<n>s', '<n>m', "
+            "'<n>h', '<n>d').",
+            param="completion_window",
+        )
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def check_metadata(metadata: dict[str, str] | None, limits: LimitSettings) -> None:
+    if not metadata:
+        return
+    if len(metadata) > limits.max_metadata_pairs:
+        raise InvalidRequest(
+            f"metadata has {len(metadata)} pairs; at most {limits.max_metadata_pairs} allowed.",
+            param="metadata",
+        )
+    for key, value in metadata.items():
+        if len(key) > limits.max_metadata_key_chars:
+            raise InvalidRequest(
+                f"metadata key {key[:20]!r}... is {len(key)} characters; at most "
+                f"{limits.max_metadata_key_chars} allowed.",
+                param="metadata",
+            )
+        if len(value) > limits.max_metadata_value_chars:
+            raise InvalidRequest(
+                f"metadata value for {key!r} is {len(value)} characters; at most "
+                f"{limits.max_metadata_value_chars} allowed.",
+                param="metadata",
+            )
+
+
+def create_openai_batch(svc: Service, owner: str, req: wire.CreateBatch) -> batches.BatchRecord:
+    """Check a create-batch request and insert the batch as `validating`."""
+    if req.endpoint not in endpoints.ENDPOINTS:
+        raise InvalidRequest(
+            f"Unsupported endpoint '{req.endpoint}'. Supported: {endpoints.supported_urls()}.",
+            param="endpoint",
+        )
+    seconds = window_seconds(req.completion_window)
+    check_metadata(req.metadata, svc.settings.limits)
+    with svc.db.write() as conn:
+        input_file = files.get(conn, req.input_file_id, owner)
+        if input_file.purpose != "batch":
+            raise InvalidRequest(
+                f"File {input_file.id} has purpose '{input_file.purpose}'; a batch input file "
+                "must be uploaded with purpose 'batch'.",
+                param="input_file_id",
+            )
+        now = int(time.time())
+        return batches.insert(
+            conn,
+            id=ids.new_id("batch_"),
+            project=owner,
+            api="openai",
+            endpoint=req.endpoint,
+            input_file_id=input_file.id,
+            completion_window=req.completion_window,
+            metadata_json=json.dumps(req.metadata) if req.metadata else None,
+            output_expires_after=(
+                req.output_expires_after.seconds if req.output_expires_after else None
+            ),
+            created_at=now,
+            expires_at=now + seconds,
+        )

@@ -1,0 +1,1 @@
+"""The worker: validates batches, runs their requests on the engines, finalises them."""

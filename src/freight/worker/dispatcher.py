@@ -1,0 +1,292 @@
+"""The worker loop: claim requests, keep the engine full, record results, end batches.
+
+One asyncio task per running request keeps at most `max_in_flight` requests (default
+2 x the engine's max_num_seqs, as vLLM's own run-batch does) inside the engine, so its
+continuous batch never runs dry and never grows without bound. Results are buffered
+and written in one transaction every `flush_seconds`; database work runs in threads so
+the event loop (shared with the HTTP API in `freight serve`) never blocks on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import socket
+import time
+
+from freight import ids
+from freight.config import Settings
+from freight.engines.pool import EnginePool
+from freight.models import Registry
+from freight.store import batches, requests
+from freight.store.blobs import BlobStore
+from freight.store.db import Database
+from freight.worker import finalize, ingest, runner, scheduler
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_SECONDS = 0.5
+
+
+class Worker:
+    """Runs every batch in the store to completion, alongside any other workers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        blobs: BlobStore,
+        engines: EnginePool,
+        registry: Registry,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.blobs = blobs
+        self.engines = engines
+        self.registry = registry
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{ids.new_id('')[:8]}"
+        self.capacity = settings.max_in_flight
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._pending: list[requests.Outcome] = []
+        self._background: dict[str, asyncio.Task[None]] = {}  # ingest/finalize, by batch id
+        self._kick = asyncio.Event()
+        self._last_housekeeping = 0.0
+        self._last_renew = time.monotonic()
+        self._last_reclaim = 0.0
+        self.num_retries = 0
+        self.num_recorded = 0
+
+    def kick(self) -> None:
+        """Look for work now (called by the API after a create or cancel)."""
+        self._last_housekeeping = 0.0
+        self._kick.set()
+
+    @property
+    def num_in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set, then drain and give back what was not finished."""
+        flusher = asyncio.create_task(self._flush_loop(stop))
+        log.info("worker %s started (max in flight %d)", self.owner, self.capacity)
+        try:
+            while not stop.is_set():
+                await self._housekeep()
+                await self._fill()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), self.settings.worker.poll_seconds)
+                self._kick.clear()
+        finally:
+            await self._drain()
+            flusher.cancel()
+            await self._flush()
+            log.info("worker %s stopped", self.owner)
+
+    # --- admission -----------------------------------------------------------------
+
+    async def _fill(self) -> None:
+        want = scheduler.claim_size(self.capacity, self.num_in_flight)
+        if want <= 0:
+            return
+        runnable = await asyncio.to_thread(self._runnable)
+        for batch_id in scheduler.claim_order(runnable):
+            claimed = await asyncio.to_thread(self._claim, batch_id, want)
+            for request in claimed:
+                self._start(request)
+            want -= len(claimed)
+            if want <= 0:
+                return
+
+    def _runnable(self) -> list[scheduler.RunnableBatch]:
+        now = time.time()
+        with self.db.read() as conn:
+            rows = batches.with_status(conn, "in_progress")
+        return [
+            scheduler.RunnableBatch(b.id, b.project, b.created_at, b.expires_at, b.num_open)
+            for b in rows
+            if b.expires_at > now and b.id not in self._background
+        ]
+
+    def _claim(self, batch_id: str, limit: int) -> list[requests.ClaimedRequest]:
+        with self.db.write() as conn:
+            return requests.claim(
+                conn, batch_id, self.owner, limit, self.settings.worker.lease_seconds
+            )
+
+    def _start(self, request: requests.ClaimedRequest) -> None:
+        task = asyncio.create_task(self._run_one(request))
+        self._in_flight[request.id] = task
+
+    async def _run_one(self, request: requests.ClaimedRequest) -> None:
+        max_attempts = self.settings.worker.max_attempts
+        try:
+            if request.attempts > max_attempts:
+                self._pending.append(_gave_up(request, "the worker running it was lost"))
+                return
+            result = await runner.execute(request, self.engines)
+            if isinstance(result, runner.Transient):
+                self.num_retries += 1
+                log.warning(
+                    "request %s (line %d) attempt %d/%d failed: %s",
+                    request.id,
+                    request.line,
+                    request.attempts,
+                    max_attempts,
+                    result.reason,
+                )
+                if request.attempts >= max_attempts:
+                    self._pending.append(_gave_up(request, result.reason))
+                    return
+                # Exponential backoff with full jitter before the request is queued again.
+                await asyncio.sleep(random.uniform(0, min(30.0, 0.5 * 2**request.attempts)))
+                await asyncio.to_thread(self._requeue, request.id)
+                return
+            self._pending.append(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: record it on the line instead of losing the request
+            log.exception("request %s failed unexpectedly", request.id)
+            self._pending.append(_gave_up(request, f"internal error: {exc!r}"))
+        finally:
+            self._in_flight.pop(request.id, None)
+            if scheduler.claim_size(self.capacity, self.num_in_flight):
+                self._kick.set()
+
+    def _requeue(self, request_id: str) -> None:
+        with self.db.write() as conn:
+            requests.requeue(conn, request_id)
+
+    # --- results -------------------------------------------------------------------
+
+    async def _flush_loop(self, stop: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(self.settings.worker.flush_seconds)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        outcomes, self._pending = self._pending, []
+        num_written = await asyncio.to_thread(self._record, outcomes)
+        self.num_recorded += num_written
+
+    def _record(self, outcomes: list[requests.Outcome]) -> int:
+        with self.db.write() as conn:
+            return requests.record(conn, outcomes)
+
+    # --- batch lifecycle -------------------------------------------------------------
+
+    async def _housekeep(self) -> None:
+        now = time.monotonic()
+        if now - self._last_housekeeping < HOUSEKEEPING_SECONDS:
+            return
+        self._last_housekeeping = now
+        lease = self.settings.worker.lease_seconds
+        if now - self._last_renew > lease / 3:
+            self._last_renew = now
+            await asyncio.to_thread(self._write, requests.renew, self.owner, lease)
+        if now - self._last_reclaim > lease / 4:
+            self._last_reclaim = now
+            num = await asyncio.to_thread(self._write, requests.reclaim_expired)
+            if num:
+                log.warning("reclaimed %d requests whose worker lost its lease", num)
+        active = await asyncio.to_thread(self._active)
+        wall = time.time()
+        for batch in active:
+            if batch.id in self._background:
+                continue
+            if batch.status == "validating":
+                self._in_background(batch.id, self._ingest, batch)
+            elif batch.status == "cancelling":
+                self._in_background(batch.id, self._end_early, batch.id, requests.CANCELLED)
+            elif batch.status == "in_progress" and wall >= batch.expires_at:
+                self._in_background(batch.id, self._end_early, batch.id, requests.EXPIRED)
+            elif batch.status == "finalizing" or batch.num_open == 0:
+                self._in_background(batch.id, self._finalize, batch.id, "completed")
+
+    def _active(self) -> list[batches.BatchRecord]:
+        with self.db.read() as conn:
+            return batches.with_status(conn, *batches.ACTIVE)
+
+    def _write(self, fn, *args):  # type: ignore[no-untyped-def]
+        with self.db.write() as conn:
+            return fn(conn, *args)
+
+    def _in_background(self, batch_id: str, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        async def run() -> None:
+            try:
+                await fn(*args)
+            except Exception:
+                log.exception("batch %s: %s failed; will retry", batch_id, fn.__name__)
+            finally:
+                self._background.pop(batch_id, None)
+                self._kick.set()
+
+        self._background[batch_id] = asyncio.create_task(run())
+
+    async def _ingest(self, batch: batches.BatchRecord) -> None:
+        await asyncio.to_thread(
+            ingest.ingest_openai_batch,
+            self.db,
+            self.blobs,
+            batch,
+            self.settings.limits,
+            has_model=self.registry.has,
+            check_model=lambda model, url: None,
+        )
+        self._last_housekeeping = 0.0
+
+    async def _end_early(self, batch_id: str, status: str) -> None:
+        """Cancel or expire: finished lines stay, every open request gets its error line."""
+        error = finalize.CANCELLED_ERROR if status == requests.CANCELLED else finalize.EXPIRED_ERROR
+        running = await asyncio.to_thread(self._write, requests.close_open, batch_id, status, error)
+        for request_id in running:
+            task = self._in_flight.get(request_id)
+            if task is not None:
+                task.cancel()  # aborts the request inside the engine
+        end = "cancelled" if status == requests.CANCELLED else "expired"
+        await self._flush()
+        await asyncio.to_thread(finalize.finalize, self.db, self.blobs, batch_id, end)
+
+    async def _finalize(self, batch_id: str, end_status: str) -> None:
+        await self._flush()
+        await asyncio.to_thread(finalize.finalize, self.db, self.blobs, batch_id, end_status)
+
+    # --- shutdown --------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Stop: let in-flight requests finish briefly, then give the rest back unrun."""
+        if self._in_flight:
+            log.info("waiting for %d in-flight requests", len(self._in_flight))
+            await asyncio.wait(
+                list(self._in_flight.values()), timeout=self.settings.worker.drain_seconds
+            )
+        leftover = list(self._in_flight.values())
+        for task in leftover:
+            task.cancel()
+        await asyncio.gather(*leftover, return_exceptions=True)
+        for task in list(self._background.values()):
+            task.cancel()
+        await asyncio.gather(*self._background.values(), return_exceptions=True)
+        await self._flush()
+        num = await asyncio.to_thread(self._write, requests.release, self.owner)
+        if num:
+            log.info("released %d unfinished requests back to the queue", num)
+
+
+def _gave_up(request: requests.ClaimedRequest, reason: str) -> requests.Outcome:
+    message = (
+        f"The request failed after {request.attempts} attempts; the last failure was: {reason}"
+    )
+    return requests.Outcome(
+        request.id,
+        request.batch_id,
+        requests.ERRORED,
+        error_json=json.dumps({"code": "engine_error", "message": message}),
+    )

@@ -1,0 +1,112 @@
+"""Finalisation: write a batch's output and error files and move it to its end status.
+
+Idempotent and resumable: the files are written to fresh blobs first, then the file
+rows, the batch's file ids and its status change commit in one transaction. A crash
+before that commit leaves the batch where it was, and the next worker starts over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from typing import Any
+
+from freight.store import batches, files, requests
+from freight.store.blobs import BlobStore
+from freight.store.db import Database
+
+log = logging.getLogger(__name__)
+
+CANCELLED_ERROR = json.dumps(
+    {
+        "code": "batch_cancelled",
+        "message": "This request was not executed because the batch was cancelled.",
+    }
+)
+EXPIRED_ERROR = json.dumps(
+    {
+        "code": "batch_expired",
+        "message": "This request could not be executed before the completion window expired.",
+    }
+)
+
+
+def format_line(row: Any) -> bytes:
+    """One BatchRequestOutput line, assembled from stored JSON without re-encoding it."""
+    custom_id = json.dumps(row.custom_id, ensure_ascii=False)
+    if row.response_json is not None:
+        request_id = "req_" + row.id.removeprefix("batch_req_")
+        response = (
+            f'{{"status_code":{row.status_code},"request_id":"{request_id}",'
+            f'"body":{row.response_json}}}'
+        )
+        line = f'{{"id":"{row.id}","custom_id":{custom_id},"response":{response},"error":null}}'
+    else:
+        error = row.error_json or json.dumps({"code": "unknown", "message": "no result"})
+        line = f'{{"id":"{row.id}","custom_id":{custom_id},"response":null,"error":{error}}}'
+    return line.encode() + b"\n"
+
+
+def _new_file(blobs: BlobStore, batch: batches.BatchRecord, name: str) -> files.FileRecord:
+    return files.new_record(
+        project=batch.project,
+        filename=name,
+        purpose=files.BATCH_OUTPUT,
+        num_bytes=0,
+        expires_after=batch.output_expires_after,
+    )
+
+
+def finalize(db: Database, blobs: BlobStore, batch_id: str, end_status: str) -> batches.BatchRecord:
+    """Write the result files and move the batch to `end_status` (from its current status)."""
+    with db.read() as conn:
+        batch = batches.get(conn, batch_id)
+    if batch.status == "in_progress" and end_status == "completed":
+        with db.write() as conn:
+            batch = batches.transition(conn, batch_id, "finalizing")
+    output = _new_file(blobs, batch, f"{batch_id}_output.jsonl")
+    error = _new_file(blobs, batch, f"{batch_id}_error.jsonl")
+    num_output = num_error = 0
+    with (
+        blobs.create(output.blob) as out_fh,
+        blobs.create(error.blob) as err_fh,
+        db.read() as conn,
+    ):
+        for row in requests.iter_finished(conn, batch_id):
+            if row.status in requests.OPEN:
+                continue  # cannot happen once num_open is 0; never write half a result
+            if row.status == requests.SUCCEEDED:
+                out_fh.write(format_line(row))
+                num_output += 1
+            else:
+                err_fh.write(format_line(row))
+                num_error += 1
+    kept = []
+    values: dict[str, Any] = {"output_file_id": None, "error_file_id": None}
+    for record, count, key in (
+        (output, num_output, "output_file_id"),
+        (error, num_error, "error_file_id"),
+    ):
+        if count:
+            kept.append(dataclasses.replace(record, bytes=blobs.size(record.blob)))
+            values[key] = record.id
+        else:
+            blobs.delete(record.blob)
+    try:
+        with db.write() as conn:
+            for record in kept:
+                files.insert(conn, record)
+            batch = batches.transition(
+                conn,
+                batch_id,
+                end_status,
+                detail=f"{num_output} output lines, {num_error} error lines",
+                **values,
+            )
+    except Exception:
+        for record in kept:
+            blobs.delete(record.blob)
+        raise
+    log.info("batch %s %s: %d ok, %d errors", batch_id, end_status, num_output, num_error)
+    return batch

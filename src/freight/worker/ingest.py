@@ -1,0 +1,104 @@
+"""Turn a `validating` batch into request rows: one streaming pass over its input file."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from freight import ids
+from freight.config import LimitSettings
+from freight.protocol.batch_input import AcceptedLine, FileValidator, iter_lines
+from freight.store import batches, files, requests
+from freight.store.blobs import BlobStore
+from freight.store.db import Database
+
+log = logging.getLogger(__name__)
+CHUNK = 5000
+
+
+def _row(batch_id: str, accepted: AcceptedLine) -> dict[str, Any]:
+    # every row carries the same keys: an executemany takes its columns from the first row
+    row: dict[str, Any] = {
+        "id": ids.new_id("batch_req_"),
+        "batch_id": batch_id,
+        "line": accepted.line,
+        "custom_id": accepted.custom_id,
+        "url": accepted.url,
+        "body": accepted.body_json,
+        "status": requests.QUEUED,
+        "attempts": 0,
+        "status_code": None,
+        "response_json": None,
+    }
+    if accepted.error_body is not None:
+        row.update(
+            status=requests.ERRORED,
+            status_code=400,
+            response_json=json.dumps(accepted.error_body, separators=(",", ":")),
+        )
+    return row
+
+
+def ingest_openai_batch(
+    db: Database,
+    blobs: BlobStore,
+    batch: batches.BatchRecord,
+    limits: LimitSettings,
+    *,
+    has_model: Callable[[str], bool],
+    check_model: Callable[[str, str], str | None],
+) -> batches.BatchRecord:
+    """Validate the batch's input file and queue its lines, or fail the batch.
+
+    Rows go in chunks of CHUNK, each in its own short transaction, so the worker keeps
+    recording other batches' results meanwhile. A crash mid-way leaves the batch
+    `validating`; the next attempt starts by deleting what the last one inserted.
+    """
+    with db.write() as conn:
+        requests.delete_for_batch(conn, batch.id)
+        input_file = files.get(conn, batch.input_file_id or "")
+    validator = FileValidator(batch.endpoint, limits, has_model=has_model, check_model=check_model)
+    num_total = num_invalid = 0
+    chunk: list[dict[str, Any]] = []
+    with blobs.open(input_file.blob) as fh:
+        for line_no, raw in iter_lines(fh, limits.max_line_bytes):
+            accepted = validator.feed(line_no, raw)
+            if validator.is_truncated:
+                break
+            if accepted is None or validator.is_failed:
+                continue
+            chunk.append(_row(batch.id, accepted))
+            num_total += 1
+            num_invalid += accepted.error_body is not None
+            if len(chunk) >= CHUNK:
+                with db.write() as conn:
+                    requests.insert_many(conn, chunk)
+                chunk = []
+    problems = validator.finish()
+    with db.write() as conn:
+        if batches.get(conn, batch.id).status == "cancelling":
+            # Cancelled while validating: keep what is valid so each line gets its
+            # batch_cancelled line; the cancel path finishes the batch.
+            requests.insert_many(conn, chunk)
+            batches.set_values(
+                conn, batch.id, model=validator.model, num_total=num_total, num_errored=num_invalid
+            )
+            return batches.get(conn, batch.id)
+        if problems:
+            requests.delete_for_batch(conn, batch.id)
+            errors = [p.model_dump() for p in problems]
+            log.info("batch %s failed validation: %s", batch.id, problems[0].message)
+            return batches.transition(
+                conn,
+                batch.id,
+                "failed",
+                detail=f"{len(problems)} validation errors",
+                errors_json=json.dumps(errors),
+            )
+        requests.insert_many(conn, chunk)
+        batches.set_values(
+            conn, batch.id, model=validator.model, num_total=num_total, num_errored=num_invalid
+        )
+        return batches.transition(conn, batch.id, "in_progress", detail=f"{num_total} requests")

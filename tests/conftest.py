@@ -1,0 +1,240 @@
+"""Fixtures shared by the three tiers: settings, live servers on loopback, the real engine.
+
+One real vLLM engine serves the whole session (`real_server`): it starts once (about
+30 s) and every e2e test that needs real generation talks to it over HTTP. Tests that
+only exercise Freight's own logic use the zero-cost echo engine in their own server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from freight.api.app import create_app
+from freight.config import (
+    DEFAULT_CHAT_MODEL,
+    EngineSettings,
+    ModelSettings,
+    Settings,
+    WorkerSettings,
+)
+from freight.service import Service
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_CACHE = REPO / ".freight" / "models"
+CHAT_MODEL = DEFAULT_CHAT_MODEL
+
+# The real engine under test: fp32 makes greedy decoding batch-invariant (README,
+# Determinism), eager mode starts in seconds instead of compiling for a minute.
+TEST_ENGINE = EngineSettings(dtype="float32", enforce_eager=True, kv_cache_gib=2.0)
+TEST_ENGINE_ENV = {
+    "FREIGHT_ENGINE__DTYPE": "float32",
+    "FREIGHT_ENGINE__ENFORCE_EAGER": "true",
+    "FREIGHT_MODEL_CACHE": str(MODEL_CACHE),
+    "VLLM_LOGGING_LEVEL": "WARNING",
+}
+FAST_WORKER = WorkerSettings(poll_seconds=0.05, flush_seconds=0.02, lease_seconds=10)
+
+
+def make_settings(home: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "home": home,
+        "model_cache": MODEL_CACHE,
+        "models": [ModelSettings(name="echo", engine="echo")],
+        "engine": TEST_ENGINE,
+        "worker": FAST_WORKER,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """`freight serve`'s app on a loopback port, in a thread with its own event loop."""
+
+    def __init__(self, svc: Service, preload: list[str] | None = None) -> None:
+        self.svc = svc
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(svc, preload=preload),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+    def openai(self, **kwargs: Any) -> Any:
+        import openai
+
+        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key="test", **kwargs)
+
+    def anthropic(self, **kwargs: Any) -> Any:
+        import anthropic
+
+        return anthropic.Anthropic(base_url=self.base_url, api_key="test", **kwargs)
+
+    def wait_for_engine(self, model: str, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while model not in (health := httpx.get(f"{self.base_url}/health").json())["engines"]:
+            if model in health["engine_failures"]:
+                raise RuntimeError(f"the engine for {model} failed: {health['engine_failures']}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the engine for {model} did not start in {timeout} s")
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "home")
+
+
+@pytest.fixture
+def echo_server(settings: Settings) -> Iterator[LiveServer]:
+    """A fresh server (own store) whose only engine is the zero-cost echo engine."""
+    server = LiveServer(Service(settings)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server with the real vLLM engine for the whole session."""
+    home = tmp_path_factory.mktemp("real-home")
+    server = LiveServer(Service(make_settings(home)), preload=[CHAT_MODEL]).start()
+    server.wait_for_engine(CHAT_MODEL)
+    yield server
+    server.stop()
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def chat_line(custom_id: str, content: str, *, model: str = CHAT_MODEL, **body: Any) -> dict:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": [{"role": "user", "content": content}], **body},
+    }
+
+
+def write_jsonl(path: Path, lines: list[Any]) -> Path:
+    with open(path, "w") as fh:
+        for line in lines:
+            fh.write((line if isinstance(line, str) else json.dumps(line)) + "\n")
+    return path
+
+
+def read_jsonl(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def wait_for_batch(client: Any, batch_id: str, timeout: float = 600) -> Any:
+    deadline = time.monotonic() + timeout
+    terminal = {"completed", "failed", "expired", "cancelled"}
+    while True:
+        batch = client.batches.retrieve(batch_id)
+        if batch.status in terminal:
+            return batch
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"batch {batch_id} still {batch.status} after {timeout} s")
+        time.sleep(0.2)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the `freight` command as a user would, in a subprocess."""
+    full_env = {**os.environ, **TEST_ENGINE_ENV, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "freight.cli", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
+@contextlib.contextmanager
+def serve_process(
+    home: Path, port: int, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """`freight serve` as a subprocess (for restart and signal tests)."""
+    full_env = {**os.environ, **TEST_ENGINE_ENV, **(env or {})}
+    with open(home / f"serve-{port}-{time.time():.0f}.log", "w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "freight.cli",
+                "serve",
+                "--home",
+                str(home),
+                "--port",
+                str(port),
+                *extra,
+            ],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def wait_http(url: str, timeout: float = 120, proc: subprocess.Popen[str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode} before answering")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout} s")
+        time.sleep(0.2)
+
+
+def run_async(coro: Any) -> Any:
+    return asyncio.run(coro)

@@ -1,0 +1,218 @@
+"""The store on a real SQLite file: transitions, events, leases, idempotent results, paging."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from freight.errors import Conflict, IllegalTransition, NotFound
+from freight.store import batches, files, requests
+from freight.store.db import Database, open_database
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    return open_database(f"sqlite:///{tmp_path / 'freight.db'}", tmp_path)
+
+
+def new_batch(
+    db: Database, batch_id: str = "batch_1", created_at: int | None = None, num_requests: int = 0
+) -> batches.BatchRecord:
+    now = created_at or int(time.time())
+    with db.write() as conn:
+        record = batches.insert(
+            conn,
+            id=batch_id,
+            project="p",
+            api="openai",
+            endpoint="/v1/chat/completions",
+            input_file_id="file-1",
+            completion_window="24h",
+            created_at=now,
+            created_ns=now,
+            expires_at=now + 86400,
+        )
+        rows = [
+            {
+                "id": f"{batch_id}-r{i}",
+                "batch_id": batch_id,
+                "line": i + 1,
+                "custom_id": f"c{i}",
+                "url": "/v1/chat/completions",
+                "body": "{}",
+                "status": requests.QUEUED,
+                "attempts": 0,
+            }
+            for i in range(num_requests)
+        ]
+        requests.insert_many(conn, rows)
+        if num_requests:
+            batches.set_values(conn, batch_id, num_total=num_requests)
+            record = batches.transition(conn, batch_id, "in_progress")
+    return record
+
+
+def test_database_runs_in_wal_mode(db: Database) -> None:
+    with db.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_legal_transitions_set_timestamps_and_record_events(db: Database) -> None:
+    new_batch(db)
+    with db.write() as conn:
+        batches.transition(conn, "batch_1", "in_progress")
+        batches.transition(conn, "batch_1", "finalizing")
+        record = batches.transition(conn, "batch_1", "completed")
+        history = [(e["from_status"], e["to_status"]) for e in batches.events(conn, "batch_1")]
+    assert record.in_progress_at and record.finalizing_at and record.completed_at
+    assert history == [
+        (None, "validating"),
+        ("validating", "in_progress"),
+        ("in_progress", "finalizing"),
+        ("finalizing", "completed"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "illegal"),
+    [
+        ([], "completed"),
+        (["in_progress"], "failed"),
+        (["failed"], "in_progress"),
+        (["cancelling"], "in_progress"),
+        (["in_progress", "finalizing"], "cancelling"),
+    ],
+)
+def test_illegal_transition_raises_and_changes_nothing(
+    db: Database, path: list[str], illegal: str
+) -> None:
+    new_batch(db)
+    with db.write() as conn:
+        for status in path:
+            batches.transition(conn, "batch_1", status)
+    with pytest.raises(IllegalTransition), db.write() as conn:
+        batches.transition(conn, "batch_1", illegal)
+    with db.read() as conn:
+        assert batches.get(conn, "batch_1").status == (path[-1] if path else "validating")
+
+
+def test_status_column_cannot_be_set_outside_transition(db: Database) -> None:
+    new_batch(db)
+    with pytest.raises(IllegalTransition), db.write() as conn:
+        batches.set_values(conn, "batch_1", status="completed")
+
+
+def test_cancel_of_an_ended_batch_is_a_conflict(db: Database) -> None:
+    new_batch(db)
+    with db.write() as conn:
+        batches.transition(conn, "batch_1", "failed")
+    with pytest.raises(Conflict), db.write() as conn:
+        batches.request_cancel(conn, "batch_1", "p")
+
+
+def test_other_projects_batches_are_not_found(db: Database) -> None:
+    new_batch(db)
+    with pytest.raises(NotFound), db.read() as conn:
+        batches.get(conn, "batch_1", project="someone-else")
+
+
+def test_claim_leases_in_line_order_and_never_twice(db: Database) -> None:
+    new_batch(db, num_requests=5)
+    with db.write() as conn:
+        first = requests.claim(conn, "batch_1", "w1", 3, lease_seconds=60)
+        second = requests.claim(conn, "batch_1", "w2", 10, lease_seconds=60)
+    assert [c.line for c in first] == [1, 2, 3]
+    assert [c.line for c in second] == [4, 5]
+    assert all(c.attempts == 1 for c in first + second)
+
+
+def test_result_is_recorded_once_even_if_two_workers_race(db: Database) -> None:
+    new_batch(db, num_requests=1)
+    with db.write() as conn:
+        (claimed,) = requests.claim(conn, "batch_1", "w1", 1, lease_seconds=60)
+    outcome = requests.Outcome(
+        claimed.id,
+        "batch_1",
+        requests.SUCCEEDED,
+        status_code=200,
+        response_json='{"usage": {}}',
+        input_tokens=3,
+        output_tokens=4,
+    )
+    with db.write() as conn:
+        assert requests.record(conn, [outcome]) == 1
+        assert requests.record(conn, [outcome]) == 0
+        record = batches.get(conn, "batch_1")
+    assert (record.num_succeeded, record.input_tokens, record.output_tokens) == (1, 3, 4)
+
+
+def test_expired_leases_are_reclaimed_and_renewed_ones_are_not(db: Database) -> None:
+    new_batch(db, num_requests=2)
+    with db.write() as conn:
+        requests.claim(conn, "batch_1", "dead", 1, lease_seconds=0.01)
+        requests.claim(conn, "batch_1", "alive", 1, lease_seconds=0.01)
+    time.sleep(0.05)
+    with db.write() as conn:
+        assert requests.renew(conn, "alive", 60) == 1
+        assert requests.reclaim_expired(conn) == 1
+        assert requests.count_by_status(conn, "batch_1") == {"queued": 1, "running": 1}
+
+
+def test_release_returns_requests_without_counting_the_attempt(db: Database) -> None:
+    new_batch(db, num_requests=2)
+    with db.write() as conn:
+        requests.claim(conn, "batch_1", "w1", 2, lease_seconds=60)
+        assert requests.release(conn, "w1") == 2
+        again = requests.claim(conn, "batch_1", "w2", 2, lease_seconds=60)
+    assert [c.attempts for c in again] == [1, 1]
+
+
+def test_close_open_ends_queued_and_running_and_counts_them(db: Database) -> None:
+    new_batch(db, num_requests=3)
+    with db.write() as conn:
+        (running,) = requests.claim(conn, "batch_1", "w1", 1, lease_seconds=60)
+        ids = requests.close_open(conn, "batch_1", requests.CANCELLED, '{"code": "x"}')
+        record = batches.get(conn, "batch_1")
+    assert ids == [running.id]
+    assert record.num_cancelled == 3
+    assert record.num_open == 0
+
+
+def test_batch_list_pages_newest_first_both_ways(db: Database) -> None:
+    for i in range(5):
+        new_batch(db, f"batch_{i}", created_at=1000 + i)
+    with db.read() as conn:
+        page1, more1 = batches.list_page(conn, api="openai", project="p", limit=2)
+        page2, more2 = batches.list_page(
+            conn, api="openai", project="p", after=page1[-1].id, limit=2
+        )
+        page3, more3 = batches.list_page(
+            conn, api="openai", project="p", after=page2[-1].id, limit=2
+        )
+        back, more_back = batches.list_page(
+            conn, api="openai", project="p", before=page3[0].id, limit=2
+        )
+    assert [b.id for b in page1 + page2 + page3] == [f"batch_{i}" for i in (4, 3, 2, 1, 0)]
+    assert (more1, more2, more3) == (True, True, False)
+    assert [b.id for b in back] == ["batch_2", "batch_1"]
+    assert more_back is True
+
+
+def test_file_paging_and_delete(db: Database) -> None:
+    with db.write() as conn:
+        for i in range(3):
+            record = files.new_record(
+                project="p", filename=f"f{i}.jsonl", purpose="batch", num_bytes=i
+            )
+            files.insert(conn, files.FileRecord(**{**record.__dict__, "created_ns": 100 + i}))
+    with db.read() as conn:
+        page, more = files.list_page(
+            conn, project="p", purpose=None, after=None, limit=2, newest_first=True
+        )
+        assert [f.filename for f in page] == ["f2.jsonl", "f1.jsonl"] and more
+    with db.write() as conn:
+        files.delete(conn, page[0].id, "p")
+    with pytest.raises(NotFound), db.read() as conn:
+        files.get(conn, page[0].id)
