@@ -22,14 +22,18 @@ class Transient:
 
 
 def _error_outcome(
-    claimed: ClaimedRequest, status_code: int, error: endpoints.BodyError
+    claimed: ClaimedRequest,
+    endpoint: endpoints.Endpoint,
+    status_code: int,
+    error: endpoints.BodyError,
 ) -> Outcome:
+    body = endpoint.error_body(error, status_code)  # in the endpoint's own API shape
     return Outcome(
         claimed.id,
         claimed.batch_id,
         ERRORED,
         status_code=status_code,
-        response_json=json.dumps(error.body(), separators=(",", ":")),
+        response_json=json.dumps(body, separators=(",", ":")),
     )
 
 
@@ -40,27 +44,26 @@ async def execute(claimed: ClaimedRequest, engines: EnginePool) -> Outcome | Tra
         body = endpoint.request_model.model_validate_json(claimed.body)
         engine = await engines.get(body.model)  # type: ignore[attr-defined]
         work = endpoint.to_generations(body, f"{claimed.id}-{claimed.attempts}")
-        generations = await asyncio.gather(*(engine.generate(w) for w in work))
-        response = endpoint.to_response(body, list(generations))
+        generations = list(await asyncio.gather(*(engine.generate(w) for w in work)))
+        response = endpoint.to_response(body, generations)
     except RequestRejected as exc:
-        return _error_outcome(
-            claimed, 400, endpoints.BodyError(str(exc), code="context_length_exceeded")
-        )
+        error = endpoints.BodyError(str(exc), code="context_length_exceeded")
+        return _error_outcome(claimed, endpoint, 400, error)
     except endpoints.BodyError as exc:
-        return _error_outcome(claimed, 400, exc)
+        return _error_outcome(claimed, endpoint, 400, exc)
     except EngineDied as exc:
         return Transient(claimed.id, str(exc))
     except FreightError as exc:
         error = endpoints.BodyError(exc.message, param=exc.param, code=exc.code)
-        return _error_outcome(claimed, exc.status_code, error)
-    usage = response["usage"]
+        return _error_outcome(claimed, endpoint, exc.status_code, error)
+    # Token totals from the engine's own counts, whatever the wire shape calls them.
     return Outcome(
         claimed.id,
         claimed.batch_id,
         SUCCEEDED,
         status_code=200,
         response_json=json.dumps(response, separators=(",", ":"), ensure_ascii=False),
-        input_tokens=usage["prompt_tokens"],
-        cached_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0),
-        output_tokens=usage["completion_tokens"],
+        input_tokens=sum(g.num_prompt_tokens for g in generations),
+        cached_tokens=sum(g.num_cached_tokens for g in generations),
+        output_tokens=sum(g.num_output_tokens for g in generations),
     )
