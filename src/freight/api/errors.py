@@ -77,6 +77,9 @@ def install(app: FastAPI) -> None:
     async def on_freight_error(request: Request, exc: FreightError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message)
+        # Both SDKs retry a 409 by default (a lock timeout upstream); ours are state
+        # conflicts that a retry cannot resolve.
+        headers = {"x-should-retry": "false"} if exc.status_code == 409 else None
         return error_response(
             request,
             exc.status_code,
@@ -84,6 +87,7 @@ def install(app: FastAPI) -> None:
             error_type=exc.error_type,
             param=exc.param,
             code=exc.code,
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)
