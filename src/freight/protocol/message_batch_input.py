@@ -58,7 +58,8 @@ def _items(fh: BinaryIO) -> Iterator[tuple[int, Any]]:
         for _ in events:  # trailing content after the object is invalid JSON: ijson raises
             pass
     except ijson.JSONError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+        reason = (str(exc).strip().splitlines() or ["unreadable"])[0]  # yajl adds ASCII art
+        raise InvalidRequest(f"The request body is not valid JSON: {reason}.") from None
     if not has_requests:
         raise InvalidRequest("Missing required parameter: 'requests'.", param="requests")
 

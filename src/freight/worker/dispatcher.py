@@ -24,6 +24,7 @@ from freight.config import Settings
 from freight.engines.pool import EnginePool
 from freight.models import Registry
 from freight.store import batches, requests
+from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStore
 from freight.store.db import Database
 from freight.worker import finalize, ingest, runner, scheduler
@@ -235,12 +236,21 @@ class Worker:
                 continue
             if batch.status == "validating":
                 self._in_background(batch.id, self._ingest, batch)
+            elif batch.status == "cancelling" and self._is_uningested(batch):
+                # Cancelled before its requests were queued: queue them first, so that
+                # each one gets its `canceled` result.
+                self._in_background(batch.id, self._ingest, batch)
             elif batch.status == "cancelling":
                 self._in_background(batch.id, self._end_early, batch.id, requests.CANCELLED)
             elif batch.status == "in_progress" and wall >= batch.expires_at:
                 self._in_background(batch.id, self._end_early, batch.id, requests.EXPIRED)
             elif batch.status == "finalizing" or batch.num_open == 0:
                 self._in_background(batch.id, self._finalize, batch.id, "completed")
+
+    def _is_uningested(self, batch: batches.BatchRecord) -> bool:
+        """A Message Batch whose create body still waits to become request rows."""
+        name = blob_names.message_batch_requests(batch.id)
+        return batch.api == "anthropic" and self.blobs.path(name).exists()
 
     def _active(self) -> list[batches.BatchRecord]:
         with self.db.read() as conn:
