@@ -43,6 +43,7 @@ class ClaimedRequest:
     url: str
     body: str
     attempts: int
+    dedup_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,11 @@ def delete_for_batch(conn: sa.Connection, batch_id: str) -> None:
 def claim(
     conn: sa.Connection, batch_id: str, owner: str, limit: int, lease_seconds: float
 ) -> list[ClaimedRequest]:
-    """Lease up to `limit` queued requests of one batch, in line order."""
+    """Lease up to `limit` queued requests of one batch, in admission order.
+
+    The admission key (worker/scheduler.py) is empty when every ordering optimisation
+    is off, which leaves plain line order.
+    """
     if limit <= 0:
         return []
     query = (
@@ -84,9 +89,10 @@ def claim(
             requests.c.url,
             requests.c.body,
             requests.c.attempts,
+            requests.c.dedup_key,
         )
         .where(requests.c.batch_id == batch_id, requests.c.status == QUEUED)
-        .order_by(requests.c.line)
+        .order_by(requests.c.admission_key, requests.c.line)
         .limit(limit)
     )
     if conn.dialect.name == "postgresql":
@@ -105,7 +111,9 @@ def claim(
         )
     )
     return [
-        ClaimedRequest(r.id, r.batch_id, r.line, r.custom_id, r.url, r.body, r.attempts + 1)
+        ClaimedRequest(
+            r.id, r.batch_id, r.line, r.custom_id, r.url, r.body, r.attempts + 1, r.dedup_key
+        )
         for r in rows
     ]
 

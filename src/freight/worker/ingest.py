@@ -13,12 +13,13 @@ from freight.protocol.batch_input import AcceptedLine, FileValidator, iter_lines
 from freight.store import batches, files, requests
 from freight.store.blobs import BlobStore
 from freight.store.db import Database
+from freight.worker import scheduler
 
 log = logging.getLogger(__name__)
 CHUNK = 5000
 
 
-def _row(batch_id: str, accepted: AcceptedLine) -> dict[str, Any]:
+def _row(batch_id: str, accepted: AcceptedLine, policy: scheduler.OrderPolicy) -> dict[str, Any]:
     # every row carries the same keys: an executemany takes its columns from the first row
     row: dict[str, Any] = {
         "id": ids.new_id("batch_req_"),
@@ -31,6 +32,8 @@ def _row(batch_id: str, accepted: AcceptedLine) -> dict[str, Any]:
         "attempts": 0,
         "status_code": None,
         "response_json": None,
+        "admission_key": scheduler.admission_key(accepted.body, policy),
+        "dedup_key": scheduler.dedup_key(accepted.url, accepted.body, policy),
     }
     if accepted.error_body is not None:
         row.update(
@@ -46,6 +49,7 @@ def ingest_openai_batch(
     blobs: BlobStore,
     batch: batches.BatchRecord,
     limits: LimitSettings,
+    policy: scheduler.OrderPolicy,
     *,
     has_model: Callable[[str], bool],
     check_model: Callable[[str, str], str | None],
@@ -69,7 +73,7 @@ def ingest_openai_batch(
                 break
             if accepted is None or validator.is_failed:
                 continue
-            chunk.append(_row(batch.id, accepted))
+            chunk.append(_row(batch.id, accepted, policy))
             num_total += 1
             num_invalid += accepted.error_body is not None
             if len(chunk) >= CHUNK:
