@@ -27,16 +27,16 @@ def test_outputs_are_identical_with_every_optimisation_on_and_off(tmp_path: Path
         lines[-1]["body"]["messages"].insert(0, {"role": "system", "content": instruction})
     for i in range(3):
         lines.append(chat_line(f"dup-{i}", "Name three colors.", max_tokens=12, temperature=0))
-    lines.append(chat_line("long", "Write a short story about a cat.", max_tokens=48,
-                           temperature=0))
+    lines.append(
+        chat_line("long", "Write a short story about a cat.", max_tokens=48, temperature=0)
+    )
     lines.append(chat_line("short", "Say hi.", max_tokens=2, temperature=0))
     path = write_jsonl(tmp_path / "in.jsonl", lines)
 
     outputs = {}
     for name, env in (("on", {}), ("off", OFF)):
         out = tmp_path / f"{name}.jsonl"
-        done = run_cli("run", str(path), "-o", str(out), "--home", str(tmp_path / name),
-                       env=env)
+        done = run_cli("run", str(path), "-o", str(out), "--home", str(tmp_path / name), env=env)
         assert done.returncode == 0, done.stderr
         outputs[name] = {
             x["custom_id"]: x["response"]["body"]["choices"][0]["message"]["content"]

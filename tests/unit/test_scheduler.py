@@ -18,7 +18,8 @@ ALL_OFF = OrderPolicy(prefix_grouping=False, length_aware=False, deduplicate=Fal
 
 def body(system: str, user: str, max_tokens: int | None = 16, temperature: float = 0) -> dict:
     result: dict[str, Any] = {
-        "model": "m", "temperature": temperature,
+        "model": "m",
+        "temperature": temperature,
         "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
     }
     if max_tokens is not None:
@@ -27,8 +28,12 @@ def body(system: str, user: str, max_tokens: int | None = 16, temperature: float
 
 
 def test_batches_are_claimed_earliest_deadline_first_and_empty_ones_skipped() -> None:
-    batches = [RunnableBatch("late", "p", 1, 500, 3), RunnableBatch("soon", "p", 2, 100, 1),
-               RunnableBatch("done", "p", 0, 50, 0), RunnableBatch("tie-old", "p", 0, 500, 2)]
+    batches = [
+        RunnableBatch("late", "p", 1, 500, 3),
+        RunnableBatch("soon", "p", 2, 100, 1),
+        RunnableBatch("done", "p", 0, 50, 0),
+        RunnableBatch("tie-old", "p", 0, 500, 2),
+    ]
     assert scheduler.claim_order(batches) == ["soon", "tie-old", "late"]
 
 
@@ -45,8 +50,7 @@ def test_requests_sharing_a_prefix_get_adjacent_admission_keys() -> None:
         "b2": scheduler.admission_key(body("translate to French", "bye"), ALL_ON),
     }
     order = sorted(keys, key=keys.__getitem__)
-    assert order.index("a1") + 1 == order.index("a2") or order.index("a2") + 1 == order.index(
-        "a1")
+    assert order.index("a1") + 1 == order.index("a2") or order.index("a2") + 1 == order.index("a1")
     assert abs(order.index("b1") - order.index("b2")) == 1
 
 
