@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -214,13 +215,23 @@ def serve_process(
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # its own process group: the engine's processes too
         )
         try:
             yield proc
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop_process_group(proc)
+
+
+def stop_process_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM the process and its children (vLLM's engine processes), SIGKILL stragglers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=60)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def wait_http(url: str, timeout: float = 120, proc: subprocess.Popen[str] | None = None) -> None:

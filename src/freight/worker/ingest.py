@@ -22,7 +22,7 @@ CHUNK = 5000
 def _row(batch_id: str, accepted: AcceptedLine, policy: scheduler.OrderPolicy) -> dict[str, Any]:
     # every row carries the same keys: an executemany takes its columns from the first row
     row: dict[str, Any] = {
-        "id": ids.new_id("batch_req_"),
+        "id": ids.new_request_id(),
         "batch_id": batch_id,
         "line": accepted.line,
         "custom_id": accepted.custom_id,

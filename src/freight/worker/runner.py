@@ -101,6 +101,8 @@ async def execute(
         work = endpoint.to_generations(body, f"{claimed.id}-{claimed.attempts}")
 
         async def compute() -> list[Generation]:
+            if len(work) == 1:  # the common case: no gather, no extra task
+                return [await engine.generate(work[0])]
             return list(await asyncio.gather(*(engine.generate(w) for w in work)))
 
         key = f"{claimed.batch_id}:{claimed.dedup_key}" if claimed.dedup_key else None
