@@ -41,10 +41,11 @@ CHAT_MODEL = DEFAULT_CHAT_MODEL
 
 # The real engine under test: fp32 makes greedy decoding batch-invariant (README,
 # Determinism), eager mode starts in seconds instead of compiling for a minute.
-TEST_ENGINE = EngineSettings(dtype="float32", enforce_eager=True, kv_cache_gib=2.0)
+TEST_ENGINE = EngineSettings(dtype="float32", enforce_eager=True, kv_cache_gib=1.0)
 TEST_ENGINE_ENV = {
     "FREIGHT_ENGINE__DTYPE": "float32",
     "FREIGHT_ENGINE__ENFORCE_EAGER": "true",
+    "FREIGHT_ENGINE__KV_CACHE_GIB": "1",
     "FREIGHT_MODEL_CACHE": str(MODEL_CACHE),
     "VLLM_LOGGING_LEVEL": "WARNING",
 }
