@@ -140,6 +140,11 @@ class Settings(BaseSettings):
         return self.home / "files"
 
     @property
+    def run_dir(self) -> Path:
+        """Records of this home's running engine processes (engines/reaper.py)."""
+        return self.home / "run"
+
+    @property
     def models_dir(self) -> Path:
         return self.model_cache or self.home / "models"
 
