@@ -95,6 +95,16 @@ class WorkerSettings(_Section):
     )
 
 
+class SchedulerSettings(_Section):
+    """Within-batch ordering optimisations (worker/scheduler.py); each can be switched off."""
+
+    prefix_grouping: bool = Field(
+        True, description="Admit requests that share a prompt prefix together."
+    )
+    length_aware: bool = Field(True, description="Admit requests with long outputs first.")
+    deduplicate: bool = Field(True, description="Compute identical temperature-0 requests once.")
+
+
 class ModelSettings(_Section):
     """One entry of the model registry."""
 
@@ -125,6 +135,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
     limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
     worker: WorkerSettings = Field(default_factory=WorkerSettings)  # type: ignore[arg-type]
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
@@ -144,6 +155,11 @@ class Settings(BaseSettings):
     @property
     def files_dir(self) -> Path:
         return self.home / "files"
+
+    @property
+    def run_dir(self) -> Path:
+        """Records of this home's running engine processes (engines/reaper.py)."""
+        return self.home / "run"
 
     @property
     def models_dir(self) -> Path:

@@ -88,7 +88,7 @@ class EnginePool:
             from freight.engines.vllm import VLLMEngine
 
             weights = await asyncio.to_thread(self.registry.weights_dir, spec)
-            engine = VLLMEngine(spec.name, weights, self.settings.engine)
+            engine = VLLMEngine(spec.name, weights, self.settings.engine, self.settings.run_dir)
         log.info("starting engine for %s", spec.name)
         try:
             await engine.start()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from freight.config import EngineSettings
+from freight.engines import reaper
 from freight.engines.base import (
     Choice,
     Delta,
@@ -45,10 +46,14 @@ def _prepare_environment(settings: EngineSettings) -> None:
 class VLLMEngine:
     """One model in one vLLM AsyncLLM."""
 
-    def __init__(self, name: str, weights: Path, settings: EngineSettings) -> None:
+    def __init__(
+        self, name: str, weights: Path, settings: EngineSettings, run_dir: Path | None = None
+    ) -> None:
         self.name = name
         self.weights = weights
         self.settings = settings
+        self.run_dir = run_dir  # where its processes are recorded (see engines/reaper.py)
+        self._record: Path | None = None
         self.max_num_seqs = settings.max_num_seqs
         self.max_model_len = settings.max_model_len
         self._llm: Any = None
@@ -82,7 +87,11 @@ class VLLMEngine:
             disable_log_stats=True,
         )
         tokenizer = AutoTokenizer.from_pretrained(str(self.weights))
-        return tokenizer, AsyncLLM.from_engine_args(args)
+        before = reaper.children()
+        llm = AsyncLLM.from_engine_args(args)
+        if self.run_dir is not None:
+            self._record = reaper.record(self.run_dir, self.name, before)
+        return tokenizer, llm
 
     @property
     def is_running(self) -> bool:
@@ -205,3 +214,4 @@ class VLLMEngine:
             # AsyncLLM.__del__ shuts down again, possibly at interpreter exit when vLLM's
             # module globals are gone; once is enough.
             llm.shutdown = lambda *args, **kwargs: None
+        reaper.forget(self._record)

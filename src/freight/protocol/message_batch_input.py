@@ -161,6 +161,7 @@ def iter_requests(fh: BinaryIO, *, has_model: Callable[[str], bool]) -> Iterator
             line=index + 1,
             custom_id=custom_id,
             url=endpoint.url,
+            body=params,
             body_json=json.dumps(params, separators=(",", ":"), ensure_ascii=False),
             model=model if isinstance(model, str) else None,
             error_body=error,

@@ -54,6 +54,8 @@ class Worker:
         self.registry = registry
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{ids.new_id('')[:8]}"
         self.capacity = settings.max_in_flight
+        self.policy = scheduler.OrderPolicy(**settings.scheduler.model_dump())
+        self._shared = runner.SharedResults()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._pending: list[requests.Outcome] = []
         self._background: dict[str, asyncio.Task[None]] = {}  # ingest/finalize, by batch id
@@ -162,7 +164,7 @@ class Worker:
             if request.attempts > max_attempts:
                 self._pending.append(_gave_up(request, "the worker running it was lost"))
                 return
-            result = await runner.execute(request, self.engines)
+            result = await runner.execute(request, self.engines, self._shared)
             if isinstance(result, runner.Transient):
                 self.num_retries += 1
                 log.warning(
@@ -279,6 +281,7 @@ class Worker:
                 self.db,
                 self.blobs,
                 batch,
+                self.policy,
                 has_model=self.registry.has,
             )
         else:
@@ -288,6 +291,7 @@ class Worker:
                 self.blobs,
                 batch,
                 self.settings.limits,
+                self.policy,
                 has_model=self.registry.has,
                 check_model=lambda model, url: None,
             )

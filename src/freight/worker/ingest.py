@@ -21,15 +21,16 @@ from freight.store import batches, files, requests
 from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStore
 from freight.store.db import Database
+from freight.worker import scheduler
 
 log = logging.getLogger(__name__)
 CHUNK = 5000
 
 
-def _row(batch_id: str, accepted: AcceptedLine) -> dict[str, Any]:
+def _row(batch_id: str, accepted: AcceptedLine, policy: scheduler.OrderPolicy) -> dict[str, Any]:
     # every row carries the same keys: an executemany takes its columns from the first row
     row: dict[str, Any] = {
-        "id": ids.new_id("batch_req_"),
+        "id": ids.new_request_id(),
         "batch_id": batch_id,
         "line": accepted.line,
         "custom_id": accepted.custom_id,
@@ -39,6 +40,8 @@ def _row(batch_id: str, accepted: AcceptedLine) -> dict[str, Any]:
         "attempts": 0,
         "status_code": None,
         "response_json": None,
+        "admission_key": scheduler.admission_key(accepted.body, policy),
+        "dedup_key": scheduler.dedup_key(accepted.url, accepted.body, policy),
     }
     if accepted.error_body is not None:
         row.update(
@@ -54,6 +57,7 @@ def ingest_openai_batch(
     blobs: BlobStore,
     batch: batches.BatchRecord,
     limits: LimitSettings,
+    policy: scheduler.OrderPolicy,
     *,
     has_model: Callable[[str], bool],
     check_model: Callable[[str, str], str | None],
@@ -77,7 +81,7 @@ def ingest_openai_batch(
                 break
             if accepted is None or validator.is_failed:
                 continue
-            chunk.append(_row(batch.id, accepted))
+            chunk.append(_row(batch.id, accepted, policy))
             num_total += 1
             num_invalid += accepted.error_body is not None
             if len(chunk) >= CHUNK:
@@ -97,7 +101,12 @@ def ingest_openai_batch(
 
 
 def ingest_message_batch(
-    db: Database, blobs: BlobStore, batch: batches.BatchRecord, *, has_model: Callable[[str], bool]
+    db: Database,
+    blobs: BlobStore,
+    batch: batches.BatchRecord,
+    policy: scheduler.OrderPolicy,
+    *,
+    has_model: Callable[[str], bool],
 ) -> batches.BatchRecord:
     """Queue an Anthropic Message Batch's requests from its stored create body.
 
@@ -115,7 +124,7 @@ def ingest_message_batch(
     try:
         with blobs.open(name) as fh:
             for accepted in message_batch_input.iter_requests(fh, has_model=has_model):
-                chunk.append(_row(batch.id, accepted))
+                chunk.append(_row(batch.id, accepted, policy))
                 num_total += 1
                 num_invalid += accepted.error_body is not None
                 models.add(accepted.model)
