@@ -1,7 +1,7 @@
 """Real-time latency and batch throughput on one shared engine, measured side by side.
 
-One Freight server (API + worker + one warm vLLM engine, start excluded) and the
-official `openai` SDK. Phases, in one run:
+One Freight server (API + worker + one warm vLLM engine, start excluded: the shared
+`benchmarks/harness.py`) and the official `openai` SDK. Phases, in one run:
   idle      real-time chat requests (max_tokens 16) one after another, engine otherwise idle
   batch     a large chat batch (the mixed workload, max_tokens 64) alone: generated tok/s
   hybrid    the same batch again while real-time clients send requests (each waits
@@ -22,26 +22,19 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
-import uvicorn
 from rich.console import Console
 
-from benchmarks import workloads
+from benchmarks import harness, workloads
 from freight import config
-from freight.api.app import create_app
-from freight.engines.pool import EnginePool
-from freight.models import Registry
-from freight.service import Service
 
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 console = Console(stderr=True)
@@ -82,38 +75,26 @@ async def realtime_idle(client: openai.AsyncOpenAI, num: int) -> list[float]:
     return [await one_realtime(client, i) for i in range(num)]
 
 
-async def run_batch(
-    client: openai.AsyncOpenAI, input_path: Path, started_event: asyncio.Event | None = None
-) -> dict[str, Any]:
-    started = time.perf_counter()
-    uploaded = await client.files.create(file=input_path, purpose="batch")
-    batch = await client.batches.create(
-        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
-    )
-    while batch.status not in ("completed", "failed", "expired", "cancelled"):
-        if started_event is not None and batch.status == "in_progress":
-            started_event.set()
-        await asyncio.sleep(0.1)
-        batch = await client.batches.retrieve(batch.id)
-    seconds = time.perf_counter() - started
-    assert batch.status == "completed" and batch.usage is not None, batch
-    return {
-        "seconds": seconds,
-        "output_tokens": batch.usage.output_tokens,
-        "tokens_per_s": batch.usage.output_tokens / seconds,
-    }
+async def health(client: openai.AsyncOpenAI) -> dict[str, Any]:
+    """GET /health: the worker's in-flight count and how many requests it gave back."""
+    base = str(client.base_url).rstrip("/").removesuffix("/v1")
+    async with httpx.AsyncClient() as http:
+        body: dict[str, Any] = (await http.get(f"{base}/health")).json()
+    return body
 
 
 async def hybrid(
-    client: openai.AsyncOpenAI, input_path: Path, args: argparse.Namespace
-) -> tuple[dict[str, Any], list[float]]:
-    """The batch, with real-time clients running from its start to its end."""
-    running = asyncio.Event()
+    bench: harness.Bench, input_path: Path, args: argparse.Namespace
+) -> tuple[harness.Sample, list[float], int]:
+    """The batch, with real-time clients running from its first request to its end."""
+    client = bench.client
     done = asyncio.Event()
     latencies: list[float] = []
+    given_back_before = (await health(client))["worker"]["given_back_for_realtime"]
 
     async def realtime_client(offset: int) -> None:
-        await running.wait()
+        while not done.is_set() and (await health(client))["worker"]["in_flight"] == 0:
+            await asyncio.sleep(0.05)  # wait until the batch is in the engine
         i = offset
         while not done.is_set():
             latencies.append(await one_realtime(client, i))
@@ -122,68 +103,48 @@ async def hybrid(
                 await asyncio.wait_for(done.wait(), args.rt_interval)
 
     clients = [asyncio.create_task(realtime_client(k)) for k in range(args.rt_clients)]
-    result = await run_batch(client, input_path, running)
+    sample = await bench.freight_api(input_path)
     done.set()
     await asyncio.gather(*clients)
-    return result, latencies
+    given_back = (await health(client))["worker"]["given_back_for_realtime"] - given_back_before
+    return sample, latencies, given_back
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="freight-hybrid-"))
-    engine = config.EngineSettings(enforce_eager=args.eager)  # type: ignore[call-arg]
-    settings = config.Settings(
-        home=tmp / "home", model_cache=REPO / ".freight" / "models", engine=engine
-    )
     input_path = workloads.write(
         workloads.mixed(args.batch_requests, max_tokens=64), tmp / "batch.jsonl"
     )
-    pool = EnginePool(settings, Registry(settings))
-    console.print("starting the engine (excluded from timings)...")
-    await pool.get(workloads.MODEL)
-    svc = Service(settings, engines=pool)
-    port = 8900 + (int(time.time()) % 90)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(svc), host="127.0.0.1", port=port, log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    client = openai.AsyncOpenAI(
-        base_url=f"http://127.0.0.1:{port}/v1", api_key="bench", timeout=3600
-    )
+    bench = harness.Bench(tmp)
+    console.print("starting the engine and warming it up (excluded from timings)...")
+    await bench.start(engine=config.EngineSettings(enforce_eager=args.eager))  # type: ignore[call-arg]
+    settings = bench.settings  # the worker reads these live: the window switches per run
     try:
-        warm = workloads.write(workloads.mixed(16, seed=99, max_tokens=16), tmp / "warm.jsonl")
-        await run_batch(client, warm)
-        await realtime_idle(client, 4)
-
-        idle = await realtime_idle(client, args.realtime_requests)
+        await realtime_idle(bench.client, 4)
+        idle = await realtime_idle(bench.client, args.realtime_requests)
         console.print(f"idle real-time: {latency_summary(idle)}")
-        alone = await run_batch(client, input_path)
-        console.print(f"batch alone: {alone['tokens_per_s']:.1f} tok/s")
+        alone = await bench.freight_api(input_path)
+        console.print(f"batch alone: {alone.tokens_per_s:.1f} tok/s")
         policies: dict[str, Any] = {}
         for policy in args.policies.split(","):
-            # the worker reads its settings live: the window switches between runs
             settings.worker.realtime_batch_window = (
                 settings.max_in_flight if policy == "priority" else args.window
             )
-            assert svc.worker is not None
-            given_back_before = svc.worker.num_given_back
-            batch, loaded = await hybrid(client, input_path, args)
+            sample, loaded, given_back = await hybrid(bench, input_path, args)
             policies[policy] = {
                 "realtime_window": settings.realtime_batch_window,
-                "batch": batch,
+                "batch": {"seconds": sample.seconds, "tokens_per_s": sample.tokens_per_s},
                 "realtime": latency_summary(loaded),
-                "given_back": svc.worker.num_given_back - given_back_before,
+                "given_back": given_back,
             }
             console.print(
-                f"{policy}: batch {batch['tokens_per_s']:.1f} tok/s, "
-                f"real-time {latency_summary(loaded)}"
+                f"{policy}: batch {sample.tokens_per_s:.1f} tok/s, "
+                f"real-time {latency_summary(loaded)}, {given_back} given back"
             )
     finally:
-        server.should_exit = True
-        await serving
-        await pool.shutdown()
-    return summarise(args, idle, alone, policies)
+        await bench.stop()
+    batch_alone = {"seconds": alone.seconds, "tokens_per_s": alone.tokens_per_s}
+    return summarise(args, idle, batch_alone, policies)
 
 
 def summarise(
@@ -192,9 +153,9 @@ def summarise(
     idle_summary = latency_summary(idle)
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores",
+        "machine": harness.machine(),
         "command": "python -m benchmarks.hybrid " + " ".join(sys.argv[1:]),
-        "settings": {k: v for k, v in vars(args).items()},
+        "settings": dict(vars(args)),
         "idle_realtime": idle_summary,
         "batch_alone": alone,
         "hybrid": policies,
@@ -213,14 +174,12 @@ def summarise(
         if rt["count"] == 0:
             print(f"| {name} | no real-time request finished during the batch | | | |")
             continue
-        latency_ratio = rt["p95_s"] / idle_summary["p95_s"]
-        throughput_ratio = result["batch"]["tokens_per_s"] / alone["tokens_per_s"]
-        result["p95_ratio"] = latency_ratio
-        result["throughput_ratio"] = throughput_ratio
+        result["p95_ratio"] = rt["p95_s"] / idle_summary["p95_s"]
+        result["throughput_ratio"] = result["batch"]["tokens_per_s"] / alone["tokens_per_s"]
         print(
             f"| {name} (window {result['realtime_window']}) | {rt['p50_s']:.3f} / "
-            f"{rt['p95_s']:.3f} (n={rt['count']}) | {latency_ratio:.2f} "
-            f"| {result['batch']['tokens_per_s']:.1f} | {throughput_ratio:.2f} |"
+            f"{rt['p95_s']:.3f} (n={rt['count']}) | {result['p95_ratio']:.2f} "
+            f"| {result['batch']['tokens_per_s']:.1f} | {result['throughput_ratio']:.2f} |"
         )
     return report
 
