@@ -14,6 +14,7 @@ from typing import Any
 
 import anthropic
 import httpx
+import openai
 import pytest
 from anthropic.types.messages import MessageBatch as SDKMessageBatch
 from anthropic.types.messages import MessageBatchIndividualResponse as SDKResult
@@ -201,8 +202,17 @@ def test_list_is_newest_first_and_pages_both_ways(echo_server: LiveServer) -> No
     assert every_newer == newest_first[2:4] + newest_first[:2]
     with pytest.raises(anthropic.BadRequestError):
         client.messages.batches.list(limit=1001)
-    # OpenAI batches and Message Batches are two views: neither lists the other's
-    assert echo_server.openai().batches.list().data == []
+    # OpenAI batches and Message Batches are two views: neither sees the other's batches,
+    # and an OpenAI batch file cannot carry /v1/messages bodies
+    openai_client = echo_server.openai()
+    assert openai_client.batches.list().data == []
+    with pytest.raises(openai.NotFoundError):
+        openai_client.batches.retrieve(created[0])
+    with pytest.raises(openai.BadRequestError) as excinfo:
+        openai_client.batches.create(
+            input_file_id="file-x", endpoint="/v1/messages", completion_window="24h"
+        )
+    assert "/v1/chat/completions" in excinfo.value.body["message"]  # type: ignore[index]
 
 
 def test_delete_needs_an_ended_batch(tmp_path: Path) -> None:
