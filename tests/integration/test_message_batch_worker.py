@@ -74,7 +74,7 @@ def test_message_batch_runs_on_the_shared_lifecycle(tmp_path: Path, database_url
         history = [e["to_status"] for e in batches.events(conn, batch_id)]
     assert history == ["validating", "in_progress", "finalizing", "completed"]
     # the create body is gone once its requests are queued; no OpenAI files were made
-    assert not svc.blobs.path(blob_names.message_batch_requests(batch_id)).exists()
+    assert not svc.blobs.exists(blob_names.message_batch_requests(batch_id))
     assert record.output_file_id is None and record.error_file_id is None
 
 

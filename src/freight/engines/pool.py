@@ -83,7 +83,7 @@ class EnginePool:
     async def _start(self, spec: ModelSpec) -> Engine:
         engine: Engine
         if spec.engine == "echo":
-            engine = EchoEngine(spec.name)
+            engine = EchoEngine(spec.name, delay_seconds=spec.delay_seconds)
         else:
             from freight.engines.vllm import VLLMEngine
 

@@ -25,7 +25,7 @@ from freight.engines.pool import EnginePool
 from freight.models import Registry
 from freight.store import batches, requests
 from freight.store import blobs as blob_names
-from freight.store.blobs import BlobStore
+from freight.store.blobs import BlobStorage
 from freight.store.db import Database
 from freight.worker import finalize, ingest, runner, scheduler
 
@@ -41,7 +41,7 @@ class Worker:
         self,
         settings: Settings,
         db: Database,
-        blobs: BlobStore,
+        blobs: BlobStorage,
         engines: EnginePool,
         registry: Registry,
         *,
@@ -252,7 +252,7 @@ class Worker:
     def _is_uningested(self, batch: batches.BatchRecord) -> bool:
         """A Message Batch whose create body still waits to become request rows."""
         name = blob_names.message_batch_requests(batch.id)
-        return batch.api == "anthropic" and self.blobs.path(name).exists()
+        return batch.api == "anthropic" and self.blobs.exists(name)
 
     def _active(self) -> list[batches.BatchRecord]:
         with self.db.read() as conn:

@@ -26,7 +26,7 @@ from freight.errors import IllegalTransition
 from freight.protocol import anthropic
 from freight.store import batches, files, requests
 from freight.store import blobs as blob_names
-from freight.store.blobs import BlobStore
+from freight.store.blobs import BlobStorage
 from freight.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def format_message_result(row: Any) -> bytes:
 
 
 def _finalize_message_batch(
-    db: Database, blobs: BlobStore, batch: batches.BatchRecord, end_status: str
+    db: Database, blobs: BlobStorage, batch: batches.BatchRecord, end_status: str
 ) -> batches.BatchRecord:
     num_lines = 0
     with blobs.create(blob_names.message_batch_results(batch.id)) as fh, db.read() as conn:
@@ -110,7 +110,7 @@ def _another_worker_won(db: Database, batch_id: str) -> batches.BatchRecord:
     return batch
 
 
-def _new_file(blobs: BlobStore, batch: batches.BatchRecord, name: str) -> files.FileRecord:
+def _new_file(blobs: BlobStorage, batch: batches.BatchRecord, name: str) -> files.FileRecord:
     return files.new_record(
         project=batch.project,
         filename=name,
@@ -120,7 +120,9 @@ def _new_file(blobs: BlobStore, batch: batches.BatchRecord, name: str) -> files.
     )
 
 
-def finalize(db: Database, blobs: BlobStore, batch_id: str, end_status: str) -> batches.BatchRecord:
+def finalize(
+    db: Database, blobs: BlobStorage, batch_id: str, end_status: str
+) -> batches.BatchRecord:
     """Write the result files and move the batch to `end_status` (from its current status)."""
     with db.read() as conn:
         batch = batches.get(conn, batch_id)

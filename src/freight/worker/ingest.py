@@ -27,7 +27,7 @@ from freight.protocol import message_batch_input
 from freight.protocol.batch_input import AcceptedLine, FileValidator, iter_lines
 from freight.store import batches, files, requests
 from freight.store import blobs as blob_names
-from freight.store.blobs import BlobStore
+from freight.store.blobs import BlobStorage
 from freight.store.db import Database
 from freight.worker import scheduler
 
@@ -62,7 +62,7 @@ def _row(batch_id: str, accepted: AcceptedLine, policy: scheduler.OrderPolicy) -
 
 def ingest_openai_batch(
     db: Database,
-    blobs: BlobStore,
+    blobs: BlobStorage,
     batch: batches.BatchRecord,
     limits: LimitSettings,
     policy: scheduler.OrderPolicy,
@@ -111,7 +111,7 @@ def ingest_openai_batch(
 
 def ingest_message_batch(
     db: Database,
-    blobs: BlobStore,
+    blobs: BlobStorage,
     batch: batches.BatchRecord,
     policy: scheduler.OrderPolicy,
     *,
