@@ -68,6 +68,18 @@ class Outcome:
     output_tokens: int = 0
 
 
+_CLAIMED_COLUMNS = (
+    requests.c.id,
+    requests.c.batch_id,
+    requests.c.line,
+    requests.c.custom_id,
+    requests.c.url,
+    requests.c.body,
+    requests.c.attempts,
+    requests.c.dedup_key,
+)
+
+
 def insert_many(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     """Insert request rows (all with the same keys) in one executemany.
 
@@ -105,16 +117,7 @@ def claim(
     if limit <= 0:
         return []
     query = (
-        sa.select(
-            requests.c.id,
-            requests.c.batch_id,
-            requests.c.line,
-            requests.c.custom_id,
-            requests.c.url,
-            requests.c.body,
-            requests.c.attempts,
-            requests.c.dedup_key,
-        )
+        sa.select(*_CLAIMED_COLUMNS)
         .where(requests.c.batch_id == batch_id, requests.c.status == QUEUED)
         .order_by(requests.c.admission_key, requests.c.line)
         .limit(limit)
@@ -170,6 +173,61 @@ def _update_count(conn: sa.Connection, update: sa.Update | None, **values: Any) 
     if update is None:
         return 0
     return int(conn.execute(update.values(**values)).rowcount)
+
+
+@dataclass(frozen=True)
+class LeasedLines:
+    """What claim_all leased: how many requests, between which lines."""
+
+    num_requests: int
+    first_line: int
+    last_line: int
+
+
+def claim_all(
+    conn: sa.Connection, batch_id: str, owner: str, lease_seconds: float
+) -> LeasedLines | None:
+    """Lease every queued request of a batch to `owner` (a hand-off to another executor).
+
+    None if nothing was queued. Rows another worker is claiming at this moment are left
+    to it.
+    """
+    where = [requests.c.batch_id == batch_id, requests.c.status == QUEUED]
+    num = _update_count(
+        conn,
+        _locked_update(conn, where, skip_locked=True),
+        status=RUNNING,
+        lease_owner=owner,
+        lease_expires_at=time.time() + lease_seconds,
+        attempts=requests.c.attempts + 1,
+    )
+    if not num:
+        return None
+    first, last = conn.execute(
+        sa.select(sa.func.min(requests.c.line), sa.func.max(requests.c.line)).where(
+            requests.c.batch_id == batch_id,
+            requests.c.lease_owner == owner,
+            requests.c.status == RUNNING,
+        )
+    ).one()
+    return LeasedLines(num, int(first), int(last))
+
+
+def leased_lines(
+    conn: sa.Connection, batch_id: str, owner: str, first_line: int, last_line: int
+) -> list[ClaimedRequest]:
+    """The requests of lines first..last that `owner` holds, in line order."""
+    rows = conn.execute(
+        sa.select(*_CLAIMED_COLUMNS)
+        .where(
+            requests.c.batch_id == batch_id,
+            requests.c.lease_owner == owner,
+            requests.c.status == RUNNING,
+            requests.c.line.between(first_line, last_line),
+        )
+        .order_by(requests.c.line)
+    ).all()
+    return [ClaimedRequest(*row) for row in rows]
 
 
 def renew(conn: sa.Connection, owner: str, lease_seconds: float) -> int:

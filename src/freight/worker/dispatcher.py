@@ -20,6 +20,7 @@ import socket
 import time
 
 from freight import ids
+from freight.cluster.handoff import RayHandOff
 from freight.config import Settings
 from freight.engines.pool import EnginePool
 from freight.models import Registry
@@ -66,6 +67,8 @@ class Worker:
         self.num_retries = 0
         self.num_recorded = 0
         self.num_given_back = 0  # batch requests taken back out of the engine for real-time
+        # Large batches go to a Ray cluster when one is configured (cluster/handoff.py).
+        self.ray = RayHandOff(settings, db, self.owner) if settings.ray.address else None
         engines.realtime.subscribe(self._kick.set)
 
     def kick(self) -> None:
@@ -145,7 +148,9 @@ class Worker:
         return [
             scheduler.RunnableBatch(b.id, b.project, b.created_at, b.expires_at, b.num_open)
             for b in rows
-            if b.expires_at > now and b.id not in self._background
+            if b.expires_at > now
+            and b.id not in self._background
+            and not (self.ray is not None and self.ray.wants(b))
         ]
 
     def _claim(self, batch_id: str, limit: int) -> list[requests.ClaimedRequest]:
@@ -246,6 +251,8 @@ class Worker:
                 self._in_background(batch.id, self._end_early, batch.id, requests.CANCELLED)
             elif batch.status == "in_progress" and wall >= batch.expires_at:
                 self._in_background(batch.id, self._end_early, batch.id, requests.EXPIRED)
+            elif self.ray is not None and self.ray.wants(batch):
+                self._in_background(batch.id, self.ray.run, batch.id)
             elif batch.status == "finalizing" or batch.num_open == 0:
                 self._in_background(batch.id, self._finalize, batch.id, "completed")
 
@@ -317,6 +324,8 @@ class Worker:
 
     async def _drain(self) -> None:
         """Stop: let in-flight requests finish briefly, then give the rest back unrun."""
+        if self.ray is not None:
+            self.ray.stop()
         if self._in_flight:
             log.info("waiting for %d in-flight requests", len(self._in_flight))
             await asyncio.wait(
