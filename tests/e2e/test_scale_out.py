@@ -167,8 +167,9 @@ def test_three_workers_share_a_batch_and_survive_one_killed(tmp_path: Path) -> N
         with db.read() as conn:
             history = [(e["from_status"], e["to_status"]) for e in batches.events(conn, batch.id)]
             reclaimed = conn.execute(
-                sa.select(requests_table.c.id, requests_table.c.status, requests_table.c.attempts)
-                .where(requests_table.c.id.in_(orphaned))
+                sa.select(
+                    requests_table.c.id, requests_table.c.status, requests_table.c.attempts
+                ).where(requests_table.c.id.in_(orphaned))
             ).all()
         assert history == [
             (None, "validating"),
