@@ -149,7 +149,7 @@ def run(
     raise typer.Exit(code)
 
 
-def _optional_value(argv: list[str], option: str, default: str) -> list[str]:
+def optional_value(argv: list[str], option: str, default: str) -> list[str]:
     """Let `option` stand alone: `--ray` at the end or before another option means
     `--ray=default` (typer options otherwise always take a value)."""
     out = []
@@ -163,7 +163,7 @@ def _optional_value(argv: list[str], option: str, default: str) -> list[str]:
 
 def main() -> None:
     try:
-        app(args=_optional_value(sys.argv[1:], "--ray", "local"))
+        app(args=optional_value(sys.argv[1:], "--ray", "local"))
     except KeyboardInterrupt:
         sys.exit(130)
 

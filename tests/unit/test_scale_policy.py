@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from freight.cli import _optional_value
+from freight.cli import optional_value
 from freight.cluster.handoff import is_large
 
 
@@ -34,4 +34,4 @@ def test_a_batch_goes_to_ray_from_min_requests_open_requests(
 def test_ray_alone_means_a_local_cluster_and_takes_an_address_otherwise(
     argv: list[str], expected: list[str]
 ) -> None:
-    assert _optional_value(argv, "--ray", "local") == expected
+    assert optional_value(argv, "--ray", "local") == expected
