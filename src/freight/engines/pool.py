@@ -8,6 +8,7 @@ import logging
 from freight.config import Settings
 from freight.engines.base import Engine
 from freight.engines.echo import EchoEngine
+from freight.engines.metering import EngineMeter, MeteredEngine
 from freight.models import ModelSpec, Registry
 
 log = logging.getLogger(__name__)
@@ -22,10 +23,11 @@ class EnginePool:
         self._engines: dict[str, Engine] = {}
         self._starting: dict[str, asyncio.Task[Engine]] = {}
         self.failures: dict[str, str] = {}  # model → why its engine last failed to start
+        self.meter = EngineMeter()  # every engine handed out is metered (engines/metering.py)
 
     def add(self, engine: Engine) -> None:
         """Register an already-started engine (tests share one across servers)."""
-        self._engines[engine.name] = engine
+        self._engines[engine.name] = MeteredEngine(engine, self.meter)
 
     def started(self) -> list[str]:
         return sorted(self._engines)
@@ -61,8 +63,9 @@ class EnginePool:
             raise
         log.info("engine for %s is ready", spec.name)
         self.failures.pop(spec.name, None)
-        self._engines[spec.name] = engine
-        return engine
+        metered = MeteredEngine(engine, self.meter)
+        self._engines[spec.name] = metered
+        return metered
 
     async def shutdown(self) -> None:
         engines, self._engines = list(self._engines.values()), {}
