@@ -129,8 +129,9 @@ def build(
     """The report for [since, until) from the store, priced with `settings`."""
     prices = pricing.PriceBook(settings)
     with db.read() as conn:
+        # every project: the engine columns spread engine time over everyone's tokens
         delivered = usage.delivered_by_bucket(
-            conn, since=since, until=until, bucket_seconds=usage.DAY_SECONDS, project=project
+            conn, since=since, until=until, bucket_seconds=usage.DAY_SECONDS
         )
         metered = usage.engine_usage_by_bucket(
             conn, since=since, until=until, bucket_seconds=usage.DAY_SECONDS
@@ -145,6 +146,8 @@ def build(
         batch_output[(d.bucket_start, d.model or "")] += d.output_tokens
     rows = []
     for d in delivered:
+        if project is not None and d.project != project:
+            continue
         key = (d.bucket_start, d.model or "")
         engine = engines.get(key)
         seconds = engine.seconds.get(BATCH, 0.0) if engine else 0.0
@@ -266,7 +269,7 @@ def _number(value: float | None, fmt: str) -> str:
 
 
 def to_table(report: Report) -> Table:
-    discount = f"{report.batch_discount * 100:g}%"
+    discount = f"{float(report.batch_discount * 100):g}%"
     hardware = (
         f"${report.hardware_per_hour}/h" if report.hardware_per_hour is not None else "not set"
     )

@@ -54,7 +54,8 @@ def plot(
         )
         starts = [r.bucket_start for r in probe] + [r.bucket_start for r in metered_days]
         first = max(since, min(starts, default=since))
-        bucket = bucket_for(until - first)
+        last = min(until, max(starts, default=until) + usage.DAY_SECONDS)
+        bucket = bucket_for(last - first)
         delivered = usage.delivered_by_bucket(
             conn, since=first, until=until, bucket_seconds=bucket, project=project
         )
@@ -76,7 +77,9 @@ def plot(
             output[REALTIME][m.bucket_start] += m.output_tokens
         if m.kind == BATCH and prices.hardware_per_hour is not None:
             hardware[m.bucket_start] += pricing.hardware_cost(prices.hardware_per_hour, m.seconds)
-    buckets = sorted(set(output[BATCH]) | set(output[REALTIME]) | set(hardware))
+    active = set(output[BATCH]) | set(output[REALTIME]) | set(hardware)
+    # every bucket from the first active one to the last, so quiet stretches show as zero
+    buckets = list(range(min(active), max(active) + 1, bucket)) if active else []
 
     def when(start: int) -> dt.datetime:
         return dt.datetime.fromtimestamp(start, dt.UTC)
@@ -92,9 +95,12 @@ def plot(
     top.grid(alpha=0.3)
     top.legend(loc="upper left")
     for series, label in (
-        (list_cost, "real-time equivalent"),
-        (batch_cost, f"batch ({prices.batch_discount * 100:g}% off)"),
-        (hardware, "hardware (engine time)"),
+        (list_cost, "batch work at real-time prices"),
+        (
+            batch_cost,
+            f"batch work at the batch price ({float(prices.batch_discount * 100):g}% off)",
+        ),
+        (hardware, "engine time on batch work at hardware_per_hour"),
     ):
         if series:
             running, points = Decimal(0), []

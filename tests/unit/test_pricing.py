@@ -133,6 +133,4 @@ def test_pricing_section_rejects_unknown_keys_and_bad_discounts(
     )
     settings = config.load()
     assert settings.pricing.batch_discount == 0.3 and settings.pricing.hardware_per_hour == 2.5
-    assert pricing.PriceBook(settings).prices("e") == pricing.Prices(
-        Decimal("0.2"), Decimal("0.8")
-    )
+    assert pricing.PriceBook(settings).prices("e") == pricing.Prices(Decimal("0.2"), Decimal("0.8"))
