@@ -183,6 +183,10 @@ def test_progress_endpoint_reports_only_the_projects_batches(big_store: LiveServ
         "total": 10,
         "percent": 30,
         "is_terminal": True,
+        "num_succeeded": 3,
+        "num_errored": 0,
+        "input_tokens": 1000,
+        "output_tokens": 500,
     }
 
 

@@ -122,10 +122,10 @@ def test_pricing_section_rejects_unknown_keys_and_bad_discounts(
     toml = tmp_path / "freight.toml"
     monkeypatch.setenv("FREIGHT_CONFIG", str(toml))
     toml.write_text("[pricing]\nbatch_discont = 0.5\n")
-    with pytest.raises(ConfigError, match="pricing.batch_discont"):
+    with pytest.raises(ConfigError, match=r"pricing\.batch_discont"):
         config.load()
     toml.write_text("[pricing]\nbatch_discount = 1.5\n")
-    with pytest.raises(ConfigError, match="pricing.batch_discount"):
+    with pytest.raises(ConfigError, match=r"pricing\.batch_discount"):
         config.load()
     toml.write_text(
         '[pricing]\nbatch_discount = 0.3\nhardware_per_hour = 2.5\n\n[[models]]\nname = "e"\n'

@@ -194,6 +194,7 @@ def batch_page(
     prices = pricing.PriceBook(svc.settings)
     run_seconds = end - start if span else None
     context = {
+        "project": owner,
         "row": batch_row(batch, prices),
         "b": batch,
         "discount": prices.batch_discount,
@@ -238,6 +239,10 @@ def progress(
                 "total": done.num_total,
                 "percent": done.percent,
                 "is_terminal": batch.is_terminal,
+                "num_succeeded": batch.num_succeeded,
+                "num_errored": batch.num_errored,
+                "input_tokens": batch.input_tokens,
+                "output_tokens": batch.output_tokens,
             }
     return JSONResponse({"batches": found})
 

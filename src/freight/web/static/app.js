@@ -19,6 +19,11 @@
     set(node, ".bar > span", function (el) { el.style.width = b.percent + "%"; });
     set(node, '[data-field="percent"]', function (el) { el.textContent = b.percent + "%"; });
     set(node, '[data-field="counts"]', function (el) { el.textContent = b.done + " / " + b.total; });
+    ["num_succeeded", "num_errored", "input_tokens", "output_tokens"].forEach(function (name) {
+      set(node, '[data-field="' + name + '"]', function (el) {
+        el.textContent = b[name].toLocaleString("en-US");
+      });
+    });
     set(node, '[data-field="status"]', function (el) {
       el.textContent = b.status;
       el.className = "status " + b.status;
