@@ -28,6 +28,14 @@ def usd(value: Decimal | float | int | str) -> Decimal:
     return exact.quantize(MICRO_USD, rounding=ROUND_HALF_UP)
 
 
+def format_usd(value: Decimal | None) -> str:
+    """Dollars for people: to the millionth below $1 (small models cost fractions of a
+    cent), to the cent above; `-` when unknown."""
+    if value is None:
+        return "-"
+    return f"${value:,.6f}" if abs(value) < 1 else f"${value:,.2f}"
+
+
 @dataclass(frozen=True)
 class Prices:
     """Real-time list prices of one model, $ per million tokens."""

@@ -258,12 +258,6 @@ def to_csv(report: Report) -> str:
     return buffer.getvalue()
 
 
-def _money(value: Decimal | None) -> str:
-    if value is None:
-        return "-"
-    return f"${value:,.4f}" if value < 100 else f"${value:,.2f}"
-
-
 def _number(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
@@ -303,12 +297,12 @@ def to_table(report: Report) -> Table:
             f"{r.num_requests:,}",
             f"{r.input_tokens:,}",
             f"{r.output_tokens:,}",
-            _money(r.realtime_cost),
-            _money(r.batch_cost),
-            _money(r.savings),
+            pricing.format_usd(r.realtime_cost),
+            pricing.format_usd(r.batch_cost),
+            pricing.format_usd(r.savings),
             _number(r.tokens_per_second, ",.1f"),
             "-" if r.utilization is None else f"{r.utilization:.0%}",
-            _money(r.measured_usd_per_mtok),
+            pricing.format_usd(r.measured_usd_per_mtok),
         )
     totals = report.totals()
     table.add_section()
@@ -320,9 +314,9 @@ def to_table(report: Report) -> Table:
         f"{totals['num_requests']:,}",
         f"{totals['input_tokens']:,}",
         f"{totals['output_tokens']:,}",
-        _money(totals["realtime_cost"]),
-        _money(totals["batch_cost"]),
-        _money(totals["savings"]),
+        pricing.format_usd(totals["realtime_cost"]),
+        pricing.format_usd(totals["batch_cost"]),
+        pricing.format_usd(totals["savings"]),
         "",
         "",
         "",

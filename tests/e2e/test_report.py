@@ -80,11 +80,11 @@ def test_report_table_shows_costs_savings_and_measured_price(seeded_home: Path) 
     table = report(seeded_home)
     assert "Freight usage 2026-01-01" in table
     alpha = next(line for line in table.splitlines() if "alpha" in line)
-    for cell in ("3,000", "1,500", "$0.0060", "$0.0030", "35.0", "33%", "$9.5238"):
+    for cell in ("3,000", "1,500", "$0.006000", "$0.003000", "35.0", "33%", "$9.52"):
         assert cell in alpha, (cell, alpha)
     assert "batch discount 50%" in table and "hardware $3.6/h" in table
     total = next(line for line in table.splitlines() if line.strip("│ ").startswith("total"))
-    assert "$0.0270" in total  # real-time equivalent of everything: 6 + 8 + 3 + 10 millis
+    assert "$0.027000" in total  # real-time equivalent of everything: 6 + 8 + 3 + 10 millis
 
 
 def test_report_for_one_project(seeded_home: Path) -> None:

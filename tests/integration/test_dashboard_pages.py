@@ -195,9 +195,9 @@ def test_batch_page_shows_counts_cost_and_savings(big_store: LiveServer) -> None
     page = client.get("/ui/batches/batch_00007").text
     assert "batch_00007" in page and "completed" in page
     # 1000 x $1/M + 500 x $2/M = $0.002 real time, $0.001 batch, $0.001 saved
-    assert 'data-field="realtime-cost">$0.0020<' in page
-    assert 'data-field="batch-cost">$0.0010<' in page
-    assert 'data-field="savings">$0.0010<' in page
+    assert 'data-field="realtime-cost">$0.002000<' in page
+    assert 'data-field="batch-cost">$0.001000<' in page
+    assert 'data-field="savings">$0.001000<' in page
     assert "<svg" in page
     missing = client.get("/ui/batches/batch_01002")  # another project's
     assert missing.status_code == 404 and "No such batch" in missing.text
@@ -212,9 +212,9 @@ def test_cost_page_totals_the_projects_batches(big_store: LiveServer) -> None:
     )
     assert page.status_code == 200
     # 1,000 batches x $0.002 real time, x $0.001 as batch work
-    assert 'data-field="total-realtime">$2.0000<' in page.text
-    assert 'data-field="total-batch">$1.0000<' in page.text
-    assert 'data-field="total-savings">$1.0000<' in page.text
+    assert 'data-field="total-realtime">$2.00<' in page.text
+    assert 'data-field="total-batch">$1.00<' in page.text
+    assert 'data-field="total-savings">$1.00<' in page.text
 
 
 def test_upload_errors_are_shown_on_the_page(echo_server: LiveServer) -> None:

@@ -134,3 +134,10 @@ def test_pricing_section_rejects_unknown_keys_and_bad_discounts(
     settings = config.load()
     assert settings.pricing.batch_discount == 0.3 and settings.pricing.hardware_per_hour == 2.5
     assert pricing.PriceBook(settings).prices("e") == pricing.Prices(Decimal("0.2"), Decimal("0.8"))
+
+
+def test_dollars_for_people_keep_fractions_of_a_cent() -> None:
+    assert pricing.format_usd(Decimal("0.000298")) == "$0.000298"
+    assert pricing.format_usd(Decimal("9.523810")) == "$9.52"
+    assert pricing.format_usd(Decimal("1234.5")) == "$1,234.50"
+    assert pricing.format_usd(None) == "-"

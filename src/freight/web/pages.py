@@ -38,7 +38,8 @@ def when(unix: float | None) -> str:
 
 
 templates.env.filters["when"] = when
-templates.env.filters["money"] = lambda v: "-" if v is None else f"${v:,.4f}"
+templates.env.filters["short_when"] = lambda unix: time.strftime("%m-%d %H:%M", time.gmtime(unix))
+templates.env.filters["money"] = pricing.format_usd
 
 
 def batch_row(batch: batches.BatchRecord, prices: pricing.PriceBook) -> dict[str, Any]:
