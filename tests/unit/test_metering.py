@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -175,3 +177,20 @@ def test_shutdown_marks_the_engine_down_once() -> None:
     asyncio.run(engine.shutdown())
     clock.t += 10
     assert meter.busy_and_up_seconds("echo") == (0.0, 0.0)
+
+
+def test_an_embeddings_engine_is_metered_by_its_input_tokens() -> None:
+    class Embedder:
+        name = "minilm"
+
+        async def embed(self, request: Any) -> Any:
+            return SimpleNamespace(vectors=[[0.1]] * 3, num_prompt_tokens=21)
+
+    meter = EngineMeter(Clock())
+    engine = MeteredEngine(Embedder(), meter)  # type: ignore[arg-type]
+    result = asyncio.run(engine.embed(SimpleNamespace(priority=BATCH_PRIORITY)))
+    assert result.num_prompt_tokens == 21
+    totals = meter.totals[("minilm", BATCH)]
+    assert (totals.num_requests, totals.input_tokens, totals.output_tokens) == (1, 21, 0)
+    with pytest.raises(AttributeError):
+        engine.max_num_seqs  # noqa: B018  (an embedder has none, and the wrapper adds none)

@@ -268,16 +268,18 @@ class EngineMeter:
 class MeteredEngine:
     """An engine whose every request is measured by an EngineMeter; otherwise the engine.
 
-    Attributes it does not define (`is_running`, `prompt_token_ids`, ...) are the
-    wrapped engine's, so callers see no difference.
+    Attributes it does not define (`max_num_seqs`, `is_running`, `prompt_token_ids`, ...)
+    are the wrapped engine's, so callers see no difference. An engine with an `embed`
+    method (embeddings) is metered the same way: its input tokens, no output tokens.
     """
+
+    max_num_seqs: int  # declared for the Engine protocol; read from the engine
+    max_model_len: int
 
     def __init__(self, engine: Engine, meter: EngineMeter) -> None:
         self.engine = engine
         self.meter = meter
         self.name = engine.name
-        self.max_num_seqs = engine.max_num_seqs
-        self.max_model_len = engine.max_model_len
         self._is_up = True
         meter.engine_up(engine.name)
 
@@ -308,6 +310,16 @@ class MeteredEngine:
                 yield item
         finally:
             self.meter.finished(running, generation)
+
+    async def embed(self, request: Any) -> Any:
+        running = self.meter.started(self.name, kind_of(request))
+        done: Generation | None = None
+        try:
+            embeddings = await self.engine.embed(request)  # type: ignore[attr-defined]
+            done = Generation(embeddings.num_prompt_tokens, 0)
+            return embeddings
+        finally:
+            self.meter.finished(running, done)
 
     async def abort(self, request_ids: list[str]) -> None:
         await self.engine.abort(request_ids)
