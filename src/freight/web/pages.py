@@ -52,6 +52,22 @@ def batch_row(batch: batches.BatchRecord, prices: pricing.PriceBook) -> dict[str
     }
 
 
+def page_links(
+    records: list[batches.BatchRecord], has_more: bool, *, after: str | None, before: str | None
+) -> tuple[str | None, str | None]:
+    """Cursors for the Newer and Older links of a newest-first page (None: no link).
+
+    `has_more` is list_page's: more in the direction the page was read (older after
+    `after` or from the top; newer before `before`). The other direction has more
+    exactly when a cursor was given.
+    """
+    if not records:
+        return None, None
+    more_newer = has_more if before else after is not None
+    more_older = True if before else has_more
+    return (records[0].id if more_newer else None, records[-1].id if more_older else None)
+
+
 # --- sign-in ----------------------------------------------------------------------------------
 
 
@@ -100,11 +116,12 @@ def _index(
             before=before,
             limit=svc.settings.web.page_size,
         )
+    newer, older = page_links(records, has_more, after=after, before=before)
     context = {
         "project": owner,
         "rows": [batch_row(b, prices) for b in records],
-        "newer": records[0].id if records and (after or (before and has_more)) else None,
-        "older": records[-1].id if records and (has_more if not before else True) else None,
+        "newer": newer,
+        "older": older,
         "endpoints": list(endpoints.ENDPOINTS),
         "error": error,
     }
