@@ -58,6 +58,12 @@ class LimitSettings(_Section):
     max_line_bytes: int = Field(10 * MiB, ge=1, description="Largest line of a batch file.")
     max_requests_per_batch: int = Field(1_000_000, ge=1, description="Lines per batch file.")
     max_custom_id_chars: int = Field(512, ge=1, description="Longest custom_id (OpenAI files).")
+    max_message_batch_requests: int = Field(
+        100_000, ge=1, description="Requests per Anthropic message batch (Anthropic: 100,000)."
+    )
+    max_message_batch_bytes: int = Field(
+        256 * MiB, ge=1, description="Body size of an Anthropic batch create (Anthropic: 256 MB)."
+    )
     max_metadata_pairs: int = Field(16, ge=0)
     max_metadata_key_chars: int = Field(64, ge=1)
     max_metadata_value_chars: int = Field(512, ge=1)
@@ -75,6 +81,17 @@ class WorkerSettings(_Section):
     max_attempts: int = Field(3, ge=1, description="Tries per request for transient failures.")
     drain_seconds: float = Field(
         10.0, ge=0, description="On shutdown, how long in-flight requests may finish."
+    )
+    realtime_batch_window: int | None = Field(
+        None,
+        ge=0,
+        description="Batch requests kept in the engine while real-time requests run "
+        "(default max_num_seqs / 4); see worker/scheduler.py.",
+    )
+    realtime_hold_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How long after the last real-time request the smaller window holds.",
     )
 
 
@@ -192,12 +209,22 @@ class Settings(BaseSettings):
         return self.home / "files"
 
     @property
+    def run_dir(self) -> Path:
+        """Records of this home's running engine processes (engines/reaper.py)."""
+        return self.home / "run"
+
+    @property
     def models_dir(self) -> Path:
         return self.model_cache or self.home / "models"
 
     @property
     def max_in_flight(self) -> int:
         return self.worker.max_in_flight or 2 * self.engine.max_num_seqs
+
+    @property
+    def realtime_batch_window(self) -> int:
+        window = self.worker.realtime_batch_window
+        return max(1, self.engine.max_num_seqs // 4) if window is None else window
 
 
 def _toml_path() -> Path:

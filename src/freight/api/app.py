@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from freight import __version__, web
-from freight.api import batches, errors, files, meta, metrics
+from freight.api import batches, errors, files, message_batches, meta, metrics, realtime
 from freight.service import Service
 from freight.worker.usage import UsageRecorder
 
@@ -48,7 +48,7 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
     app = FastAPI(title="Freight", version=__version__, lifespan=lifespan)
     app.state.service = svc
     errors.install(app)
-    for module in (files, batches, meta, metrics):
+    for module in (files, batches, message_batches, realtime, meta, metrics):
         app.include_router(module.router)
     web.install(app, svc.settings)  # the dashboard at / and /ui/...
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Header, Request
 
 from freight.service import Service
 from freight.store.files import DEFAULT_PROJECT
@@ -32,3 +32,15 @@ def resolve_project(svc: Service, key: str | None) -> str:
 def project(request: Request) -> str:
     """FastAPI dependency: the caller's project, from the key in the request headers."""
     return resolve_project(service(request), presented_key(request))
+
+
+def anthropic_headers(
+    x_api_key: str | None = Header(None, description="The API key (see presented_key)."),
+    anthropic_version: str | None = Header(None, description="Accepted, e.g. 2023-06-01."),
+    anthropic_beta: str | None = Header(None, description="Accepted and ignored."),
+) -> None:
+    """The headers Anthropic's SDK sends on every call: accepted (and documented) here.
+
+    There is one API shape per path, whatever `anthropic-version` says; `x-api-key`
+    identifies the caller like a bearer token does (`project`).
+    """

@@ -58,7 +58,10 @@ class EchoEngine:
             words = reply if limit is None else reply[:limit]
             finish: FinishReason = "length" if limit is not None and len(reply) > limit else "stop"
             text = " ".join(words)
-            yield Delta(index, text, finish)
+            delta = Delta(index, text, finish)
+            if index == 0:
+                delta.num_prompt_tokens, delta.num_cached_tokens = len(prompt_words), 0
+            yield delta
             choices.append(Choice(text, len(words), finish))
         yield Generation(len(prompt_words), 0, choices)
 

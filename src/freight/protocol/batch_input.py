@@ -69,6 +69,7 @@ class AcceptedLine:
     body_json: str
     model: str | None
     error_body: dict[str, Any] | None
+    error_status: int = 400  # the HTTP status the error result carries
 
 
 class FileValidator:

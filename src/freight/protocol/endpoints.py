@@ -1,47 +1,51 @@
 """Endpoint dispatch: one table from URL to request model, engine requests and wire response.
 
-Batch lines, `freight run` and the real-time routes all go through `ENDPOINTS`, so an
-endpoint is added in exactly one place.
+Batch lines, Message Batch requests, `freight run` and the real-time routes
+(api/realtime.py) all go through `ENDPOINTS`, so an endpoint is added in exactly one
+place: a row here, with its translation functions (in this module for OpenAI's chat and
+text completions, in their own module otherwise, as protocol/messages.py for Anthropic).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from freight import ids
-from freight.engines.base import Generation, GenerationRequest, Message, Sampling
+from freight.engines.base import Delta, Generation, GenerationRequest, Message, Sampling
+from freight.protocol import anthropic, messages
 from freight.protocol import openai as wire
+from freight.protocol.errors import BodyError
+from freight.protocol.stream import DONE, EngineEvents, ServerSentEvent
+
+__all__ = ["ENDPOINTS", "BodyError", "Endpoint", "get", "parse_body"]
 
 
-class BodyError(Exception):
-    """A request body the endpoint rejects: becomes a 400 (a per-line error in batches)."""
-
-    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-
-    def body(self) -> dict[str, Any]:
-        detail = wire.ErrorDetail(
-            message=self.message, type="invalid_request_error", param=self.param, code=self.code
-        )
-        return wire.ErrorBody(error=detail).model_dump()
+def openai_error_body(error: BodyError, status_code: int) -> dict[str, Any]:
+    return error.body()
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """How one URL's bodies become engine work and come back as wire objects."""
+    """How one URL's bodies become engine work and come back as wire objects.
+
+    `to_stream` turns the engine's events into the endpoint's SSE events (None: the
+    endpoint cannot stream). `error_body` renders a rejected body in the endpoint's API
+    shape, as stored for a batch request's error result. `api` says which batch API may
+    carry the endpoint: OpenAI batch files name only `openai` URLs.
+    """
 
     url: str
     request_model: type[BaseModel]
     to_generations: Callable[[Any, str], list[GenerationRequest]]
     to_response: Callable[[Any, list[Generation]], dict[str, Any]]
+    to_stream: Callable[[Any, EngineEvents], AsyncIterator[ServerSentEvent]] | None = None
+    error_body: Callable[[BodyError, int], dict[str, Any]] = openai_error_body
+    api: Literal["openai", "anthropic"] = "openai"
 
 
 def sampling_from(body: wire._SamplingBody, max_tokens: int | None) -> Sampling:
@@ -112,6 +116,61 @@ def _chat_response(
     ).model_dump()
 
 
+class _ChunkStream:
+    """What every OpenAI chunk of one stream shares; `usage: null` when usage will follow."""
+
+    def __init__(self, obj: str, id_prefix: str, body: wire._SamplingBody) -> None:
+        self.head = {
+            "id": ids.new_id(id_prefix),
+            "object": obj,
+            "created": int(time.time()),
+            "model": body.model,
+            "system_fingerprint": None,
+        }
+        self.include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    def chunk(self, choices: list[dict[str, Any]]) -> ServerSentEvent:
+        data = {**self.head, "choices": choices}
+        if self.include_usage:
+            data["usage"] = None
+        return ServerSentEvent(data)
+
+    def tail(self, generations: list[Generation]) -> list[ServerSentEvent]:
+        """The final usage chunk (if asked for, with `choices: []`), then `[DONE]`."""
+        if not self.include_usage:
+            return [DONE]
+        usage = usage_of(generations).model_dump()
+        return [ServerSentEvent({**self.head, "choices": [], "usage": usage}), DONE]
+
+
+async def _chat_stream(
+    body: wire.ChatCompletionRequest, events: EngineEvents
+) -> AsyncIterator[ServerSentEvent]:
+    """chat.completion.chunk events as OpenAI sends them: per choice a role chunk, content
+    chunks, and a chunk with an empty delta and the finish_reason."""
+    stream = _ChunkStream("chat.completion.chunk", "chatcmpl-", body)
+    generations: list[Generation] = []
+    started: set[int] = set()
+
+    def choice(delta: Delta, content: dict[str, Any], finish: str | None) -> ServerSentEvent:
+        entry = {"index": delta.index, "delta": content, "logprobs": None, "finish_reason": finish}
+        return stream.chunk([entry])
+
+    async for _, item in events:
+        if isinstance(item, Generation):
+            generations.append(item)
+            continue
+        if item.index not in started:
+            started.add(item.index)
+            yield choice(item, {"role": "assistant", "content": "", "refusal": None}, None)
+        if item.text:
+            yield choice(item, {"content": item.text}, None)
+        if item.finish_reason is not None:
+            yield choice(item, {}, item.finish_reason)
+    for event in stream.tail(generations):
+        yield event
+
+
 # --- /v1/completions ------------------------------------------------------------------------
 
 
@@ -162,6 +221,38 @@ def _completion_response(
     ).model_dump()
 
 
+async def _completion_stream(
+    body: wire.CompletionRequest, events: EngineEvents
+) -> AsyncIterator[ServerSentEvent]:
+    """text_completion chunks: choice index = prompt index x n + choice; with `echo`, each
+    choice's first chunk carries its prompt."""
+    stream = _ChunkStream("text_completion", "cmpl-", body)
+    prompts = completion_prompts(body)
+    n = body.n or 1
+    generations: list[Generation] = []
+    started: set[int] = set()
+
+    def choice(index: int, text: str, finish: str | None) -> ServerSentEvent:
+        entry = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+        return stream.chunk([entry])
+
+    async for prompt_index, item in events:
+        if isinstance(item, Generation):
+            generations.append(item)
+            continue
+        index = prompt_index * n + item.index
+        prompt = prompts[prompt_index]
+        if body.echo and index not in started and isinstance(prompt, str):
+            yield choice(index, prompt, None)
+        started.add(index)
+        if item.text:
+            yield choice(index, item.text, None)
+        if item.finish_reason is not None:
+            yield choice(index, "", item.finish_reason)
+    for event in stream.tail(generations):
+        yield event
+
+
 ENDPOINTS: dict[str, Endpoint] = {
     e.url: e
     for e in (
@@ -170,28 +261,40 @@ ENDPOINTS: dict[str, Endpoint] = {
             wire.ChatCompletionRequest,
             _chat_generations,
             _chat_response,
+            _chat_stream,
         ),
         Endpoint(
             "/v1/completions",
             wire.CompletionRequest,
             _completion_generations,
             _completion_response,
+            _completion_stream,
+        ),
+        Endpoint(
+            messages.URL,
+            anthropic.MessageCreateParams,
+            messages.to_generations,
+            messages.to_response,
+            messages.to_stream,
+            messages.error_body,
+            api="anthropic",
         ),
     )
 }
 
 
-def supported_urls() -> str:
-    return ", ".join(ENDPOINTS)
+def supported_urls(api: str = "openai") -> str:
+    return ", ".join(url for url, e in ENDPOINTS.items() if e.api == api)
 
 
-def get(url: str) -> Endpoint:
-    try:
-        return ENDPOINTS[url]
-    except KeyError:
+def get(url: str, api: str = "openai") -> Endpoint:
+    """The endpoint for `url` if the `api`'s batches may carry it; else a BodyError."""
+    endpoint = ENDPOINTS.get(url)
+    if endpoint is None or endpoint.api != api:
         raise BodyError(
-            f"Unsupported endpoint '{url}'. Supported: {supported_urls()}.", param="endpoint"
-        ) from None
+            f"Unsupported endpoint '{url}'. Supported: {supported_urls(api)}.", param="endpoint"
+        )
+    return endpoint
 
 
 def parse_body(endpoint: Endpoint, body: Any, *, in_batch: bool) -> BaseModel:
@@ -214,4 +317,5 @@ def body_error_from(exc: ValidationError) -> BodyError:
         return BodyError(f"Unrecognized request argument supplied: {loc}", param=loc)
     if err["type"] == "missing":
         return BodyError(f"Missing required parameter: '{loc}'.", param=loc)
-    return BodyError(f"Invalid value for '{loc}': {err['msg']}.", param=loc)
+    message = err["msg"].removeprefix("Value error, ")
+    return BodyError(f"Invalid value for '{loc}': {message}.", param=loc or None)

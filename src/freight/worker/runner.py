@@ -79,14 +79,18 @@ class SharedResults:
 
 
 def _error_outcome(
-    claimed: ClaimedRequest, status_code: int, error: endpoints.BodyError
+    claimed: ClaimedRequest,
+    endpoint: endpoints.Endpoint,
+    status_code: int,
+    error: endpoints.BodyError,
 ) -> Outcome:
+    body = endpoint.error_body(error, status_code)  # in the endpoint's own API shape
     return Outcome(
         claimed.id,
         claimed.batch_id,
         ERRORED,
         status_code=status_code,
-        response_json=json.dumps(error.body(), separators=(",", ":")),
+        response_json=json.dumps(body, separators=(",", ":")),
     )
 
 
@@ -109,24 +113,23 @@ async def execute(
         generations = await shared.run(key, compute)
         response = endpoint.to_response(body, generations)
     except RequestRejected as exc:
-        return _error_outcome(
-            claimed, 400, endpoints.BodyError(str(exc), code="context_length_exceeded")
-        )
+        error = endpoints.BodyError(str(exc), code="context_length_exceeded")
+        return _error_outcome(claimed, endpoint, 400, error)
     except endpoints.BodyError as exc:
-        return _error_outcome(claimed, 400, exc)
+        return _error_outcome(claimed, endpoint, 400, exc)
     except EngineDied as exc:
         return Transient(claimed.id, str(exc))
     except FreightError as exc:
         error = endpoints.BodyError(exc.message, param=exc.param, code=exc.code)
-        return _error_outcome(claimed, exc.status_code, error)
-    usage = response["usage"]
+        return _error_outcome(claimed, endpoint, exc.status_code, error)
+    # Token totals from the engine's own counts, whatever the wire shape calls them.
     return Outcome(
         claimed.id,
         claimed.batch_id,
         SUCCEEDED,
         status_code=200,
         response_json=json.dumps(response, separators=(",", ":"), ensure_ascii=False),
-        input_tokens=usage["prompt_tokens"],
-        cached_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0),
-        output_tokens=usage["completion_tokens"],
+        input_tokens=sum(g.num_prompt_tokens for g in generations),
+        cached_tokens=sum(g.num_cached_tokens for g in generations),
+        output_tokens=sum(g.num_output_tokens for g in generations),
     )

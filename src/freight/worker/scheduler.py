@@ -1,10 +1,24 @@
-"""Scheduling policy: the order of batch work. Pure: plain data in, decisions out.
+"""Scheduling policy: which batch requests to admit, in what order, and how many. Pure:
+plain data in, decisions out.
 
-Real-time requests never pass through here: they go straight to the engine with a
-higher priority (see engines/vllm.py). This module orders batch work: across batches,
-earliest deadline (`expires_at`) first, then oldest; within a batch, by admission key
-(shared prefixes together, long outputs first) with identical deterministic requests
-computed once.
+Batch work is ordered across batches earliest deadline (`expires_at`) first, then oldest;
+within a batch, by admission key (shared prefixes together, long outputs first) with
+identical deterministic requests computed once.
+
+Real-time first. Real-time requests never pass through the worker: the API sends them
+straight to the shared engine with REALTIME_PRIORITY, and vLLM's priority scheduler puts
+them ahead of every queued batch request (engines/vllm.py). That alone bounds how long
+one waits to *start*: the next free slot of the running batch. It does not bound how
+fast it then *runs*: on a saturated engine it shares each step with up to
+`max_num_seqs` batch sequences, and a step's time grows with the batch (on CPU nearly
+in proportion). So while real-time requests run, and for `realtime_hold_seconds` after
+the last one, the worker shrinks its window from `max_in_flight` (2 x max_num_seqs) to
+`realtime_batch_window` (`batch_window`): it admits no new batch requests until the
+engine holds fewer than that, and takes back the batch requests that are only queued
+inside the engine (`num_to_give_back`: those beyond its running slots, not started, so
+no work is lost). The running batch then drains to the small window as its requests
+finish, and fills back up once real-time traffic stops. Batch throughput pays only
+while real-time requests are actually running.
 """
 
 from __future__ import annotations
@@ -117,3 +131,30 @@ def dedup_key(url: str, body: dict[str, Any], policy: OrderPolicy) -> str | None
         return None
     canonical = json.dumps([url, body], sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+
+
+# --- the real-time window -----------------------------------------------------------------
+
+
+def batch_window(
+    capacity: int,
+    realtime_window: int,
+    *,
+    num_realtime: int,
+    seconds_since_realtime: float | None,
+    hold_seconds: float,
+) -> int:
+    """How many batch requests the engine may hold now (see the module docstring)."""
+    is_realtime_recent = num_realtime > 0 or (
+        seconds_since_realtime is not None and seconds_since_realtime < hold_seconds
+    )
+    return min(capacity, realtime_window) if is_realtime_recent else capacity
+
+
+def num_to_give_back(num_in_flight: int, window: int, max_num_seqs: int) -> int:
+    """Batch requests to take back out of the engine when the window has shrunk.
+
+    Only those beyond the engine's running slots: they wait unstarted in its queue, so
+    taking them back loses no work. Running ones finish and are simply not replaced.
+    """
+    return max(0, num_in_flight - max(window, max_num_seqs))
