@@ -11,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from freight import report
 from freight.config import WorkerSettings
 from freight.engines.echo import EchoEngine
 from freight.engines.pool import EnginePool
@@ -152,3 +153,51 @@ def test_real_engine_batch_moves_the_metrics(real_server: LiveServer, tmp_path: 
         f"freight_engine_busy_seconds_total{{{key}}}", 0
     )
     assert after[f"freight_request_duration_seconds_count{{{key}}}"] >= 6
+
+    stream = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=8,
+        stream=True,
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices).strip()
+    realtime = scrape(real_server)
+    rt_key = f'kind="realtime",model="{CHAT_MODEL}"'
+    assert realtime[f"freight_time_to_first_token_seconds_count{{{rt_key}}}"] >= 1
+    assert realtime[f"freight_generation_tokens_total{{{rt_key}}}"] > 0
+    assert realtime[f"freight_engine_busy_seconds_total{{{rt_key}}}"] > 0
+    # and the recorder writes both kinds to the store, where `freight report` finds them
+    svc = real_server.svc
+    deadline = time.monotonic() + 60
+    while True:
+        result = report.build(svc.db, svc.settings, since=int(time.time()) - 86_400)
+        kinds = {(r.kind, r.project) for r in result.rows if r.model == CHAT_MODEL}
+        if {("batch", "default"), ("realtime", "*")} <= kinds:
+            break
+        assert time.monotonic() < deadline, kinds
+        time.sleep(1)
+    realtime_row = next(r for r in result.rows if r.kind == "realtime")
+    assert realtime_row.num_requests >= 1 and realtime_row.output_tokens > 0
+    assert realtime_row.tokens_per_second and realtime_row.utilization
+
+
+def test_real_time_requests_are_metered_apart_from_batch_work(
+    slow_echo_server: LiveServer,
+) -> None:
+    client = slow_echo_server.openai()
+    reply = client.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "one two three"}]
+    )
+    assert reply.choices[0].message.content == "one two three"
+    stream = client.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "four five"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "four five"
+    metrics = scrape(slow_echo_server)
+    key = 'kind="realtime",model="echo"'
+    assert metrics[f"freight_engine_requests_total{{{key}}}"] == 2
+    assert metrics[f"freight_generation_tokens_total{{{key}}}"] == 5
+    assert metrics[f"freight_time_to_first_token_seconds_count{{{key}}}"] == 1  # the stream
+    assert metrics[f"freight_request_duration_seconds_count{{{key}}}"] == 2
+    assert metrics['freight_queue_depth{priority="realtime"}'] == 0
+    assert metrics.get('freight_engine_requests_total{kind="batch",model="echo"}', 0) == 0

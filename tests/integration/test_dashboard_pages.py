@@ -7,6 +7,7 @@ these check what a browser cannot count: queries per page and every page of a bi
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -249,3 +250,32 @@ def test_seeded_batch_page_draws_throughput_from_finish_times(echo_server: LiveS
     page = signed_in(echo_server).get("/ui/batches/batch_chart").text
     assert page.count("<rect ") >= 2 and "generated tokens/s" in page
     assert "12 / 12" in page and "100%" in page
+
+
+def test_anthropic_batches_are_listed_and_their_results_download(echo_server: LiveServer) -> None:
+    client = echo_server.anthropic()
+    created = client.messages.batches.create(
+        requests=[
+            {
+                "custom_id": f"m{i}",
+                "params": {
+                    "model": "echo",
+                    "max_tokens": 8,
+                    "messages": [{"role": "user", "content": f"hello {i}"}],
+                },
+            }
+            for i in range(3)
+        ]
+    )
+    deadline = time.monotonic() + 60
+    while client.messages.batches.retrieve(created.id).processing_status != "ended":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    browser_ = signed_in(echo_server)
+    assert f'data-batch-id="{created.id}"' in browser_.get("/").text
+    page = browser_.get(f"/ui/batches/{created.id}").text
+    assert f'href="/ui/batches/{created.id}/results"' in page
+    results = browser_.get(f"/ui/batches/{created.id}/results")
+    lines = [json.loads(x) for x in results.text.splitlines()]
+    assert sorted(x["custom_id"] for x in lines) == ["m0", "m1", "m2"]
+    assert {x["result"]["type"] for x in lines} == {"succeeded"}

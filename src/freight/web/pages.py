@@ -25,6 +25,7 @@ from freight.protocol import endpoints
 from freight.protocol import openai as wire
 from freight.service import Service
 from freight.store import batches, files, usage
+from freight.store import blobs as blob_names
 from freight.web import charts, economics, session
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -211,6 +212,11 @@ def batch_page(
         error_file = _file(conn, batch.error_file_id, owner)
     prices = pricing.PriceBook(svc.settings)
     run_seconds = end - start if span else None
+    has_message_results = (
+        batch.api == "anthropic"
+        and batch.is_terminal
+        and svc.blobs.path(blob_names.message_batch_results(batch.id)).exists()
+    )
     context = {
         "project": owner,
         "row": batch_row(batch, prices),
@@ -223,6 +229,7 @@ def batch_page(
         "run_seconds": run_seconds,
         "output_file": output_file,
         "error_file": error_file,
+        "has_message_results": has_message_results,
     }
     return templates.TemplateResponse(request, "batch.html", context)
 
@@ -275,6 +282,19 @@ def download(
     if not path.exists():
         raise NotFound(f"The content of file {file_id} is no longer available.", param="file_id")
     return FileResponse(path, media_type="application/jsonl", filename=record.filename)
+
+
+@router.get("/ui/batches/{batch_id}/results")
+def message_batch_results(
+    batch_id: str, svc: Service = Depends(service), owner: str = Depends(session.project)
+) -> Response:
+    """An Anthropic Message Batch's results file (OpenAI batches have output/error files)."""
+    with svc.db.read() as conn:
+        batch = batches.get(conn, batch_id, owner, api="anthropic")
+    path = svc.blobs.path(blob_names.message_batch_results(batch.id))
+    if not batch.is_terminal or not path.exists():
+        raise NotFound(f"Message Batch {batch_id} has no results yet.", param="batch_id")
+    return FileResponse(path, media_type="application/jsonl", filename=f"{batch_id}_results.jsonl")
 
 
 # --- cost -------------------------------------------------------------------------------------
