@@ -160,6 +160,9 @@ class WebSettings(_Section):
         description="Signs session cookies; default: a random secret kept in home.",
     )
     page_size: int = Field(50, ge=1, le=500, description="Batches per dashboard page.")
+    https_only_cookies: bool = Field(
+        False, description="Send the session cookie over HTTPS only (set behind TLS)."
+    )
 
 
 class Settings(BaseSettings):

@@ -22,6 +22,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         secret_key=session.secret(settings),
         session_cookie="freight_session",
         same_site="lax",
+        https_only=settings.web.https_only_cookies,
         max_age=14 * 24 * 3600,
     )
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
