@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 
@@ -38,14 +37,9 @@ async def execute(claimed: ClaimedRequest, engines: EnginePool) -> Outcome | Tra
     endpoint = endpoints.ENDPOINTS[claimed.url]
     try:
         body = endpoint.request_model.model_validate_json(claimed.body)
-        engine = await engines.get(body.model)  # type: ignore[attr-defined]
-        work = endpoint.to_generations(body, f"{claimed.id}-{claimed.attempts}")
-        generations = await asyncio.gather(*(engine.generate(w) for w in work))
-        response = endpoint.to_response(body, list(generations))
+        answer = await endpoint.run(engines, body, f"{claimed.id}-{claimed.attempts}")
     except RequestRejected as exc:
-        return _error_outcome(
-            claimed, 400, endpoints.BodyError(str(exc), code="context_length_exceeded")
-        )
+        return _error_outcome(claimed, 400, endpoints.BodyError(str(exc), code=exc.code))
     except endpoints.BodyError as exc:
         return _error_outcome(claimed, 400, exc)
     except EngineDied as exc:
@@ -53,14 +47,13 @@ async def execute(claimed: ClaimedRequest, engines: EnginePool) -> Outcome | Tra
     except FreightError as exc:
         error = endpoints.BodyError(exc.message, param=exc.param, code=exc.code)
         return _error_outcome(claimed, exc.status_code, error)
-    usage = response["usage"]
     return Outcome(
         claimed.id,
         claimed.batch_id,
         SUCCEEDED,
         status_code=200,
-        response_json=json.dumps(response, separators=(",", ":"), ensure_ascii=False),
-        input_tokens=usage["prompt_tokens"],
-        cached_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0),
-        output_tokens=usage["completion_tokens"],
+        response_json=json.dumps(answer.body, separators=(",", ":"), ensure_ascii=False),
+        input_tokens=answer.tokens.num_input,
+        cached_tokens=answer.tokens.num_cached,
+        output_tokens=answer.tokens.num_output,
     )
