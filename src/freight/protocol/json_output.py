@@ -104,10 +104,11 @@ class TextFormat(_Strict):
                 "invalid_text_format",
                 "text.format of type 'json_schema' needs `name` and `schema`",
             )
-        if self.type != "json_schema" and (self.name or self.json_schema or self.strict):
+        extras = (self.name, self.description, self.json_schema, self.strict)
+        if self.type != "json_schema" and any(x is not None for x in extras):
             raise PydanticCustomError(
                 "invalid_text_format",
-                "`name`, `schema` and `strict` belong only to type 'json_schema'",
+                "`name`, `description`, `schema` and `strict` belong only to type 'json_schema'",
             )
         return self
 

@@ -334,16 +334,16 @@ class CreateEmbeddingRequest(_Strict):
     dimensions: int | None = Field(None, ge=1, description="Must equal the model's own.")
     user: str | None = None
 
-    @field_validator("input")
+    @field_validator("input", mode="before")
     @classmethod
-    def _check_input(cls, value: str | list[Any]) -> str | list[Any]:
+    def _check_input(cls, value: Any) -> str | list[Any]:
         if isinstance(value, str):
             if not value:
                 raise _embedding_input_error()
             return value
         if _is_token_array(value):
-            return value
-        if not value or len(value) > MAX_EMBEDDING_INPUTS:
+            return value  # type: ignore[no-any-return]
+        if not isinstance(value, list) or not value or len(value) > MAX_EMBEDDING_INPUTS:
             raise _embedding_input_error()
         if all(isinstance(x, str) and x for x in value) or all(_is_token_array(x) for x in value):
             return value
