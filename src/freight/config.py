@@ -64,9 +64,15 @@ class EmbeddingsSettings(_Section):
         64, ge=1, description="Inputs per forward pass; similar lengths are batched together."
     )
     max_inputs_per_call: int = Field(
-        1024,
+        256,
         ge=1,
-        description="Most inputs gathered from waiting requests into one model call.",
+        description="Most inputs gathered from waiting requests into one model call; a "
+        "real-time request that arrives during a call waits for it, so keep calls short.",
+    )
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="float32 gives sentence-transformers' own vectors; bfloat16 is about 2x "
+        "faster on CPUs with AMX (cosine to float32 >= 0.9998 for all-minilm-l6-v2).",
     )
     threads: int | None = Field(
         None, ge=1, description="Torch threads for the model; default: torch's own choice."

@@ -103,6 +103,13 @@ def test_vectors_equal_sentence_transformers_called_directly(
     assert result.num_prompt_tokens == sum(len(t) for t in tokens)
 
 
+def test_bfloat16_vectors_stay_close_to_float32(reference: Any) -> None:
+    engine = Engine(dtype="bfloat16")
+    (result,) = run(engine, lambda: engine.embed_all(request("r", *TEXTS)))
+    for got, want in zip(result.vectors, reference.encode(TEXTS), strict=True):
+        assert cosine(got, want) >= 0.999
+
+
 def test_token_arrays_embed_like_the_text_they_encode(engine: Engine, reference: Any) -> None:
     token_ids = tuple(reference.tokenizer(TEXTS[0])["input_ids"])
     by_text, by_ids = run(

@@ -63,13 +63,16 @@ class EmbeddingsEngine:
 
     def _load(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
-        if self.settings.threads is not None:
-            import torch
-
-            torch.set_num_threads(self.settings.threads)
+        import torch
         from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(str(self.path), local_files_only=True)
+        if self.settings.threads is not None:
+            torch.set_num_threads(self.settings.threads)
+        model = SentenceTransformer(
+            str(self.path),
+            local_files_only=True,
+            model_kwargs={"dtype": getattr(torch, self.settings.dtype)},
+        )
         model.eval()
         tokenizer = getattr(model, "tokenizer", None)
         if tokenizer is None or not hasattr(tokenizer, "pad"):
