@@ -186,3 +186,29 @@ def test_the_pool_hands_out_each_kind_of_engine_only_for_its_own_task(tmp_path: 
         await pool.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_shutdown_fails_waiting_requests_as_transient() -> None:
+    engine = Engine()
+    release, holding = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait()
+
+    async def scenario() -> list[Any]:
+        await engine.engine.start()
+        loop = asyncio.get_running_loop()
+        blocker = loop.run_in_executor(engine.engine._executor, hold)
+        await asyncio.to_thread(holding.wait)  # the model's thread is busy from here on
+        waiting = [
+            asyncio.ensure_future(engine.engine.embed(request(f"r{i}", "x"))) for i in range(3)
+        ]
+        await asyncio.sleep(0)  # queued; the loop takes them into a call held by `blocker`
+        await engine.engine.shutdown()
+        release.set()
+        await blocker
+        return await asyncio.gather(*waiting, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert [type(r).__name__ for r in results] == ["EngineDied"] * 3

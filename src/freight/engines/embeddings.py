@@ -49,6 +49,7 @@ class EmbeddingsEngine:
         self._model: Any = None
         self._tokenizer: Any = None
         self._queue: list[tuple[int, int, _Waiting]] = []  # heap: (priority, arrival, item)
+        self._in_call: list[_Waiting] = []  # taken from the queue, in the model call now
         self._arrivals = itertools.count()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -116,7 +117,7 @@ class EmbeddingsEngine:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        for _, _, waiting in self._queue:
+        for waiting in self._in_call + [item for _, _, item in self._queue]:
             if not waiting.future.done():
                 waiting.future.set_exception(EngineDied(f"the engine for {self.name} stopped"))
         self._queue.clear()
@@ -147,6 +148,7 @@ class EmbeddingsEngine:
             await self._wake.wait()
             self._wake.clear()
             while taken := self._take():
+                self._in_call = taken
                 requests = [w.request for w in taken]
                 results: list[Embeddings | Exception]
                 try:
@@ -155,6 +157,7 @@ class EmbeddingsEngine:
                     log.exception("embeddings model %s failed", self.name)
                     died = EngineDied(f"the embeddings model {self.name} failed: {exc!r}")
                     results = [died] * len(taken)
+                self._in_call = []
                 for waiting, result in zip(taken, results, strict=True):
                     if waiting.future.done():
                         continue
