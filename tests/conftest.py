@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -40,10 +41,11 @@ CHAT_MODEL = DEFAULT_CHAT_MODEL
 
 # The real engine under test: fp32 makes greedy decoding batch-invariant (README,
 # Determinism), eager mode starts in seconds instead of compiling for a minute.
-TEST_ENGINE = EngineSettings(dtype="float32", enforce_eager=True, kv_cache_gib=2.0)
+TEST_ENGINE = EngineSettings(dtype="float32", enforce_eager=True, kv_cache_gib=1.0)
 TEST_ENGINE_ENV = {
     "FREIGHT_ENGINE__DTYPE": "float32",
     "FREIGHT_ENGINE__ENFORCE_EAGER": "true",
+    "FREIGHT_ENGINE__KV_CACHE_GIB": "1",
     "FREIGHT_MODEL_CACHE": str(MODEL_CACHE),
     "VLLM_LOGGING_LEVEL": "WARNING",
 }
@@ -214,13 +216,23 @@ def serve_process(
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # its own process group: the engine's processes too
         )
         try:
             yield proc
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop_process_group(proc)
+
+
+def stop_process_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM the process and its children (vLLM's engine processes), SIGKILL stragglers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=60)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def wait_http(url: str, timeout: float = 120, proc: subprocess.Popen[str] | None = None) -> None:

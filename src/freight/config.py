@@ -86,6 +86,12 @@ class LimitSettings(_Section):
     max_line_bytes: int = Field(10 * MiB, ge=1, description="Largest line of a batch file.")
     max_requests_per_batch: int = Field(1_000_000, ge=1, description="Lines per batch file.")
     max_custom_id_chars: int = Field(512, ge=1, description="Longest custom_id (OpenAI files).")
+    max_message_batch_requests: int = Field(
+        100_000, ge=1, description="Requests per Anthropic message batch (Anthropic: 100,000)."
+    )
+    max_message_batch_bytes: int = Field(
+        256 * MiB, ge=1, description="Body size of an Anthropic batch create (Anthropic: 256 MB)."
+    )
     max_metadata_pairs: int = Field(16, ge=0)
     max_metadata_key_chars: int = Field(64, ge=1)
     max_metadata_value_chars: int = Field(512, ge=1)
@@ -104,6 +110,27 @@ class WorkerSettings(_Section):
     drain_seconds: float = Field(
         10.0, ge=0, description="On shutdown, how long in-flight requests may finish."
     )
+    realtime_batch_window: int | None = Field(
+        None,
+        ge=0,
+        description="Batch requests kept in the engine while real-time requests run "
+        "(default max_num_seqs / 4); see worker/scheduler.py.",
+    )
+    realtime_hold_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How long after the last real-time request the smaller window holds.",
+    )
+
+
+class SchedulerSettings(_Section):
+    """Within-batch ordering optimisations (worker/scheduler.py); each can be switched off."""
+
+    prefix_grouping: bool = Field(
+        True, description="Admit requests that share a prompt prefix together."
+    )
+    length_aware: bool = Field(True, description="Admit requests with long outputs first.")
+    deduplicate: bool = Field(True, description="Compute identical temperature-0 requests once.")
 
 
 class ModelSettings(_Section):
@@ -145,6 +172,7 @@ class Settings(BaseSettings):
     embeddings: EmbeddingsSettings = Field(default_factory=EmbeddingsSettings)  # type: ignore[arg-type]
     limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
     worker: WorkerSettings = Field(default_factory=WorkerSettings)  # type: ignore[arg-type]
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
@@ -166,12 +194,22 @@ class Settings(BaseSettings):
         return self.home / "files"
 
     @property
+    def run_dir(self) -> Path:
+        """Records of this home's running engine processes (engines/reaper.py)."""
+        return self.home / "run"
+
+    @property
     def models_dir(self) -> Path:
         return self.model_cache or self.home / "models"
 
     @property
     def max_in_flight(self) -> int:
         return self.worker.max_in_flight or 2 * self.engine.max_num_seqs
+
+    @property
+    def realtime_batch_window(self) -> int:
+        window = self.worker.realtime_batch_window
+        return max(1, self.engine.max_num_seqs // 4) if window is None else window
 
 
 def _toml_path() -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from freight.config import Settings
+from freight.engines import reaper
 from freight.engines.pool import EnginePool
 from freight.models import Registry
 from freight.store.blobs import BlobStore
@@ -22,6 +23,7 @@ class Service:
         with_worker: bool = True,
     ) -> None:
         self.settings = settings
+        reaper.reap(settings.run_dir)
         self.db = open_database(settings.sqlalchemy_url, settings.home)
         self.blobs = blobs or BlobStore(settings.files_dir)
         self.registry = Registry(settings)

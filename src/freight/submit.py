@@ -1,4 +1,9 @@
-"""Accepting work: the checks and inserts behind creating a batch (API and `freight run`)."""
+"""Accepting work: the checks and inserts behind creating a batch (API and `freight run`).
+
+Both APIs create the same thing: a `batches` row in `validating` that the worker ingests
+(worker/ingest.py) into one `requests` row per request. An Anthropic Message Batch is
+`api="anthropic"`, endpoint `/v1/messages`, and its requests come from the create body.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,11 @@ import time
 from freight import ids
 from freight.config import LimitSettings
 from freight.errors import InvalidRequest
-from freight.protocol import endpoints
+from freight.protocol import endpoints, message_batch_input
 from freight.protocol import openai as wire
 from freight.service import Service
 from freight.store import batches, files
+from freight.store import blobs as blob_names
 
 _WINDOW = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -55,11 +61,10 @@ def check_metadata(metadata: dict[str, str] | None, limits: LimitSettings) -> No
 
 def create_openai_batch(svc: Service, owner: str, req: wire.CreateBatch) -> batches.BatchRecord:
     """Check a create-batch request and insert the batch as `validating`."""
-    if req.endpoint not in endpoints.ENDPOINTS:
-        raise InvalidRequest(
-            f"Unsupported endpoint '{req.endpoint}'. Supported: {endpoints.supported_urls()}.",
-            param="endpoint",
-        )
+    try:
+        endpoints.get(req.endpoint, api="openai")
+    except endpoints.BodyError as exc:
+        raise InvalidRequest(exc.message, param="endpoint") from None
     seconds = window_seconds(req.completion_window)
     check_metadata(req.metadata, svc.settings.limits)
     with svc.db.write() as conn:
@@ -85,4 +90,39 @@ def create_openai_batch(svc: Service, owner: str, req: wire.CreateBatch) -> batc
             ),
             created_at=now,
             expires_at=now + seconds,
+        )
+
+
+MESSAGE_BATCH_WINDOW = "24h"  # Anthropic: a batch expires 24 hours after creation
+
+
+def create_message_batch(
+    svc: Service, owner: str, batch_id: str, *, window: str = MESSAGE_BATCH_WINDOW
+) -> batches.BatchRecord:
+    """Check a stored Message Batch create body and insert the batch as `validating`.
+
+    The body is already in the blob store under `blobs.message_batch_requests(batch_id)`;
+    an invalid one is deleted and rejected here, with the index of the offending request.
+    """
+    name = blob_names.message_batch_requests(batch_id)
+    try:
+        with svc.blobs.open(name) as fh:
+            num_requests = message_batch_input.check_envelope(fh, svc.settings.limits)
+    except Exception:
+        svc.blobs.delete(name)
+        raise
+    now_ns = time.time_ns()
+    now = now_ns // 1_000_000_000
+    with svc.db.write() as conn:
+        return batches.insert(
+            conn,
+            id=batch_id,
+            project=owner,
+            api="anthropic",
+            endpoint="/v1/messages",
+            completion_window=window,
+            created_at=now,
+            created_ns=now_ns,
+            expires_at=now + window_seconds(window),
+            num_total=num_requests,
         )

@@ -216,6 +216,9 @@ def test_expiry_keeps_finished_lines(real_server: LiveServer, tmp_path: Path) ->
     assert expired[0]["error"]["message"] == (
         "This request could not be executed before the completion window expired."
     )
+    # Which short requests finish inside 5 s depends on the machine's load; that finished
+    # lines are kept is asserted deterministically in tests/integration/test_worker.py.
     succeeded = {r["custom_id"] for r in results if r["response"]}
-    assert succeeded >= {"short-0", "short-1", "short-2"}
+    assert len(succeeded) + len(expired) == len(lines)
     assert batch.request_counts.completed == len(succeeded)
+    assert batch.request_counts.failed == len(expired)

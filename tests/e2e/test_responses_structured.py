@@ -1,20 +1,22 @@
 """/v1/responses and structured outputs end to end: the official SDK, the real vLLM engine.
 
 Real time (JSON and SSE) and batches; every output is parsed by the SDK's own types,
-and every structured output parses as JSON and validates against its schema.
+and every structured output parses as JSON and validates against its schema, for
+`text.format` on responses and `response_format` on chat completions alike.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 import openai
 import pytest
 from openai.types.chat import ChatCompletion as SDKChatCompletion
 from openai.types.responses import Response as SDKResponse
+from pydantic import BaseModel, Field
 
 from freight.protocol import openai as wire
 from tests.conftest import (
@@ -42,6 +44,17 @@ PAIR_SCHEMA = {
     "additionalProperties": False,
 }
 QUESTION = "Name the capital of France and its country."
+PAIR_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {"name": "capital", "schema": PAIR_SCHEMA, "strict": True},
+}
+
+
+class Capital(BaseModel):
+    """PAIR_SCHEMA as a pydantic model, for the SDK's `chat.completions.parse`."""
+
+    city: Literal["Paris", "Rome", "Madrid"]
+    country: str = Field(max_length=20)
 
 
 def run_batch(client: Any, tmp_path: Path, endpoint: str, lines: list[dict[str, Any]]) -> Any:
@@ -205,6 +218,50 @@ def test_invalid_schema_is_a_400_in_real_time(real_server: LiveServer) -> None:
             text={"format": {"type": "json_schema", "name": "x", "schema": {"type": "strin"}}},
         )
     assert excinfo.value.param == "text.format.schema"
+
+
+def test_chat_response_format_json_schema_in_real_time(real_server: LiveServer) -> None:
+    client = real_server.openai()
+    messages: Any = [{"role": "user", "content": QUESTION}]
+    params: dict[str, Any] = {"model": CHAT_MODEL, "messages": messages, "temperature": 0}
+    completion = client.chat.completions.create(
+        **params, response_format=PAIR_FORMAT, max_tokens=60
+    )
+    assert SDKChatCompletion.model_validate(completion.to_dict()).to_dict() == completion.to_dict()
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop" and choice.message.content is not None
+    jsonschema.validate(json.loads(choice.message.content), PAIR_SCHEMA)
+
+    chunks = list(
+        client.chat.completions.create(
+            **params, response_format=PAIR_FORMAT, max_tokens=60, stream=True
+        )
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    # fp32 engine, temperature 0: streaming changes delivery, not the text
+    assert streamed == choice.message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+
+    # The SDK's own helper: a pydantic model as the schema (strict), parsed back into it.
+    parsed = client.chat.completions.parse(**params, response_format=Capital, max_tokens=60)
+    capital = parsed.choices[0].message.parsed
+    assert isinstance(capital, Capital)
+    jsonschema.validate(capital.model_dump(), PAIR_SCHEMA)
+
+
+def test_invalid_chat_response_format_is_a_400_before_any_stream(real_server: LiveServer) -> None:
+    client = real_server.openai()
+    bad_format: Any = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 1}}}
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as excinfo:
+            client.chat.completions.create(
+                model=CHAT_MODEL,
+                messages=[{"role": "user", "content": QUESTION}],
+                response_format=bad_format,
+                stream=stream,
+            )
+        assert excinfo.value.param == "response_format.json_schema.schema"
+        assert "not a valid JSON Schema" in excinfo.value.message
 
 
 def test_chat_structured_outputs_batch_parses_and_validates(

@@ -216,3 +216,28 @@ def test_file_paging_and_delete(db: Database) -> None:
         files.delete(conn, page[0].id, "p")
     with pytest.raises(NotFound), db.read() as conn:
         files.get(conn, page[0].id)
+
+
+def test_claims_follow_the_admission_key_then_the_line(db: Database) -> None:
+    new_batch(db)
+    keys = ["b", "a", "", "a", "c"]
+    with db.write() as conn:
+        requests.insert_many(
+            conn,
+            [
+                {
+                    "id": f"r{i}",
+                    "batch_id": "batch_1",
+                    "line": i + 1,
+                    "custom_id": f"c{i}",
+                    "url": "/v1/chat/completions",
+                    "body": "{}",
+                    "status": requests.QUEUED,
+                    "attempts": 0,
+                    "admission_key": key,
+                }
+                for i, key in enumerate(keys)
+            ],
+        )
+        claimed = requests.claim(conn, "batch_1", "w1", 10, lease_seconds=60)
+    assert [c.id for c in claimed] == ["r2", "r1", "r3", "r0", "r4"]

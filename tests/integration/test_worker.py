@@ -207,3 +207,35 @@ def test_worker_stop_releases_unfinished_requests_for_the_next_worker(tmp_path: 
     record = asyncio.run(run_until(svc2, batch_id, TERMINAL))
     assert record.status == "completed" and record.num_succeeded == 20
     assert len({x["custom_id"] for x in result_lines(svc2, record)}) == 20
+
+
+def test_identical_greedy_requests_run_once_and_each_gets_its_own_line(tmp_path: Path) -> None:
+    engine = EchoEngine("echo", delay_seconds=0.01)
+    svc = service(make_settings(tmp_path), engine)
+    lines = [
+        chat_line(f"same-{i}", "the same prompt", model="echo", temperature=0) for i in range(10)
+    ]
+    lines += [chat_line(f"other-{i}", f"prompt {i}", model="echo", temperature=0) for i in range(5)]
+    lines += [chat_line(f"sampled-{i}", "the same prompt", model="echo") for i in range(3)]
+    record = asyncio.run(run_until(svc, submit(svc, lines), TERMINAL))
+    assert record.status == "completed" and record.num_succeeded == 18
+    assert engine.num_requests == 1 + 5 + 3
+    out = result_lines(svc, record)
+    same = [x for x in out if x["custom_id"].startswith("same-")]
+    assert len({x["id"] for x in same}) == 10
+    assert len({x["response"]["body"]["id"] for x in same}) == 10
+    assert {x["response"]["body"]["choices"][0]["message"]["content"] for x in same} == {
+        "the same prompt"
+    }
+
+
+def test_deduplication_can_be_switched_off(tmp_path: Path) -> None:
+    engine = EchoEngine("echo")
+    settings = make_settings(tmp_path)
+    settings.scheduler.deduplicate = False
+    svc = service(settings, engine)
+    lines = [
+        chat_line(f"same-{i}", "the same prompt", model="echo", temperature=0) for i in range(4)
+    ]
+    record = asyncio.run(run_until(svc, submit(svc, lines), TERMINAL))
+    assert record.num_succeeded == 4 and engine.num_requests == 4

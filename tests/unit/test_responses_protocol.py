@@ -6,7 +6,9 @@ Freight sends must be what the SDK reads.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from openai.types.responses import Response as SDKResponse
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from freight.engines.base import Choice, Generation, JsonOutput, Message
+from freight.engines.base import Choice, Delta, EngineDied, Generation, JsonOutput, Message
 from freight.protocol import endpoints, responses
 
 RESPONSES = endpoints.ENDPOINTS["/v1/responses"]
@@ -282,3 +284,20 @@ def test_a_broken_stream_ends_with_response_failed() -> None:
     assert parsed.type == "response.failed"
     assert parsed.response.error is not None  # type: ignore[union-attr]
     assert parsed.response.error.message == "the engine died"  # type: ignore[union-attr]
+
+
+def test_to_stream_ends_a_stream_the_engine_broke_with_response_failed() -> None:
+    async def engine_events() -> AsyncIterator[tuple[int, Delta | Generation]]:
+        yield 0, Delta(0, "Hel", None, 5, 0)
+        raise EngineDied("the engine died")
+
+    async def collect() -> list[Any]:
+        body = parse_response(input="x", stream=True)
+        return [e async for e in responses.to_stream(body, engine_events())]
+
+    events = asyncio.run(collect())
+    assert [e.event for e in events] == [e.data["type"] for e in events]
+    assert [e.event for e in events][-2:] == ["response.output_text.delta", "response.failed"]
+    assert [e.data["sequence_number"] for e in events] == list(range(len(events)))
+    failed = STREAM_EVENT.validate_python(events[-1].data)
+    assert failed.response.error.message == "the engine died"  # type: ignore[union-attr]

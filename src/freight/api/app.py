@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from freight import __version__
-from freight.api import batches, embeddings, errors, files, meta, responses
+from freight.api import batches, errors, files, message_batches, meta, realtime
 from freight.service import Service
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
     app = FastAPI(title="Freight", version=__version__, lifespan=lifespan)
     app.state.service = svc
     errors.install(app)
-    for module in (files, batches, meta, embeddings, responses):
+    for module in (files, batches, message_batches, realtime, meta):
         app.include_router(module.router)
     return app
 

@@ -33,7 +33,7 @@ def retrieve_batch(
     batch_id: str, svc: Service = Depends(service), owner: str = Depends(project)
 ) -> wire.Batch:
     with svc.db.read() as conn:
-        return views.batch_object(batches.get(conn, batch_id, owner))
+        return views.batch_object(batches.get(conn, batch_id, owner, api="openai"))
 
 
 @router.get("", response_model=wire.ListPage)
@@ -56,7 +56,7 @@ async def cancel_batch(
 ) -> wire.Batch:
     def cancel() -> batches.BatchRecord:
         with svc.db.write() as conn:
-            return batches.request_cancel(conn, batch_id, owner)
+            return batches.request_cancel(conn, batch_id, owner, api="openai")
 
     record = await asyncio.to_thread(cancel)
     if svc.worker is not None:

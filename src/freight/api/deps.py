@@ -1,8 +1,8 @@
-"""Request-scoped access to the running service."""
+"""Request-scoped access to the running service and the caller's identity."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Header, Request
 
 from freight.service import Service
 from freight.store.files import DEFAULT_PROJECT
@@ -13,6 +13,34 @@ def service(request: Request) -> Service:
     return svc
 
 
-def project(request: Request) -> str:
-    """The caller's project (single-user until API keys are configured)."""
+def presented_key(request: Request) -> str | None:
+    """The API key the caller sent: `Authorization: Bearer KEY` or `x-api-key: KEY`."""
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
+def resolve_project(svc: Service, key: str | None) -> str:
+    """The project a key belongs to. Every entry point (API routes, dashboard) uses this.
+
+    Single-user until API keys are configured: every caller is the default project.
+    """
     return DEFAULT_PROJECT
+
+
+def project(request: Request) -> str:
+    """FastAPI dependency: the caller's project, from the key in the request headers."""
+    return resolve_project(service(request), presented_key(request))
+
+
+def anthropic_headers(
+    x_api_key: str | None = Header(None, description="The API key (see presented_key)."),
+    anthropic_version: str | None = Header(None, description="Accepted, e.g. 2023-06-01."),
+    anthropic_beta: str | None = Header(None, description="Accepted and ignored."),
+) -> None:
+    """The headers Anthropic's SDK sends on every call: accepted (and documented) here.
+
+    There is one API shape per path, whatever `anthropic-version` says; `x-api-key`
+    identifies the caller like a bearer token does (`project`).
+    """

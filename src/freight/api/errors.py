@@ -1,39 +1,46 @@
 """Error responses in the wire shape of the API being spoken, for every failure path.
 
 OpenAI routes answer `{"error": {message, type, param, code}}`; Anthropic routes
-(`/v1/messages...`) answer `{"type": "error", "error": {type, message}}`. Unknown routes,
-bad JSON and validation failures use the same shapes: a client never sees FastAPI's
-default `{"detail": ...}`, and never a 500 for bad input.
+(`/v1/messages...`) answer `{"type": "error", "error": {type, message}, "request_id"}`.
+Unknown routes, bad JSON and validation failures use the same shapes: a client never
+sees FastAPI's default `{"detail": ...}`, and never a 500 for bad input.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from freight import ids
 from freight.errors import FreightError
+from freight.protocol import anthropic
 
 log = logging.getLogger(__name__)
 
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "invalid_request_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    503: "overloaded_error",
-}
-
 
 def is_anthropic_path(path: str) -> bool:
-    return path.startswith("/v1/messages")
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
+def error_body(
+    path: str,
+    status: int,
+    message: str,
+    *,
+    error_type: str | None = None,
+    param: str | None = None,
+    code: str | None = None,
+) -> dict[str, Any]:
+    """The error body for `path`'s API (also the `error` event of a broken stream)."""
+    if is_anthropic_path(path):
+        return anthropic.error_body(status, message, ids.new_id("req_"))
+    kind = error_type or ("invalid_request_error" if status < 500 else "server_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def error_response(
@@ -46,14 +53,9 @@ def error_response(
     code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    if is_anthropic_path(request.url.path):
-        kind = _ANTHROPIC_TYPES.get(
-            status, "api_error" if status >= 500 else "invalid_request_error"
-        )
-        body: dict[str, object] = {"type": "error", "error": {"type": kind, "message": message}}
-    else:
-        kind = error_type or ("invalid_request_error" if status < 500 else "server_error")
-        body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    body = error_body(
+        request.url.path, status, message, error_type=error_type, param=param, code=code
+    )
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -75,6 +77,9 @@ def install(app: FastAPI) -> None:
     async def on_freight_error(request: Request, exc: FreightError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message)
+        # Both SDKs retry a 409 by default (a lock timeout upstream); ours are state
+        # conflicts that a retry cannot resolve.
+        headers = {"x-should-retry": "false"} if exc.status_code == 409 else None
         return error_response(
             request,
             exc.status_code,
@@ -82,6 +87,7 @@ def install(app: FastAPI) -> None:
             error_type=exc.error_type,
             param=exc.param,
             code=exc.code,
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)

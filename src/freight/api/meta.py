@@ -46,5 +46,7 @@ def health(svc: Service = Depends(service)) -> dict[str, Any]:
             "owner": worker.owner,
             "in_flight": worker.num_in_flight,
             "retries": worker.num_retries,
+            "given_back_for_realtime": worker.num_given_back,
+            "realtime_active": svc.engines.realtime.num_active,
         },
     }

@@ -1,4 +1,4 @@
-"""Streaming multipart uploads: the file part goes straight to the blob store.
+"""Streaming uploads: a multipart file part, or a large JSON body, straight to the blob store.
 
 The size limit is enforced while the bytes arrive, so an oversized upload is refused
 after `max_bytes`, never buffered whole in memory or on disk first.
@@ -116,3 +116,29 @@ async def receive(request: Request, blobs: BlobStore, blob_name: str, max_bytes:
         if reader.upload.filename is None:
             raise InvalidRequest("The form has no 'file' part with a filename.", param="file")
     return reader.upload
+
+
+async def receive_json_body(
+    request: Request, blobs: BlobStore, blob_name: str, max_bytes: int
+) -> int:
+    """Stream a JSON request body to blob `blob_name`, refusing it past `max_bytes`.
+
+    For bodies too large to parse in memory (an Anthropic Message Batch create may be
+    256 MB); the caller parses the blob incrementally. Returns the number of bytes.
+    """
+    content_type, _ = parse_options_header(request.headers.get("content-type"))
+    if content_type != b"application/json":
+        raise InvalidRequest("Expected a JSON body (content-type: application/json).")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
+    num_bytes = 0
+    with blobs.create(blob_name) as out:
+        async for chunk in request.stream():
+            num_bytes += len(chunk)
+            if num_bytes > max_bytes:
+                raise PayloadTooLarge(
+                    f"The request body is larger than the limit of {max_bytes} bytes."
+                )
+            out.write(chunk)
+    return num_bytes

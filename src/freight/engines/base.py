@@ -46,6 +46,7 @@ class Sampling:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    top_k: int | None = None  # None: no top-k cut (Anthropic's `top_k`)
     json_output: JsonOutput | None = None  # structured outputs; None: free text
 
 
@@ -60,6 +61,9 @@ class GenerationRequest:
     text: str | None = None
     token_ids: tuple[int, ...] | None = None
     priority: int = 0  # lower runs first; real-time requests use REALTIME_PRIORITY
+    # Continue the last (assistant) message instead of starting a new turn: Anthropic's
+    # prefill. Only with `messages`.
+    continue_final_message: bool = False
 
 
 REALTIME_PRIORITY = -1
@@ -71,6 +75,7 @@ class Choice:
     text: str
     num_tokens: int
     finish_reason: FinishReason
+    stop_sequence: str | None = None  # which of `Sampling.stop` ended it, if one did
 
 
 @dataclass
@@ -86,11 +91,18 @@ class Generation:
 
 @dataclass
 class Delta:
-    """A piece of streamed output for choice `index`; the last one has `finish_reason`."""
+    """A piece of streamed output for choice `index`; the last one has `finish_reason`.
+
+    The first Delta of a stream also carries the prompt's token counts where the engine
+    knows them, so a stream can report input usage up front (Anthropic's `message_start`)
+    instead of only in the final Generation.
+    """
 
     index: int
     text: str
     finish_reason: FinishReason | None = None
+    num_prompt_tokens: int | None = None
+    num_cached_tokens: int | None = None
 
 
 class RequestRejected(Exception):

@@ -30,6 +30,7 @@ class EchoEngine:
         self.max_num_seqs = max_num_seqs
         self.max_model_len = 1_000_000
         self.num_started = 0
+        self.num_requests = 0  # prompts run, for tests of work saved (deduplication)
         self.fail_next: int = 0  # test hook: the next N requests die as if the engine crashed
 
     async def start(self) -> None:
@@ -39,6 +40,7 @@ class EchoEngine:
         if self.fail_next > 0:
             self.fail_next -= 1
             raise EngineDied("echo engine: injected failure")
+        self.num_requests += 1
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         if request.messages is not None:
@@ -56,7 +58,10 @@ class EchoEngine:
             words = reply if limit is None else reply[:limit]
             finish: FinishReason = "length" if limit is not None and len(reply) > limit else "stop"
             text = " ".join(words)
-            yield Delta(index, text, finish)
+            delta = Delta(index, text, finish)
+            if index == 0:
+                delta.num_prompt_tokens, delta.num_cached_tokens = len(prompt_words), 0
+            yield delta
             choices.append(Choice(text, len(words), finish))
         yield Generation(len(prompt_words), 0, choices)
 

@@ -8,7 +8,10 @@ engine that cannot do what it asks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Callable, Iterator
 from typing import cast
 
 from freight.config import Settings
@@ -20,12 +23,45 @@ from freight.models import ModelSpec, Registry
 log = logging.getLogger(__name__)
 
 
+class RealtimeLoad:
+    """Real-time requests in the engines now, and when the last one ended.
+
+    The API counts its requests here; the worker reads it to shrink its batch window
+    while real-time traffic runs (worker/scheduler.py, `batch_window`). Both live on one
+    event loop, so plain counters suffice.
+    """
+
+    def __init__(self) -> None:
+        self.num_active = 0
+        self.last_ended_at: float | None = None  # time.monotonic()
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call `listener` whenever a real-time request starts (the worker's wake-up)."""
+        self._listeners.append(listener)
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        self.num_active += 1
+        for listener in self._listeners:
+            listener()
+        try:
+            yield
+        finally:
+            self.num_active -= 1
+            self.last_ended_at = time.monotonic()
+
+    def seconds_since_last(self, now: float) -> float | None:
+        return None if self.last_ended_at is None else now - self.last_ended_at
+
+
 class EnginePool:
     """Starts each model's engine once, on first use; later callers await the same start."""
 
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
+        self.realtime = RealtimeLoad()
         self._engines: dict[str, Engine | EmbeddingEngine] = {}
         self._starting: dict[str, asyncio.Task[Engine | EmbeddingEngine]] = {}
         self.failures: dict[str, str] = {}  # model → why its engine last failed to start
@@ -82,7 +118,7 @@ class EnginePool:
             from freight.engines.vllm import VLLMEngine
 
             weights = await asyncio.to_thread(self.registry.weights_dir, spec)
-            engine = VLLMEngine(spec.name, weights, self.settings.engine)
+            engine = VLLMEngine(spec.name, weights, self.settings.engine, self.settings.run_dir)
         log.info("starting engine for %s", spec.name)
         try:
             await engine.start()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from freight.config import EngineSettings
+from freight.engines import reaper
 from freight.engines.base import (
     Choice,
     Delta,
@@ -45,10 +46,14 @@ def _prepare_environment(settings: EngineSettings) -> None:
 class VLLMEngine:
     """One model in one vLLM AsyncLLM."""
 
-    def __init__(self, name: str, weights: Path, settings: EngineSettings) -> None:
+    def __init__(
+        self, name: str, weights: Path, settings: EngineSettings, run_dir: Path | None = None
+    ) -> None:
         self.name = name
         self.weights = weights
         self.settings = settings
+        self.run_dir = run_dir  # where its processes are recorded (see engines/reaper.py)
+        self._record: Path | None = None
         self.max_num_seqs = settings.max_num_seqs
         self.max_model_len = settings.max_model_len
         self._llm: Any = None
@@ -89,7 +94,11 @@ class VLLMEngine:
             ),
         )
         tokenizer = AutoTokenizer.from_pretrained(str(self.weights))
-        return tokenizer, AsyncLLM.from_engine_args(args)
+        before = reaper.children()
+        llm = AsyncLLM.from_engine_args(args)
+        if self.run_dir is not None:
+            self._record = reaper.record(self.run_dir, self.name, before)
+        return tokenizer, llm
 
     @property
     def is_running(self) -> bool:
@@ -104,7 +113,8 @@ class VLLMEngine:
             rendered = self._tokenizer.apply_chat_template(
                 [{"role": m.role, "content": m.content} for m in request.messages],
                 tokenize=False,
-                add_generation_prompt=True,
+                add_generation_prompt=not request.continue_final_message,
+                continue_final_message=request.continue_final_message,
             )
             return list(self._tokenizer.encode(rendered, add_special_tokens=False))
         return list(self._tokenizer.encode(request.text or ""))
@@ -142,6 +152,7 @@ class VLLMEngine:
             seed=s.seed,
             presence_penalty=s.presence_penalty,
             frequency_penalty=s.frequency_penalty,
+            top_k=s.top_k or 0,  # 0: no top-k cut
             structured_outputs=structured,
             # Batch work needs only the final output: one message per request instead
             # of one per generated token keeps the frontend's overhead off the engine.
@@ -173,6 +184,7 @@ class VLLMEngine:
         params = self._sampling_params(request, len(ids), is_streamed=is_streamed)
         choices = [Choice("", 0, "stop") for _ in range(request.sampling.n)]
         num_cached = 0
+        is_first = True
         try:
             async for out in self._llm.generate(
                 tokens_input(ids),
@@ -188,10 +200,16 @@ class VLLMEngine:
                     finish = piece.finish_reason
                     if finish is not None:
                         choice.finish_reason = "length" if finish == "length" else "stop"
+                        if isinstance(piece.stop_reason, str):  # a stop string, not a token id
+                            choice.stop_sequence = piece.stop_reason
                     if piece.text or finish is not None:
-                        yield Delta(
+                        delta = Delta(
                             piece.index, piece.text, choice.finish_reason if finish else None
                         )
+                        if is_first:
+                            delta.num_prompt_tokens, delta.num_cached_tokens = len(ids), num_cached
+                            is_first = False
+                        yield delta
         except EngineDeadError as exc:
             raise EngineDied(f"the vLLM engine for {self.name} died: {exc}") from exc
         except ValueError as exc:  # vLLM's input validation (VLLMValidationError is one)
@@ -213,3 +231,4 @@ class VLLMEngine:
             # AsyncLLM.__del__ shuts down again, possibly at interpreter exit when vLLM's
             # module globals are gone; once is enough.
             llm.shutdown = lambda *args, **kwargs: None
+        reaper.forget(self._record)

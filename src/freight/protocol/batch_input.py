@@ -65,9 +65,11 @@ class AcceptedLine:
     line: int
     custom_id: str
     url: str
+    body: dict[str, Any]
     body_json: str
     model: str | None
     error_body: dict[str, Any] | None
+    error_status: int = 400  # the HTTP status the error result carries
 
 
 class FileValidator:
@@ -214,6 +216,7 @@ class FileValidator:
             line=line,
             custom_id=custom_id,
             url=url,
+            body=body,
             body_json=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
             model=model if isinstance(model, str) else None,
             error_body=self._body_error(body, model),

@@ -1,63 +1,66 @@
 """Endpoint dispatch: one table from URL to request model, engine work and wire response.
 
-Batch lines, `freight run` and the real-time routes all go through `ENDPOINTS`, so an
-endpoint is added in exactly one place. Each entry knows which kind of model it needs
-(`task`: text generation or embeddings) and how to run a parsed body on that model's
-engine (`run`), so callers never branch on the URL.
+Batch lines, Message Batch requests, `freight run` and the real-time routes
+(api/realtime.py) all go through `ENDPOINTS`, so an endpoint is added in exactly one
+place: a row here, with its translation functions in the module for its URL
+(protocol/completions.py, messages.py, responses.py, embeddings.py).
+
+Each row knows which kind of model it needs (`task`: text generation or embeddings) and
+how to run a parsed body on that model's engine (`run`, and `start_stream` for text
+generation), so no caller branches on the URL: the worker and the real-time routes run
+every endpoint the same way.
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
-import base64
 import dataclasses
-import sys
-import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from freight import ids
 from freight.engines.base import (
     BATCH_PRIORITY,
     EmbeddingRequest,
     Embeddings,
     Generation,
     GenerationRequest,
-    JsonOutput,
-    Message,
-    Sampling,
     Task,
 )
+from freight.protocol import anthropic, completions, embeddings, messages, responses, stream
 from freight.protocol import openai as wire
-from freight.protocol import responses
+from freight.protocol.errors import BodyError
+from freight.protocol.stream import ServerSentEvent
 
 if TYPE_CHECKING:
     from freight.engines.pool import EnginePool
 
+__all__ = [
+    "ENDPOINTS",
+    "Answer",
+    "AnyEndpoint",
+    "BodyError",
+    "EmbeddingsEndpoint",
+    "Endpoint",
+    "TokenCounts",
+    "get",
+    "model_problem",
+    "parse_body",
+]
 
-class BodyError(Exception):
-    """A request body the endpoint rejects: becomes a 400 (a per-line error in batches)."""
+R = TypeVar("R")
+Api = Literal["openai", "anthropic"]
 
-    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
 
-    def body(self) -> dict[str, Any]:
-        detail = wire.ErrorDetail(
-            message=self.message, type="invalid_request_error", param=self.param, code=self.code
-        )
-        return wire.ErrorBody(error=detail).model_dump()
+def openai_error_body(error: BodyError, status_code: int) -> dict[str, Any]:
+    return error.body()
 
 
 @dataclass(frozen=True)
 class TokenCounts:
-    """What one request cost, for the batch's usage totals."""
+    """What one request cost, for the batch's usage totals (the engine's own counts)."""
 
     num_input: int
     num_cached: int = 0
@@ -72,30 +75,82 @@ class Answer:
     tokens: TokenCounts
 
 
+class Share(Protocol):
+    """How `run` calls the engine: at once (the default), or shared with identical
+    requests (the worker's `runner.SharedResults`, by batch and dedup key)."""
+
+    def __call__(self, compute: Callable[[], Awaitable[R]]) -> Awaitable[R]: ...
+
+
+async def at_once(compute: Callable[[], Awaitable[R]]) -> R:
+    return await compute()
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """A text generation endpoint: bodies become GenerationRequests, Generations a body."""
+    """A text generation endpoint: bodies become GenerationRequests, Generations a body.
+
+    `to_stream` turns the engine's events into the endpoint's SSE events (None: the
+    endpoint cannot stream). `error_body` renders a rejected body in the endpoint's API
+    shape, as stored for a batch request's error result. `api` says which batch API may
+    carry the endpoint: OpenAI batch files name only `openai` URLs.
+    """
 
     url: str
     request_model: type[BaseModel]
     to_generations: Callable[[Any, str], list[GenerationRequest]]
     to_response: Callable[[Any, list[Generation]], dict[str, Any]]
+    to_stream: Callable[[Any, stream.EngineEvents], AsyncIterator[ServerSentEvent]] | None = None
+    error_body: Callable[[BodyError, int], dict[str, Any]] = openai_error_body
+    api: Api = "openai"
     task: ClassVar[Task] = "generate"
 
-    async def run(
-        self, engines: EnginePool, body: Any, request_id: str, *, priority: int = BATCH_PRIORITY
-    ) -> Answer:
-        engine = await engines.get(body.model)
-        work = [
+    def _work(self, body: Any, request_id: str, priority: int) -> list[GenerationRequest]:
+        return [
             dataclasses.replace(w, priority=priority) for w in self.to_generations(body, request_id)
         ]
-        generations = list(await asyncio.gather(*(engine.generate(w) for w in work)))
+
+    async def run(
+        self,
+        engines: EnginePool,
+        body: Any,
+        request_id: str,
+        *,
+        priority: int = BATCH_PRIORITY,
+        share: Share = at_once,
+    ) -> Answer:
+        """Generate for every prompt of `body`; its response and the engine's token counts."""
+        engine = await engines.get(body.model)
+        work = self._work(body, request_id, priority)
+
+        async def generate() -> list[Generation]:
+            if len(work) == 1:  # the common case: no gather, no extra task
+                return [await engine.generate(work[0])]
+            return list(await asyncio.gather(*(engine.generate(w) for w in work)))
+
+        generations = await share(generate)
         tokens = TokenCounts(
             num_input=sum(g.num_prompt_tokens for g in generations),
             num_cached=sum(g.num_cached_tokens for g in generations),
             num_output=sum(g.num_output_tokens for g in generations),
         )
         return Answer(self.to_response(body, generations), tokens)
+
+    async def start_stream(
+        self, engines: EnginePool, body: Any, request_id: str, *, priority: int
+    ) -> AsyncIterator[ServerSentEvent]:
+        """Start streaming `body`: returns once the engine has produced its first output.
+
+        A request the engine refuses (a prompt over the context length) therefore raises
+        here, before any response is sent; later failures are the stream's to report.
+        """
+        if self.to_stream is None:
+            raise BodyError(f"{self.url} does not support stream: true.", param="stream")
+        engine = await engines.get(body.model)
+        work = self._work(body, request_id, priority)
+        engine_events = stream.merge([engine.stream(w) for w in work])
+        first = await anext(engine_events)
+        return self.to_stream(body, stream.prepend(first, engine_events))
 
 
 @dataclass(frozen=True)
@@ -106,216 +161,84 @@ class EmbeddingsEndpoint:
     request_model: type[BaseModel]
     to_request: Callable[[Any, str], EmbeddingRequest]
     to_response: Callable[[Any, Embeddings], dict[str, Any]]
+    error_body: Callable[[BodyError, int], dict[str, Any]] = openai_error_body
+    api: Api = "openai"
     task: ClassVar[Task] = "embed"
 
     async def run(
-        self, engines: EnginePool, body: Any, request_id: str, *, priority: int = BATCH_PRIORITY
+        self,
+        engines: EnginePool,
+        body: Any,
+        request_id: str,
+        *,
+        priority: int = BATCH_PRIORITY,
+        share: Share = at_once,
     ) -> Answer:
+        """Embed every input of `body`; its response and the tokens the model read."""
         engine = await engines.get_embedder(body.model)
         request = dataclasses.replace(self.to_request(body, request_id), priority=priority)
-        embeddings = await engine.embed(request)
-        return Answer(self.to_response(body, embeddings), TokenCounts(embeddings.num_prompt_tokens))
+        result = await share(lambda: engine.embed(request))
+        return Answer(self.to_response(body, result), TokenCounts(result.num_prompt_tokens))
 
 
 AnyEndpoint = Endpoint | EmbeddingsEndpoint
-
-
-def sampling_from(
-    body: wire._SamplingBody, max_tokens: int | None, *, json_output: JsonOutput | None = None
-) -> Sampling:
-    stop = body.stop
-    return Sampling(
-        max_tokens=max_tokens,
-        temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
-        n=body.n or 1,
-        stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
-        seed=body.seed,
-        presence_penalty=body.presence_penalty or 0.0,
-        frequency_penalty=body.frequency_penalty or 0.0,
-        json_output=json_output,
-    )
-
-
-def usage_of(generations: list[Generation]) -> wire.Usage:
-    num_prompt = sum(g.num_prompt_tokens for g in generations)
-    num_output = sum(g.num_output_tokens for g in generations)
-    return wire.Usage(
-        prompt_tokens=num_prompt,
-        completion_tokens=num_output,
-        total_tokens=num_prompt + num_output,
-        prompt_tokens_details=wire.PromptTokensDetails(
-            cached_tokens=sum(g.num_cached_tokens for g in generations)
-        ),
-    )
-
-
-# --- /v1/chat/completions -----------------------------------------------------------------
-
-
-def _chat_messages(body: wire.ChatCompletionRequest) -> tuple[Message, ...]:
-    # Chat templates know system/user/assistant; OpenAI's newer `developer` is a system turn.
-    return tuple(
-        Message("system" if m.role == "developer" else m.role, m.text()) for m in body.messages
-    )
-
-
-def _chat_generations(body: wire.ChatCompletionRequest, request_id: str) -> list[GenerationRequest]:
-    return [
-        GenerationRequest(
-            request_id=request_id,
-            model=body.model,
-            sampling=sampling_from(
-                body,
-                body.output_limit,
-                json_output=body.response_format.to_json_output() if body.response_format else None,
-            ),
-            messages=_chat_messages(body),
-        )
-    ]
-
-
-def _chat_response(
-    body: wire.ChatCompletionRequest, generations: list[Generation]
-) -> dict[str, Any]:
-    (generation,) = generations
-    return wire.ChatCompletion(
-        id=ids.new_id("chatcmpl-"),
-        created=int(time.time()),
-        model=body.model,
-        choices=[
-            wire.ChatChoice(
-                index=i,
-                message=wire.AssistantMessage(content=c.text),
-                finish_reason=c.finish_reason,
-            )
-            for i, c in enumerate(generation.choices)
-        ],
-        usage=usage_of(generations),
-    ).model_dump()
-
-
-# --- /v1/completions ------------------------------------------------------------------------
-
-
-def completion_prompts(body: wire.CompletionRequest) -> list[str | tuple[int, ...]]:
-    prompt = body.prompt
-    if isinstance(prompt, str):
-        return [prompt]
-    if not prompt:
-        raise BodyError("prompt must not be empty", param="prompt")
-    if all(isinstance(p, int) for p in prompt):
-        return [tuple(prompt)]  # type: ignore[arg-type]
-    return [p if isinstance(p, str) else tuple(p) for p in prompt]  # type: ignore[arg-type,misc]
-
-
-def _completion_generations(
-    body: wire.CompletionRequest, request_id: str
-) -> list[GenerationRequest]:
-    sampling = sampling_from(body, body.output_limit)
-    requests = []
-    for i, prompt in enumerate(completion_prompts(body)):
-        rid = request_id if i == 0 else f"{request_id}.{i}"
-        if isinstance(prompt, str):
-            requests.append(GenerationRequest(rid, body.model, sampling, text=prompt))
-        else:
-            requests.append(GenerationRequest(rid, body.model, sampling, token_ids=prompt))
-    return requests
-
-
-def _completion_response(
-    body: wire.CompletionRequest, generations: list[Generation]
-) -> dict[str, Any]:
-    prompts = completion_prompts(body)
-    choices: list[wire.CompletionChoice] = []
-    for prompt, generation in zip(prompts, generations, strict=True):
-        prefix = prompt if body.echo and isinstance(prompt, str) else ""
-        for c in generation.choices:
-            choices.append(
-                wire.CompletionChoice(
-                    index=len(choices), text=prefix + c.text, finish_reason=c.finish_reason
-                )
-            )
-    return wire.TextCompletion(
-        id=ids.new_id("cmpl-"),
-        created=int(time.time()),
-        model=body.model,
-        choices=choices,
-        usage=usage_of(generations),
-    ).model_dump()
-
-
-# --- /v1/embeddings ------------------------------------------------------------------------
-
-
-def _embedding_request(body: wire.CreateEmbeddingRequest, request_id: str) -> EmbeddingRequest:
-    return EmbeddingRequest(request_id, body.model, body.inputs(), dimensions=body.dimensions)
-
-
-def _base64_floats(vector: list[float]) -> str:
-    """OpenAI's base64 encoding: the vector as little-endian float32 bytes."""
-    packed = array.array("f", vector)
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return base64.b64encode(packed.tobytes()).decode("ascii")
-
-
-def _embedding_response(body: wire.CreateEmbeddingRequest, result: Embeddings) -> dict[str, Any]:
-    encode = _base64_floats if body.encoding_format == "base64" else None
-    return wire.EmbeddingList(
-        data=[
-            wire.EmbeddingObject(index=i, embedding=encode(v) if encode else v)
-            for i, v in enumerate(result.vectors)
-        ],
-        model=body.model,
-        usage=wire.EmbeddingUsage(
-            prompt_tokens=result.num_prompt_tokens, total_tokens=result.num_prompt_tokens
-        ),
-    ).model_dump()
 
 
 ENDPOINTS: dict[str, AnyEndpoint] = {
     e.url: e
     for e in (
         Endpoint(
-            "/v1/chat/completions",
+            completions.CHAT_URL,
             wire.ChatCompletionRequest,
-            _chat_generations,
-            _chat_response,
+            completions.chat_generations,
+            completions.chat_response,
+            completions.chat_stream,
         ),
         Endpoint(
-            "/v1/completions",
+            completions.COMPLETIONS_URL,
             wire.CompletionRequest,
-            _completion_generations,
-            _completion_response,
+            completions.completion_generations,
+            completions.completion_response,
+            completions.completion_stream,
         ),
         Endpoint(
-            "/v1/responses",
+            responses.URL,
             responses.CreateResponse,
             responses.to_generations,
             responses.to_response,
+            responses.to_stream,
         ),
         EmbeddingsEndpoint(
-            "/v1/embeddings",
+            embeddings.URL,
             wire.CreateEmbeddingRequest,
-            _embedding_request,
-            _embedding_response,
+            embeddings.to_request,
+            embeddings.to_response,
+        ),
+        Endpoint(
+            messages.URL,
+            anthropic.MessageCreateParams,
+            messages.to_generations,
+            messages.to_response,
+            messages.to_stream,
+            messages.error_body,
+            api="anthropic",
         ),
     )
 }
 
 
-def supported_urls() -> str:
-    return ", ".join(ENDPOINTS)
+def supported_urls(api: str = "openai") -> str:
+    return ", ".join(url for url, e in ENDPOINTS.items() if e.api == api)
 
 
-def get(url: str) -> AnyEndpoint:
-    try:
-        return ENDPOINTS[url]
-    except KeyError:
+def get(url: str, api: str = "openai") -> AnyEndpoint:
+    """The endpoint for `url` if the `api`'s batches may carry it; else a BodyError."""
+    endpoint = ENDPOINTS.get(url)
+    if endpoint is None or endpoint.api != api:
         raise BodyError(
-            f"Unsupported endpoint '{url}'. Supported: {supported_urls()}.", param="endpoint"
-        ) from None
+            f"Unsupported endpoint '{url}'. Supported: {supported_urls(api)}.", param="endpoint"
+        )
+    return endpoint
 
 
 def model_problem(url: str, model: str, model_task: Task) -> str | None:
@@ -339,8 +262,8 @@ def parse_body(endpoint: AnyEndpoint, body: Any, *, in_batch: bool) -> BaseModel
         raise body_error_from(exc) from None
     if in_batch and getattr(parsed, "stream", None):
         raise BodyError("stream is not supported in batch requests; remove it.", param="stream")
-    if endpoint.url == "/v1/completions":
-        completion_prompts(parsed)  # type: ignore[arg-type]
+    if isinstance(parsed, wire.CompletionRequest):
+        completions.completion_prompts(parsed)  # an empty prompt list is a BodyError
     return parsed
 
 
@@ -367,5 +290,7 @@ def body_error_from(exc: ValidationError) -> BodyError:
         return BodyError(f"Unrecognized request argument supplied: {loc}", param=loc)
     if err["type"] == "missing":
         return BodyError(f"Missing required parameter: '{loc}'.", param=loc)
-    same_place = dict.fromkeys(e["msg"] for e in deepest if e["loc"] == err["loc"])
-    return BodyError(f"Invalid value for '{loc}': {'; or '.join(same_place)}.", param=loc)
+    same_place = dict.fromkeys(
+        e["msg"].removeprefix("Value error, ") for e in deepest if e["loc"] == err["loc"]
+    )
+    return BodyError(f"Invalid value for '{loc}': {'; or '.join(same_place)}.", param=loc or None)

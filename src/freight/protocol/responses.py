@@ -3,7 +3,8 @@
 A request's `instructions` and `input` (a string or a list of messages) become one chat
 conversation; the generation comes back as a `response` object with one assistant
 `message` output item, as the openai SDK's `types/responses` define it. Streaming emits
-the same object through the Responses event sequence (`stream_events`).
+the same object through the Responses event sequence (`to_stream`, built by
+`StreamEvents`), each event named by its `type` as upstream sends them.
 
 Freight runs a response and returns it; it does not store responses (`store` is
 accepted and has no effect; there is no GET /v1/responses/{id}), and tools, reasoning
@@ -13,14 +14,24 @@ and `previous_response_id` are not supported (they are rejected as unknown param
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from freight import ids
-from freight.engines.base import Generation, GenerationRequest, Message, Sampling
+from freight.engines.base import (
+    EngineDied,
+    Generation,
+    GenerationRequest,
+    Message,
+    RequestRejected,
+    Sampling,
+)
 from freight.protocol import json_output
+from freight.protocol.stream import EngineEvents, ServerSentEvent
+
+URL = "/v1/responses"
 
 
 class _Strict(BaseModel):
@@ -256,3 +267,27 @@ class StreamEvents:
         failed = self._response("failed", output=[])
         failed["error"] = {"code": "server_error", "message": message}
         return self._event("response.failed", response=failed)
+
+
+def _event(event: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(event, event=event["type"])
+
+
+async def to_stream(body: CreateResponse, events: EngineEvents) -> AsyncIterator[ServerSentEvent]:
+    """The Responses event sequence for the engine's events (see StreamEvents).
+
+    An engine failure after the stream opened ends it with `response.failed`, numbered
+    in sequence like every other event, as the SDK's stream reader expects.
+    """
+    sequence = StreamEvents(body, ids.new_id("resp_"))
+    for event in sequence.start():
+        yield _event(event)
+    try:
+        async for _, item in events:  # one prompt: every item is for prompt 0
+            if isinstance(item, Generation):
+                for event in sequence.finish(item):
+                    yield _event(event)
+            elif item.text:
+                yield _event(sequence.delta(item.text))
+    except (EngineDied, RequestRejected) as exc:
+        yield _event(sequence.fail(str(exc)))

@@ -1,7 +1,8 @@
-"""Stored records rendered as OpenAI wire objects."""
+"""Stored records rendered as wire objects: OpenAI's, and Anthropic's derived view."""
 
 from __future__ import annotations
 
+from freight.protocol import anthropic
 from freight.protocol import openai as wire
 from freight.store.batches import BatchRecord
 from freight.store.files import FileRecord
@@ -64,4 +65,52 @@ def list_page(items: list[wire.FileObject] | list[wire.Batch], has_more: bool) -
         first_id=items[0].id if items else None,
         last_id=items[-1].id if items else None,
         has_more=has_more,
+    )
+
+
+# One lifecycle, two views: Anthropic sees in_progress / canceling / ended.
+_PROCESSING_STATUS: dict[str, anthropic.ProcessingStatus] = {
+    "validating": "in_progress",
+    "in_progress": "in_progress",
+    "finalizing": "in_progress",
+    "cancelling": "canceling",
+}
+
+
+def message_batch(record: BatchRecord, base_url: str) -> anthropic.MessageBatch:
+    """The Anthropic MessageBatch for a batch; `base_url` makes `results_url` absolute.
+
+    As Anthropic documents, every request counts as `processing` until the whole batch
+    has ended; only then do the counts move to succeeded / errored / canceled / expired.
+    Results exist once the batch has ended (a batch that failed ingest has none).
+    """
+    status = _PROCESSING_STATUS.get(record.status, "ended")
+    is_ended = status == "ended"
+    if not is_ended:
+        counts = anthropic.MessageBatchRequestCounts(
+            processing=record.num_total, succeeded=0, errored=0, canceled=0, expired=0
+        )
+    else:
+        counts = anthropic.MessageBatchRequestCounts(
+            processing=record.num_open if record.status != "failed" else 0,
+            succeeded=record.num_succeeded,
+            errored=record.num_errored if record.status != "failed" else record.num_total,
+            canceled=record.num_cancelled,
+            expired=record.num_expired,
+        )
+    has_results = is_ended and record.status != "failed"
+    return anthropic.MessageBatch(
+        id=record.id,
+        processing_status=status,
+        request_counts=counts,
+        created_at=anthropic.rfc3339(record.created_at) or "",
+        expires_at=anthropic.rfc3339(record.expires_at) or "",
+        ended_at=anthropic.rfc3339(record.ended_at),
+        cancel_initiated_at=anthropic.rfc3339(record.cancelling_at),
+        archived_at=None,
+        results_url=(
+            f"{base_url.rstrip('/')}/v1/messages/batches/{record.id}/results"
+            if has_results
+            else None
+        ),
     )

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from freight.errors import Conflict, IllegalTransition, NotFound
-from freight.store.schema import batch_events, batches
+from freight.store.schema import batch_events, batches, requests
 
 ALLOWED: dict[str, frozenset[str]] = {
     "validating": frozenset({"in_progress", "failed", "cancelling"}),
@@ -107,10 +107,15 @@ def insert(conn: sa.Connection, **values: Any) -> BatchRecord:
     return get(conn, values["id"])
 
 
-def get(conn: sa.Connection, batch_id: str, project: str | None = None) -> BatchRecord:
+def get(
+    conn: sa.Connection, batch_id: str, project: str | None = None, api: str | None = None
+) -> BatchRecord:
+    """The batch, if it exists (in `project`, and of `api`: each API sees only its own)."""
     query = batches.select().where(batches.c.id == batch_id)
     if project is not None:
         query = query.where(batches.c.project == project)
+    if api is not None:
+        query = query.where(batches.c.api == api)
     row = conn.execute(query).mappings().first()
     if row is None:
         raise NotFound(f"No such batch: {batch_id}", param="batch_id")
@@ -180,9 +185,11 @@ def transition(
     return get(conn, batch_id)
 
 
-def request_cancel(conn: sa.Connection, batch_id: str, project: str | None) -> BatchRecord:
+def request_cancel(
+    conn: sa.Connection, batch_id: str, project: str | None, api: str | None = None
+) -> BatchRecord:
     """The API's cancel: idempotent while cancelling, a 409 once the batch has ended."""
-    batch = get(conn, batch_id, project)
+    batch = get(conn, batch_id, project, api)
     if batch.status == "cancelling":
         return batch
     if batch.status not in ("validating", "in_progress"):
@@ -211,6 +218,23 @@ def set_values(conn: sa.Connection, batch_id: str, **values: Any) -> None:
 def delete(conn: sa.Connection, batch_id: str) -> None:
     conn.execute(batches.delete().where(batches.c.id == batch_id))
     conn.execute(batch_events.delete().where(batch_events.c.batch_id == batch_id))
+
+
+def delete_ended(
+    conn: sa.Connection, batch_id: str, project: str | None, api: str | None = None
+) -> BatchRecord:
+    """Delete a batch with its requests and events; a 409 unless it has ended."""
+    batch = get(conn, batch_id, project, api)
+    if not batch.is_terminal:
+        raise Conflict(
+            f"Batch {batch_id} is still processing; a batch can be deleted once processing "
+            "has ended. Cancel it first to end it sooner.",
+            param="batch_id",
+            code="batch_not_ended",
+        )
+    conn.execute(requests.delete().where(requests.c.batch_id == batch_id))
+    delete(conn, batch_id)
+    return batch
 
 
 def events(conn: sa.Connection, batch_id: str) -> list[dict[str, Any]]:

@@ -41,3 +41,17 @@ class BlobStore:
 
     def delete(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)
+
+
+# Blobs of Anthropic Message Batches, named after the batch: no `files` row points at
+# them (they are not OpenAI files), so the name is how the worker and the API find them.
+
+
+def message_batch_requests(batch_id: str) -> str:
+    """The create body as received, kept until the worker has queued its requests."""
+    return f"{batch_id}.requests.json"
+
+
+def message_batch_results(batch_id: str) -> str:
+    """The results JSONL, written once when processing ends."""
+    return f"{batch_id}.results.jsonl"

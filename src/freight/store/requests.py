@@ -43,6 +43,7 @@ class ClaimedRequest:
     url: str
     body: str
     attempts: int
+    dedup_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,20 @@ class Outcome:
 
 
 def insert_many(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(requests.insert(), rows)
+    """Insert request rows (all with the same keys) in one executemany.
+
+    The statement is compiled once and the rows go to the driver as plain tuples:
+    SQLAlchemy's per-row parameter processing would cost more than SQLite's insert.
+    """
+    if not rows:
+        return
+    compiled = requests.insert().compile(dialect=conn.dialect, column_keys=list(rows[0]))
+    if compiled.positional:
+        order = compiled.positiontup or []
+        params: list[Any] = [tuple(row[key] for key in order) for row in rows]
+    else:
+        params = rows
+    conn.exec_driver_sql(compiled.string, params)
 
 
 def delete_for_batch(conn: sa.Connection, batch_id: str) -> None:
@@ -72,7 +85,11 @@ def delete_for_batch(conn: sa.Connection, batch_id: str) -> None:
 def claim(
     conn: sa.Connection, batch_id: str, owner: str, limit: int, lease_seconds: float
 ) -> list[ClaimedRequest]:
-    """Lease up to `limit` queued requests of one batch, in line order."""
+    """Lease up to `limit` queued requests of one batch, in admission order.
+
+    The admission key (worker/scheduler.py) is empty when every ordering optimisation
+    is off, which leaves plain line order.
+    """
     if limit <= 0:
         return []
     query = (
@@ -84,9 +101,10 @@ def claim(
             requests.c.url,
             requests.c.body,
             requests.c.attempts,
+            requests.c.dedup_key,
         )
         .where(requests.c.batch_id == batch_id, requests.c.status == QUEUED)
-        .order_by(requests.c.line)
+        .order_by(requests.c.admission_key, requests.c.line)
         .limit(limit)
     )
     if conn.dialect.name == "postgresql":
@@ -105,7 +123,9 @@ def claim(
         )
     )
     return [
-        ClaimedRequest(r.id, r.batch_id, r.line, r.custom_id, r.url, r.body, r.attempts + 1)
+        ClaimedRequest(
+            r.id, r.batch_id, r.line, r.custom_id, r.url, r.body, r.attempts + 1, r.dedup_key
+        )
         for r in rows
     ]
 
@@ -156,38 +176,69 @@ def reclaim_expired(conn: sa.Connection) -> int:
     return int(result.rowcount)
 
 
+_IN_CHUNK = 500  # ids per IN (...) list, well under every driver's parameter limit
+_RECORD = (
+    requests.update()
+    .where(requests.c.id == sa.bindparam("rid"), requests.c.status == RUNNING)
+    .values(
+        status=sa.bindparam("new_status"),
+        status_code=sa.bindparam("new_status_code"),
+        response_json=sa.bindparam("new_response_json"),
+        error_json=sa.bindparam("new_error_json"),
+        input_tokens=sa.bindparam("new_input_tokens"),
+        cached_tokens=sa.bindparam("new_cached_tokens"),
+        output_tokens=sa.bindparam("new_output_tokens"),
+        finished_at=sa.bindparam("new_finished_at"),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+
+
 def record(conn: sa.Connection, outcomes: list[Outcome]) -> int:
-    """Write finished requests still `running`; update batch counters. Returns rows written."""
-    per_batch: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    """Write finished requests still `running`; update batch counters. Returns rows written.
+
+    Must run in a write transaction: which rows are still running is read first (under
+    the write lock on SQLite, row locks on PostgreSQL), then all are written with one
+    executemany, so a result that lost its lease to another worker is never counted twice.
+    """
+    running: set[str] = set()
+    for start in range(0, len(outcomes), _IN_CHUNK):
+        ids = [o.request_id for o in outcomes[start : start + _IN_CHUNK]]
+        query = sa.select(requests.c.id).where(requests.c.id.in_(ids), requests.c.status == RUNNING)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        running.update(conn.execute(query).scalars())
     now = time.time()
-    num_written = 0
+    rows = []
+    per_batch: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for o in outcomes:
-        result = conn.execute(
-            requests.update()
-            .where(requests.c.id == o.request_id, requests.c.status == RUNNING)
-            .values(
-                status=o.status,
-                status_code=o.status_code,
-                response_json=o.response_json,
-                error_json=o.error_json,
-                input_tokens=o.input_tokens,
-                cached_tokens=o.cached_tokens,
-                output_tokens=o.output_tokens,
-                finished_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
+        if o.request_id not in running:
+            continue
+        running.discard(o.request_id)  # the same request twice in one flush counts once
+        rows.append(
+            {
+                "rid": o.request_id,
+                "new_status": o.status,
+                "new_status_code": o.status_code,
+                "new_response_json": o.response_json,
+                "new_error_json": o.error_json,
+                "new_input_tokens": o.input_tokens,
+                "new_cached_tokens": o.cached_tokens,
+                "new_output_tokens": o.output_tokens,
+                "new_finished_at": now,
+            }
         )
-        if result.rowcount:
-            num_written += 1
-            deltas = per_batch[o.batch_id]
-            deltas[_COUNTER[o.status]] += 1
-            deltas["input_tokens"] += o.input_tokens
-            deltas["cached_tokens"] += o.cached_tokens
-            deltas["output_tokens"] += o.output_tokens
+        deltas = per_batch[o.batch_id]
+        deltas[_COUNTER[o.status]] += 1
+        deltas["input_tokens"] += o.input_tokens
+        deltas["cached_tokens"] += o.cached_tokens
+        deltas["output_tokens"] += o.output_tokens
+    if rows:
+        conn.execute(_RECORD, rows)
     for batch_id, deltas in per_batch.items():
         batches.add_counts(conn, batch_id, **deltas)
-    return num_written
+    return len(rows)
 
 
 def close_open(conn: sa.Connection, batch_id: str, status: str, error_json: str) -> list[str]:

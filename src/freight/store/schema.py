@@ -87,8 +87,17 @@ requests = sa.Table(
     sa.Column("cached_tokens", sa.Integer, nullable=False, server_default="0"),
     sa.Column("output_tokens", sa.Integer, nullable=False, server_default="0"),
     sa.Column("finished_at", sa.Float),
+    sa.Column(
+        "admission_key",
+        sa.String(2048),
+        nullable=False,
+        server_default="",
+        doc="Claim order within the batch (worker/scheduler.py).",
+    ),
+    sa.Column("dedup_key", sa.String(32), doc="Shared by identical deterministic requests."),
     sa.UniqueConstraint("batch_id", "line", name="uq_requests_batch_line"),
     sa.Index("ix_requests_batch_status_line", "batch_id", "status", "line"),
+    sa.Index("ix_requests_claim_order", "batch_id", "status", "admission_key", "line"),
     sa.Index("ix_requests_status_lease", "status", "lease_expires_at"),
 )
 

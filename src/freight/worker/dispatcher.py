@@ -2,7 +2,8 @@
 
 One asyncio task per running request keeps at most `max_in_flight` requests (default
 2 x the engine's max_num_seqs, as vLLM's own run-batch does) inside the engine, so its
-continuous batch never runs dry and never grows without bound. Results are buffered
+continuous batch never runs dry and never grows without bound; while real-time requests
+share the engine the window shrinks (worker/scheduler.py explains why and how). Results are buffered
 and written in one transaction every `flush_seconds`; database work runs in threads so
 the event loop (shared with the HTTP API in `freight serve`) never blocks on it.
 """
@@ -24,6 +25,7 @@ from freight.engines.pool import EnginePool
 from freight.models import Registry
 from freight.protocol import endpoints
 from freight.store import batches, requests
+from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStore
 from freight.store.db import Database
 from freight.worker import finalize, ingest, runner, scheduler
@@ -53,6 +55,8 @@ class Worker:
         self.registry = registry
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{ids.new_id('')[:8]}"
         self.capacity = settings.max_in_flight
+        self.policy = scheduler.OrderPolicy(**settings.scheduler.model_dump())
+        self._shared = runner.SharedResults()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._pending: list[requests.Outcome] = []
         self._background: dict[str, asyncio.Task[None]] = {}  # ingest/finalize, by batch id
@@ -62,6 +66,8 @@ class Worker:
         self._last_reclaim = 0.0
         self.num_retries = 0
         self.num_recorded = 0
+        self.num_given_back = 0  # batch requests taken back out of the engine for real-time
+        engines.realtime.subscribe(self._kick.set)
 
     def kick(self) -> None:
         """Look for work now (called by the API after a create or cancel)."""
@@ -91,8 +97,20 @@ class Worker:
 
     # --- admission -----------------------------------------------------------------
 
+    def _window(self) -> int:
+        load = self.engines.realtime
+        return scheduler.batch_window(
+            self.capacity,
+            self.settings.realtime_batch_window,
+            num_realtime=load.num_active,
+            seconds_since_realtime=load.seconds_since_last(time.monotonic()),
+            hold_seconds=self.settings.worker.realtime_hold_seconds,
+        )
+
     async def _fill(self) -> None:
-        want = scheduler.claim_size(self.capacity, self.num_in_flight)
+        window = self._window()
+        await self._give_back(window)
+        want = scheduler.claim_size(window, self.num_in_flight)
         if want <= 0:
             return
         runnable = await asyncio.to_thread(self._runnable)
@@ -103,6 +121,23 @@ class Worker:
             want -= len(claimed)
             if want <= 0:
                 return
+
+    async def _give_back(self, window: int) -> None:
+        """Take the youngest batch requests (queued, unstarted, in the engine) back out."""
+        num = scheduler.num_to_give_back(
+            self.num_in_flight, window, self.settings.engine.max_num_seqs
+        )
+        if num <= 0:
+            return
+        request_ids = list(self._in_flight)[-num:]
+        tasks = [self._in_flight[r] for r in request_ids]
+        for task in tasks:
+            task.cancel()  # aborts the request inside the engine
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for request_id in request_ids:  # a task cancelled before its first step never ran
+            self._in_flight.pop(request_id, None)
+        await asyncio.to_thread(self._write, requests.release, self.owner, request_ids)
+        self.num_given_back += num
 
     def _runnable(self) -> list[scheduler.RunnableBatch]:
         now = time.time()
@@ -130,7 +165,7 @@ class Worker:
             if request.attempts > max_attempts:
                 self._pending.append(_gave_up(request, "the worker running it was lost"))
                 return
-            result = await runner.execute(request, self.engines)
+            result = await runner.execute(request, self.engines, self._shared)
             if isinstance(result, runner.Transient):
                 self.num_retries += 1
                 log.warning(
@@ -156,7 +191,7 @@ class Worker:
             self._pending.append(_gave_up(request, f"internal error: {exc!r}"))
         finally:
             self._in_flight.pop(request.id, None)
-            if scheduler.claim_size(self.capacity, self.num_in_flight):
+            if scheduler.claim_size(self._window(), self.num_in_flight) > 0:
                 self._kick.set()
 
     def _requeue(self, request_id: str) -> None:
@@ -204,12 +239,21 @@ class Worker:
                 continue
             if batch.status == "validating":
                 self._in_background(batch.id, self._ingest, batch)
+            elif batch.status == "cancelling" and self._is_uningested(batch):
+                # Cancelled before its requests were queued: queue them first, so that
+                # each one gets its `canceled` result.
+                self._in_background(batch.id, self._ingest, batch)
             elif batch.status == "cancelling":
                 self._in_background(batch.id, self._end_early, batch.id, requests.CANCELLED)
             elif batch.status == "in_progress" and wall >= batch.expires_at:
                 self._in_background(batch.id, self._end_early, batch.id, requests.EXPIRED)
             elif batch.status == "finalizing" or batch.num_open == 0:
                 self._in_background(batch.id, self._finalize, batch.id, "completed")
+
+    def _is_uningested(self, batch: batches.BatchRecord) -> bool:
+        """A Message Batch whose create body still waits to become request rows."""
+        name = blob_names.message_batch_requests(batch.id)
+        return batch.api == "anthropic" and self.blobs.path(name).exists()
 
     def _active(self) -> list[batches.BatchRecord]:
         with self.db.read() as conn:
@@ -232,15 +276,27 @@ class Worker:
         self._background[batch_id] = asyncio.create_task(run())
 
     async def _ingest(self, batch: batches.BatchRecord) -> None:
-        await asyncio.to_thread(
-            ingest.ingest_openai_batch,
-            self.db,
-            self.blobs,
-            batch,
-            self.settings.limits,
-            has_model=self.registry.has,
-            check_model=self._model_problem,
-        )
+        if batch.api == "anthropic":
+            await asyncio.to_thread(
+                ingest.ingest_message_batch,
+                self.db,
+                self.blobs,
+                batch,
+                self.policy,
+                has_model=self.registry.has,
+                check_model=self._model_problem,
+            )
+        else:
+            await asyncio.to_thread(
+                ingest.ingest_openai_batch,
+                self.db,
+                self.blobs,
+                batch,
+                self.settings.limits,
+                self.policy,
+                has_model=self.registry.has,
+                check_model=self._model_problem,
+            )
         self._last_housekeeping = 0.0
 
     def _model_problem(self, model: str, url: str) -> str | None:

@@ -1,8 +1,16 @@
-"""Finalisation: write a batch's output and error files and move it to its end status.
+"""Finalisation: write a batch's results in its API's shape and move it to its end status.
 
-Idempotent and resumable: the files are written to fresh blobs first, then the file
-rows, the batch's file ids and its status change commit in one transaction. A crash
-before that commit leaves the batch where it was, and the next worker starts over.
+OpenAI batches get an output and an error file (`files` rows the Files API serves).
+Anthropic Message Batches get one results JSONL blob named after the batch, served by
+GET /v1/messages/batches/{id}/results. Results are written here, once, when processing
+ends, rather than streamed from the requests table at each download: Anthropic offers
+results only after the batch has ended anyway, a download is then a plain file send
+(no long read transaction per client), and both APIs share this one resumable pass.
+
+Idempotent and resumable: results are written to fresh (or deterministically named,
+atomically replaced) blobs first, then the file rows, the batch's file ids and its
+status change commit in one transaction. A crash before that commit leaves the batch
+where it was, and the next worker starts over.
 """
 
 from __future__ import annotations
@@ -12,7 +20,9 @@ import json
 import logging
 from typing import Any
 
+from freight.protocol import anthropic
 from freight.store import batches, files, requests
+from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStore
 from freight.store.db import Database
 
@@ -48,6 +58,42 @@ def format_line(row: Any) -> bytes:
     return line.encode() + b"\n"
 
 
+def format_message_result(row: Any) -> bytes:
+    """One Anthropic result line (MessageBatchIndividualResponse) from a finished request."""
+    custom_id = json.dumps(row.custom_id, ensure_ascii=False)
+    if row.status == requests.SUCCEEDED:
+        result = f'{{"type":"succeeded","message":{row.response_json}}}'
+    elif row.status == requests.CANCELLED:
+        result = '{"type":"canceled"}'
+    elif row.status == requests.EXPIRED:
+        result = '{"type":"expired"}'
+    else:
+        request_id = "req_" + row.id.removeprefix("batch_req_")
+        if row.response_json is not None:  # a rejected request, stored in Anthropic's shape
+            error = json.loads(row.response_json)
+            error["request_id"] = request_id
+        else:  # the worker gave up on it (error_json: {code, message})
+            reason = json.loads(row.error_json or "{}").get("message", "no result")
+            error = anthropic.error_body(500, reason, request_id)
+        result = json.dumps({"type": "errored", "error": error}, ensure_ascii=False)
+    return f'{{"custom_id":{custom_id},"result":{result}}}\n'.encode()
+
+
+def _finalize_message_batch(
+    db: Database, blobs: BlobStore, batch: batches.BatchRecord, end_status: str
+) -> batches.BatchRecord:
+    num_lines = 0
+    with blobs.create(blob_names.message_batch_results(batch.id)) as fh, db.read() as conn:
+        for row in requests.iter_finished(conn, batch.id):
+            if row.status not in requests.OPEN:
+                fh.write(format_message_result(row))
+                num_lines += 1
+    with db.write() as conn:
+        batch = batches.transition(conn, batch.id, end_status, detail=f"{num_lines} results")
+    log.info("message batch %s %s: %d results", batch.id, end_status, num_lines)
+    return batch
+
+
 def _new_file(blobs: BlobStore, batch: batches.BatchRecord, name: str) -> files.FileRecord:
     return files.new_record(
         project=batch.project,
@@ -65,6 +111,8 @@ def finalize(db: Database, blobs: BlobStore, batch_id: str, end_status: str) -> 
     if batch.status == "in_progress" and end_status == "completed":
         with db.write() as conn:
             batch = batches.transition(conn, batch_id, "finalizing")
+    if batch.api == "anthropic":
+        return _finalize_message_batch(db, blobs, batch, end_status)
     output = _new_file(blobs, batch, f"{batch_id}_output.jsonl")
     error = _new_file(blobs, batch, f"{batch_id}_error.jsonl")
     num_output = num_error = 0

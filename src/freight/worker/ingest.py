@@ -1,4 +1,9 @@
-"""Turn a `validating` batch into request rows: one streaming pass over its input file."""
+"""Turn a `validating` batch into request rows: one streaming pass over its input.
+
+OpenAI batches read their input file; Anthropic Message Batches read the create body
+stored beside them (store/blobs.py). Both end the same way: rows queued (invalid ones
+already `errored`), totals set, and the batch moved to `in_progress`.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +14,23 @@ from typing import Any
 
 from freight import ids
 from freight.config import LimitSettings
+from freight.errors import FreightError
+from freight.protocol import message_batch_input
 from freight.protocol.batch_input import AcceptedLine, FileValidator, iter_lines
 from freight.store import batches, files, requests
+from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStore
 from freight.store.db import Database
+from freight.worker import scheduler
 
 log = logging.getLogger(__name__)
 CHUNK = 5000
 
 
-def _row(batch_id: str, accepted: AcceptedLine) -> dict[str, Any]:
+def _row(batch_id: str, accepted: AcceptedLine, policy: scheduler.OrderPolicy) -> dict[str, Any]:
     # every row carries the same keys: an executemany takes its columns from the first row
     row: dict[str, Any] = {
-        "id": ids.new_id("batch_req_"),
+        "id": ids.new_request_id(),
         "batch_id": batch_id,
         "line": accepted.line,
         "custom_id": accepted.custom_id,
@@ -31,11 +40,13 @@ def _row(batch_id: str, accepted: AcceptedLine) -> dict[str, Any]:
         "attempts": 0,
         "status_code": None,
         "response_json": None,
+        "admission_key": scheduler.admission_key(accepted.body, policy),
+        "dedup_key": scheduler.dedup_key(accepted.url, accepted.body, policy),
     }
     if accepted.error_body is not None:
         row.update(
             status=requests.ERRORED,
-            status_code=400,
+            status_code=accepted.error_status,
             response_json=json.dumps(accepted.error_body, separators=(",", ":")),
         )
     return row
@@ -46,6 +57,7 @@ def ingest_openai_batch(
     blobs: BlobStore,
     batch: batches.BatchRecord,
     limits: LimitSettings,
+    policy: scheduler.OrderPolicy,
     *,
     has_model: Callable[[str], bool],
     check_model: Callable[[str, str], str | None],
@@ -69,7 +81,7 @@ def ingest_openai_batch(
                 break
             if accepted is None or validator.is_failed:
                 continue
-            chunk.append(_row(batch.id, accepted))
+            chunk.append(_row(batch.id, accepted, policy))
             num_total += 1
             num_invalid += accepted.error_body is not None
             if len(chunk) >= CHUNK:
@@ -77,28 +89,102 @@ def ingest_openai_batch(
                     requests.insert_many(conn, chunk)
                 chunk = []
     problems = validator.finish()
+    return _commit(
+        db,
+        batch.id,
+        chunk,
+        model=validator.model,
+        num_total=num_total,
+        num_invalid=num_invalid,
+        errors=[p.model_dump() for p in problems],
+    )
+
+
+def ingest_message_batch(
+    db: Database,
+    blobs: BlobStore,
+    batch: batches.BatchRecord,
+    policy: scheduler.OrderPolicy,
+    *,
+    has_model: Callable[[str], bool],
+    check_model: Callable[[str, str], str | None],
+) -> batches.BatchRecord:
+    """Queue an Anthropic Message Batch's requests from its stored create body.
+
+    The body's shape and custom_ids were checked when it was created; here each
+    request's `params` is validated, and an invalid one is stored `errored`. Resumable
+    like the OpenAI ingest; the body is deleted once the batch is `in_progress`.
+    """
     with db.write() as conn:
-        if batches.get(conn, batch.id).status == "cancelling":
+        requests.delete_for_batch(conn, batch.id)
+    name = blob_names.message_batch_requests(batch.id)
+    num_total = num_invalid = 0
+    models: set[str | None] = set()
+    chunk: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    try:
+        with blobs.open(name) as fh:
+            for accepted in message_batch_input.iter_requests(
+                fh, has_model=has_model, check_model=check_model
+            ):
+                chunk.append(_row(batch.id, accepted, policy))
+                num_total += 1
+                num_invalid += accepted.error_body is not None
+                models.add(accepted.model)
+                if len(chunk) >= CHUNK:
+                    with db.write() as conn:
+                        requests.insert_many(conn, chunk)
+                    chunk = []
+    except FileNotFoundError:
+        errors = [{"code": "input_missing", "message": "The batch's requests were not stored."}]
+    except FreightError as exc:  # cannot happen for a body that passed check_envelope
+        errors = [{"code": "invalid_request", "message": exc.message, "param": exc.param}]
+    record = _commit(
+        db,
+        batch.id,
+        chunk,
+        model=models.pop() if len(models) == 1 else None,  # mixed models: no single model
+        num_total=num_total,
+        num_invalid=num_invalid,
+        errors=errors,
+    )
+    if record.status != "validating":
+        blobs.delete(name)
+    return record
+
+
+def _commit(
+    db: Database,
+    batch_id: str,
+    chunk: list[dict[str, Any]],
+    *,
+    model: str | None,
+    num_total: int,
+    num_invalid: int,
+    errors: list[dict[str, Any]],
+) -> batches.BatchRecord:
+    """Insert the last rows and move the batch on: in_progress, or failed with `errors`."""
+    with db.write() as conn:
+        if batches.get(conn, batch_id).status == "cancelling":
             # Cancelled while validating: keep what is valid so each line gets its
             # batch_cancelled line; the cancel path finishes the batch.
             requests.insert_many(conn, chunk)
             batches.set_values(
-                conn, batch.id, model=validator.model, num_total=num_total, num_errored=num_invalid
+                conn, batch_id, model=model, num_total=num_total, num_errored=num_invalid
             )
-            return batches.get(conn, batch.id)
-        if problems:
-            requests.delete_for_batch(conn, batch.id)
-            errors = [p.model_dump() for p in problems]
-            log.info("batch %s failed validation: %s", batch.id, problems[0].message)
+            return batches.get(conn, batch_id)
+        if errors:
+            requests.delete_for_batch(conn, batch_id)
+            log.info("batch %s failed validation: %s", batch_id, errors[0]["message"])
             return batches.transition(
                 conn,
-                batch.id,
+                batch_id,
                 "failed",
-                detail=f"{len(problems)} validation errors",
+                detail=f"{len(errors)} validation errors",
                 errors_json=json.dumps(errors),
             )
         requests.insert_many(conn, chunk)
         batches.set_values(
-            conn, batch.id, model=validator.model, num_total=num_total, num_errored=num_invalid
+            conn, batch_id, model=model, num_total=num_total, num_errored=num_invalid
         )
-        return batches.transition(conn, batch.id, "in_progress", detail=f"{num_total} requests")
+        return batches.transition(conn, batch_id, "in_progress", detail=f"{num_total} requests")

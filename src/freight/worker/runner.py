@@ -1,15 +1,26 @@
-"""Run one claimed request: parse its body, call the engine, shape the wire response."""
+"""Run one claimed request: parse its body, run it through its endpoint, record an Outcome.
+
+Identical deterministic requests of one batch share their engine work (SharedResults);
+errors are stored in the endpoint's own API shape (OpenAI's, or Anthropic's for
+/v1/messages).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from freight.engines.base import EngineDied, RequestRejected
 from freight.engines.pool import EnginePool
 from freight.errors import FreightError
 from freight.protocol import endpoints
 from freight.store.requests import ERRORED, SUCCEEDED, ClaimedRequest, Outcome
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -20,33 +31,105 @@ class Transient:
     reason: str
 
 
+@dataclass
+class _Shared:
+    task: asyncio.Future[Any]
+    num_waiting: int = 0
+
+
+@dataclass
+class SharedResults:
+    """Engine results of identical deterministic requests of one batch, computed once.
+
+    The first request with a dedup key runs; the others with the same key await the same
+    computation (or reuse it if it finished recently) and shape their own responses from
+    it, so every custom_id still gets its own line and ids. If every request waiting on a
+    computation is cancelled, the computation is cancelled too (so the engine aborts it);
+    a failed computation is forgotten, so retries compute afresh.
+    """
+
+    max_finished: int = 10_000
+    num_reused: int = 0
+    _entries: OrderedDict[str, _Shared] = field(default_factory=OrderedDict)
+
+    def sharing(self, key: str | None) -> endpoints.Share:
+        """The `share` an endpoint's `run` calls its engine through (None: not shared)."""
+
+        async def share(compute: Callable[[], Awaitable[R]]) -> R:
+            return await self.run(key, compute)
+
+        return share
+
+    async def run(self, key: str | None, compute: Callable[[], Awaitable[R]]) -> R:
+        if key is None:
+            return await compute()
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = _Shared(asyncio.ensure_future(compute()))
+            self._entries[key] = entry
+            self._forget_oldest()
+        else:
+            self.num_reused += 1
+            self._entries.move_to_end(key)
+        entry.num_waiting += 1
+        try:
+            result: R = await asyncio.shield(entry.task)
+            return result
+        except BaseException:
+            if entry.task.done() and not entry.task.cancelled() and entry.task.exception():
+                self._entries.pop(key, None)
+            raise
+        finally:
+            entry.num_waiting -= 1
+            if entry.num_waiting == 0 and not entry.task.done():
+                entry.task.cancel()
+                self._entries.pop(key, None)
+
+    def _forget_oldest(self) -> None:
+        while len(self._entries) > self.max_finished:
+            oldest_key, oldest = next(iter(self._entries.items()))
+            if not oldest.task.done():
+                return
+            del self._entries[oldest_key]
+
+
 def _error_outcome(
-    claimed: ClaimedRequest, status_code: int, error: endpoints.BodyError
+    claimed: ClaimedRequest,
+    endpoint: endpoints.AnyEndpoint,
+    status_code: int,
+    error: endpoints.BodyError,
 ) -> Outcome:
+    body = endpoint.error_body(error, status_code)  # in the endpoint's own API shape
     return Outcome(
         claimed.id,
         claimed.batch_id,
         ERRORED,
         status_code=status_code,
-        response_json=json.dumps(error.body(), separators=(",", ":")),
+        response_json=json.dumps(body, separators=(",", ":")),
     )
 
 
-async def execute(claimed: ClaimedRequest, engines: EnginePool) -> Outcome | Transient:
+async def execute(
+    claimed: ClaimedRequest, engines: EnginePool, shared: SharedResults
+) -> Outcome | Transient:
     """Run `claimed` to an Outcome; engine deaths come back as Transient."""
     endpoint = endpoints.ENDPOINTS[claimed.url]
+    key = f"{claimed.batch_id}:{claimed.dedup_key}" if claimed.dedup_key else None
     try:
         body = endpoint.request_model.model_validate_json(claimed.body)
-        answer = await endpoint.run(engines, body, f"{claimed.id}-{claimed.attempts}")
+        answer = await endpoint.run(
+            engines, body, f"{claimed.id}-{claimed.attempts}", share=shared.sharing(key)
+        )
     except RequestRejected as exc:
-        return _error_outcome(claimed, 400, endpoints.BodyError(str(exc), code=exc.code))
+        return _error_outcome(claimed, endpoint, 400, endpoints.BodyError(str(exc), code=exc.code))
     except endpoints.BodyError as exc:
-        return _error_outcome(claimed, 400, exc)
+        return _error_outcome(claimed, endpoint, 400, exc)
     except EngineDied as exc:
         return Transient(claimed.id, str(exc))
     except FreightError as exc:
         error = endpoints.BodyError(exc.message, param=exc.param, code=exc.code)
-        return _error_outcome(claimed, exc.status_code, error)
+        return _error_outcome(claimed, endpoint, exc.status_code, error)
+    # Token totals from the engine's own counts, whatever the wire shape calls them.
     return Outcome(
         claimed.id,
         claimed.batch_id,

@@ -1,13 +1,32 @@
-"""Scheduling policy: which batches' requests to admit next. Pure: plain data in, order out.
+"""Scheduling policy: which batch requests to admit, in what order, and how many. Pure:
+plain data in, decisions out.
 
-Real-time requests never pass through here: they go straight to the engine with a
-higher priority (see engines/vllm.py). This module orders batch work:
-earliest deadline (`expires_at`) first, then oldest batch first.
+Batch work is ordered across batches earliest deadline (`expires_at`) first, then oldest;
+within a batch, by admission key (shared prefixes together, long outputs first) with
+identical deterministic requests computed once.
+
+Real-time first. Real-time requests never pass through the worker: the API sends them
+straight to the shared engine with REALTIME_PRIORITY, and vLLM's priority scheduler puts
+them ahead of every queued batch request (engines/vllm.py). That alone bounds how long
+one waits to *start*: the next free slot of the running batch. It does not bound how
+fast it then *runs*: on a saturated engine it shares each step with up to
+`max_num_seqs` batch sequences, and a step's time grows with the batch (on CPU nearly
+in proportion). So while real-time requests run, and for `realtime_hold_seconds` after
+the last one, the worker shrinks its window from `max_in_flight` (2 x max_num_seqs) to
+`realtime_batch_window` (`batch_window`): it admits no new batch requests until the
+engine holds fewer than that, and takes back the batch requests that are only queued
+inside the engine (`num_to_give_back`: those beyond its running slots, not started, so
+no work is lost). The running batch then drains to the small window as its requests
+finish, and fills back up once real-time traffic stops. Batch throughput pays only
+while real-time requests are actually running.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -35,3 +54,107 @@ def claim_size(capacity: int, num_in_flight: int) -> int:
     if num_in_flight == 0 or free >= max(1, capacity // 8):
         return free
     return 0
+
+
+# --- order within a batch ------------------------------------------------------------------
+#
+# Every request gets two keys when its batch is ingested:
+#   admission key  requests are claimed in this order. Requests that share a prompt prefix
+#                  get adjacent keys (the key starts with the prompt text), so they reach
+#                  the engine together and its prefix cache hits; with length-aware
+#                  admission the key starts with a bucket of the requested output length,
+#                  longest first, so long generations start early and overlap the short
+#                  ones instead of trailing alone at the end of the batch.
+#   dedup key      identical deterministic requests (same endpoint and body, temperature 0)
+#                  share it; the worker computes them once and gives each its own line.
+
+ADMISSION_KEY_CHARS = 512
+_NO_LIMIT_BUCKET = 99
+
+
+@dataclass(frozen=True)
+class OrderPolicy:
+    """Which of the within-batch optimisations are on (each can be switched off)."""
+
+    prefix_grouping: bool = True
+    length_aware: bool = True
+    deduplicate: bool = True
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """The prompt as plain text, roles included, in the order the model reads it."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        system = body.get("system")  # Anthropic's top-level system prompt
+        parts = (
+            [f"system:{system if isinstance(system, str) else json.dumps(system)}"]
+            if system
+            else []
+        )
+        for message in messages:
+            if not isinstance(message, dict):
+                continue
+            content = message.get("content")
+            if isinstance(content, list):
+                content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            parts.append(f"{message.get('role')}:{content}")
+        return "\n".join(parts)
+    for field in ("instructions", "input", "prompt"):
+        value = body.get(field)
+        if value is not None:
+            return value if isinstance(value, str) else json.dumps(value)
+    return ""
+
+
+def _length_bucket(body: dict[str, Any]) -> int:
+    """log2 bucket of the requested output length (0-98); 99 when unlimited."""
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    limit = limit or body.get("max_output_tokens")
+    if not isinstance(limit, int) or limit <= 0:
+        return _NO_LIMIT_BUCKET
+    return min(limit.bit_length(), _NO_LIMIT_BUCKET - 1)
+
+
+def admission_key(body: dict[str, Any], policy: OrderPolicy) -> str:
+    """The claim-order key of one request (see the comment above). Empty: file order."""
+    key = ""
+    if policy.length_aware:
+        key += f"{_NO_LIMIT_BUCKET - _length_bucket(body):02d}|"
+    if policy.prefix_grouping:
+        key += prompt_text(body)[:ADMISSION_KEY_CHARS]
+    return key
+
+
+def dedup_key(url: str, body: dict[str, Any], policy: OrderPolicy) -> str | None:
+    """A digest shared by identical deterministic requests, or None."""
+    if not policy.deduplicate or body.get("temperature") != 0 or (body.get("n") or 1) != 1:
+        return None
+    canonical = json.dumps([url, body], sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+
+
+# --- the real-time window -----------------------------------------------------------------
+
+
+def batch_window(
+    capacity: int,
+    realtime_window: int,
+    *,
+    num_realtime: int,
+    seconds_since_realtime: float | None,
+    hold_seconds: float,
+) -> int:
+    """How many batch requests the engine may hold now (see the module docstring)."""
+    is_realtime_recent = num_realtime > 0 or (
+        seconds_since_realtime is not None and seconds_since_realtime < hold_seconds
+    )
+    return min(capacity, realtime_window) if is_realtime_recent else capacity
+
+
+def num_to_give_back(num_in_flight: int, window: int, max_num_seqs: int) -> int:
+    """Batch requests to take back out of the engine when the window has shrunk.
+
+    Only those beyond the engine's running slots: they wait unstarted in its queue, so
+    taking them back loses no work. Running ones finish and are simply not replaced.
+    """
+    return max(0, num_in_flight - max(window, max_num_seqs))

@@ -1,0 +1,137 @@
+"""Real-time endpoints: every row of the ENDPOINTS table served as a POST route.
+
+POST /v1/chat/completions, /v1/completions, /v1/responses, /v1/embeddings and
+/v1/messages answer at once, on the same model registry and the same engines
+(EnginePool) as batch work, with REALTIME_PRIORITY so that the engines run them ahead of
+queued batch requests, and counted in `EnginePool.realtime` so that the worker makes room
+for them (worker/scheduler.py).
+
+The pattern, for the next endpoint: add its row to `protocol/endpoints.py` with a request
+model and its translation functions, and a `to_stream` if it can stream (engine events
+-> `ServerSentEvent`s in its API's event format). This module then serves it,
+non-streaming and streaming, with nothing added here: one parse (`endpoints.parse_body`,
+the same check as a batch request's body), one check that the model is of the kind the
+endpoint needs, and the endpoint's own `run` or `start_stream`.
+
+A streamed request is started before the response is (`Endpoint.start_stream` awaits the
+engine's first output), so a request the engine rejects (a prompt over the context
+length) still gets a plain HTTP 400, and a failure after that becomes the stream's last
+event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+
+from freight import ids
+from freight.api import errors, sse
+from freight.api.deps import anthropic_headers, service
+from freight.engines.base import REALTIME_PRIORITY, EngineDied, RequestRejected
+from freight.errors import EngineUnavailable, FreightError, InvalidRequest
+from freight.protocol import endpoints, stream
+from freight.service import Service
+
+router = APIRouter(tags=["real-time"])
+
+
+@contextlib.contextmanager
+def _engine_errors() -> Iterator[None]:
+    """Engine failures as API errors: a rejected request is the caller's 400."""
+    try:
+        yield
+    except RequestRejected as exc:
+        raise InvalidRequest(str(exc), code=exc.code) from exc
+    except EngineDied as exc:
+        raise EngineUnavailable(f"{exc}. Retry the request.") from exc
+
+
+def _parse(endpoint: endpoints.AnyEndpoint, body: dict[str, Any], svc: Service) -> BaseModel:
+    """The validated body, whose model exists (else 404) and serves `endpoint` (else 400)."""
+    try:
+        parsed = endpoints.parse_body(endpoint, body, in_batch=False)
+    except endpoints.BodyError as exc:
+        raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
+    is_streamed = bool(getattr(parsed, "stream", False))
+    if not is_streamed and getattr(parsed, "stream_options", None) is not None:
+        raise InvalidRequest(
+            "stream_options is only allowed when stream is true.", param="stream_options"
+        )
+    model: str = parsed.model  # type: ignore[attr-defined]
+    problem = endpoints.model_problem(endpoint.url, model, svc.registry.get(model).task)
+    if problem is not None:
+        raise InvalidRequest(problem, param="model", code="model_not_supported")
+    return parsed
+
+
+async def serve(
+    endpoint: endpoints.AnyEndpoint, request: Request, body: dict[str, Any], svc: Service
+) -> Response:
+    """Answer one real-time request to `endpoint` (JSON, or SSE when `stream` is true)."""
+    parsed = _parse(endpoint, body, svc)
+    request_id = ids.new_id("rt-")
+    load = svc.engines.realtime
+    if not getattr(parsed, "stream", False):
+        with load.track(), _engine_errors():
+            answer = await endpoint.run(svc.engines, parsed, request_id, priority=REALTIME_PRIORITY)
+        return JSONResponse(answer.body)
+
+    if not isinstance(endpoint, endpoints.Endpoint):  # only text generation streams
+        raise InvalidRequest(f"{endpoint.url} does not support stream: true.", param="stream")
+    with load.track(), _engine_errors():
+        try:
+            events = await endpoint.start_stream(
+                svc.engines, parsed, request_id, priority=REALTIME_PRIORITY
+            )
+        except endpoints.BodyError as exc:
+            raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
+
+    async def tracked() -> AsyncIterator[stream.ServerSentEvent]:
+        with load.track():
+            async for event in events:
+                yield event
+
+    path = request.url.path
+    return sse.response(tracked(), on_error=lambda exc: _error_event(path, exc))
+
+
+def _error_event(path: str, exc: Exception) -> stream.ServerSentEvent:
+    if isinstance(exc, RequestRejected):
+        status, message = 400, str(exc)
+    elif isinstance(exc, FreightError):
+        status, message = exc.status_code, exc.message
+    elif isinstance(exc, EngineDied):
+        status, message = 503, str(exc)
+    else:
+        status, message = 500, "The server had an internal error while streaming."
+    body = errors.error_body(path, status, message)
+    return stream.ServerSentEvent(body, event="error" if errors.is_anthropic_path(path) else None)
+
+
+def _route(
+    endpoint: endpoints.AnyEndpoint,
+) -> Callable[..., Coroutine[Any, Any, Response]]:
+    async def handler(
+        request: Request,
+        body: dict[str, Any] = Body(..., description=f"A {endpoint.url} request body."),
+        svc: Service = Depends(service),
+    ) -> Response:
+        return await serve(endpoint, request, body, svc)
+
+    handler.__name__ = "create_" + endpoint.url.strip("/").replace("/", "_")
+    return handler
+
+
+for _endpoint in endpoints.ENDPOINTS.values():
+    router.add_api_route(
+        _endpoint.url,
+        _route(_endpoint),
+        methods=["POST"],
+        dependencies=[Depends(anthropic_headers)] if _endpoint.api == "anthropic" else [],
+        summary=f"{_endpoint.url} in real time",
+    )

@@ -1,0 +1,169 @@
+"""Translation for Anthropic's POST /v1/messages: params -> engine request -> Message.
+
+Registered in the ENDPOINTS table (protocol/endpoints.py) like the OpenAI endpoints,
+so Message Batch requests, `freight run` and the real-time route all run through here.
+
+Mapping choices (where Anthropic's model and a local chat model differ):
+- `system` (and any `system` turn) becomes the chat template's system message;
+  consecutive turns of one role are joined into one turn, as Anthropic does.
+- A final `assistant` turn is a prefill: the model continues it, and the reply holds
+  only the continuation (`continue_final_message` in the chat template).
+- Usage follows Anthropic's accounting: `input_tokens` excludes prompt tokens read from
+  the prefix cache, which are `cache_read_input_tokens`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from freight import ids
+from freight.engines.base import (
+    Choice,
+    Delta,
+    Generation,
+    GenerationRequest,
+    Message,
+    Sampling,
+)
+from freight.protocol import anthropic as wire
+from freight.protocol.errors import BodyError
+from freight.protocol.stream import EngineEvents, ServerSentEvent
+
+URL = "/v1/messages"
+
+
+def _turns(body: wire.MessageCreateParams) -> tuple[Message, ...]:
+    turns: list[Message] = []
+    system = body.system_text()
+    if system is not None:
+        turns.append(Message("system", system))
+    for message in body.messages:
+        text = message.text()
+        if turns and turns[-1].role == message.role:
+            turns[-1] = Message(message.role, f"{turns[-1].content}\n\n{text}")
+        else:
+            turns.append(Message(message.role, text))
+    return tuple(turns)
+
+
+def to_generations(body: wire.MessageCreateParams, request_id: str) -> list[GenerationRequest]:
+    sampling = Sampling(
+        max_tokens=body.max_tokens,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        top_k=body.top_k,
+        stop=tuple(body.stop_sequences or ()),
+    )
+    return [
+        GenerationRequest(
+            request_id=request_id,
+            model=body.model,
+            sampling=sampling,
+            messages=_turns(body),
+            continue_final_message=body.messages[-1].role == "assistant",
+        )
+    ]
+
+
+def stop_reason(choice: Choice) -> wire.StopReason:
+    if choice.finish_reason == "length":
+        return "max_tokens"
+    return "stop_sequence" if choice.stop_sequence is not None else "end_turn"
+
+
+def usage(num_prompt: int, num_cached: int, num_output: int) -> wire.Usage:
+    return wire.Usage(
+        input_tokens=num_prompt - num_cached,
+        output_tokens=num_output,
+        cache_creation_input_tokens=0,
+        cache_read_input_tokens=num_cached,
+    )
+
+
+def to_response(body: wire.MessageCreateParams, generations: list[Generation]) -> dict[str, Any]:
+    (generation,) = generations
+    (choice,) = generation.choices
+    return wire.Message(
+        id=ids.new_id("msg_"),
+        model=body.model,
+        content=[wire.TextBlock(text=choice.text)],
+        stop_reason=stop_reason(choice),
+        stop_sequence=choice.stop_sequence,
+        usage=usage(
+            generation.num_prompt_tokens, generation.num_cached_tokens, generation.num_output_tokens
+        ),
+    ).model_dump()
+
+
+def error_body(error: BodyError, status_code: int) -> dict[str, Any]:
+    """How a rejected request is stored for its errored result line."""
+    return wire.error_body(status_code, error.message)
+
+
+def _event(model: Any) -> ServerSentEvent:
+    data = model.model_dump()
+    return ServerSentEvent(data, event=data["type"])
+
+
+async def to_stream(
+    body: wire.MessageCreateParams, events: EngineEvents
+) -> AsyncIterator[ServerSentEvent]:
+    """Anthropic's event sequence: message_start, content_block_start, content_block_delta
+    (one per piece of text), content_block_stop, message_delta (stop reason and the final,
+    cumulative usage), message_stop.
+
+    `message_start` goes out with the first engine event, which carries the prompt's token
+    counts, so its usage already holds the input tokens.
+    """
+    message_id = ids.new_id("msg_")
+    generation: Generation | None = None
+    is_started = False
+    async for _, item in events:
+        if isinstance(item, Generation):
+            generation = item
+            continue
+        if not is_started:
+            yield _start(body, message_id, item)
+            yield _event(
+                wire.ContentBlockStartEvent(index=0, content_block=wire.TextBlock(text=""))
+            )
+            is_started = True
+        if item.text:
+            yield _event(wire.ContentBlockDeltaEvent(index=0, delta=wire.TextDelta(text=item.text)))
+    if generation is None:
+        raise RuntimeError("the engine stream ended without its final Generation")
+    if not is_started:
+        yield _start(body, message_id, Delta(0, "", None, generation.num_prompt_tokens))
+        yield _event(wire.ContentBlockStartEvent(index=0, content_block=wire.TextBlock(text="")))
+    (choice,) = generation.choices
+    final = usage(
+        generation.num_prompt_tokens, generation.num_cached_tokens, generation.num_output_tokens
+    )
+    yield _event(wire.ContentBlockStopEvent(index=0))
+    yield _event(
+        wire.MessageDeltaEvent(
+            delta=wire.MessageDelta(
+                stop_reason=stop_reason(choice), stop_sequence=choice.stop_sequence
+            ),
+            usage=wire.MessageDeltaUsage(
+                input_tokens=final.input_tokens,
+                output_tokens=final.output_tokens,
+                cache_read_input_tokens=final.cache_read_input_tokens or 0,
+            ),
+        )
+    )
+    yield _event(wire.MessageStopEvent())
+
+
+def _start(body: wire.MessageCreateParams, message_id: str, first: Delta) -> ServerSentEvent:
+    num_prompt = first.num_prompt_tokens or 0
+    num_cached = first.num_cached_tokens or 0
+    message = wire.Message(
+        id=message_id,
+        model=body.model,
+        content=[],
+        stop_reason=None,
+        usage=usage(num_prompt, num_cached, 0),
+    )
+    return _event(wire.MessageStartEvent(message=message))
