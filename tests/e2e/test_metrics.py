@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from freight import report
-from freight.config import WorkerSettings
+from freight.config import DEFAULT_EMBEDDING_MODEL, WorkerSettings
 from freight.engines.echo import EchoEngine
 from freight.engines.pool import EnginePool
 from freight.models import Registry
@@ -201,3 +201,15 @@ def test_real_time_requests_are_metered_apart_from_batch_work(
     assert metrics[f"freight_request_duration_seconds_count{{{key}}}"] == 2
     assert metrics['freight_queue_depth{priority="realtime"}'] == 0
     assert metrics.get('freight_engine_requests_total{kind="batch",model="echo"}', 0) == 0
+
+
+def test_embeddings_are_metered_by_their_input_tokens(echo_server: LiveServer) -> None:
+    client = echo_server.openai()
+    result = client.embeddings.create(
+        model=DEFAULT_EMBEDDING_MODEL, input=["metered text one", "and two"]
+    )
+    metrics = scrape(echo_server)
+    key = f'kind="realtime",model="{DEFAULT_EMBEDDING_MODEL}"'
+    assert metrics[f"freight_prompt_tokens_total{{{key}}}"] == result.usage.prompt_tokens > 0
+    assert metrics[f"freight_generation_tokens_total{{{key}}}"] == 0
+    assert metrics[f"freight_engine_requests_total{{{key}}}"] == 1

@@ -23,9 +23,18 @@ import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from freight.engines.base import BATCH_PRIORITY, Delta, Engine, Generation, GenerationRequest
+from freight.engines.base import (
+    BATCH_PRIORITY,
+    Delta,
+    EmbeddingEngine,
+    EmbeddingRequest,
+    Embeddings,
+    Engine,
+    Generation,
+    GenerationRequest,
+)
 
 BATCH = "batch"
 REALTIME = "realtime"
@@ -36,7 +45,7 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-def kind_of(request: GenerationRequest) -> str:
+def kind_of(request: GenerationRequest | EmbeddingRequest) -> str:
     """Real-time requests carry a priority below batch work's."""
     return REALTIME if request.priority < BATCH_PRIORITY else BATCH
 
@@ -276,7 +285,7 @@ class MeteredEngine:
     max_num_seqs: int  # declared for the Engine protocol; read from the engine
     max_model_len: int
 
-    def __init__(self, engine: Engine, meter: EngineMeter) -> None:
+    def __init__(self, engine: Engine | EmbeddingEngine, meter: EngineMeter) -> None:
         self.engine = engine
         self.meter = meter
         self.name = engine.name
@@ -293,7 +302,7 @@ class MeteredEngine:
         running = self.meter.started(self.name, kind_of(request))
         generation: Generation | None = None
         try:
-            generation = await self.engine.generate(request)
+            generation = await cast(Engine, self.engine).generate(request)
             return generation
         finally:
             self.meter.finished(running, generation)
@@ -302,7 +311,7 @@ class MeteredEngine:
         running = self.meter.started(self.name, kind_of(request))
         generation: Generation | None = None
         try:
-            async for item in self.engine.stream(request):
+            async for item in cast(Engine, self.engine).stream(request):
                 if isinstance(item, Generation):
                     generation = item
                 else:
@@ -311,11 +320,11 @@ class MeteredEngine:
         finally:
             self.meter.finished(running, generation)
 
-    async def embed(self, request: Any) -> Any:
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
         running = self.meter.started(self.name, kind_of(request))
         done: Generation | None = None
         try:
-            embeddings = await self.engine.embed(request)  # type: ignore[attr-defined]
+            embeddings = await cast(EmbeddingEngine, self.engine).embed(request)
             done = Generation(embeddings.num_prompt_tokens, 0)
             return embeddings
         finally:
