@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
+	# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads one).
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch==2.13.0 first: its CPU wheel lies on this machine's disk.

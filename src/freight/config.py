@@ -147,6 +147,58 @@ class ModelSettings(_Section):
         description="A local Hugging Face model directory (for `embeddings`: a "
         "sentence-transformers model directory).",
     )
+    input_price: float | None = Field(
+        None, ge=0, description="Real-time list price, $ per million input tokens ([pricing])."
+    )
+    output_price: float | None = Field(
+        None, ge=0, description="Real-time list price, $ per million output tokens ([pricing])."
+    )
+
+
+class PricingSettings(_Section):
+    """What work costs: list prices, the batch discount, and what the hardware costs.
+
+    A model's own `input_price`/`output_price` in [[models]] win; these defaults price
+    every other model (the embedded default included). Unset prices leave costs unknown.
+    """
+
+    input_price: float | None = Field(
+        None, ge=0, description="$ per million input tokens, real time, for unpriced models."
+    )
+    output_price: float | None = Field(
+        None, ge=0, description="$ per million output tokens, real time, for unpriced models."
+    )
+    batch_discount: float = Field(
+        0.5, ge=0, le=1, description="Fraction off the real-time price for batch work."
+    )
+    hardware_per_hour: float | None = Field(
+        None, ge=0, description="What the machine running the engines costs, $ per hour."
+    )
+
+
+class MetricsSettings(_Section):
+    """Engine metering: how often measured busy time and tokens are written to the store."""
+
+    usage_record_seconds: float = Field(
+        10.0, gt=0, description="Metered engine usage is written to the store this often."
+    )
+    utilization_window_seconds: float = Field(
+        60.0, gt=0, description="The trailing window of the engine utilisation gauge."
+    )
+
+
+class WebSettings(_Section):
+    """The dashboard."""
+
+    session_secret: str | None = Field(
+        None,
+        min_length=16,
+        description="Signs session cookies; default: a random secret kept in home.",
+    )
+    page_size: int = Field(50, ge=1, le=500, description="Batches per dashboard page.")
+    https_only_cookies: bool = Field(
+        False, description="Send the session cookie over HTTPS only (set behind TLS)."
+    )
 
 
 class Settings(BaseSettings):
@@ -173,6 +225,9 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
     worker: WorkerSettings = Field(default_factory=WorkerSettings)  # type: ignore[arg-type]
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)  # type: ignore[arg-type]
+    pricing: PricingSettings = Field(default_factory=PricingSettings)  # type: ignore[arg-type]
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
+    web: WebSettings = Field(default_factory=WebSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

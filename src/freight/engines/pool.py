@@ -17,6 +17,7 @@ from typing import cast
 from freight.config import Settings
 from freight.engines.base import EmbeddingEngine, Engine, Task
 from freight.engines.echo import EchoEngine
+from freight.engines.metering import EngineMeter, MeteredEngine
 from freight.errors import InvalidRequest
 from freight.models import ModelSpec, Registry
 
@@ -65,10 +66,11 @@ class EnginePool:
         self._engines: dict[str, Engine | EmbeddingEngine] = {}
         self._starting: dict[str, asyncio.Task[Engine | EmbeddingEngine]] = {}
         self.failures: dict[str, str] = {}  # model → why its engine last failed to start
+        self.meter = EngineMeter()  # every engine handed out is metered (engines/metering.py)
 
     def add(self, engine: Engine | EmbeddingEngine) -> None:
         """Register an already-started engine (tests share one across servers)."""
-        self._engines[engine.name] = engine
+        self._engines[engine.name] = MeteredEngine(engine, self.meter)
 
     def started(self) -> list[str]:
         return sorted(self._engines)
@@ -127,8 +129,9 @@ class EnginePool:
             raise
         log.info("engine for %s is ready", spec.name)
         self.failures.pop(spec.name, None)
-        self._engines[spec.name] = engine
-        return engine
+        metered = MeteredEngine(engine, self.meter)
+        self._engines[spec.name] = metered
+        return metered
 
     async def shutdown(self) -> None:
         engines, self._engines = list(self._engines.values()), {}

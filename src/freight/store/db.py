@@ -40,7 +40,7 @@ class Database:
         cfg.set_main_option("script_location", str(_MIGRATIONS))
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, "heads")  # branches of parallel work merge as several heads
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
