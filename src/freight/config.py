@@ -23,6 +23,7 @@ from freight.errors import ConfigError
 
 MiB = 1024 * 1024
 DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 
 
 class _Section(BaseModel):
@@ -49,6 +50,33 @@ class EngineSettings(_Section):
     )
     enable_prefix_caching: bool = Field(True, description="Reuse KV blocks of shared prefixes.")
     seed: int = Field(0, description="Engine seed for sampled (temperature > 0) requests.")
+    structured_outputs_backend: Literal["guidance", "xgrammar"] = Field(
+        "guidance",
+        description="Guided decoding library for response_format / text.format JSON "
+        "(llguidance: compact output, wide JSON Schema support).",
+    )
+
+
+class EmbeddingsSettings(_Section):
+    """How sentence-transformers embeddings models run (applies to every such model)."""
+
+    batch_size: int = Field(
+        64, ge=1, description="Inputs per forward pass; similar lengths are batched together."
+    )
+    max_inputs_per_call: int = Field(
+        256,
+        ge=1,
+        description="Most inputs gathered from waiting requests into one model call; a "
+        "real-time request that arrives during a call waits for it, so keep calls short.",
+    )
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="float32 gives sentence-transformers' own vectors; bfloat16 is about 2x "
+        "faster on CPUs with AMX (cosine to float32 >= 0.9998 for all-minilm-l6-v2).",
+    )
+    threads: int | None = Field(
+        None, ge=1, description="Torch threads for the model; default: torch's own choice."
+    )
 
 
 class LimitSettings(_Section):
@@ -152,12 +180,72 @@ class ModelSettings(_Section):
     """One entry of the model registry."""
 
     name: str = Field(description="The name clients put in `model`.")
-    engine: Literal["vllm", "echo"] = Field("vllm", description="Which engine serves it.")
-    path: Path | None = Field(None, description="A local Hugging Face model directory.")
+    engine: Literal["vllm", "echo", "embeddings"] = Field(
+        "vllm",
+        description="Which engine serves it: `vllm` and `echo` generate text, `embeddings` "
+        "(sentence-transformers) serves /v1/embeddings.",
+    )
+    path: Path | None = Field(
+        None,
+        description="A local Hugging Face model directory (for `embeddings`: a "
+        "sentence-transformers model directory).",
+    )
     delay_seconds: float = Field(
         0.0,
         ge=0,
         description="Echo engine only: how long each request takes (tests, benchmarks).",
+    )
+    input_price: float | None = Field(
+        None, ge=0, description="Real-time list price, $ per million input tokens ([pricing])."
+    )
+    output_price: float | None = Field(
+        None, ge=0, description="Real-time list price, $ per million output tokens ([pricing])."
+    )
+
+
+class PricingSettings(_Section):
+    """What work costs: list prices, the batch discount, and what the hardware costs.
+
+    A model's own `input_price`/`output_price` in [[models]] win; these defaults price
+    every other model (the embedded default included). Unset prices leave costs unknown.
+    """
+
+    input_price: float | None = Field(
+        None, ge=0, description="$ per million input tokens, real time, for unpriced models."
+    )
+    output_price: float | None = Field(
+        None, ge=0, description="$ per million output tokens, real time, for unpriced models."
+    )
+    batch_discount: float = Field(
+        0.5, ge=0, le=1, description="Fraction off the real-time price for batch work."
+    )
+    hardware_per_hour: float | None = Field(
+        None, ge=0, description="What the machine running the engines costs, $ per hour."
+    )
+
+
+class MetricsSettings(_Section):
+    """Engine metering: how often measured busy time and tokens are written to the store."""
+
+    usage_record_seconds: float = Field(
+        10.0, gt=0, description="Metered engine usage is written to the store this often."
+    )
+    utilization_window_seconds: float = Field(
+        60.0, gt=0, description="The trailing window of the engine utilisation gauge."
+    )
+
+
+class WebSettings(_Section):
+    """The dashboard."""
+
+    session_secret: str | None = Field(
+        None,
+        min_length=16,
+        description="Signs session cookies; default: a random secret kept in home.",
+    )
+    page_size: int = Field(50, ge=1, le=500, description="Batches per dashboard page.")
+    https_only_cookies: bool = Field(
+        False, description="Send the session cookie over HTTPS only (set behind TLS)."
     )
 
 
@@ -190,9 +278,13 @@ class Settings(BaseSettings):
     default_model: str = DEFAULT_CHAT_MODEL
     models: list[ModelSettings] = Field(default_factory=list)
     engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
+    embeddings: EmbeddingsSettings = Field(default_factory=EmbeddingsSettings)  # type: ignore[arg-type]
     limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
     worker: WorkerSettings = Field(default_factory=WorkerSettings)  # type: ignore[arg-type]
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)  # type: ignore[arg-type]
+    pricing: PricingSettings = Field(default_factory=PricingSettings)  # type: ignore[arg-type]
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
+    web: WebSettings = Field(default_factory=WebSettings)  # type: ignore[arg-type]
     s3: S3Settings = Field(default_factory=S3Settings)  # type: ignore[arg-type]
     ray: RaySettings = Field(default_factory=RaySettings)  # type: ignore[arg-type]
 

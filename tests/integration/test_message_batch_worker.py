@@ -16,6 +16,7 @@ from typing import Any
 from anthropic.types.messages import MessageBatchIndividualResponse as SDKResult
 
 from freight import ids
+from freight.config import DEFAULT_EMBEDDING_MODEL
 from freight.engines.echo import EchoEngine
 from freight.service import Service
 from freight.store import batches, requests
@@ -108,6 +109,22 @@ def test_a_request_the_worker_gives_up_on_is_an_api_error(
     assert result["error"]["error"]["type"] == "api_error"
     assert "after 2 attempts" in result["error"]["error"]["message"]
     assert result["error"]["request_id"].startswith("req_")
+
+
+def test_a_message_naming_an_embeddings_model_errors_only_that_request(
+    tmp_path: Path, database_url: str
+) -> None:
+    svc = service(make_settings(tmp_path, database_url=database_url), EchoEngine("echo"))
+    batch_id = submit(svc, ["ok"])
+    embed_id = submit(svc, ["embed"], model=DEFAULT_EMBEDDING_MODEL)
+    asyncio.run(run_until(svc, batch_id, TERMINAL))
+    record = asyncio.run(run_until(svc, embed_id, TERMINAL))
+    assert record.status == "completed" and record.num_errored == 1
+    error = results(svc, embed_id)["embed"]
+    assert error["type"] == "errored"
+    assert error["error"]["error"]["type"] == "invalid_request_error"
+    assert "is an embeddings model: it serves /v1/embeddings" in error["error"]["error"]["message"]
+    assert results(svc, batch_id)["ok"]["type"] == "succeeded"
 
 
 def test_cancel_before_ingest_cancels_every_request(tmp_path: Path, database_url: str) -> None:

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from freight import __version__
-from freight.api import batches, errors, files, message_batches, meta, realtime
+from freight import __version__, web
+from freight.api import batches, errors, files, message_batches, meta, metrics, realtime
 from freight.service import Service
+from freight.worker.usage import UsageRecorder
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
         stop = asyncio.Event()
         loading = [asyncio.create_task(_preload(svc, name)) for name in preload or []]
         worker = asyncio.create_task(svc.worker.run(stop)) if svc.worker is not None else None
+        recorder = UsageRecorder(
+            svc.db, svc.engines.meter, every_seconds=svc.settings.metrics.usage_record_seconds
+        )
+        recording = asyncio.create_task(recorder.run(stop))
         try:
             yield
         finally:
@@ -37,13 +42,15 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
             await asyncio.gather(*loading, return_exceptions=True)
             if worker is not None:
                 await worker
+            await recording
             await svc.close()
 
     app = FastAPI(title="Freight", version=__version__, lifespan=lifespan)
     app.state.service = svc
     errors.install(app)
-    for module in (files, batches, message_batches, realtime, meta):
+    for module in (files, batches, message_batches, realtime, meta, metrics):
         app.include_router(module.router)
+    web.install(app, svc.settings)  # the dashboard at / and /ui/...
     return app
 
 

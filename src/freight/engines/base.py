@@ -1,7 +1,9 @@
 """The engine interface: what the worker and the real-time API need from a model runner.
 
-The protocol layer turns each wire body into a `GenerationRequest`; an engine turns that
-into a `Generation`. Engines own templating and tokenization, because they own the
+The protocol layer turns each wire body into a `GenerationRequest`; a generation engine
+turns that into a `Generation`. Embeddings models are a second kind of engine with their
+own request and result (`EmbeddingRequest` -> `Embeddings`), so neither interface carries
+the other's fields. Engines own templating and tokenization, because they own the
 tokenizer; everything above them speaks in messages and text.
 """
 
@@ -12,12 +14,24 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 FinishReason = Literal["stop", "length"]
+Task = Literal["generate", "embed"]  # what a model does; each endpoint needs one of these
 
 
 @dataclass(frozen=True)
 class Message:
     role: str
     content: str
+
+
+@dataclass(frozen=True)
+class JsonOutput:
+    """Constrain the output to JSON: any JSON object, or an instance of a JSON schema.
+
+    `schema_json` is the schema as JSON text (None: any object), checked by the protocol
+    layer; kept as text so that Sampling stays immutable and hashable.
+    """
+
+    schema_json: str | None = None
 
 
 @dataclass(frozen=True)
@@ -33,6 +47,7 @@ class Sampling:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     top_k: int | None = None  # None: no top-k cut (Anthropic's `top_k`)
+    json_output: JsonOutput | None = None  # structured outputs; None: free text
 
 
 @dataclass(frozen=True)
@@ -93,8 +108,13 @@ class Delta:
 class RequestRejected(Exception):
     """The engine refused the request itself (e.g. the prompt exceeds the context).
 
-    Permanent: retrying cannot help. The message names the limit.
+    Permanent: retrying cannot help. The message names the limit; `code` is the
+    OpenAI error code to report, if there is a specific one.
     """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class EngineDied(Exception):
@@ -102,7 +122,7 @@ class EngineDied(Exception):
 
 
 class Engine(Protocol):
-    """What every engine provides."""
+    """What every text generation engine provides."""
 
     name: str
     max_num_seqs: int
@@ -115,6 +135,42 @@ class Engine(Protocol):
     def stream(self, request: GenerationRequest) -> AsyncIterator[Delta | Generation]:
         """Yield Deltas as text arrives, then the final Generation (usage)."""
         ...
+
+    async def abort(self, request_ids: list[str]) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+# --- embeddings ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    """Texts (or token id arrays, in the model's own vocabulary) to embed, in order."""
+
+    request_id: str
+    model: str
+    inputs: tuple[str | tuple[int, ...], ...]
+    dimensions: int | None = None  # None: the model's own; anything else must equal it
+    priority: int = 0  # lower runs first, as for generation
+
+
+@dataclass
+class Embeddings:
+    """One vector per input, in input order, and the tokens the model read."""
+
+    vectors: list[list[float]]
+    num_prompt_tokens: int
+
+
+class EmbeddingEngine(Protocol):
+    """What every embeddings engine provides."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings: ...
 
     async def abort(self, request_ids: list[str]) -> None: ...
 

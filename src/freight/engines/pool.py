@@ -1,4 +1,9 @@
-"""Engines by model name, started on first use and shared by the API and the worker."""
+"""Engines by model name, started on first use and shared by the API and the worker.
+
+A model either generates text (vLLM, echo) or embeds it (sentence-transformers); `get`
+hands out the first kind and `get_embedder` the second, so a caller never receives an
+engine that cannot do what it asks.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import cast
 
 from freight.config import Settings
-from freight.engines.base import Engine
+from freight.engines.base import EmbeddingEngine, Engine, Task
 from freight.engines.echo import EchoEngine
+from freight.engines.metering import EngineMeter, MeteredEngine
+from freight.errors import InvalidRequest
 from freight.models import ModelSpec, Registry
 
 log = logging.getLogger(__name__)
@@ -55,35 +63,59 @@ class EnginePool:
         self.settings = settings
         self.registry = registry
         self.realtime = RealtimeLoad()
-        self._engines: dict[str, Engine] = {}
-        self._starting: dict[str, asyncio.Task[Engine]] = {}
+        self._engines: dict[str, Engine | EmbeddingEngine] = {}
+        self._starting: dict[str, asyncio.Task[Engine | EmbeddingEngine]] = {}
         self.failures: dict[str, str] = {}  # model → why its engine last failed to start
+        self.meter = EngineMeter()  # every engine handed out is metered (engines/metering.py)
 
-    def add(self, engine: Engine) -> None:
+    def add(self, engine: Engine | EmbeddingEngine) -> None:
         """Register an already-started engine (tests share one across servers)."""
-        self._engines[engine.name] = engine
+        self._engines[engine.name] = MeteredEngine(engine, self.meter)
 
     def started(self) -> list[str]:
         return sorted(self._engines)
 
     async def get(self, model: str) -> Engine:
+        """The started text generation engine for `model`."""
+        return cast(Engine, await self._get(model, "generate"))
+
+    async def get_embedder(self, model: str) -> EmbeddingEngine:
+        """The started embeddings engine for `model`."""
+        return cast(EmbeddingEngine, await self._get(model, "embed"))
+
+    async def _get(self, model: str, task: Task) -> Engine | EmbeddingEngine:
         engine = self._engines.get(model)
+        if engine is not None and not self.registry.has(model):
+            return engine  # added by hand (tests, benchmarks): trusted as it is
+        spec = self.registry.get(model)
+        if spec.task != task:
+            does = "creates embeddings" if spec.task == "embed" else "generates text"
+            raise InvalidRequest(
+                f"The model '{model}' {does}; it cannot serve this request.",
+                param="model",
+                code="model_not_supported",
+            )
         if engine is not None:
             return engine
-        task = self._starting.get(model)
-        if task is None:
-            task = asyncio.create_task(self._start(self.registry.get(model)))
-            self._starting[model] = task
+        starting = self._starting.get(model)
+        if starting is None:
+            starting = asyncio.create_task(self._start(spec))
+            self._starting[model] = starting
         try:
-            return await asyncio.shield(task)
+            return await asyncio.shield(starting)
         finally:
-            if task.done():
+            if starting.done():
                 self._starting.pop(model, None)
 
-    async def _start(self, spec: ModelSpec) -> Engine:
-        engine: Engine
+    async def _start(self, spec: ModelSpec) -> Engine | EmbeddingEngine:
+        engine: Engine | EmbeddingEngine
         if spec.engine == "echo":
             engine = EchoEngine(spec.name, delay_seconds=spec.delay_seconds)
+        elif spec.engine == "embeddings":
+            from freight.engines.embeddings import EmbeddingsEngine
+
+            path = await asyncio.to_thread(self.registry.weights_dir, spec)
+            engine = EmbeddingsEngine(spec.name, path, self.settings.embeddings)
         else:
             from freight.engines.vllm import VLLMEngine
 
@@ -97,8 +129,9 @@ class EnginePool:
             raise
         log.info("engine for %s is ready", spec.name)
         self.failures.pop(spec.name, None)
-        self._engines[spec.name] = engine
-        return engine
+        metered = MeteredEngine(engine, self.meter)
+        self._engines[spec.name] = metered
+        return metered
 
     async def shutdown(self) -> None:
         engines, self._engines = list(self._engines.values()), {}

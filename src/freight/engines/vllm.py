@@ -68,6 +68,7 @@ class VLLMEngine:
     def _build(self) -> tuple[Any, Any]:
         _prepare_environment(self.settings)
         from transformers import AutoTokenizer
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -85,6 +86,12 @@ class VLLMEngine:
             scheduling_policy="priority",
             seed=s.seed,
             disable_log_stats=True,
+            # Compact JSON: with whitespace allowed, small models emit "{" and then
+            # whitespace until max_tokens. The option exists only engine-wide, and only
+            # for these two backends (so there is no "auto" fallback between them).
+            structured_outputs_config=StructuredOutputsConfig(
+                backend=s.structured_outputs_backend, disable_any_whitespace=True
+            ),
         )
         tokenizer = AutoTokenizer.from_pretrained(str(self.weights))
         before = reaper.children()
@@ -116,7 +123,7 @@ class VLLMEngine:
         self, request: GenerationRequest, num_prompt_tokens: int, *, is_streamed: bool
     ) -> Any:
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         s = request.sampling
         room = self.max_model_len - num_prompt_tokens
@@ -125,7 +132,16 @@ class VLLMEngine:
             raise RequestRejected(
                 f"This model's maximum context length is {self.max_model_len} tokens. "
                 f"The prompt has {num_prompt_tokens} tokens{asked}. "
-                "Shorten the prompt or lower max_tokens."
+                "Shorten the prompt or lower max_tokens.",
+                code="context_length_exceeded",
+            )
+        structured = None
+        if s.json_output is not None:
+            schema = s.json_output.schema_json
+            structured = (
+                StructuredOutputsParams(json=schema)
+                if schema is not None
+                else StructuredOutputsParams(json_object=True)
             )
         return SamplingParams(
             n=s.n,
@@ -137,6 +153,7 @@ class VLLMEngine:
             presence_penalty=s.presence_penalty,
             frequency_penalty=s.frequency_penalty,
             top_k=s.top_k or 0,  # 0: no top-k cut
+            structured_outputs=structured,
             # Batch work needs only the final output: one message per request instead
             # of one per generated token keeps the frontend's overhead off the engine.
             output_kind=RequestOutputKind.DELTA if is_streamed else RequestOutputKind.FINAL_ONLY,

@@ -1,28 +1,57 @@
-"""Endpoint dispatch: one table from URL to request model, engine requests and wire response.
+"""Endpoint dispatch: one table from URL to request model, engine work and wire response.
 
 Batch lines, Message Batch requests, `freight run` and the real-time routes
 (api/realtime.py) all go through `ENDPOINTS`, so an endpoint is added in exactly one
-place: a row here, with its translation functions (in this module for OpenAI's chat and
-text completions, in their own module otherwise, as protocol/messages.py for Anthropic).
+place: a row here, with its translation functions in the module for its URL
+(protocol/completions.py, messages.py, responses.py, embeddings.py).
+
+Each row knows which kind of model it needs (`task`: text generation or embeddings) and
+how to run a parsed body on that model's engine (`run`, and `start_stream` for text
+generation), so no caller branches on the URL: the worker and the real-time routes run
+every endpoint the same way.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from freight import ids
-from freight.engines.base import Delta, Generation, GenerationRequest, Message, Sampling
-from freight.protocol import anthropic, messages
+from freight.engines.base import (
+    BATCH_PRIORITY,
+    EmbeddingRequest,
+    Embeddings,
+    Generation,
+    GenerationRequest,
+    Task,
+)
+from freight.protocol import anthropic, completions, embeddings, messages, responses, stream
 from freight.protocol import openai as wire
 from freight.protocol.errors import BodyError
-from freight.protocol.stream import DONE, EngineEvents, ServerSentEvent
+from freight.protocol.stream import ServerSentEvent
 
-__all__ = ["ENDPOINTS", "BodyError", "Endpoint", "get", "parse_body"]
+if TYPE_CHECKING:
+    from freight.engines.pool import EnginePool
+
+__all__ = [
+    "ENDPOINTS",
+    "Answer",
+    "AnyEndpoint",
+    "BodyError",
+    "EmbeddingsEndpoint",
+    "Endpoint",
+    "TokenCounts",
+    "get",
+    "model_problem",
+    "parse_body",
+]
+
+R = TypeVar("R")
+Api = Literal["openai", "anthropic"]
 
 
 def openai_error_body(error: BodyError, status_code: int) -> dict[str, Any]:
@@ -30,8 +59,36 @@ def openai_error_body(error: BodyError, status_code: int) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class TokenCounts:
+    """What one request cost, for the batch's usage totals (the engine's own counts)."""
+
+    num_input: int
+    num_cached: int = 0
+    num_output: int = 0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A successful response body and its token counts."""
+
+    body: dict[str, Any]
+    tokens: TokenCounts
+
+
+class Share(Protocol):
+    """How `run` calls the engine: at once (the default), or shared with identical
+    requests (the worker's `runner.SharedResults`, by batch and dedup key)."""
+
+    def __call__(self, compute: Callable[[], Awaitable[R]]) -> Awaitable[R]: ...
+
+
+async def at_once(compute: Callable[[], Awaitable[R]]) -> R:
+    return await compute()
+
+
+@dataclass(frozen=True)
 class Endpoint:
-    """How one URL's bodies become engine work and come back as wire objects.
+    """A text generation endpoint: bodies become GenerationRequests, Generations a body.
 
     `to_stream` turns the engine's events into the endpoint's SSE events (None: the
     endpoint cannot stream). `error_body` renders a rejected body in the endpoint's API
@@ -43,232 +100,119 @@ class Endpoint:
     request_model: type[BaseModel]
     to_generations: Callable[[Any, str], list[GenerationRequest]]
     to_response: Callable[[Any, list[Generation]], dict[str, Any]]
-    to_stream: Callable[[Any, EngineEvents], AsyncIterator[ServerSentEvent]] | None = None
+    to_stream: Callable[[Any, stream.EngineEvents], AsyncIterator[ServerSentEvent]] | None = None
     error_body: Callable[[BodyError, int], dict[str, Any]] = openai_error_body
-    api: Literal["openai", "anthropic"] = "openai"
+    api: Api = "openai"
+    task: ClassVar[Task] = "generate"
 
+    def _work(self, body: Any, request_id: str, priority: int) -> list[GenerationRequest]:
+        return [
+            dataclasses.replace(w, priority=priority) for w in self.to_generations(body, request_id)
+        ]
 
-def sampling_from(body: wire._SamplingBody, max_tokens: int | None) -> Sampling:
-    stop = body.stop
-    return Sampling(
-        max_tokens=max_tokens,
-        temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
-        n=body.n or 1,
-        stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
-        seed=body.seed,
-        presence_penalty=body.presence_penalty or 0.0,
-        frequency_penalty=body.frequency_penalty or 0.0,
-    )
+    async def run(
+        self,
+        engines: EnginePool,
+        body: Any,
+        request_id: str,
+        *,
+        priority: int = BATCH_PRIORITY,
+        share: Share = at_once,
+    ) -> Answer:
+        """Generate for every prompt of `body`; its response and the engine's token counts."""
+        engine = await engines.get(body.model)
+        work = self._work(body, request_id, priority)
 
+        async def generate() -> list[Generation]:
+            if len(work) == 1:  # the common case: no gather, no extra task
+                return [await engine.generate(work[0])]
+            return list(await asyncio.gather(*(engine.generate(w) for w in work)))
 
-def usage_of(generations: list[Generation]) -> wire.Usage:
-    num_prompt = sum(g.num_prompt_tokens for g in generations)
-    num_output = sum(g.num_output_tokens for g in generations)
-    return wire.Usage(
-        prompt_tokens=num_prompt,
-        completion_tokens=num_output,
-        total_tokens=num_prompt + num_output,
-        prompt_tokens_details=wire.PromptTokensDetails(
-            cached_tokens=sum(g.num_cached_tokens for g in generations)
-        ),
-    )
-
-
-# --- /v1/chat/completions -----------------------------------------------------------------
-
-
-def _chat_messages(body: wire.ChatCompletionRequest) -> tuple[Message, ...]:
-    # Chat templates know system/user/assistant; OpenAI's newer `developer` is a system turn.
-    return tuple(
-        Message("system" if m.role == "developer" else m.role, m.text()) for m in body.messages
-    )
-
-
-def _chat_generations(body: wire.ChatCompletionRequest, request_id: str) -> list[GenerationRequest]:
-    return [
-        GenerationRequest(
-            request_id=request_id,
-            model=body.model,
-            sampling=sampling_from(body, body.output_limit),
-            messages=_chat_messages(body),
+        generations = await share(generate)
+        tokens = TokenCounts(
+            num_input=sum(g.num_prompt_tokens for g in generations),
+            num_cached=sum(g.num_cached_tokens for g in generations),
+            num_output=sum(g.num_output_tokens for g in generations),
         )
-    ]
+        return Answer(self.to_response(body, generations), tokens)
+
+    async def start_stream(
+        self, engines: EnginePool, body: Any, request_id: str, *, priority: int
+    ) -> AsyncIterator[ServerSentEvent]:
+        """Start streaming `body`: returns once the engine has produced its first output.
+
+        A request the engine refuses (a prompt over the context length) therefore raises
+        here, before any response is sent; later failures are the stream's to report.
+        """
+        if self.to_stream is None:
+            raise BodyError(f"{self.url} does not support stream: true.", param="stream")
+        engine = await engines.get(body.model)
+        work = self._work(body, request_id, priority)
+        engine_events = stream.merge([engine.stream(w) for w in work])
+        first = await anext(engine_events)
+        return self.to_stream(body, stream.prepend(first, engine_events))
 
 
-def _chat_response(
-    body: wire.ChatCompletionRequest, generations: list[Generation]
-) -> dict[str, Any]:
-    (generation,) = generations
-    return wire.ChatCompletion(
-        id=ids.new_id("chatcmpl-"),
-        created=int(time.time()),
-        model=body.model,
-        choices=[
-            wire.ChatChoice(
-                index=i,
-                message=wire.AssistantMessage(content=c.text),
-                finish_reason=c.finish_reason,
-            )
-            for i, c in enumerate(generation.choices)
-        ],
-        usage=usage_of(generations),
-    ).model_dump()
+@dataclass(frozen=True)
+class EmbeddingsEndpoint:
+    """An embeddings endpoint: a body becomes one EmbeddingRequest, its vectors a body."""
+
+    url: str
+    request_model: type[BaseModel]
+    to_request: Callable[[Any, str], EmbeddingRequest]
+    to_response: Callable[[Any, Embeddings], dict[str, Any]]
+    error_body: Callable[[BodyError, int], dict[str, Any]] = openai_error_body
+    api: Api = "openai"
+    task: ClassVar[Task] = "embed"
+
+    async def run(
+        self,
+        engines: EnginePool,
+        body: Any,
+        request_id: str,
+        *,
+        priority: int = BATCH_PRIORITY,
+        share: Share = at_once,
+    ) -> Answer:
+        """Embed every input of `body`; its response and the tokens the model read."""
+        engine = await engines.get_embedder(body.model)
+        request = dataclasses.replace(self.to_request(body, request_id), priority=priority)
+        result = await share(lambda: engine.embed(request))
+        return Answer(self.to_response(body, result), TokenCounts(result.num_prompt_tokens))
 
 
-class _ChunkStream:
-    """What every OpenAI chunk of one stream shares; `usage: null` when usage will follow."""
-
-    def __init__(self, obj: str, id_prefix: str, body: wire._SamplingBody) -> None:
-        self.head = {
-            "id": ids.new_id(id_prefix),
-            "object": obj,
-            "created": int(time.time()),
-            "model": body.model,
-            "system_fingerprint": None,
-        }
-        self.include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-    def chunk(self, choices: list[dict[str, Any]]) -> ServerSentEvent:
-        data = {**self.head, "choices": choices}
-        if self.include_usage:
-            data["usage"] = None
-        return ServerSentEvent(data)
-
-    def tail(self, generations: list[Generation]) -> list[ServerSentEvent]:
-        """The final usage chunk (if asked for, with `choices: []`), then `[DONE]`."""
-        if not self.include_usage:
-            return [DONE]
-        usage = usage_of(generations).model_dump()
-        return [ServerSentEvent({**self.head, "choices": [], "usage": usage}), DONE]
+AnyEndpoint = Endpoint | EmbeddingsEndpoint
 
 
-async def _chat_stream(
-    body: wire.ChatCompletionRequest, events: EngineEvents
-) -> AsyncIterator[ServerSentEvent]:
-    """chat.completion.chunk events as OpenAI sends them: per choice a role chunk, content
-    chunks, and a chunk with an empty delta and the finish_reason."""
-    stream = _ChunkStream("chat.completion.chunk", "chatcmpl-", body)
-    generations: list[Generation] = []
-    started: set[int] = set()
-
-    def choice(delta: Delta, content: dict[str, Any], finish: str | None) -> ServerSentEvent:
-        entry = {"index": delta.index, "delta": content, "logprobs": None, "finish_reason": finish}
-        return stream.chunk([entry])
-
-    async for _, item in events:
-        if isinstance(item, Generation):
-            generations.append(item)
-            continue
-        if item.index not in started:
-            started.add(item.index)
-            yield choice(item, {"role": "assistant", "content": "", "refusal": None}, None)
-        if item.text:
-            yield choice(item, {"content": item.text}, None)
-        if item.finish_reason is not None:
-            yield choice(item, {}, item.finish_reason)
-    for event in stream.tail(generations):
-        yield event
-
-
-# --- /v1/completions ------------------------------------------------------------------------
-
-
-def completion_prompts(body: wire.CompletionRequest) -> list[str | tuple[int, ...]]:
-    prompt = body.prompt
-    if isinstance(prompt, str):
-        return [prompt]
-    if not prompt:
-        raise BodyError("prompt must not be empty", param="prompt")
-    if all(isinstance(p, int) for p in prompt):
-        return [tuple(prompt)]  # type: ignore[arg-type]
-    return [p if isinstance(p, str) else tuple(p) for p in prompt]  # type: ignore[arg-type,misc]
-
-
-def _completion_generations(
-    body: wire.CompletionRequest, request_id: str
-) -> list[GenerationRequest]:
-    sampling = sampling_from(body, body.output_limit)
-    requests = []
-    for i, prompt in enumerate(completion_prompts(body)):
-        rid = request_id if i == 0 else f"{request_id}.{i}"
-        if isinstance(prompt, str):
-            requests.append(GenerationRequest(rid, body.model, sampling, text=prompt))
-        else:
-            requests.append(GenerationRequest(rid, body.model, sampling, token_ids=prompt))
-    return requests
-
-
-def _completion_response(
-    body: wire.CompletionRequest, generations: list[Generation]
-) -> dict[str, Any]:
-    prompts = completion_prompts(body)
-    choices: list[wire.CompletionChoice] = []
-    for prompt, generation in zip(prompts, generations, strict=True):
-        prefix = prompt if body.echo and isinstance(prompt, str) else ""
-        for c in generation.choices:
-            choices.append(
-                wire.CompletionChoice(
-                    index=len(choices), text=prefix + c.text, finish_reason=c.finish_reason
-                )
-            )
-    return wire.TextCompletion(
-        id=ids.new_id("cmpl-"),
-        created=int(time.time()),
-        model=body.model,
-        choices=choices,
-        usage=usage_of(generations),
-    ).model_dump()
-
-
-async def _completion_stream(
-    body: wire.CompletionRequest, events: EngineEvents
-) -> AsyncIterator[ServerSentEvent]:
-    """text_completion chunks: choice index = prompt index x n + choice; with `echo`, each
-    choice's first chunk carries its prompt."""
-    stream = _ChunkStream("text_completion", "cmpl-", body)
-    prompts = completion_prompts(body)
-    n = body.n or 1
-    generations: list[Generation] = []
-    started: set[int] = set()
-
-    def choice(index: int, text: str, finish: str | None) -> ServerSentEvent:
-        entry = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
-        return stream.chunk([entry])
-
-    async for prompt_index, item in events:
-        if isinstance(item, Generation):
-            generations.append(item)
-            continue
-        index = prompt_index * n + item.index
-        prompt = prompts[prompt_index]
-        if body.echo and index not in started and isinstance(prompt, str):
-            yield choice(index, prompt, None)
-        started.add(index)
-        if item.text:
-            yield choice(index, item.text, None)
-        if item.finish_reason is not None:
-            yield choice(index, "", item.finish_reason)
-    for event in stream.tail(generations):
-        yield event
-
-
-ENDPOINTS: dict[str, Endpoint] = {
+ENDPOINTS: dict[str, AnyEndpoint] = {
     e.url: e
     for e in (
         Endpoint(
-            "/v1/chat/completions",
+            completions.CHAT_URL,
             wire.ChatCompletionRequest,
-            _chat_generations,
-            _chat_response,
-            _chat_stream,
+            completions.chat_generations,
+            completions.chat_response,
+            completions.chat_stream,
         ),
         Endpoint(
-            "/v1/completions",
+            completions.COMPLETIONS_URL,
             wire.CompletionRequest,
-            _completion_generations,
-            _completion_response,
-            _completion_stream,
+            completions.completion_generations,
+            completions.completion_response,
+            completions.completion_stream,
+        ),
+        Endpoint(
+            responses.URL,
+            responses.CreateResponse,
+            responses.to_generations,
+            responses.to_response,
+            responses.to_stream,
+        ),
+        EmbeddingsEndpoint(
+            embeddings.URL,
+            wire.CreateEmbeddingRequest,
+            embeddings.to_request,
+            embeddings.to_response,
         ),
         Endpoint(
             messages.URL,
@@ -287,7 +231,7 @@ def supported_urls(api: str = "openai") -> str:
     return ", ".join(url for url, e in ENDPOINTS.items() if e.api == api)
 
 
-def get(url: str, api: str = "openai") -> Endpoint:
+def get(url: str, api: str = "openai") -> AnyEndpoint:
     """The endpoint for `url` if the `api`'s batches may carry it; else a BodyError."""
     endpoint = ENDPOINTS.get(url)
     if endpoint is None or endpoint.api != api:
@@ -297,7 +241,20 @@ def get(url: str, api: str = "openai") -> Endpoint:
     return endpoint
 
 
-def parse_body(endpoint: Endpoint, body: Any, *, in_batch: bool) -> BaseModel:
+def model_problem(url: str, model: str, model_task: Task) -> str | None:
+    """Why `model` (which does `model_task`) cannot serve `url`, or None if it can."""
+    endpoint = ENDPOINTS[url]
+    if endpoint.task == model_task:
+        return None
+    serves = ", ".join(e.url for e in ENDPOINTS.values() if e.task == model_task)
+    kind = "an embeddings model" if model_task == "embed" else "a text generation model"
+    return (
+        f"The model '{model}' is {kind}: it serves {serves}, not {url}. "
+        f"Use a model that serves {url} (GET /v1/models lists the models)."
+    )
+
+
+def parse_body(endpoint: AnyEndpoint, body: Any, *, in_batch: bool) -> BaseModel:
     """Validate a request body; raise BodyError with an OpenAI-style message and param."""
     try:
         parsed = endpoint.request_model.model_validate(body)
@@ -305,17 +262,35 @@ def parse_body(endpoint: Endpoint, body: Any, *, in_batch: bool) -> BaseModel:
         raise body_error_from(exc) from None
     if in_batch and getattr(parsed, "stream", None):
         raise BodyError("stream is not supported in batch requests; remove it.", param="stream")
-    if endpoint.url == "/v1/completions":
-        completion_prompts(parsed)  # type: ignore[arg-type]
+    if isinstance(parsed, wire.CompletionRequest):
+        completions.completion_prompts(parsed)  # an empty prompt list is a BodyError
     return parsed
 
 
+def _is_union_label(part: int | str) -> bool:
+    """pydantic puts each union member's name into error locations (`str`, `list[int]`,
+    `TextPart`); clients wrote field names, which are snake_case."""
+    return isinstance(part, str) and ("[" in part or part[:1].isupper() or part in _TYPE_NAMES)
+
+
+_TYPE_NAMES = {"str", "int", "float", "bool", "none", "dict", "list"}
+
+
 def body_error_from(exc: ValidationError) -> BodyError:
-    err = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    for err in errors:
+        err["loc"] = tuple(p for p in err["loc"] if not _is_union_label(p))
+    # With unions, each member reports its own error: the deepest location is the member
+    # the client meant; at equal depth (e.g. neither a string nor a list) name them all.
+    depth = max(len(err["loc"]) for err in errors)
+    deepest = [err for err in errors if len(err["loc"]) == depth]
+    err = deepest[0]
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         return BodyError(f"Unrecognized request argument supplied: {loc}", param=loc)
     if err["type"] == "missing":
         return BodyError(f"Missing required parameter: '{loc}'.", param=loc)
-    message = err["msg"].removeprefix("Value error, ")
-    return BodyError(f"Invalid value for '{loc}': {message}.", param=loc or None)
+    same_place = dict.fromkeys(
+        e["msg"].removeprefix("Value error, ") for e in deepest if e["loc"] == err["loc"]
+    )
+    return BodyError(f"Invalid value for '{loc}': {'; or '.join(same_place)}.", param=loc or None)

@@ -138,8 +138,17 @@ def check_envelope(fh: BinaryIO, limits: LimitSettings) -> int:
     return num
 
 
-def iter_requests(fh: BinaryIO, *, has_model: Callable[[str], bool]) -> Iterator[AcceptedLine]:
-    """Each request of an envelope-checked body, its `params` validated (line = index + 1)."""
+def iter_requests(
+    fh: BinaryIO,
+    *,
+    has_model: Callable[[str], bool],
+    check_model: Callable[[str, str], str | None] = lambda model, url: None,
+) -> Iterator[AcceptedLine]:
+    """Each request of an envelope-checked body, its `params` validated (line = index + 1).
+
+    `check_model(model, url)` says why an existing model cannot serve /v1/messages (an
+    embeddings model), if it cannot.
+    """
     endpoint = endpoints.ENDPOINTS["/v1/messages"]
     for index, item in _items(fh):
         custom_id, params = _check_item(index, item)
@@ -156,6 +165,9 @@ def iter_requests(fh: BinaryIO, *, has_model: Callable[[str], bool]) -> Iterator
                 f"model: '{model}' does not exist. GET /v1/models lists the available models.",
                 param="model",
             )
+            error = endpoint.error_body(problem, status)
+        elif error is None and (why := check_model(str(model), endpoint.url)) is not None:
+            problem = endpoints.BodyError(why, param="model", code="model_not_supported")
             error = endpoint.error_body(problem, status)
         yield AcceptedLine(
             line=index + 1,

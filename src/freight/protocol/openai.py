@@ -1,4 +1,4 @@
-"""OpenAI wire models: Files, Batches, batch lines, chat and text completions.
+"""OpenAI wire models: Files, Batches, batch lines, chat and text completions, embeddings.
 
 Field names, enums and shapes follow `shared/spec/batch-apis.md` section 1 and the
 published OpenAPI description. Request models forbid unknown fields, so a typo in a
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from freight.protocol.json_output import ResponseFormat
 
 BatchStatus = Literal[
     "validating",
@@ -219,6 +222,9 @@ class ChatCompletionRequest(_SamplingBody):
     metadata: dict[str, str] | None = None
     store: bool | None = None
     logprobs: Literal[False] | None = None
+    response_format: ResponseFormat | None = Field(
+        None, description="text, json_object, or json_schema (enforced while decoding)."
+    )
 
     @property
     def output_limit(self) -> int | None:
@@ -292,6 +298,82 @@ class TextCompletion(BaseModel):
     choices: list[CompletionChoice]
     usage: Usage
     system_fingerprint: str | None = None
+
+
+# --- Embeddings -------------------------------------------------------------------------
+
+MAX_EMBEDDING_INPUTS = 2048  # per request, as upstream
+EmbeddingInput = str | tuple[int, ...]
+
+
+def _embedding_input_error() -> PydanticCustomError:
+    return PydanticCustomError(
+        "invalid_embedding_input",
+        "input must be a non-empty string, a list of up to {limit} non-empty strings, a "
+        "non-empty list of token ids, or a list of up to {limit} non-empty lists of token ids",
+        {"limit": MAX_EMBEDDING_INPUTS},
+    )
+
+
+def _is_token_array(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+    )
+
+
+class CreateEmbeddingRequest(_Strict):
+    model: str = Field(description="An embeddings model from GET /v1/models.")
+    input: str | list[Any] = Field(
+        description="A string, a list of strings, a list of token ids, or a list of them."
+    )
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="`base64`: little-endian float32 bytes, base64-encoded."
+    )
+    dimensions: int | None = Field(None, ge=1, description="Must equal the model's own.")
+    user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _check_input(cls, value: Any) -> str | list[Any]:
+        if isinstance(value, str):
+            if not value:
+                raise _embedding_input_error()
+            return value
+        if _is_token_array(value):
+            return value  # type: ignore[no-any-return]
+        if not isinstance(value, list) or not value or len(value) > MAX_EMBEDDING_INPUTS:
+            raise _embedding_input_error()
+        if all(isinstance(x, str) and x for x in value) or all(_is_token_array(x) for x in value):
+            return value
+        raise _embedding_input_error()
+
+    def inputs(self) -> tuple[EmbeddingInput, ...]:
+        """Each input to embed, in order: a text or a token id array."""
+        if isinstance(self.input, str):
+            return (self.input,)
+        if _is_token_array(self.input):
+            return (tuple(self.input),)
+        return tuple(x if isinstance(x, str) else tuple(x) for x in self.input)
+
+
+class EmbeddingObject(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="Floats, or base64 of float32 bytes.")
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingObject]
+    model: str
+    usage: EmbeddingUsage
 
 
 class ModelCard(BaseModel):

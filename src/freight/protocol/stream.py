@@ -30,6 +30,14 @@ class ServerSentEvent:
 DONE = ServerSentEvent("[DONE]")  # OpenAI's end-of-stream marker
 
 
+async def prepend(first: tuple[int, Delta | Generation], rest: EngineEvents) -> EngineEvents:
+    """`first` (an event already taken from `rest`, to see that the engine started) again
+    followed by the rest."""
+    yield first
+    async for item in rest:
+        yield item
+
+
 async def merge(streams: list[AsyncIterator[Delta | Generation]]) -> EngineEvents:
     """Interleave several engine streams as they produce, tagged with their index.
 

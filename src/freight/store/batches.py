@@ -125,14 +125,19 @@ def get(
 def list_page(
     conn: sa.Connection,
     *,
-    api: str,
+    api: str | None,
     project: str | None,
     after: str | None = None,
     before: str | None = None,
     limit: int,
 ) -> tuple[list[BatchRecord], bool]:
-    """Newest first. `after`: the page after this id (older); `before`: newer than this id."""
-    query = batches.select().where(batches.c.api == api)
+    """Newest first. `after`: the page after this id (older); `before`: newer than this id.
+
+    `api`: only that API's batches; None: every batch (the dashboard).
+    """
+    query = batches.select()
+    if api is not None:
+        query = query.where(batches.c.api == api)
     if project is not None:
         query = query.where(batches.c.project == project)
     key = sa.tuple_(batches.c.created_ns, batches.c.id)

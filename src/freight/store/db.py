@@ -73,7 +73,7 @@ class Database:
             if self.is_postgresql:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, "heads")  # branches of parallel work merge as several heads
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:

@@ -111,3 +111,20 @@ batch_events = sa.Table(
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("detail", sa.Text),
 )
+
+engine_usage = sa.Table(
+    "engine_usage",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("node", sa.String(128), nullable=False, doc="The process that metered it."),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False, doc="'batch', 'realtime' or 'idle'."),
+    sa.Column("period_start", sa.BigInteger, nullable=False, doc="Unix seconds, minute-aligned."),
+    sa.Column("seconds", sa.Float, nullable=False, server_default="0"),
+    sa.Column("num_requests", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cached_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.UniqueConstraint("node", "model", "kind", "period_start", name="uq_engine_usage_key"),
+    sa.Index("ix_engine_usage_period", "period_start"),
+)

@@ -24,6 +24,7 @@ from freight.cluster.handoff import RayHandOff
 from freight.config import Settings
 from freight.engines.pool import EnginePool
 from freight.models import Registry
+from freight.protocol import endpoints
 from freight.store import batches, requests
 from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStorage
@@ -290,6 +291,7 @@ class Worker:
                 batch,
                 self.policy,
                 has_model=self.registry.has,
+                check_model=self._model_problem,
             )
         else:
             await asyncio.to_thread(
@@ -300,9 +302,13 @@ class Worker:
                 self.settings.limits,
                 self.policy,
                 has_model=self.registry.has,
-                check_model=lambda model, url: None,
+                check_model=self._model_problem,
             )
         self._last_housekeeping = 0.0
+
+    def _model_problem(self, model: str, url: str) -> str | None:
+        """Why `model` cannot serve `url` (an embeddings model asked to chat, ...), if so."""
+        return endpoints.model_problem(url, model, self.registry.get(model).task)
 
     async def _end_early(self, batch_id: str, status: str) -> None:
         """Cancel or expire: finished lines stay, every open request gets its error line."""

@@ -116,6 +116,7 @@ def ingest_message_batch(
     policy: scheduler.OrderPolicy,
     *,
     has_model: Callable[[str], bool],
+    check_model: Callable[[str, str], str | None],
 ) -> batches.BatchRecord:
     """Queue an Anthropic Message Batch's requests from its stored create body.
 
@@ -133,7 +134,9 @@ def ingest_message_batch(
     errors: list[dict[str, Any]] = []
     try:
         with blobs.open(name) as fh:
-            for accepted in message_batch_input.iter_requests(fh, has_model=has_model):
+            for accepted in message_batch_input.iter_requests(
+                fh, has_model=has_model, check_model=check_model
+            ):
                 chunk.append(_row(batch.id, accepted, policy))
                 num_total += 1
                 num_invalid += accepted.error_body is not None

@@ -1,4 +1,9 @@
-"""Run one claimed request: parse its body, call the engine, shape the wire response."""
+"""Run one claimed request: parse its body, run it through its endpoint, record an Outcome.
+
+Identical deterministic requests of one batch share their engine work (SharedResults);
+errors are stored in the endpoint's own API shape (OpenAI's, or Anthropic's for
+/v1/messages).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,15 @@ import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from freight.engines.base import EngineDied, Generation, RequestRejected
+from freight.engines.base import EngineDied, RequestRejected
 from freight.engines.pool import EnginePool
 from freight.errors import FreightError
 from freight.protocol import endpoints
 from freight.store.requests import ERRORED, SUCCEEDED, ClaimedRequest, Outcome
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -25,13 +33,13 @@ class Transient:
 
 @dataclass
 class _Shared:
-    task: asyncio.Future[list[Generation]]
+    task: asyncio.Future[Any]
     num_waiting: int = 0
 
 
 @dataclass
 class SharedResults:
-    """Generations of identical deterministic requests of one batch, computed once.
+    """Engine results of identical deterministic requests of one batch, computed once.
 
     The first request with a dedup key runs; the others with the same key await the same
     computation (or reuse it if it finished recently) and shape their own responses from
@@ -44,9 +52,15 @@ class SharedResults:
     num_reused: int = 0
     _entries: OrderedDict[str, _Shared] = field(default_factory=OrderedDict)
 
-    async def run(
-        self, key: str | None, compute: Callable[[], Awaitable[list[Generation]]]
-    ) -> list[Generation]:
+    def sharing(self, key: str | None) -> endpoints.Share:
+        """The `share` an endpoint's `run` calls its engine through (None: not shared)."""
+
+        async def share(compute: Callable[[], Awaitable[R]]) -> R:
+            return await self.run(key, compute)
+
+        return share
+
+    async def run(self, key: str | None, compute: Callable[[], Awaitable[R]]) -> R:
         if key is None:
             return await compute()
         entry = self._entries.get(key)
@@ -59,7 +73,8 @@ class SharedResults:
             self._entries.move_to_end(key)
         entry.num_waiting += 1
         try:
-            return await asyncio.shield(entry.task)
+            result: R = await asyncio.shield(entry.task)
+            return result
         except BaseException:
             if entry.task.done() and not entry.task.cancelled() and entry.task.exception():
                 self._entries.pop(key, None)
@@ -80,7 +95,7 @@ class SharedResults:
 
 def _error_outcome(
     claimed: ClaimedRequest,
-    endpoint: endpoints.Endpoint,
+    endpoint: endpoints.AnyEndpoint,
     status_code: int,
     error: endpoints.BodyError,
 ) -> Outcome:
@@ -99,22 +114,14 @@ async def execute(
 ) -> Outcome | Transient:
     """Run `claimed` to an Outcome; engine deaths come back as Transient."""
     endpoint = endpoints.ENDPOINTS[claimed.url]
+    key = f"{claimed.batch_id}:{claimed.dedup_key}" if claimed.dedup_key else None
     try:
         body = endpoint.request_model.model_validate_json(claimed.body)
-        engine = await engines.get(body.model)  # type: ignore[attr-defined]
-        work = endpoint.to_generations(body, f"{claimed.id}-{claimed.attempts}")
-
-        async def compute() -> list[Generation]:
-            if len(work) == 1:  # the common case: no gather, no extra task
-                return [await engine.generate(work[0])]
-            return list(await asyncio.gather(*(engine.generate(w) for w in work)))
-
-        key = f"{claimed.batch_id}:{claimed.dedup_key}" if claimed.dedup_key else None
-        generations = await shared.run(key, compute)
-        response = endpoint.to_response(body, generations)
+        answer = await endpoint.run(
+            engines, body, f"{claimed.id}-{claimed.attempts}", share=shared.sharing(key)
+        )
     except RequestRejected as exc:
-        error = endpoints.BodyError(str(exc), code="context_length_exceeded")
-        return _error_outcome(claimed, endpoint, 400, error)
+        return _error_outcome(claimed, endpoint, 400, endpoints.BodyError(str(exc), code=exc.code))
     except endpoints.BodyError as exc:
         return _error_outcome(claimed, endpoint, 400, exc)
     except EngineDied as exc:
@@ -128,8 +135,8 @@ async def execute(
         claimed.batch_id,
         SUCCEEDED,
         status_code=200,
-        response_json=json.dumps(response, separators=(",", ":"), ensure_ascii=False),
-        input_tokens=sum(g.num_prompt_tokens for g in generations),
-        cached_tokens=sum(g.num_cached_tokens for g in generations),
-        output_tokens=sum(g.num_output_tokens for g in generations),
+        response_json=json.dumps(answer.body, separators=(",", ":"), ensure_ascii=False),
+        input_tokens=answer.tokens.num_input,
+        cached_tokens=answer.tokens.num_cached,
+        output_tokens=answer.tokens.num_output,
     )

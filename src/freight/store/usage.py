@@ -1,0 +1,264 @@
+"""Usage roll-ups: tokens delivered per project/model/time, metered engine time, gauges.
+
+Two sources of truth, both in the store:
+- what users got: succeeded request rows (their tokens, `finished_at`) joined to their
+  batch (project, model); a batch's own totals are on its row (store/batches.py);
+- what the engines did: `engine_usage` rows, minute periods of busy (batch, realtime) and
+  idle seconds and tokens per model, added by each process's worker (worker/usage.py).
+
+Times are unix seconds; a bucket is `floor(t / bucket_seconds) * bucket_seconds` (UTC days
+with 86400). Costs are not computed here: SQL sums tokens, freight.pricing prices them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from freight.store import requests as request_rows
+from freight.store.schema import batches, engine_usage, requests
+
+DAY_SECONDS = 86400
+_COUNTERS = ("seconds", "num_requests", "input_tokens", "cached_tokens", "output_tokens")
+
+
+def _bucket(conn: sa.Connection, column: Any, seconds: int) -> Any:
+    """`floor(column / seconds)`, portably: SQLite's CAST truncates (all times are > 0)."""
+    if conn.dialect.name == "sqlite":
+        return sa.cast(column / seconds, sa.Integer)
+    return sa.cast(sa.func.floor(column / seconds), sa.BigInteger)
+
+
+# --- metered engine usage -------------------------------------------------------------------
+
+
+def record_engine_usage(conn: sa.Connection, node: str, rows: list[dict[str, Any]]) -> None:
+    """Add metered periods (model, kind, period_start + the counters) to `node`'s rows."""
+    for row in rows:
+        key = (
+            (engine_usage.c.node == node)
+            & (engine_usage.c.model == row["model"])
+            & (engine_usage.c.kind == row["kind"])
+            & (engine_usage.c.period_start == row["period_start"])
+        )
+        deltas = {name: engine_usage.c[name] + row[name] for name in _COUNTERS}
+        if conn.execute(engine_usage.update().where(key).values(**deltas)).rowcount == 0:
+            conn.execute(engine_usage.insert().values(node=node, **row))
+
+
+@dataclass(frozen=True)
+class EngineUsageRow:
+    bucket_start: int
+    model: str
+    kind: str  # batch, realtime, idle
+    seconds: float
+    num_requests: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+
+
+def engine_usage_by_bucket(
+    conn: sa.Connection, *, since: float, until: float | None = None, bucket_seconds: int
+) -> list[EngineUsageRow]:
+    """Metered seconds and tokens per (bucket, model, kind), all nodes added up."""
+    bucket = _bucket(conn, engine_usage.c.period_start, bucket_seconds).label("bucket")
+    query = (
+        sa.select(
+            bucket,
+            engine_usage.c.model,
+            engine_usage.c.kind,
+            *(sa.func.sum(engine_usage.c[name]).label(name) for name in _COUNTERS),
+        )
+        .where(engine_usage.c.period_start >= int(since) - int(since) % 60)
+        .group_by(bucket, engine_usage.c.model, engine_usage.c.kind)
+        .order_by(bucket, engine_usage.c.model, engine_usage.c.kind)
+    )
+    if until is not None:
+        query = query.where(engine_usage.c.period_start < until)
+    return [
+        EngineUsageRow(
+            bucket_start=int(r.bucket) * bucket_seconds,
+            model=r.model,
+            kind=r.kind,
+            seconds=float(r.seconds or 0),
+            num_requests=int(r.num_requests or 0),
+            input_tokens=int(r.input_tokens or 0),
+            cached_tokens=int(r.cached_tokens or 0),
+            output_tokens=int(r.output_tokens or 0),
+        )
+        for r in conn.execute(query)
+    ]
+
+
+# --- delivered work -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveredRow:
+    """Succeeded batch requests of one project and model that finished in one bucket."""
+
+    bucket_start: int
+    project: str
+    model: str | None
+    num_requests: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+
+
+def delivered_by_bucket(
+    conn: sa.Connection,
+    *,
+    since: float,
+    until: float | None = None,
+    bucket_seconds: int,
+    project: str | None = None,
+) -> list[DeliveredRow]:
+    """Batch requests that succeeded, per (bucket of finished_at, project, model)."""
+    bucket = _bucket(conn, requests.c.finished_at, bucket_seconds).label("bucket")
+    query = (
+        sa.select(
+            bucket,
+            batches.c.project,
+            batches.c.model,
+            sa.func.count().label("num_requests"),
+            sa.func.sum(requests.c.input_tokens).label("input_tokens"),
+            sa.func.sum(requests.c.cached_tokens).label("cached_tokens"),
+            sa.func.sum(requests.c.output_tokens).label("output_tokens"),
+        )
+        .select_from(requests.join(batches, batches.c.id == requests.c.batch_id))
+        .where(requests.c.status == request_rows.SUCCEEDED, requests.c.finished_at >= since)
+        .group_by(bucket, batches.c.project, batches.c.model)
+        .order_by(bucket, batches.c.project, batches.c.model)
+    )
+    if until is not None:
+        query = query.where(requests.c.finished_at < until)
+    if project is not None:
+        query = query.where(batches.c.project == project)
+    return [
+        DeliveredRow(
+            bucket_start=int(r.bucket) * bucket_seconds,
+            project=r.project,
+            model=r.model,
+            num_requests=int(r.num_requests),
+            input_tokens=int(r.input_tokens or 0),
+            cached_tokens=int(r.cached_tokens or 0),
+            output_tokens=int(r.output_tokens or 0),
+        )
+        for r in conn.execute(query)
+    ]
+
+
+@dataclass(frozen=True)
+class BatchTotalsRow:
+    """Batches of one project and model that ended (or, if still open, began) in one day."""
+
+    day_start: int
+    model: str | None
+    num_batches: int
+    num_succeeded: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+
+
+def batch_days(
+    conn: sa.Connection, *, since: float, project: str | None = None
+) -> list[BatchTotalsRow]:
+    """Batch totals per day and model (of one project, or all), newest day first.
+
+    A batch counts on the day it ended (or began, while it runs). Reads only batch rows
+    and their running totals, so it stays cheap however many requests the batches hold:
+    the dashboard's cost page uses it.
+    """
+    when = sa.func.coalesce(
+        batches.c.completed_at,
+        batches.c.expired_at,
+        batches.c.cancelled_at,
+        batches.c.failed_at,
+        batches.c.created_at,
+    )
+    day = _bucket(conn, when, DAY_SECONDS).label("day")
+    query = (
+        sa.select(
+            day,
+            batches.c.model,
+            sa.func.count().label("num_batches"),
+            sa.func.sum(batches.c.num_succeeded).label("num_succeeded"),
+            sa.func.sum(batches.c.input_tokens).label("input_tokens"),
+            sa.func.sum(batches.c.cached_tokens).label("cached_tokens"),
+            sa.func.sum(batches.c.output_tokens).label("output_tokens"),
+        )
+        .where(when >= since)
+        .group_by(day, batches.c.model)
+        .order_by(day.desc(), batches.c.model)
+    )
+    if project is not None:
+        query = query.where(batches.c.project == project)
+    return [
+        BatchTotalsRow(
+            day_start=int(r.day) * DAY_SECONDS,
+            model=r.model,
+            num_batches=int(r.num_batches),
+            num_succeeded=int(r.num_succeeded or 0),
+            input_tokens=int(r.input_tokens or 0),
+            cached_tokens=int(r.cached_tokens or 0),
+            output_tokens=int(r.output_tokens or 0),
+        )
+        for r in conn.execute(query)
+    ]
+
+
+@dataclass(frozen=True)
+class ThroughputPoint:
+    bucket_start: int
+    num_requests: int
+    output_tokens: int
+
+
+def batch_throughput(
+    conn: sa.Connection, batch_id: str, *, bucket_seconds: int
+) -> list[ThroughputPoint]:
+    """Finished requests and output tokens of one batch per bucket of finish time."""
+    bucket = _bucket(conn, requests.c.finished_at, bucket_seconds).label("bucket")
+    query = (
+        sa.select(
+            bucket,
+            sa.func.count().label("num_requests"),
+            sa.func.sum(requests.c.output_tokens).label("output_tokens"),
+        )
+        .where(requests.c.batch_id == batch_id, requests.c.finished_at.is_not(None))
+        .group_by(bucket)
+        .order_by(bucket)
+    )
+    return [
+        ThroughputPoint(int(r.bucket) * bucket_seconds, int(r.num_requests), int(r.output_tokens))
+        for r in conn.execute(query)
+    ]
+
+
+def batch_finish_span(conn: sa.Connection, batch_id: str) -> tuple[float, float] | None:
+    """The first and last finish time of the batch's requests, if any finished."""
+    row = conn.execute(
+        sa.select(sa.func.min(requests.c.finished_at), sa.func.max(requests.c.finished_at)).where(
+            requests.c.batch_id == batch_id
+        )
+    ).one()
+    return None if row[0] is None else (float(row[0]), float(row[1]))
+
+
+# --- gauges ---------------------------------------------------------------------------------
+
+
+def num_requests_with_status(conn: sa.Connection, status: str) -> int:
+    """Requests in `status` across all batches (the queue depth, for `queued`)."""
+    query = sa.select(sa.func.count()).where(requests.c.status == status)
+    return int(conn.execute(query).scalar_one())
+
+
+def batches_by_status(conn: sa.Connection) -> dict[str, int]:
+    query = sa.select(batches.c.status, sa.func.count()).group_by(batches.c.status)
+    return {status: int(n) for status, n in conn.execute(query).all()}

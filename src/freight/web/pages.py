@@ -1,0 +1,319 @@
+"""The dashboard's pages: batches with live progress, one batch, upload-and-create, cost.
+
+Server-rendered (Jinja2, templates/), with one small script (static/app.js) that polls
+`/ui/progress` to move the progress bars. Every page is scoped to the signed-in
+browser's project (web/session.py) and reads a bounded amount: one page of batches by
+the same cursor the API uses, one batch's aggregates, or per-day batch totals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from freight import ids, pricing, submit
+from freight.api import downloads, uploads
+from freight.api.deps import service
+from freight.errors import FreightError, InvalidRequest, NotFound
+from freight.protocol import endpoints
+from freight.protocol import openai as wire
+from freight.service import Service
+from freight.store import batches, files, usage
+from freight.store import blobs as blob_names
+from freight.web import charts, economics, session
+
+TEMPLATES = Path(__file__).parent / "templates"
+templates = Jinja2Templates(directory=TEMPLATES)
+router = APIRouter(include_in_schema=False)
+COST_DAYS = 30
+
+
+def when(unix: float | None) -> str:
+    return "" if unix is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
+
+
+templates.env.filters["when"] = when
+templates.env.filters["short_when"] = lambda unix: time.strftime("%m-%d %H:%M", time.gmtime(unix))
+templates.env.filters["money"] = pricing.format_usd
+
+
+def batch_row(batch: batches.BatchRecord, prices: pricing.PriceBook) -> dict[str, Any]:
+    """What the batches list shows of one batch."""
+    cost = prices.cost(batch.model, batch.input_tokens, batch.output_tokens)
+    return {
+        "batch": batch,
+        "progress": charts.progress(batch),
+        "cost": cost,
+    }
+
+
+def page_links(
+    records: list[batches.BatchRecord], has_more: bool, *, after: str | None, before: str | None
+) -> tuple[str | None, str | None]:
+    """Cursors for the Newer and Older links of a newest-first page (None: no link).
+
+    `has_more` is list_page's: more in the direction the page was read (older after
+    `after` or from the top; newer before `before`). The other direction has more
+    exactly when a cursor was given.
+    """
+    if not records:
+        return None, None
+    more_newer = has_more if before else after is not None
+    more_older = True if before else has_more
+    return (records[0].id if more_newer else None, records[-1].id if more_older else None)
+
+
+# --- sign-in ----------------------------------------------------------------------------------
+
+
+@router.get("/ui/login")
+def login_form(request: Request) -> Response:
+    return templates.TemplateResponse(request, "login.html", {"error": None})
+
+
+@router.post("/ui/login")
+def login(request: Request, api_key: str = Form("")) -> Response:
+    try:
+        session.sign_in(request, api_key.strip())
+    except FreightError as exc:
+        return templates.TemplateResponse(
+            request, "login.html", {"error": exc.message}, status_code=exc.status_code
+        )
+    return RedirectResponse("/", status_code=303)
+
+
+@router.post("/ui/logout")
+def logout(request: Request) -> Response:
+    session.sign_out(request)
+    return RedirectResponse("/ui/login", status_code=303)
+
+
+# --- batches ----------------------------------------------------------------------------------
+
+
+def _index(
+    request: Request,
+    svc: Service,
+    owner: str,
+    *,
+    after: str | None = None,
+    before: str | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    prices = pricing.PriceBook(svc.settings)
+    with svc.db.read() as conn:
+        records, has_more = batches.list_page(
+            conn,
+            api=None,
+            project=owner,
+            after=after,
+            before=before,
+            limit=svc.settings.web.page_size,
+        )
+    newer, older = page_links(records, has_more, after=after, before=before)
+    context = {
+        "project": owner,
+        "rows": [batch_row(b, prices) for b in records],
+        "newer": newer,
+        "older": older,
+        "endpoints": list(endpoints.ENDPOINTS),
+        "error": error,
+    }
+    return templates.TemplateResponse(request, "index.html", context, status_code=status_code)
+
+
+@router.get("/")
+def index(
+    request: Request,
+    after: str | None = None,
+    before: str | None = None,
+    svc: Service = Depends(service),
+    owner: str = Depends(session.project),
+) -> Response:
+    try:
+        return _index(request, svc, owner, after=after, before=before)
+    except NotFound:  # a stale cursor (its batch was deleted): start over
+        return RedirectResponse("/", status_code=303)
+
+
+@router.post("/ui/batches")
+async def create_batch(
+    request: Request, svc: Service = Depends(service), owner: str = Depends(session.project)
+) -> Response:
+    """Upload a JSONL file and create a batch from it, in one form."""
+    blob = ids.new_id("blob-")
+    try:
+        upload = await uploads.receive(request, svc.blobs, blob, svc.settings.limits.max_file_bytes)
+        record = files.new_record(
+            project=owner,
+            filename=upload.filename or "upload.jsonl",
+            purpose="batch",
+            num_bytes=upload.num_bytes,
+            blob=blob,
+        )
+        if upload.num_bytes == 0:
+            raise InvalidRequest("The file is empty: choose a JSONL file with one request a line.")
+        create = wire.CreateBatch(
+            input_file_id=record.id,
+            endpoint=upload.fields.get("endpoint") or "/v1/chat/completions",
+            completion_window=upload.fields.get("completion_window") or "24h",
+        )
+        batch = await asyncio.to_thread(_create, svc, owner, record, create)
+    except FreightError as exc:
+        svc.blobs.delete(blob)
+        return await asyncio.to_thread(
+            _index, request, svc, owner, error=exc.message, status_code=exc.status_code
+        )
+    if svc.worker is not None:
+        svc.worker.kick()
+    return RedirectResponse(f"/ui/batches/{batch.id}", status_code=303)
+
+
+def _create(
+    svc: Service, owner: str, record: files.FileRecord, create: wire.CreateBatch
+) -> batches.BatchRecord:
+    with svc.db.write() as conn:
+        files.insert(conn, record)
+    try:
+        return submit.create_openai_batch(svc, owner, create)
+    except FreightError:
+        with svc.db.write() as conn:
+            files.delete(conn, record.id)
+        raise
+
+
+@router.get("/ui/batches/{batch_id}")
+def batch_page(
+    request: Request,
+    batch_id: str,
+    svc: Service = Depends(service),
+    owner: str = Depends(session.project),
+) -> Response:
+    with svc.db.read() as conn:
+        try:
+            batch = batches.get(conn, batch_id, owner)
+        except NotFound as exc:
+            return templates.TemplateResponse(
+                request, "error.html", {"error": exc.message}, status_code=404
+            )
+        span = usage.batch_finish_span(conn, batch_id)
+        start = float(batch.in_progress_at or batch.created_at)
+        end = span[1] if span else start
+        bucket = charts.throughput_bucket(end - start)
+        points = usage.batch_throughput(conn, batch_id, bucket_seconds=bucket) if span else []
+        output_file = _file(conn, batch.output_file_id, owner)
+        error_file = _file(conn, batch.error_file_id, owner)
+    prices = pricing.PriceBook(svc.settings)
+    run_seconds = end - start if span else None
+    has_message_results = (
+        batch.api == "anthropic"
+        and batch.is_terminal
+        and svc.blobs.exists(blob_names.message_batch_results(batch.id))
+    )
+    context = {
+        "project": owner,
+        "row": batch_row(batch, prices),
+        "b": batch,
+        "discount": prices.batch_discount,
+        "chart": charts.throughput_svg(points, bucket_seconds=bucket, start=start),
+        "tokens_per_second": (
+            batch.output_tokens / run_seconds if run_seconds and run_seconds > 0 else None
+        ),
+        "run_seconds": run_seconds,
+        "output_file": output_file,
+        "error_file": error_file,
+        "has_message_results": has_message_results,
+    }
+    return templates.TemplateResponse(request, "batch.html", context)
+
+
+def _file(conn: Any, file_id: str | None, owner: str) -> files.FileRecord | None:
+    if not file_id:
+        return None
+    try:
+        return files.get(conn, file_id, owner)
+    except NotFound:
+        return None
+
+
+@router.get("/ui/progress")
+def progress(
+    ids: list[str] = Query(default_factory=list, max_length=500),
+    svc: Service = Depends(service),
+    owner: str = Depends(session.project),
+) -> JSONResponse:
+    """Status and counts of the listed batches (the progress bars' poll)."""
+    found: dict[str, dict[str, Any]] = {}
+    with svc.db.read() as conn:
+        for batch_id in dict.fromkeys(ids):
+            try:
+                batch = batches.get(conn, batch_id, owner)
+            except NotFound:
+                continue
+            done = charts.progress(batch)
+            found[batch_id] = {
+                "status": batch.status,
+                "done": done.num_done,
+                "total": done.num_total,
+                "percent": done.percent,
+                "is_terminal": batch.is_terminal,
+                "num_succeeded": batch.num_succeeded,
+                "num_errored": batch.num_errored,
+                "input_tokens": batch.input_tokens,
+                "output_tokens": batch.output_tokens,
+            }
+    return JSONResponse({"batches": found})
+
+
+@router.get("/ui/files/{file_id}")
+def download(
+    file_id: str, svc: Service = Depends(service), owner: str = Depends(session.project)
+) -> Response:
+    with svc.db.read() as conn:
+        record = files.get(conn, file_id, owner)
+    return downloads.blob_response(
+        svc.blobs,
+        record.blob,
+        media_type="application/jsonl",
+        filename=record.filename,
+        missing=NotFound(f"The content of file {file_id} is no longer available.", param="file_id"),
+    )
+
+
+@router.get("/ui/batches/{batch_id}/results")
+def message_batch_results(
+    batch_id: str, svc: Service = Depends(service), owner: str = Depends(session.project)
+) -> Response:
+    """An Anthropic Message Batch's results file (OpenAI batches have output/error files)."""
+    with svc.db.read() as conn:
+        batch = batches.get(conn, batch_id, owner, api="anthropic")
+    missing = NotFound(f"Message Batch {batch_id} has no results yet.", param="batch_id")
+    if not batch.is_terminal:
+        raise missing
+    return downloads.blob_response(
+        svc.blobs,
+        blob_names.message_batch_results(batch.id),
+        media_type="application/jsonl",
+        filename=f"{batch_id}_results.jsonl",
+        missing=missing,
+    )
+
+
+# --- cost -------------------------------------------------------------------------------------
+
+
+@router.get("/ui/cost")
+def cost_page(
+    request: Request, svc: Service = Depends(service), owner: str = Depends(session.project)
+) -> Response:
+    now = int(time.time())
+    since = now - now % usage.DAY_SECONDS - (COST_DAYS - 1) * usage.DAY_SECONDS
+    context = economics.cost_page(svc, owner, since=since)
+    return templates.TemplateResponse(request, "cost.html", {**context, "days": COST_DAYS})

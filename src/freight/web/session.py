@@ -1,0 +1,72 @@
+"""Dashboard sign-in: the API key lives in a signed session cookie, the project comes from it.
+
+The key a person types is checked with `deps.resolve_project`, exactly as an API call's
+key is, and checked again on every page (a revoked key signs the browser out). The
+cookie is signed (itsdangerous), not encrypted: it holds the user's own key, in the
+user's own browser, and cannot be forged or altered. It is `SameSite=Lax`, so other
+sites cannot post forms with it.
+
+The signing secret is `[web] session_secret`, or a random one created once in
+FREIGHT_HOME (`session_secret`, mode 0600) so sessions survive restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from fastapi import Request
+
+from freight.api.deps import resolve_project, service
+from freight.config import Settings
+from freight.errors import FreightError
+
+SESSION_KEY = "api_key"
+SECRET_FILE = "session_secret"
+
+
+class LoginRequired(Exception):
+    """The page needs a signed-in browser; the dashboard answers with the login form."""
+
+
+def secret(settings: Settings) -> str:
+    """The configured secret, else the one kept in FREIGHT_HOME (created on first use)."""
+    if settings.web.session_secret:
+        return settings.web.session_secret
+    path = Path(settings.home) / SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    try:  # O_EXCL: of two processes starting at once, one writes and both read its secret
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def sign_in(request: Request, api_key: str) -> str:
+    """Check the key and remember it in the session; returns the project. Raises FreightError."""
+    project = resolve_project(service(request), api_key or None)
+    request.session[SESSION_KEY] = api_key
+    return project
+
+
+def sign_out(request: Request) -> None:
+    request.session.clear()
+
+
+def project(request: Request) -> str:
+    """FastAPI dependency for pages: the signed-in browser's project, else LoginRequired."""
+    if SESSION_KEY not in request.session:
+        raise LoginRequired()
+    try:
+        return resolve_project(service(request), request.session[SESSION_KEY] or None)
+    except FreightError:
+        request.session.clear()
+        raise LoginRequired() from None
