@@ -16,9 +16,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
 
 from freight.errors import ConfigError
 from freight.store import batches, requests
+from freight.store import db as db_module
 from freight.store.db import Database, open_database
 from tests.conftest import REPO
 from tests.integration.test_store import new_batch
@@ -70,10 +73,16 @@ def test_processes_migrating_one_fresh_database_at_once_all_succeed(database_url
     assert [proc.returncode for proc in procs] == [0, 0, 0, 0], errors
     db = Database(database_url)
     with db.read() as conn:
-        versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-        assert len(versions) == 1
+        versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars()
+        assert sorted(versions) == sorted(migration_heads())  # each applied once
         assert batches.with_status(conn, "in_progress") == []
     db.dispose()
+
+
+def migration_heads() -> list[str]:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(Path(db_module.__file__).parent / "migrations"))
+    return list(ScriptDirectory.from_config(config).get_heads())
 
 
 def test_concurrent_claims_never_lease_a_request_twice(db: Database) -> None:
