@@ -96,7 +96,7 @@ def run_batch(
         )
         dataset = ray.data.read_datasource(source, **read_args).map_batches(
             EngineActor,
-            fn_constructor_kwargs={"settings_json": settings.model_dump_json()},
+            fn_constructor_kwargs={"settings_json": _for_actors(settings)},
             batch_format="pyarrow",
             batch_size=config.batch_size,
             compute=ray.data.ActorPoolStrategy(
@@ -130,6 +130,15 @@ def run_batch(
         if num_released:
             log.info("batch %s: %d requests back to the queue", batch_id, num_released)
     return result
+
+
+def _for_actors(settings: Settings) -> str:
+    """The settings the actors run with: this process's, with absolute paths (an actor's
+    working directory is not the driver's)."""
+    paths = {"home": settings.home.resolve()}
+    if settings.model_cache is not None:
+        paths["model_cache"] = settings.model_cache.resolve()
+    return settings.model_copy(update=paths).model_dump_json()
 
 
 def _heartbeat(db: Database, owner: str, lease_seconds: float, done: threading.Event) -> None:
