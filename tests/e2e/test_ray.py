@@ -9,6 +9,7 @@ source of truth (results in the requests rows as they come, counts, finalisation
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,7 @@ def test_a_worker_hands_a_large_batch_to_ray_and_the_store_follows(tmp_path: Pat
     home.mkdir()
     (home / "freight.toml").write_text(
         '[[models]]\nname = "echo"\nengine = "echo"\ndelay_seconds = 0.02\n\n'
+        '[[models]]\nname = "slow"\nengine = "echo"\ndelay_seconds = 0.5\n\n'
         '[ray]\naddress = "local"\nmin_requests = 100\nnum_actors = 2\nbatch_size = 16\n'
     )
     port = free_port()
@@ -118,17 +120,19 @@ def test_a_worker_hands_a_large_batch_to_ray_and_the_store_follows(tmp_path: Pat
 
         client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="test")
 
-        def run(num: int) -> Any:
+        def create(num: int, model: str = "echo") -> Any:
             raw = "".join(
-                json.dumps(chat_line(f"r{i}", f"say {i}", model="echo")) + "\n" for i in range(num)
+                json.dumps(chat_line(f"r{i}", f"say {i}", model=model)) + "\n" for i in range(num)
             ).encode()
             uploaded = client.files.create(file=("in.jsonl", raw), purpose="batch")
-            batch = client.batches.create(
+            return client.batches.create(
                 input_file_id=uploaded.id,
                 endpoint="/v1/chat/completions",
                 completion_window="24h",
             )
-            return wait_for_batch(client, batch.id, timeout=600)
+
+        def run(num: int) -> Any:
+            return wait_for_batch(client, create(num).id, timeout=600)
 
         large = run(400)
         assert large.status == "completed" and large.request_counts.completed == 400
@@ -136,6 +140,20 @@ def test_a_worker_hands_a_large_batch_to_ray_and_the_store_follows(tmp_path: Pat
         assert sorted(x["custom_id"] for x in output) == sorted(f"r{i}" for i in range(400))
         # Every request ran in the Ray actors: this process never started an engine.
         assert httpx.get(f"{base_url}/health").json()["engines"] == []
+
+        # Cancelled while on Ray: the run stops at its next block, the rest is cancelled.
+        slow = create(400, model="slow")
+        while (slow := client.batches.retrieve(slow.id)).request_counts.completed == 0:
+            time.sleep(0.05)
+        client.batches.cancel(slow.id)
+        slow = wait_for_batch(client, slow.id, timeout=600)
+        assert slow.status == "cancelled"
+        lines = read_jsonl(client.files.content(slow.output_file_id).text) + read_jsonl(
+            client.files.content(slow.error_file_id).text
+        )
+        assert sorted(x["custom_id"] for x in lines) == sorted(f"r{i}" for i in range(400))
+        cancelled = [x for x in lines if x["error"] and x["error"]["code"] == "batch_cancelled"]
+        assert 0 < len(cancelled) == slow.request_counts.failed
 
         small = run(10)  # under min_requests: the worker runs it on its own engine
         assert small.status == "completed" and small.request_counts.completed == 10

@@ -4,7 +4,8 @@
     read    LeasedRequests: ranges of lines, streamed from the store (source.py)
     run     map_batches over `num_actors` EngineActors (actor.py)
     record  each block of results in one write transaction as it arrives: counts live
-    end     whatever was not recorded goes back to the queue (release)
+    end     whatever was not recorded goes back to the queue (release); a batch that is
+            cancelled or expires meanwhile stops the run at its next block
 
 The store stays the source of truth: a request's result counts only if recorded while
 its row is still leased (`requests.record`), the run renews its leases on a heartbeat,
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from freight.config import Settings
-from freight.store import requests
+from freight.store import batches, requests
 from freight.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -116,11 +118,13 @@ def run_batch(
                 num = requests.record(conn, finished)
                 for request_id in retry:
                     result.num_requeued += requests.requeue(conn, request_id)
+                batch = batches.get(conn, batch_id)
             result.num_recorded += num
             if on_recorded is not None:
                 on_recorded(num)
-            if stop.is_set():
-                log.info("batch %s: the Ray run stops early", batch_id)
+            # Cancelled or past its window: stop here; the worker ends the batch as usual.
+            if stop.is_set() or batch.status != "in_progress" or time.time() >= batch.expires_at:
+                log.info("batch %s: the Ray run stops early (%s)", batch_id, batch.status)
                 break
     finally:
         done.set()
