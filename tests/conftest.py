@@ -34,6 +34,7 @@ from freight.config import (
     WorkerSettings,
 )
 from freight.service import Service
+from freight.store.db import Database
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_CACHE = REPO / ".freight" / "models"
@@ -118,6 +119,36 @@ class LiveServer:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the engine for {model} did not start in {timeout} s")
             time.sleep(0.5)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The same test on SQLite and on PostgreSQL (its own database, created and dropped).
+
+    Every Database the test opens is disposed before its database is dropped, so no
+    pooled connection outlives the test (psycopg warns about those).
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'freight.db'}"
+        return
+    from tests.postgres import temporary_database
+
+    opened: list[Database] = []
+    original_init = Database.__init__
+
+    def tracking_init(self: Database, url: str) -> None:
+        original_init(self, url)
+        opened.append(self)
+
+    monkeypatch.setattr(Database, "__init__", tracking_init)
+    with temporary_database() as url:
+        try:
+            yield url
+        finally:
+            for db in opened:
+                db.dispose()
 
 
 @pytest.fixture

@@ -131,6 +131,15 @@ def run(
     ] = None,
     home: HomeOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            help="Run on a Ray cluster: ADDRESS of its head (host:port, ray://..., 'auto'), "
+            "or alone to start a local one. Engine actors: \\[ray] num_actors (freight.toml).",
+        ),
+    ] = None,
 ) -> None:
     """Run a batch file offline, without a server: same validation and line format as the API."""
     from freight import offline
@@ -138,7 +147,9 @@ def run(
     settings = _settings(home)
     _logging(verbose)
     try:
-        code = offline.run_file(settings, input_path, output, errors, endpoint, console=err)
+        code = offline.run_file(
+            settings, input_path, output, errors, endpoint, console=err, ray_address=ray
+        )
     except FreightError as exc:
         err.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from None
@@ -197,9 +208,21 @@ def report(
         db.dispose()
 
 
+def optional_value(argv: list[str], option: str, default: str) -> list[str]:
+    """Let `option` stand alone: `--ray` at the end or before another option means
+    `--ray=default` (typer options otherwise always take a value)."""
+    out = []
+    for i, arg in enumerate(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if arg == option and (following is None or following.startswith("-")):
+            arg = f"{option}={default}"
+        out.append(arg)
+    return out
+
+
 def main() -> None:
     try:
-        app()
+        app(args=optional_value(sys.argv[1:], "--ray", "local"))
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -133,6 +133,49 @@ class SchedulerSettings(_Section):
     deduplicate: bool = Field(True, description="Compute identical temperature-0 requests once.")
 
 
+class S3Settings(_Section):
+    """The S3-compatible object store behind `files_url = "s3://bucket/prefix"`.
+
+    Credentials come from the usual AWS sources (AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role), never from freight.toml.
+    """
+
+    endpoint_url: str | None = Field(
+        None, description="For stores other than AWS S3 (MinIO, Ceph, R2): their URL."
+    )
+    region: str | None = Field(None, description="The bucket's region (default: AWS's chain).")
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="Bucket in the path or in the host name; MinIO wants 'path'."
+    )
+
+
+class RaySettings(_Section):
+    """Handing large batches to a Ray cluster (executors/ray_data.py)."""
+
+    address: str | None = Field(
+        None,
+        description="The Ray cluster to run large batches on ('auto': the one this node "
+        "belongs to; 'local': start one here). None: never use Ray.",
+    )
+    min_requests: int = Field(
+        10_000, ge=0, description="Batches with at least this many open requests go to Ray."
+    )
+    num_actors: int = Field(
+        1, ge=1, description="Engine actors: one per GPU or node is the usual choice."
+    )
+    num_gpus_per_actor: float = Field(0, ge=0, description="GPUs each engine actor reserves.")
+    num_cpus_per_actor: float = Field(1, ge=0, description="CPUs each engine actor reserves.")
+    batch_size: int = Field(64, ge=1, description="Requests handed to an actor per call.")
+    max_concurrent_batches: int = Field(
+        4,
+        ge=1,
+        description="Calls in flight per actor, so its engine's continuous batch stays full.",
+    )
+    rows_per_read: int = Field(
+        1000, ge=1, description="Requests per read task: the unit of the streaming read."
+    )
+
+
 class ModelSettings(_Section):
     """One entry of the model registry."""
 
@@ -146,6 +189,11 @@ class ModelSettings(_Section):
         None,
         description="A local Hugging Face model directory (for `embeddings`: a "
         "sentence-transformers model directory).",
+    )
+    delay_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Echo engine only: how long each request takes (tests, benchmarks).",
     )
     input_price: float | None = Field(
         None, ge=0, description="Real-time list price, $ per million input tokens ([pricing])."
@@ -212,7 +260,16 @@ class Settings(BaseSettings):
     model_cache: Path | None = Field(
         None, description="Where converted models are kept (default: home/models)."
     )
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in home.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL: sqlite:///PATH (default: SQLite in home) or "
+        "postgresql+psycopg://USER@HOST:PORT/DB for several API and worker nodes.",
+    )
+    files_url: str | None = Field(
+        None,
+        description="Where file contents live: a directory (default home/files; a shared "
+        "one for several nodes) or s3://bucket/prefix.",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     public_base_url: str | None = Field(
@@ -228,6 +285,8 @@ class Settings(BaseSettings):
     pricing: PricingSettings = Field(default_factory=PricingSettings)  # type: ignore[arg-type]
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
     web: WebSettings = Field(default_factory=WebSettings)  # type: ignore[arg-type]
+    s3: S3Settings = Field(default_factory=S3Settings)  # type: ignore[arg-type]
+    ray: RaySettings = Field(default_factory=RaySettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

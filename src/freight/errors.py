@@ -58,6 +58,13 @@ class IllegalTransition(FreightError):
     error_type = "invalid_request_error"
 
 
+class StorageUnavailable(FreightError):
+    """Storage is unavailable for now (disk full or database locked); try again shortly."""
+
+    status_code = 503
+    error_type = "server_error"
+
+
 class ConfigError(FreightError):
     """The configuration is invalid."""
 

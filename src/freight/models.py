@@ -38,6 +38,7 @@ class ModelSpec:
     engine: str
     path: Path | None  # None: an embedded default, found (and converted) on first use
     created: int = 1735689600  # fixed: registry entries have no upload time
+    delay_seconds: float = 0.0  # echo engine only: simulated time per request
 
     @property
     def is_embedded_default(self) -> bool:
@@ -93,7 +94,7 @@ def _spec_from_settings(entry: ModelSettings) -> ModelSpec:
         raise ConfigError(f"models: '{entry.name}' needs a `path` to a local model directory")
     if entry.path is not None and not entry.path.is_dir():
         raise ConfigError(f"models: '{entry.name}' path {entry.path} is not a directory")
-    return ModelSpec(entry.name, entry.engine, entry.path)
+    return ModelSpec(entry.name, entry.engine, entry.path, delay_seconds=entry.delay_seconds)
 
 
 def find_smollm2_gguf() -> Path:

@@ -3,6 +3,11 @@
 The run uses a private SQLite store in a temporary folder under FREIGHT_HOME/runs,
 so it gets exactly the service's behaviour (validation codes, retries, per-line
 errors, output order) and leaves nothing behind but the output files.
+
+With `--ray`, the same store, validation and finalisation surround a different
+executor: instead of this process's worker and engine, the batch's requests stream
+through engine actors on a Ray cluster (cluster/executor.py), and this process only
+records their results (the progress bar follows them live).
 """
 
 from __future__ import annotations
@@ -18,15 +23,24 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from freight import ids
 from freight.config import Settings
 from freight.engines.pool import EnginePool
 from freight.protocol import openai as wire
 from freight.service import Service
-from freight.store import batches, files
+from freight.store import batches, files, requests
 from freight.store.blobs import BlobStore
 from freight.submit import create_openai_batch
+from freight.worker import finalize, ingest, scheduler
 
 RUN_WINDOW = "3650d"  # an offline run has no deadline
+RAY_GAVE_UP = json.dumps(
+    {
+        "code": "engine_error",
+        "message": "The request failed on the Ray cluster in every attempt "
+        "(worker.max_attempts); the actors' logs say why.",
+    }
+)
 
 
 def first_url(path: Path) -> str:
@@ -50,10 +64,16 @@ def run_file(
     endpoint: str | None,
     *,
     console: Console,
+    ray_address: str | None = None,
 ) -> int:
-    """Run `input_path`; write results; return the exit code (see freight.cli)."""
+    """Run `input_path`; write results; return the exit code (see freight.cli).
+
+    `ray_address`: run on that Ray cluster ('local': start one here) instead of here.
+    """
     return asyncio.run(
-        run_file_async(settings, input_path, output, errors, endpoint, console=console)
+        run_file_async(
+            settings, input_path, output, errors, endpoint, console=console, ray_address=ray_address
+        )
     )
 
 
@@ -66,6 +86,7 @@ async def run_file_async(
     *,
     console: Console,
     engines: EnginePool | None = None,
+    ray_address: str | None = None,
 ) -> int:
     """`run_file` inside a running event loop, optionally on already-started engines."""
     runs = settings.home / "runs"
@@ -74,9 +95,21 @@ async def run_file_async(
         run_settings = settings.model_copy(
             update={"database_url": f"sqlite:///{Path(tmp).resolve() / 'run.db'}"}
         )
-        svc = Service(run_settings, engines=engines, blobs=BlobStore(Path(tmp) / "files"))
+        svc = Service(
+            run_settings,
+            engines=engines,
+            blobs=BlobStore(Path(tmp) / "files"),
+            with_worker=ray_address is None,
+        )
         return await _run(
-            svc, Path(tmp), input_path, output, errors, endpoint or first_url(input_path), console
+            svc,
+            Path(tmp),
+            input_path,
+            output,
+            errors,
+            endpoint or first_url(input_path),
+            console,
+            ray_address,
         )
 
 
@@ -88,8 +121,8 @@ async def _run(
     errors: Path | None,
     endpoint: str,
     console: Console,
+    ray_address: str | None,
 ) -> int:
-    assert svc.worker is not None
     try:
         (tmp / "files" / "input").symlink_to(input_path.resolve())
         record = files.new_record(
@@ -108,6 +141,10 @@ async def _run(
                 input_file_id=record.id, endpoint=endpoint, completion_window=RUN_WINDOW
             ),
         )
+        if ray_address is not None:
+            batch = await _run_on_ray(svc, batch.id, ray_address, console)
+            return _report(svc, batch, output, errors, console)
+        assert svc.worker is not None
         stop = asyncio.Event()
         worker = asyncio.create_task(svc.worker.run(stop))
         try:
@@ -118,6 +155,53 @@ async def _run(
         return _report(svc, batch, output, errors, console)
     finally:
         await svc.close()
+
+
+async def _run_on_ray(
+    svc: Service, batch_id: str, address: str, console: Console
+) -> batches.BatchRecord:
+    """Validate here, run on the Ray cluster, finalise here; the bar follows the store."""
+    from freight.cluster import executor
+
+    settings = svc.settings
+
+    def validate() -> batches.BatchRecord:
+        with svc.db.read() as conn:
+            batch = batches.get(conn, batch_id)
+        return ingest.ingest_openai_batch(
+            svc.db,
+            svc.blobs,
+            batch,
+            settings.limits,
+            scheduler.OrderPolicy(**settings.scheduler.model_dump()),
+            has_model=svc.registry.has,
+            check_model=lambda model, url: None,
+        )
+
+    def execute() -> None:
+        owner = f"freight-run-{ids.new_id('')[:8]}"
+        for _ in range(settings.worker.max_attempts):  # transient failures run again
+            executor.run_batch(svc.db, settings, batch_id, owner)
+            with svc.db.read() as conn:
+                if batches.get(conn, batch_id).num_open == 0:
+                    break
+        else:
+            with svc.db.write() as conn:
+                requests.close_open(conn, batch_id, requests.ERRORED, RAY_GAVE_UP)
+        finalize.finalize(svc.db, svc.blobs, batch_id, "completed")
+
+    batch = await asyncio.to_thread(validate)
+    if batch.status != "in_progress":
+        return batch  # failed validation: nothing runs, no cluster is needed
+    executor.connect(address)  # in the main thread, where Ray may install signal handlers
+    job = asyncio.create_task(asyncio.to_thread(execute))
+    watching = asyncio.create_task(_watch(svc, batch_id, console))
+    done, _ = await asyncio.wait({job, watching}, return_when=asyncio.FIRST_EXCEPTION)
+    if job in done and job.exception() is not None:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        raise job.exception()  # type: ignore[misc]
+    return await watching
 
 
 async def _watch(svc: Service, batch_id: str, console: Console) -> batches.BatchRecord:

@@ -6,7 +6,8 @@ from freight.config import Settings
 from freight.engines import reaper
 from freight.engines.pool import EnginePool
 from freight.models import Registry
-from freight.store.blobs import BlobStore
+from freight.store import blobs as blob_storage
+from freight.store.blobs import BlobStorage
 from freight.store.db import open_database
 from freight.worker.dispatcher import Worker
 
@@ -19,13 +20,13 @@ class Service:
         settings: Settings,
         *,
         engines: EnginePool | None = None,
-        blobs: BlobStore | None = None,
+        blobs: BlobStorage | None = None,
         with_worker: bool = True,
     ) -> None:
         self.settings = settings
         reaper.reap(settings.run_dir)
         self.db = open_database(settings.sqlalchemy_url, settings.home)
-        self.blobs = blobs or BlobStore(settings.files_dir)
+        self.blobs = blobs or blob_storage.open_blob_storage(settings)
         self.registry = Registry(settings)
         self.owns_engines = engines is None
         self.engines = engines or EnginePool(settings, self.registry)

@@ -61,8 +61,8 @@ def results(svc: Service, batch_id: str) -> dict[str, Any]:
     return by_id
 
 
-def test_message_batch_runs_on_the_shared_lifecycle(tmp_path: Path) -> None:
-    svc = service(make_settings(tmp_path), EchoEngine("echo"))
+def test_message_batch_runs_on_the_shared_lifecycle(tmp_path: Path, database_url: str) -> None:
+    svc = service(make_settings(tmp_path, database_url=database_url), EchoEngine("echo"))
     names = [f"r{i}" for i in range(30)]
     batch_id = submit(svc, names)
     record = asyncio.run(run_until(svc, batch_id, TERMINAL))
@@ -75,12 +75,14 @@ def test_message_batch_runs_on_the_shared_lifecycle(tmp_path: Path) -> None:
         history = [e["to_status"] for e in batches.events(conn, batch_id)]
     assert history == ["validating", "in_progress", "finalizing", "completed"]
     # the create body is gone once its requests are queued; no OpenAI files were made
-    assert not svc.blobs.path(blob_names.message_batch_requests(batch_id)).exists()
+    assert not svc.blobs.exists(blob_names.message_batch_requests(batch_id))
     assert record.output_file_id is None and record.error_file_id is None
 
 
-def test_expiry_turns_the_rest_into_expired_results(tmp_path: Path) -> None:
-    svc = service(make_settings(tmp_path), EchoEngine("echo", delay_seconds=0.05))
+def test_expiry_turns_the_rest_into_expired_results(tmp_path: Path, database_url: str) -> None:
+    svc = service(
+        make_settings(tmp_path, database_url=database_url), EchoEngine("echo", delay_seconds=0.05)
+    )
     svc.worker.capacity = 4  # type: ignore[union-attr]
     batch_id = submit(svc, [f"r{i}" for i in range(400)], window="2s")
     record = asyncio.run(run_until(svc, batch_id, TERMINAL))
@@ -92,10 +94,12 @@ def test_expiry_turns_the_rest_into_expired_results(tmp_path: Path) -> None:
     assert record.num_expired == len(expired) > 0 and len(succeeded) > 0
 
 
-def test_a_request_the_worker_gives_up_on_is_an_api_error(tmp_path: Path) -> None:
+def test_a_request_the_worker_gives_up_on_is_an_api_error(
+    tmp_path: Path, database_url: str
+) -> None:
     engine = EchoEngine("echo")
     engine.fail_next = 100
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, database_url=database_url)
     settings.worker.max_attempts = 2
     svc = service(settings, engine)
     batch_id = submit(svc, ["r0"])
@@ -107,8 +111,10 @@ def test_a_request_the_worker_gives_up_on_is_an_api_error(tmp_path: Path) -> Non
     assert result["error"]["request_id"].startswith("req_")
 
 
-def test_a_message_naming_an_embeddings_model_errors_only_that_request(tmp_path: Path) -> None:
-    svc = service(make_settings(tmp_path), EchoEngine("echo"))
+def test_a_message_naming_an_embeddings_model_errors_only_that_request(
+    tmp_path: Path, database_url: str
+) -> None:
+    svc = service(make_settings(tmp_path, database_url=database_url), EchoEngine("echo"))
     batch_id = submit(svc, ["ok"])
     embed_id = submit(svc, ["embed"], model=DEFAULT_EMBEDDING_MODEL)
     asyncio.run(run_until(svc, batch_id, TERMINAL))
@@ -121,8 +127,8 @@ def test_a_message_naming_an_embeddings_model_errors_only_that_request(tmp_path:
     assert results(svc, batch_id)["ok"]["type"] == "succeeded"
 
 
-def test_cancel_before_ingest_cancels_every_request(tmp_path: Path) -> None:
-    svc = service(make_settings(tmp_path), EchoEngine("echo"))
+def test_cancel_before_ingest_cancels_every_request(tmp_path: Path, database_url: str) -> None:
+    svc = service(make_settings(tmp_path, database_url=database_url), EchoEngine("echo"))
     batch_id = submit(svc, ["a", "b", "c"])
     with svc.db.write() as conn:
         batches.request_cancel(conn, batch_id, "default", api="anthropic")
@@ -131,8 +137,10 @@ def test_cancel_before_ingest_cancels_every_request(tmp_path: Path) -> None:
     assert results(svc, batch_id) == {key: {"type": "canceled"} for key in "abc"}
 
 
-def test_worker_makes_room_for_real_time_requests_and_loses_nothing(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+def test_worker_makes_room_for_real_time_requests_and_loses_nothing(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path, database_url=database_url)
     settings.engine.max_num_seqs = 4
     settings.worker.max_in_flight = 8
     settings.worker.realtime_batch_window = 2

@@ -1,8 +1,10 @@
-"""The store on a real SQLite file: transitions, events, leases, idempotent results, paging."""
+"""The store on a real SQLite file and a real PostgreSQL database: transitions, events,
+leases, idempotent results, paging; concurrent claims and migrations on PostgreSQL."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,10 @@ from freight.store.db import Database, open_database
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    return open_database(f"sqlite:///{tmp_path / 'freight.db'}", tmp_path)
+def db(database_url: str, tmp_path: Path) -> Iterator[Database]:
+    database = open_database(database_url, tmp_path)
+    yield database
+    database.dispose()
 
 
 def new_batch(
@@ -54,7 +58,8 @@ def new_batch(
     return record
 
 
-def test_database_runs_in_wal_mode(db: Database) -> None:
+def test_sqlite_database_runs_in_wal_mode(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path / 'freight.db'}", tmp_path)
     with db.read() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 

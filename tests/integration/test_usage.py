@@ -24,8 +24,10 @@ PRICED = PricingSettings(
 )
 
 
-def test_engine_usage_adds_up_per_node_and_sums_across_nodes(tmp_path: Path) -> None:
-    db = open_database(f"sqlite:///{tmp_path / 'f.db'}")
+def test_engine_usage_adds_up_per_node_and_sums_across_nodes(
+    tmp_path: Path, database_url: str
+) -> None:
+    db = open_database(database_url)
     for node in ("a", "a", "b"):
         add_engine_time(db, model="m", kind=BATCH, period_start=DAY1, seconds=1.5, node=node)
     with db.read() as conn:
@@ -35,8 +37,10 @@ def test_engine_usage_adds_up_per_node_and_sums_across_nodes(tmp_path: Path) -> 
     assert num_rows == 2  # one row per node and period: nodes never write the same row
 
 
-def test_delivered_tokens_roll_up_per_day_project_and_model(tmp_path: Path) -> None:
-    db = open_database(f"sqlite:///{tmp_path / 'f.db'}")
+def test_delivered_tokens_roll_up_per_day_project_and_model(
+    tmp_path: Path, database_url: str
+) -> None:
+    db = open_database(database_url)
     seed_two_days(db)
     with db.read() as conn:
         rows = usage.delivered_by_bucket(conn, since=DAY1, bucket_seconds=86_400)
@@ -56,8 +60,10 @@ def test_delivered_tokens_roll_up_per_day_project_and_model(tmp_path: Path) -> N
     assert [(d.day_start, d.num_batches, d.input_tokens) for d in days] == [(DAY2, 1, 5000)]
 
 
-def test_report_rows_price_delivered_tokens_and_measure_engine_time(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, pricing=PRICED)
+def test_report_rows_price_delivered_tokens_and_measure_engine_time(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path, pricing=PRICED, database_url=database_url)
     db = open_database(settings.sqlalchemy_url, settings.home)
     seed_two_days(db)
     result = report.build(db, settings, since=DAY1, until=DAY2 + 86_400)
@@ -88,8 +94,8 @@ def test_report_rows_price_delivered_tokens_and_measure_engine_time(tmp_path: Pa
     assert totals["batch_cost"] == Decimal("0.003000") + Decimal("0.004000") + Decimal("0.0015")
 
 
-def test_report_of_unpriced_models_leaves_costs_unknown(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+def test_report_of_unpriced_models_leaves_costs_unknown(tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(tmp_path, database_url=database_url)
     db = open_database(settings.sqlalchemy_url, settings.home)
     seed_two_days(db)
     result = report.build(db, settings, since=DAY1, project="alpha")
@@ -99,8 +105,8 @@ def test_report_of_unpriced_models_leaves_costs_unknown(tmp_path: Path) -> None:
     assert row.tokens_per_second == pytest.approx(35.0)  # measured all the same
 
 
-def test_worker_engine_time_and_tokens_reach_the_store(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+def test_worker_engine_time_and_tokens_reach_the_store(tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(tmp_path, database_url=database_url)
     svc = service(settings, EchoEngine("echo", delay_seconds=0.01))
     lines = [chat_line(f"r{i}", f"say {i} twice", model="echo") for i in range(30)]
     batch_id = submit(svc, lines)

@@ -89,8 +89,10 @@ def result_lines(svc: Service, record: batches.BatchRecord) -> list[dict[str, An
     return lines
 
 
-def test_batch_runs_to_completion_with_every_line_accounted(tmp_path: Path) -> None:
-    svc = service(make_settings(tmp_path), EchoEngine("echo"))
+def test_batch_runs_to_completion_with_every_line_accounted(
+    tmp_path: Path, database_url: str
+) -> None:
+    svc = service(make_settings(tmp_path, database_url=database_url), EchoEngine("echo"))
     lines = [chat_line(f"r{i}", f"say {i}", model="echo") for i in range(50)]
     lines.append(chat_line("bad", "x", model="echo", max_tokens=0))
     batch_id = submit(svc, lines)
@@ -108,16 +110,16 @@ def test_batch_runs_to_completion_with_every_line_accounted(tmp_path: Path) -> N
     assert history == ["validating", "in_progress", "finalizing", "completed"]
 
 
-def test_all_failed_batch_completes_without_output_file(tmp_path: Path) -> None:
-    svc = service(make_settings(tmp_path), EchoEngine("echo"))
+def test_all_failed_batch_completes_without_output_file(tmp_path: Path, database_url: str) -> None:
+    svc = service(make_settings(tmp_path, database_url=database_url), EchoEngine("echo"))
     batch_id = submit(svc, [chat_line(f"r{i}", "x", model="echo", max_tokens=0) for i in range(3)])
     record = asyncio.run(run_until(svc, batch_id, TERMINAL))
     assert record.status == "completed"
     assert record.output_file_id is None and record.error_file_id is not None
 
 
-def test_invalid_file_fails_with_errors_and_no_requests(tmp_path: Path) -> None:
-    svc = service(make_settings(tmp_path), EchoEngine("echo"))
+def test_invalid_file_fails_with_errors_and_no_requests(tmp_path: Path, database_url: str) -> None:
+    svc = service(make_settings(tmp_path, database_url=database_url), EchoEngine("echo"))
     batch_id = submit(svc, [chat_line("a", "x", model="echo"), chat_line("a", "y", model="echo")])
     record = asyncio.run(run_until(svc, batch_id, TERMINAL))
     assert record.status == "failed" and record.failed_at
@@ -133,8 +135,12 @@ def test_invalid_file_fails_with_errors_and_no_requests(tmp_path: Path) -> None:
         assert requests.count_by_status(conn, batch_id) == {}
 
 
-def test_cancel_keeps_finished_lines_and_cancels_the_rest(tmp_path: Path) -> None:
-    svc = service(make_settings(tmp_path), EchoEngine("echo", delay_seconds=0.05))
+def test_cancel_keeps_finished_lines_and_cancels_the_rest(
+    tmp_path: Path, database_url: str
+) -> None:
+    svc = service(
+        make_settings(tmp_path, database_url=database_url), EchoEngine("echo", delay_seconds=0.05)
+    )
     svc.settings.worker.max_in_flight = 4
     svc.worker.capacity = 4  # type: ignore[union-attr]
     batch_id = submit(svc, [chat_line(f"r{i}", "x", model="echo") for i in range(200)])
@@ -155,8 +161,12 @@ def test_cancel_keeps_finished_lines_and_cancels_the_rest(tmp_path: Path) -> Non
     assert record.cancelling_at and record.cancelled_at
 
 
-def test_expiry_keeps_finished_lines_and_expires_the_rest(tmp_path: Path) -> None:
-    svc = service(make_settings(tmp_path), EchoEngine("echo", delay_seconds=0.05))
+def test_expiry_keeps_finished_lines_and_expires_the_rest(
+    tmp_path: Path, database_url: str
+) -> None:
+    svc = service(
+        make_settings(tmp_path, database_url=database_url), EchoEngine("echo", delay_seconds=0.05)
+    )
     svc.worker.capacity = 4  # type: ignore[union-attr]
     batch_id = submit(svc, [chat_line(f"r{i}", "x", model="echo") for i in range(400)], window="2s")
     record = asyncio.run(run_until(svc, batch_id, TERMINAL))
@@ -168,20 +178,20 @@ def test_expiry_keeps_finished_lines_and_expires_the_rest(tmp_path: Path) -> Non
     assert record.num_succeeded == 400 - len(expired) > 0
 
 
-def test_engine_death_is_retried_and_counted(tmp_path: Path) -> None:
+def test_engine_death_is_retried_and_counted(tmp_path: Path, database_url: str) -> None:
     engine = EchoEngine("echo")
     engine.fail_next = 3
-    svc = service(make_settings(tmp_path), engine)
+    svc = service(make_settings(tmp_path, database_url=database_url), engine)
     batch_id = submit(svc, [chat_line(f"r{i}", "x", model="echo") for i in range(5)])
     record = asyncio.run(run_until(svc, batch_id, TERMINAL))
     assert record.status == "completed" and record.num_succeeded == 5
     assert svc.worker is not None and svc.worker.num_retries == 3
 
 
-def test_retries_give_up_with_a_line_that_says_why(tmp_path: Path) -> None:
+def test_retries_give_up_with_a_line_that_says_why(tmp_path: Path, database_url: str) -> None:
     engine = EchoEngine("echo")
     engine.fail_next = 100
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, database_url=database_url)
     settings.worker.max_attempts = 2
     svc = service(settings, engine)
     batch_id = submit(svc, [chat_line("r0", "x", model="echo")])
@@ -192,8 +202,10 @@ def test_retries_give_up_with_a_line_that_says_why(tmp_path: Path) -> None:
     assert "after 2 attempts" in line["error"]["message"]
 
 
-def test_worker_stop_releases_unfinished_requests_for_the_next_worker(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+def test_worker_stop_releases_unfinished_requests_for_the_next_worker(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path, database_url=database_url)
     svc = service(settings, EchoEngine("echo", delay_seconds=0.2))
     svc.settings.worker.drain_seconds = 0
     batch_id = submit(svc, [chat_line(f"r{i}", "x", model="echo") for i in range(20)])
@@ -209,9 +221,11 @@ def test_worker_stop_releases_unfinished_requests_for_the_next_worker(tmp_path: 
     assert len({x["custom_id"] for x in result_lines(svc2, record)}) == 20
 
 
-def test_identical_greedy_requests_run_once_and_each_gets_its_own_line(tmp_path: Path) -> None:
+def test_identical_greedy_requests_run_once_and_each_gets_its_own_line(
+    tmp_path: Path, database_url: str
+) -> None:
     engine = EchoEngine("echo", delay_seconds=0.01)
-    svc = service(make_settings(tmp_path), engine)
+    svc = service(make_settings(tmp_path, database_url=database_url), engine)
     lines = [
         chat_line(f"same-{i}", "the same prompt", model="echo", temperature=0) for i in range(10)
     ]
@@ -229,9 +243,9 @@ def test_identical_greedy_requests_run_once_and_each_gets_its_own_line(tmp_path:
     }
 
 
-def test_deduplication_can_be_switched_off(tmp_path: Path) -> None:
+def test_deduplication_can_be_switched_off(tmp_path: Path, database_url: str) -> None:
     engine = EchoEngine("echo")
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, database_url=database_url)
     settings.scheduler.deduplicate = False
     svc = service(settings, engine)
     lines = [

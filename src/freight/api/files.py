@@ -6,10 +6,10 @@ import asyncio
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse
+from starlette.responses import Response
 
 from freight import ids
-from freight.api import uploads
+from freight.api import downloads, uploads
 from freight.api.deps import project, service
 from freight.errors import InvalidRequest, NotFound
 from freight.protocol import openai as wire
@@ -106,13 +106,16 @@ def retrieve_file(
 @router.get("/{file_id}/content")
 def file_content(
     file_id: str, svc: Service = Depends(service), owner: str = Depends(project)
-) -> FileResponse:
+) -> Response:
     with svc.db.read() as conn:
         record = files.get(conn, file_id, owner)
-    path = svc.blobs.path(record.blob)
-    if not path.exists():
-        raise NotFound(f"The content of file {file_id} is no longer available.", param="file_id")
-    return FileResponse(path, media_type="application/octet-stream", filename=record.filename)
+    return downloads.blob_response(
+        svc.blobs,
+        record.blob,
+        media_type="application/octet-stream",
+        filename=record.filename,
+        missing=NotFound(f"The content of file {file_id} is no longer available.", param="file_id"),
+    )
 
 
 @router.delete("/{file_id}", response_model=wire.FileDeleted)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse
+from starlette.responses import Response
 
 from freight import ids, submit
-from freight.api import uploads
+from freight.api import downloads, uploads
 from freight.api.deps import anthropic_headers, project, service
 from freight.errors import Conflict, InvalidRequest, NotFound
 from freight.protocol import anthropic, views
@@ -120,7 +120,7 @@ def delete_message_batch(
 @router.get("/{message_batch_id}/results")
 def message_batch_results(
     message_batch_id: str, svc: Service = Depends(service), owner: str = Depends(project)
-) -> FileResponse:
+) -> Response:
     """The results JSONL (one MessageBatchIndividualResponse per line), once ended."""
     with svc.db.read() as conn:
         record = batches.get(conn, message_batch_id, owner, api=API)
@@ -130,9 +130,10 @@ def message_batch_results(
             "available once processing_status is 'ended'.",
             param="message_batch_id",
         )
-    path = svc.blobs.path(blob_names.message_batch_results(message_batch_id))
-    if not path.exists():
-        raise NotFound(f"Message Batch {message_batch_id} has no results.")
-    return FileResponse(
-        path, media_type="application/x-jsonl", filename=f"{message_batch_id}_results.jsonl"
+    return downloads.blob_response(
+        svc.blobs,
+        blob_names.message_batch_results(message_batch_id),
+        media_type="application/x-jsonl",
+        filename=f"{message_batch_id}_results.jsonl",
+        missing=NotFound(f"Message Batch {message_batch_id} has no results."),
     )

@@ -14,7 +14,7 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from freight.errors import InvalidRequest, PayloadTooLarge
-from freight.store.blobs import BlobStore
+from freight.store.blobs import BlobStorage
 
 MAX_FIELD_BYTES = 64 * 1024
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
@@ -98,7 +98,7 @@ class _FormReader:
         return {name: getattr(self, name) for name in names}
 
 
-async def receive(request: Request, blobs: BlobStore, blob_name: str, max_bytes: int) -> Upload:
+async def receive(request: Request, blobs: BlobStorage, blob_name: str, max_bytes: int) -> Upload:
     """Parse a multipart body, writing the `file` part to blob `blob_name`."""
     content_type, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
@@ -119,7 +119,7 @@ async def receive(request: Request, blobs: BlobStore, blob_name: str, max_bytes:
 
 
 async def receive_json_body(
-    request: Request, blobs: BlobStore, blob_name: str, max_bytes: int
+    request: Request, blobs: BlobStorage, blob_name: str, max_bytes: int
 ) -> int:
     """Stream a JSON request body to blob `blob_name`, refusing it past `max_bytes`.
 

@@ -110,7 +110,7 @@ class EnginePool:
     async def _start(self, spec: ModelSpec) -> Engine | EmbeddingEngine:
         engine: Engine | EmbeddingEngine
         if spec.engine == "echo":
-            engine = EchoEngine(spec.name)
+            engine = EchoEngine(spec.name, delay_seconds=spec.delay_seconds)
         elif spec.engine == "embeddings":
             from freight.engines.embeddings import EmbeddingsEngine
 

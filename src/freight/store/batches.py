@@ -156,6 +156,21 @@ def list_page(
     return rows[:limit], len(rows) > limit
 
 
+def lock(conn: sa.Connection, batch_id: str) -> BatchRecord:
+    """The batch, its row locked until the transaction ends (on PostgreSQL).
+
+    For decisions that must not race another worker's: whoever locks second sees the
+    first one's outcome. SQLite's write transaction already excludes other writers.
+    """
+    query = batches.select().where(batches.c.id == batch_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        raise NotFound(f"No such batch: {batch_id}", param="batch_id")
+    return _record(row)
+
+
 def with_status(conn: sa.Connection, *statuses: str) -> list[BatchRecord]:
     query = batches.select().where(batches.c.status.in_(statuses)).order_by(batches.c.expires_at)
     return [_record(r) for r in conn.execute(query).mappings()]

@@ -1,17 +1,50 @@
-"""Where file contents live: a directory on local disk, written atomically."""
+"""Where file contents live: the BlobStorage interface and its local-disk implementation.
+
+File metadata lives in the database; file bodies (uploads, result files, Message Batch
+bodies and results) live in a BlobStorage, chosen by `files_url`: a directory (the
+default, `FREIGHT_HOME/files`; a shared directory such as NFS serves several nodes), or
+an S3-compatible object store (`s3://bucket/prefix`, store/s3.py).
+"""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    from freight.config import Settings
+
+
+class BlobStorage(Protocol):
+    """File bodies by name. A blob becomes visible only once completely written."""
+
+    def create(self, name: str) -> AbstractContextManager[BinaryIO]:
+        """Write blob `name`; it appears (or is replaced) whole when the block ends cleanly."""
+        ...
+
+    def open(self, name: str) -> BinaryIO:
+        """Read blob `name` as a stream; FileNotFoundError if there is none."""
+        ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def size(self, name: str) -> int: ...
+
+    def delete(self, name: str) -> None:
+        """Remove blob `name` if it exists."""
+        ...
+
+    def local_path(self, name: str) -> Path | None:
+        """The blob's path on this machine's disk, if it has one (served with sendfile)."""
+        ...
 
 
 class BlobStore:
-    """File bodies by name. A blob becomes visible only once completely written."""
+    """The local-disk BlobStorage: one file per blob under `root`, renamed into place."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -19,6 +52,12 @@ class BlobStore:
 
     def path(self, name: str) -> Path:
         return self.root / name
+
+    def local_path(self, name: str) -> Path | None:
+        return self.path(name)
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).is_file()
 
     @contextmanager
     def create(self, name: str) -> Iterator[BinaryIO]:
@@ -41,6 +80,18 @@ class BlobStore:
 
     def delete(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)
+
+
+def open_blob_storage(settings: Settings) -> BlobStorage:
+    """The BlobStorage that `settings.files_url` names (a directory unless it is s3://)."""
+    url = settings.files_url
+    if url is not None and url.startswith("s3://"):
+        from freight.store import s3
+
+        return s3.S3BlobStore.from_url(url, settings.s3)
+    if url is None:
+        return BlobStore(settings.files_dir)
+    return BlobStore(Path(url.removeprefix("file://")))
 
 
 # Blobs of Anthropic Message Batches, named after the batch: no `files` row points at

@@ -1,7 +1,14 @@
-"""The database handle: engine creation, migrations, and read/write transactions."""
+"""The database handle: engine creation, migrations, and read/write transactions.
+
+Two backends run the same schema, migrations and queries: SQLite (one machine, the
+default) and PostgreSQL through psycopg 3 (`postgresql+psycopg://...`), which many API
+and worker processes on many machines share. Where they differ, the difference lives
+here or is named where it is used (`is_postgresql` in store/requests.py).
+"""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,33 +19,59 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 
+from freight.errors import ConfigError
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# Key of the PostgreSQL advisory lock that serialises migrations across processes.
+MIGRATION_LOCK_KEY = zlib.crc32(b"freight-migrations")
+SUPPORTED_URLS = "sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DATABASE"
 
 
 class Database:
     """One SQLAlchemy engine plus the transaction discipline Freight relies on.
 
-    On SQLite (WAL mode) a write transaction starts with `BEGIN IMMEDIATE`, so two
+    SQLite (WAL mode): a write transaction starts with `BEGIN IMMEDIATE`, so two
     writers queue on the busy timeout instead of failing when one upgrades a read
     lock. Readers never block writers.
+
+    PostgreSQL (READ COMMITTED): writers lock rows, not the database. Every status
+    change is a conditional UPDATE whose row count says whether it won, queues are
+    claimed with `FOR UPDATE SKIP LOCKED`, and statements that lock many request rows
+    lock them in id order (store/requests.py), so concurrent workers never deadlock.
     """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.is_postgresql = url.startswith("postgresql")
+        if not (self.is_sqlite or self.is_postgresql):
+            raise ConfigError(f"database_url {url!r} is not supported; use {SUPPORTED_URLS}")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
-        self.engine = sa.create_engine(url, **kwargs)
+        else:
+            # Survive a database restart or a dropped idle connection without an error.
+            kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10)
+        try:
+            self.engine = sa.create_engine(url, **kwargs)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise ConfigError(f"database_url {url!r}: {exc}; use {SUPPORTED_URLS}") from exc
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
 
     def migrate(self) -> None:
-        """Bring the schema up to the newest migration."""
+        """Bring the schema up to the newest migration, safely from many processes at once.
+
+        The migration runs in one write transaction. On SQLite that transaction holds the
+        database's write lock from its start; on PostgreSQL an advisory lock taken first
+        makes concurrent migrators wait, and the waiters then find the schema current.
+        """
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
-        with self.engine.begin() as conn:
+        with self.write() as conn:
+            if self.is_postgresql:
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "heads")  # branches of parallel work merge as several heads
 

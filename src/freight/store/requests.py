@@ -4,6 +4,13 @@ Request statuses: queued → running → succeeded | errored, and from queued or
 to cancelled | expired when the batch ends early. A result is recorded only while the
 row is still `running`, so a request whose lease was lost and re-run elsewhere is
 recorded exactly once, by whichever attempt finished first.
+
+Many workers share the queue on PostgreSQL. Claims skip rows another worker has locked
+(`FOR UPDATE SKIP LOCKED`), so claimers never wait on each other. Statements that must
+change many rows another worker may also be changing (record, release, close_open) first
+lock them in id order, and take the batch row only after the request rows: every
+transaction takes its locks in one global order, so none can deadlock. Housekeeping
+(renew, reclaim) skips rows locked by others: they are being finished or ended right now.
 """
 
 from __future__ import annotations
@@ -61,6 +68,18 @@ class Outcome:
     output_tokens: int = 0
 
 
+_CLAIMED_COLUMNS = (
+    requests.c.id,
+    requests.c.batch_id,
+    requests.c.line,
+    requests.c.custom_id,
+    requests.c.url,
+    requests.c.body,
+    requests.c.attempts,
+    requests.c.dedup_key,
+)
+
+
 def insert_many(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     """Insert request rows (all with the same keys) in one executemany.
 
@@ -82,6 +101,11 @@ def delete_for_batch(conn: sa.Connection, batch_id: str) -> None:
     conn.execute(requests.delete().where(requests.c.batch_id == batch_id))
 
 
+def count_for_batch(conn: sa.Connection, batch_id: str) -> int:
+    query = sa.select(sa.func.count()).where(requests.c.batch_id == batch_id)
+    return int(conn.execute(query).scalar_one())
+
+
 def claim(
     conn: sa.Connection, batch_id: str, owner: str, limit: int, lease_seconds: float
 ) -> list[ClaimedRequest]:
@@ -93,21 +117,12 @@ def claim(
     if limit <= 0:
         return []
     query = (
-        sa.select(
-            requests.c.id,
-            requests.c.batch_id,
-            requests.c.line,
-            requests.c.custom_id,
-            requests.c.url,
-            requests.c.body,
-            requests.c.attempts,
-            requests.c.dedup_key,
-        )
+        sa.select(*_CLAIMED_COLUMNS)
         .where(requests.c.batch_id == batch_id, requests.c.status == QUEUED)
         .order_by(requests.c.admission_key, requests.c.line)
         .limit(limit)
     )
-    if conn.dialect.name == "postgresql":
+    if _is_postgresql(conn):
         query = query.with_for_update(skip_locked=True)
     rows = conn.execute(query).all()
     if not rows:
@@ -130,30 +145,112 @@ def claim(
     ]
 
 
+def _is_postgresql(conn: sa.Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def _locked_update(
+    conn: sa.Connection, where: list[Any], *, skip_locked: bool = False
+) -> sa.Update | None:
+    """An UPDATE of the rows matching `where`, their locks first taken in id order.
+
+    On SQLite the write transaction already excludes every other writer, so this is a
+    plain UPDATE. On PostgreSQL the matching rows are locked (ordered by id) before the
+    UPDATE, which is what keeps concurrent multi-row updates free of deadlocks; with
+    `skip_locked`, rows another transaction holds are left out instead of waited for.
+    Returns None when no row matched.
+    """
+    if not _is_postgresql(conn):
+        return requests.update().where(*where)
+    query = sa.select(requests.c.id).where(*where).order_by(requests.c.id)
+    ids = list(conn.execute(query.with_for_update(skip_locked=skip_locked)).scalars())
+    if not ids:
+        return None
+    return requests.update().where(requests.c.id.in_(ids), *where)
+
+
+def _update_count(conn: sa.Connection, update: sa.Update | None, **values: Any) -> int:
+    if update is None:
+        return 0
+    return int(conn.execute(update.values(**values)).rowcount)
+
+
+@dataclass(frozen=True)
+class LeasedLines:
+    """What claim_all leased: how many requests, between which lines."""
+
+    num_requests: int
+    first_line: int
+    last_line: int
+
+
+def claim_all(
+    conn: sa.Connection, batch_id: str, owner: str, lease_seconds: float
+) -> LeasedLines | None:
+    """Lease every queued request of a batch to `owner` (a hand-off to another executor).
+
+    None if nothing was queued. Rows another worker is claiming at this moment are left
+    to it.
+    """
+    where = [requests.c.batch_id == batch_id, requests.c.status == QUEUED]
+    num = _update_count(
+        conn,
+        _locked_update(conn, where, skip_locked=True),
+        status=RUNNING,
+        lease_owner=owner,
+        lease_expires_at=time.time() + lease_seconds,
+        attempts=requests.c.attempts + 1,
+    )
+    if not num:
+        return None
+    first, last = conn.execute(
+        sa.select(sa.func.min(requests.c.line), sa.func.max(requests.c.line)).where(
+            requests.c.batch_id == batch_id,
+            requests.c.lease_owner == owner,
+            requests.c.status == RUNNING,
+        )
+    ).one()
+    return LeasedLines(num, int(first), int(last))
+
+
+def leased_lines(
+    conn: sa.Connection, batch_id: str, owner: str, first_line: int, last_line: int
+) -> list[ClaimedRequest]:
+    """The requests of lines first..last that `owner` holds, in line order."""
+    rows = conn.execute(
+        sa.select(*_CLAIMED_COLUMNS)
+        .where(
+            requests.c.batch_id == batch_id,
+            requests.c.lease_owner == owner,
+            requests.c.status == RUNNING,
+            requests.c.line.between(first_line, last_line),
+        )
+        .order_by(requests.c.line)
+    ).all()
+    return [ClaimedRequest(*row) for row in rows]
+
+
 def renew(conn: sa.Connection, owner: str, lease_seconds: float) -> int:
     """Extend every lease `owner` holds (the heartbeat)."""
-    result = conn.execute(
-        requests.update()
-        .where(requests.c.lease_owner == owner, requests.c.status == RUNNING)
-        .values(lease_expires_at=time.time() + lease_seconds)
+    update = _locked_update(
+        conn, [requests.c.lease_owner == owner, requests.c.status == RUNNING], skip_locked=True
     )
-    return int(result.rowcount)
+    return _update_count(conn, update, lease_expires_at=time.time() + lease_seconds)
 
 
 def release(conn: sa.Connection, owner: str, request_ids: list[str] | None = None) -> int:
     """Give leased requests back to the queue unrun (shutdown, retry); the try is not counted."""
-    query = requests.update().where(requests.c.lease_owner == owner, requests.c.status == RUNNING)
+    where = [requests.c.lease_owner == owner, requests.c.status == RUNNING]
     if request_ids is not None:
-        query = query.where(requests.c.id.in_(request_ids))
-    result = conn.execute(
-        query.values(
-            status=QUEUED,
-            lease_owner=None,
-            lease_expires_at=None,
-            attempts=requests.c.attempts - 1,
-        )
+        where.append(requests.c.id.in_(request_ids))
+    return _update_count(
+        conn,
+        _locked_update(conn, where),
+        status=QUEUED,
+        lease_owner=None,
+        lease_expires_at=None,
+        attempts=requests.c.attempts - 1,
     )
-    return int(result.rowcount)
 
 
 def requeue(conn: sa.Connection, request_id: str) -> bool:
@@ -168,12 +265,12 @@ def requeue(conn: sa.Connection, request_id: str) -> bool:
 
 def reclaim_expired(conn: sa.Connection) -> int:
     """Return requests whose lease ran out (their worker died) to the queue."""
-    result = conn.execute(
-        requests.update()
-        .where(requests.c.status == RUNNING, requests.c.lease_expires_at < time.time())
-        .values(status=QUEUED, lease_owner=None, lease_expires_at=None)
+    update = _locked_update(
+        conn,
+        [requests.c.status == RUNNING, requests.c.lease_expires_at < time.time()],
+        skip_locked=True,
     )
-    return int(result.rowcount)
+    return _update_count(conn, update, status=QUEUED, lease_owner=None, lease_expires_at=None)
 
 
 _IN_CHUNK = 500  # ids per IN (...) list, well under every driver's parameter limit
@@ -203,11 +300,12 @@ def record(conn: sa.Connection, outcomes: list[Outcome]) -> int:
     executemany, so a result that lost its lease to another worker is never counted twice.
     """
     running: set[str] = set()
-    for start in range(0, len(outcomes), _IN_CHUNK):
-        ids = [o.request_id for o in outcomes[start : start + _IN_CHUNK]]
+    all_ids = sorted({o.request_id for o in outcomes})  # id order: see the module docstring
+    for start in range(0, len(all_ids), _IN_CHUNK):
+        ids = all_ids[start : start + _IN_CHUNK]
         query = sa.select(requests.c.id).where(requests.c.id.in_(ids), requests.c.status == RUNNING)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
+        if _is_postgresql(conn):
+            query = query.order_by(requests.c.id).with_for_update()
         running.update(conn.execute(query).scalars())
     now = time.time()
     rows = []
@@ -236,8 +334,8 @@ def record(conn: sa.Connection, outcomes: list[Outcome]) -> int:
         deltas["output_tokens"] += o.output_tokens
     if rows:
         conn.execute(_RECORD, rows)
-    for batch_id, deltas in per_batch.items():
-        batches.add_counts(conn, batch_id, **deltas)
+    for batch_id in sorted(per_batch):  # batch rows last, in id order
+        batches.add_counts(conn, batch_id, **per_batch[batch_id])
     return len(rows)
 
 
@@ -246,6 +344,7 @@ def close_open(conn: sa.Connection, batch_id: str, status: str, error_json: str)
 
     Returns the ids of those that were running, so their worker can abort them.
     """
+    update = _locked_update(conn, [requests.c.batch_id == batch_id, requests.c.status.in_(OPEN)])
     running = (
         conn.execute(
             sa.select(requests.c.id).where(
@@ -255,18 +354,16 @@ def close_open(conn: sa.Connection, batch_id: str, status: str, error_json: str)
         .scalars()
         .all()
     )
-    result = conn.execute(
-        requests.update()
-        .where(requests.c.batch_id == batch_id, requests.c.status.in_(OPEN))
-        .values(
-            status=status,
-            error_json=error_json,
-            finished_at=time.time(),
-            lease_owner=None,
-            lease_expires_at=None,
-        )
+    num_closed = _update_count(
+        conn,
+        update,
+        status=status,
+        error_json=error_json,
+        finished_at=time.time(),
+        lease_owner=None,
+        lease_expires_at=None,
     )
-    batches.add_counts(conn, batch_id, **{_COUNTER[status]: int(result.rowcount)})
+    batches.add_counts(conn, batch_id, **{_COUNTER[status]: num_closed})
     return list(running)
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from freight import ids, pricing, submit
-from freight.api import uploads
+from freight.api import downloads, uploads
 from freight.api.deps import service
 from freight.errors import FreightError, InvalidRequest, NotFound
 from freight.protocol import endpoints
@@ -215,7 +215,7 @@ def batch_page(
     has_message_results = (
         batch.api == "anthropic"
         and batch.is_terminal
-        and svc.blobs.path(blob_names.message_batch_results(batch.id)).exists()
+        and svc.blobs.exists(blob_names.message_batch_results(batch.id))
     )
     context = {
         "project": owner,
@@ -278,10 +278,13 @@ def download(
 ) -> Response:
     with svc.db.read() as conn:
         record = files.get(conn, file_id, owner)
-    path = svc.blobs.path(record.blob)
-    if not path.exists():
-        raise NotFound(f"The content of file {file_id} is no longer available.", param="file_id")
-    return FileResponse(path, media_type="application/jsonl", filename=record.filename)
+    return downloads.blob_response(
+        svc.blobs,
+        record.blob,
+        media_type="application/jsonl",
+        filename=record.filename,
+        missing=NotFound(f"The content of file {file_id} is no longer available.", param="file_id"),
+    )
 
 
 @router.get("/ui/batches/{batch_id}/results")
@@ -291,10 +294,16 @@ def message_batch_results(
     """An Anthropic Message Batch's results file (OpenAI batches have output/error files)."""
     with svc.db.read() as conn:
         batch = batches.get(conn, batch_id, owner, api="anthropic")
-    path = svc.blobs.path(blob_names.message_batch_results(batch.id))
-    if not batch.is_terminal or not path.exists():
-        raise NotFound(f"Message Batch {batch_id} has no results yet.", param="batch_id")
-    return FileResponse(path, media_type="application/jsonl", filename=f"{batch_id}_results.jsonl")
+    missing = NotFound(f"Message Batch {batch_id} has no results yet.", param="batch_id")
+    if not batch.is_terminal:
+        raise missing
+    return downloads.blob_response(
+        svc.blobs,
+        blob_names.message_batch_results(batch.id),
+        media_type="application/jsonl",
+        filename=f"{batch_id}_results.jsonl",
+        missing=missing,
+    )
 
 
 # --- cost -------------------------------------------------------------------------------------

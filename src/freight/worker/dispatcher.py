@@ -20,13 +20,14 @@ import socket
 import time
 
 from freight import ids
+from freight.cluster.handoff import RayHandOff
 from freight.config import Settings
 from freight.engines.pool import EnginePool
 from freight.models import Registry
 from freight.protocol import endpoints
 from freight.store import batches, requests
 from freight.store import blobs as blob_names
-from freight.store.blobs import BlobStore
+from freight.store.blobs import BlobStorage
 from freight.store.db import Database
 from freight.worker import finalize, ingest, runner, scheduler
 
@@ -42,7 +43,7 @@ class Worker:
         self,
         settings: Settings,
         db: Database,
-        blobs: BlobStore,
+        blobs: BlobStorage,
         engines: EnginePool,
         registry: Registry,
         *,
@@ -67,6 +68,8 @@ class Worker:
         self.num_retries = 0
         self.num_recorded = 0
         self.num_given_back = 0  # batch requests taken back out of the engine for real-time
+        # Large batches go to a Ray cluster when one is configured (cluster/handoff.py).
+        self.ray = RayHandOff(settings, db, self.owner) if settings.ray.address else None
         engines.realtime.subscribe(self._kick.set)
 
     def kick(self) -> None:
@@ -146,7 +149,9 @@ class Worker:
         return [
             scheduler.RunnableBatch(b.id, b.project, b.created_at, b.expires_at, b.num_open)
             for b in rows
-            if b.expires_at > now and b.id not in self._background
+            if b.expires_at > now
+            and b.id not in self._background
+            and not (self.ray is not None and self.ray.wants(b))
         ]
 
     def _claim(self, batch_id: str, limit: int) -> list[requests.ClaimedRequest]:
@@ -247,13 +252,15 @@ class Worker:
                 self._in_background(batch.id, self._end_early, batch.id, requests.CANCELLED)
             elif batch.status == "in_progress" and wall >= batch.expires_at:
                 self._in_background(batch.id, self._end_early, batch.id, requests.EXPIRED)
+            elif self.ray is not None and self.ray.wants(batch):
+                self._in_background(batch.id, self.ray.run, batch.id)
             elif batch.status == "finalizing" or batch.num_open == 0:
                 self._in_background(batch.id, self._finalize, batch.id, "completed")
 
     def _is_uningested(self, batch: batches.BatchRecord) -> bool:
         """A Message Batch whose create body still waits to become request rows."""
         name = blob_names.message_batch_requests(batch.id)
-        return batch.api == "anthropic" and self.blobs.path(name).exists()
+        return batch.api == "anthropic" and self.blobs.exists(name)
 
     def _active(self) -> list[batches.BatchRecord]:
         with self.db.read() as conn:
@@ -323,6 +330,8 @@ class Worker:
 
     async def _drain(self) -> None:
         """Stop: let in-flight requests finish briefly, then give the rest back unrun."""
+        if self.ray is not None:
+            self.ray.stop()
         if self._in_flight:
             log.info("waiting for %d in-flight requests", len(self._in_flight))
             await asyncio.wait(

@@ -10,7 +10,9 @@ results only after the batch has ended anyway, a download is then a plain file s
 Idempotent and resumable: results are written to fresh (or deterministically named,
 atomically replaced) blobs first, then the file rows, the batch's file ids and its
 status change commit in one transaction. A crash before that commit leaves the batch
-where it was, and the next worker starts over.
+where it was, and the next worker starts over. When several workers finalise the same
+batch at once, the conditional status change lets exactly one commit; the others roll
+back their file rows, delete their blobs and step aside (`_another_worker_won`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import json
 import logging
 from typing import Any
 
+from freight.errors import IllegalTransition
 from freight.protocol import anthropic
 from freight.store import batches, files, requests
 from freight.store import blobs as blob_names
-from freight.store.blobs import BlobStore
+from freight.store.blobs import BlobStorage
 from freight.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -80,7 +83,7 @@ def format_message_result(row: Any) -> bytes:
 
 
 def _finalize_message_batch(
-    db: Database, blobs: BlobStore, batch: batches.BatchRecord, end_status: str
+    db: Database, blobs: BlobStorage, batch: batches.BatchRecord, end_status: str
 ) -> batches.BatchRecord:
     num_lines = 0
     with blobs.create(blob_names.message_batch_results(batch.id)) as fh, db.read() as conn:
@@ -88,13 +91,26 @@ def _finalize_message_batch(
             if row.status not in requests.OPEN:
                 fh.write(format_message_result(row))
                 num_lines += 1
-    with db.write() as conn:
-        batch = batches.transition(conn, batch.id, end_status, detail=f"{num_lines} results")
+    try:
+        with db.write() as conn:
+            batch = batches.transition(conn, batch.id, end_status, detail=f"{num_lines} results")
+    except IllegalTransition:
+        return _another_worker_won(db, batch.id)
     log.info("message batch %s %s: %d results", batch.id, end_status, num_lines)
     return batch
 
 
-def _new_file(blobs: BlobStore, batch: batches.BatchRecord, name: str) -> files.FileRecord:
+def _another_worker_won(db: Database, batch_id: str) -> batches.BatchRecord:
+    """After a lost status change: step aside if another worker moved the batch on."""
+    with db.read() as conn:
+        batch = batches.get(conn, batch_id)
+    if batch.status != "finalizing" and not batch.is_terminal:
+        raise IllegalTransition(f"batch {batch_id} is {batch.status}; it cannot be finalised")
+    log.info("batch %s: another worker is finalising it (now %s)", batch_id, batch.status)
+    return batch
+
+
+def _new_file(blobs: BlobStorage, batch: batches.BatchRecord, name: str) -> files.FileRecord:
     return files.new_record(
         project=batch.project,
         filename=name,
@@ -104,13 +120,20 @@ def _new_file(blobs: BlobStore, batch: batches.BatchRecord, name: str) -> files.
     )
 
 
-def finalize(db: Database, blobs: BlobStore, batch_id: str, end_status: str) -> batches.BatchRecord:
+def finalize(
+    db: Database, blobs: BlobStorage, batch_id: str, end_status: str
+) -> batches.BatchRecord:
     """Write the result files and move the batch to `end_status` (from its current status)."""
     with db.read() as conn:
         batch = batches.get(conn, batch_id)
+    if batch.is_terminal:
+        return batch  # another worker finished it since this one looked
     if batch.status == "in_progress" and end_status == "completed":
-        with db.write() as conn:
-            batch = batches.transition(conn, batch_id, "finalizing")
+        try:
+            with db.write() as conn:
+                batch = batches.transition(conn, batch_id, "finalizing")
+        except IllegalTransition:
+            return _another_worker_won(db, batch_id)
     if batch.api == "anthropic":
         return _finalize_message_batch(db, blobs, batch, end_status)
     output = _new_file(blobs, batch, f"{batch_id}_output.jsonl")
@@ -152,9 +175,11 @@ def finalize(db: Database, blobs: BlobStore, batch_id: str, end_status: str) -> 
                 detail=f"{num_output} output lines, {num_error} error lines",
                 **values,
             )
-    except Exception:
+    except Exception as exc:
         for record in kept:
             blobs.delete(record.blob)
+        if isinstance(exc, IllegalTransition):
+            return _another_worker_won(db, batch_id)
         raise
     log.info("batch %s %s: %d ok, %d errors", batch_id, end_status, num_output, num_error)
     return batch

@@ -3,6 +3,12 @@
 OpenAI batches read their input file; Anthropic Message Batches read the create body
 stored beside them (store/blobs.py). Both end the same way: rows queued (invalid ones
 already `errored`), totals set, and the batch moved to `in_progress`.
+
+Several workers may see the same `validating` batch. Each ingest starts and ends with
+the batch row locked: it starts only while the batch still needs ingesting, and it
+commits (last rows, totals, status) only if the rows present are exactly the lines it
+accepted; otherwise another worker's ingest interfered, and the batch is left for the
+next attempt, which starts over or finds the work done.
 """
 
 from __future__ import annotations
@@ -12,14 +18,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
+
 from freight import ids
 from freight.config import LimitSettings
-from freight.errors import FreightError
+from freight.errors import FreightError, IllegalTransition
 from freight.protocol import message_batch_input
 from freight.protocol.batch_input import AcceptedLine, FileValidator, iter_lines
 from freight.store import batches, files, requests
 from freight.store import blobs as blob_names
-from freight.store.blobs import BlobStore
+from freight.store.blobs import BlobStorage
 from freight.store.db import Database
 from freight.worker import scheduler
 
@@ -54,7 +62,7 @@ def _row(batch_id: str, accepted: AcceptedLine, policy: scheduler.OrderPolicy) -
 
 def ingest_openai_batch(
     db: Database,
-    blobs: BlobStore,
+    blobs: BlobStorage,
     batch: batches.BatchRecord,
     limits: LimitSettings,
     policy: scheduler.OrderPolicy,
@@ -69,7 +77,8 @@ def ingest_openai_batch(
     `validating`; the next attempt starts by deleting what the last one inserted.
     """
     with db.write() as conn:
-        requests.delete_for_batch(conn, batch.id)
+        if not _start_over(conn, batch.id):
+            return batches.get(conn, batch.id)
         input_file = files.get(conn, batch.input_file_id or "")
     validator = FileValidator(batch.endpoint, limits, has_model=has_model, check_model=check_model)
     num_total = num_invalid = 0
@@ -102,7 +111,7 @@ def ingest_openai_batch(
 
 def ingest_message_batch(
     db: Database,
-    blobs: BlobStore,
+    blobs: BlobStorage,
     batch: batches.BatchRecord,
     policy: scheduler.OrderPolicy,
     *,
@@ -116,7 +125,8 @@ def ingest_message_batch(
     like the OpenAI ingest; the body is deleted once the batch is `in_progress`.
     """
     with db.write() as conn:
-        requests.delete_for_batch(conn, batch.id)
+        if not _start_over(conn, batch.id):
+            return batches.get(conn, batch.id)
     name = blob_names.message_batch_requests(batch.id)
     num_total = num_invalid = 0
     models: set[str | None] = set()
@@ -153,6 +163,26 @@ def ingest_message_batch(
     return record
 
 
+def _start_over(conn: sa.Connection, batch_id: str) -> bool:
+    """Delete what an earlier attempt inserted, if the batch still needs its requests."""
+    current = batches.lock(conn, batch_id)
+    if current.status not in ("validating", "cancelling"):
+        log.info("batch %s was ingested meanwhile (now %s)", batch_id, current.status)
+        return False
+    requests.delete_for_batch(conn, batch_id)
+    return True
+
+
+def _check_complete(conn: sa.Connection, batch_id: str, num_total: int, num_last: int) -> None:
+    """Refuse to commit unless the stored rows plus the last chunk are every line."""
+    num_stored = requests.count_for_batch(conn, batch_id)
+    if num_stored + num_last != num_total:
+        raise IllegalTransition(
+            f"batch {batch_id}: another worker's ingest interfered "
+            f"({num_stored} + {num_last} rows for {num_total} lines); it starts over"
+        )
+
+
 def _commit(
     db: Database,
     batch_id: str,
@@ -165,7 +195,13 @@ def _commit(
 ) -> batches.BatchRecord:
     """Insert the last rows and move the batch on: in_progress, or failed with `errors`."""
     with db.write() as conn:
-        if batches.get(conn, batch_id).status == "cancelling":
+        current = batches.lock(conn, batch_id)
+        if current.status not in ("validating", "cancelling"):
+            log.info("batch %s was ingested meanwhile (now %s)", batch_id, current.status)
+            return current
+        if not errors:
+            _check_complete(conn, batch_id, num_total, len(chunk))
+        if current.status == "cancelling":
             # Cancelled while validating: keep what is valid so each line gets its
             # batch_cancelled line; the cancel path finishes the batch.
             requests.insert_many(conn, chunk)

@@ -1,0 +1,201 @@
+"""Many processes and threads on one store: migrations, claims, results and cancels race.
+
+Each runs on SQLite and on PostgreSQL; on PostgreSQL the racers really overlap (row
+locks, SKIP LOCKED), where SQLite's write lock makes them take turns.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
+
+from freight.errors import ConfigError
+from freight.store import batches, requests
+from freight.store import db as db_module
+from freight.store.db import Database, open_database
+from tests.conftest import REPO
+from tests.integration.test_store import new_batch
+
+MIGRATE = "import sys; from freight.store.db import open_database; open_database(sys.argv[1])"
+
+
+@pytest.fixture
+def db(database_url: str, tmp_path: Path) -> Iterator[Database]:
+    database = open_database(database_url, tmp_path)
+    yield database
+    database.dispose()
+
+
+def run_together(*jobs: Callable[[], Any]) -> list[Any]:
+    """Start every job at the same moment in its own thread; re-raise the first failure."""
+    barrier = threading.Barrier(len(jobs))
+    results: list[Any] = [None] * len(jobs)
+    failures: list[BaseException] = []
+
+    def run(i: int, job: Callable[[], Any]) -> None:
+        barrier.wait()
+        try:
+            results[i] = job()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return results
+
+
+def test_processes_migrating_one_fresh_database_at_once_all_succeed(database_url: str) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE, database_url],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    errors = [proc.communicate(timeout=300)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0, 0], errors
+    db = Database(database_url)
+    with db.read() as conn:
+        versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars()
+        assert sorted(versions) == sorted(migration_heads())  # each applied once
+        assert batches.with_status(conn, "in_progress") == []
+    db.dispose()
+
+
+def migration_heads() -> list[str]:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(Path(db_module.__file__).parent / "migrations"))
+    return list(ScriptDirectory.from_config(config).get_heads())
+
+
+def test_concurrent_claims_never_lease_a_request_twice(db: Database) -> None:
+    new_batch(db, num_requests=400)
+
+    def claimer(owner: str) -> Callable[[], list[str]]:
+        def claim_all() -> list[str]:
+            mine: list[str] = []
+            while True:
+                with db.write() as conn:
+                    claimed = requests.claim(conn, "batch_1", owner, 7, lease_seconds=60)
+                if not claimed:
+                    return mine
+                mine += [c.id for c in claimed]
+
+        return claim_all
+
+    results = run_together(*(claimer(f"w{i}") for i in range(4)))
+    every = [rid for mine in results for rid in mine]
+    assert len(every) == len(set(every)) == 400
+    with db.read() as conn:
+        assert requests.count_by_status(conn, "batch_1") == {"running": 400}
+
+
+def shuffled_batch(db: Database, batch_id: str, num_requests: int) -> None:
+    """A batch whose rows lie in an order unrelated to their ids (as real ids do)."""
+    new_batch(db, batch_id)
+    ids = [f"{batch_id}-{random.getrandbits(64):016x}" for _ in range(num_requests)]
+    with db.write() as conn:
+        requests.insert_many(
+            conn,
+            [
+                {
+                    "id": rid,
+                    "batch_id": batch_id,
+                    "line": i + 1,
+                    "custom_id": f"c{i}",
+                    "url": "/v1/chat/completions",
+                    "body": "{}",
+                    "status": requests.QUEUED,
+                    "attempts": 0,
+                }
+                for i, rid in enumerate(ids)
+            ],
+        )
+        batches.set_values(conn, batch_id, num_total=num_requests)
+        batches.transition(conn, batch_id, "in_progress")
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_racing_results_renewals_and_cancel_count_each_request_once(
+    db: Database, round_: int
+) -> None:
+    """Overlapping multi-row updates in opposite orders: no deadlock, exact counters."""
+    shuffled_batch(db, "batch_1", 600)
+    with db.write() as conn:
+        claimed = requests.claim(conn, "batch_1", "w1", 600, lease_seconds=60)
+    outcomes = [
+        requests.Outcome(c.id, "batch_1", requests.SUCCEEDED, status_code=200, output_tokens=1)
+        for c in claimed
+    ]
+    random.shuffle(outcomes)
+
+    def record(chunk: list[requests.Outcome]) -> Callable[[], int]:
+        def job() -> int:
+            with db.write() as conn:
+                return requests.record(conn, chunk)
+
+        return job
+
+    def cancel() -> int:
+        with db.write() as conn:
+            return len(requests.close_open(conn, "batch_1", requests.CANCELLED, '{"code":"x"}'))
+
+    def renew() -> int:
+        with db.write() as conn:
+            return requests.renew(conn, "w1", 60)
+
+    run_together(
+        record(outcomes[:400]),
+        record(list(reversed(outcomes[200:]))),
+        record(outcomes[::-1]),
+        renew,
+        cancel,
+    )
+    with db.read() as conn:
+        record_ = batches.get(conn, "batch_1")
+        by_status = requests.count_by_status(conn, "batch_1")
+    assert record_.num_succeeded + record_.num_cancelled == 600
+    assert record_.num_succeeded == by_status.get("succeeded", 0) == record_.output_tokens
+    assert record_.num_cancelled == by_status.get("cancelled", 0)
+    assert record_.num_open == 0
+
+
+def test_reclaim_returns_only_expired_leases_while_others_claim(db: Database) -> None:
+    new_batch(db, num_requests=50)
+    with db.write() as conn:
+        requests.claim(conn, "batch_1", "dead", 20, lease_seconds=-1)  # already expired
+
+    def reclaim() -> int:
+        with db.write() as conn:
+            return requests.reclaim_expired(conn)
+
+    def claim() -> int:
+        with db.write() as conn:
+            return len(requests.claim(conn, "batch_1", "alive", 30, lease_seconds=60))
+
+    num_reclaimed, num_claimed = run_together(reclaim, claim)
+    assert (num_reclaimed, num_claimed) == (20, 30)
+    with db.read() as conn:
+        assert requests.count_by_status(conn, "batch_1") == {"queued": 20, "running": 30}
+
+
+def test_an_unsupported_database_url_is_a_config_error_naming_the_supported_ones() -> None:
+    with pytest.raises(ConfigError, match="postgresql\\+psycopg://"):
+        Database("mysql://root@127.0.0.1/test")
