@@ -94,6 +94,12 @@ class Bench:
         await self._serving
         await self.pool.shutdown()
 
+    async def cold(self) -> None:
+        """Empty the warm engine's prefix cache, so no system reuses the one before it's
+        prompts (the vLLM baselines start a fresh engine, cold, every time)."""
+        engine = await self.pool.get(workloads.MODEL)
+        await engine.reset_prefix_cache()  # type: ignore[attr-defined]
+
     # --- Freight ------------------------------------------------------------------
 
     async def freight_run(

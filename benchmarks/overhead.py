@@ -40,6 +40,7 @@ PATHS = {
 
 
 async def measure(bench: Bench, name: str, input_path: Path) -> Sample:
+    await bench.cold()
     if name == "vllm":
         return await asyncio.to_thread(bench.vllm_offline, input_path)
     if name == "engine":

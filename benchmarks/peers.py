@@ -44,6 +44,7 @@ ABLATIONS = {
 
 
 async def measure(bench: Bench, system: str, path: Path, single_limit: int) -> Sample:
+    await bench.cold()
     if system == "run-batch":
         return await asyncio.to_thread(bench.vllm_run_batch, path)
     if system == "freight":

@@ -216,6 +216,10 @@ class VLLMEngine:
             raise RequestRejected(str(exc)) from exc
         yield Generation(len(ids), num_cached, choices)
 
+    async def reset_prefix_cache(self) -> None:
+        """Forget cached prefixes (benchmarks start every system they compare cold)."""
+        await self._llm.reset_prefix_cache()
+
     async def abort(self, request_ids: list[str]) -> None:
         if self._llm is not None and request_ids:
             await self._llm.abort(request_ids)
