@@ -27,6 +27,7 @@ from freight.errors import EngineUnavailable, InvalidRequest
 from freight.models import ModelSpec, Registry
 
 log = logging.getLogger(__name__)
+DEAD_ENGINE_SHUTDOWN_SECONDS = 30.0  # a dead engine's cleanup must not hold up its successor
 
 
 class RealtimeLoad:
@@ -125,7 +126,7 @@ class EnginePool:
             # Release what is left of the dead engine (its other processes, its record
             # in run_dir) before its replacement takes the same names.
             try:
-                await replacing.shutdown()
+                await asyncio.wait_for(replacing.shutdown(), DEAD_ENGINE_SHUTDOWN_SECONDS)
             except Exception:
                 log.exception("shutting down the dead engine for %s failed", spec.name)
         engine: Engine | EmbeddingEngine
