@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi import checks as openapi_checks
 
@@ -41,6 +40,8 @@ def test_every_endpoint_answers_generated_requests_within_its_schema(
         assert len(operations) >= 20  # files, batches, message batches, real time, models
         failures = []
         for operation in operations:
+            if mode == GenerationMode.NEGATIVE and not _can_be_wrong(operation):
+                continue
 
             @given(case=operation.as_strategy(generation_mode=mode))
             @settings(
@@ -54,12 +55,14 @@ def test_every_endpoint_answers_generated_requests_within_its_schema(
 
             try:
                 check()
-            except Unsatisfiable:
-                # Negative mode on an operation with nothing to get wrong (no parameters,
-                # or only free-form strings): there is no invalid request to send.
-                assert mode == GenerationMode.NEGATIVE, operation.label
             except (Exception, BaseExceptionGroup) as exc:  # every operation's findings
                 failures.append(f"{operation.label}: {exc}")
         assert not failures, "\n\n".join(failures)
     finally:
         svc.db.dispose()
+
+
+def _can_be_wrong(operation: schemathesis.APIOperation) -> bool:
+    """Whether an operation has something an invalid request can get wrong: a body or
+    query parameters (its only path parameters are free-form ids, which any string is)."""
+    return bool(len(operation.query) or operation.body)
