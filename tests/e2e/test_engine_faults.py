@@ -24,7 +24,8 @@ import sqlalchemy as sa
 from freight.store.schema import requests as requests_table
 from tests.conftest import CHAT_MODEL, LiveServer, chat_line, read_jsonl, wait_for_batch
 
-pytestmark = pytest.mark.slow
+# Two engine starts (the session's, then the replacement): minutes on a busy 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def metric(server: LiveServer, name: str) -> float:
@@ -68,7 +69,7 @@ def test_engine_killed_mid_batch_is_restarted_and_its_requests_retried(
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
 
-    batch = wait_for_batch(client, batch.id, timeout=900)
+    batch = wait_for_batch(client, batch.id, timeout=1500)
     assert batch.status == "completed"
     assert batch.request_counts.completed == len(lines) and batch.request_counts.failed == 0
     output = read_jsonl(client.files.content(batch.output_file_id).text)
