@@ -98,7 +98,7 @@ def worker(home: HomeOption = None) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, _stop_or_exit, stop, sig)
         recorder = UsageRecorder(
             svc.db, svc.engines.meter, every_seconds=settings.metrics.usage_record_seconds
         )
@@ -111,6 +111,16 @@ def worker(home: HomeOption = None) -> None:
             await svc.close()
 
     asyncio.run(main())
+
+
+def _stop_or_exit(stop: asyncio.Event, sig: signal.Signals) -> None:
+    """First signal: drain and stop (api/server.py has the contract). Second: exit now;
+    unreleased leases expire and another worker runs those requests."""
+    if stop.is_set():
+        logging.getLogger(__name__).warning("second %s: exiting now", sig.name)
+        os._exit(1)
+    logging.getLogger(__name__).info("%s: finishing in-flight work, then exiting", sig.name)
+    stop.set()
 
 
 @app.command()

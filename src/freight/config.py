@@ -107,6 +107,12 @@ class WorkerSettings(_Section):
     )
     flush_seconds: float = Field(0.1, gt=0, description="Results are written in groups this often.")
     max_attempts: int = Field(3, ge=1, description="Tries per request for transient failures.")
+    request_timeout_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="A batch request that has no result after this long is aborted and "
+        "retried like an engine failure (None: no limit).",
+    )
     drain_seconds: float = Field(
         10.0, ge=0, description="On shutdown, how long in-flight requests may finish."
     )

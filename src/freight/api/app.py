@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from freight import __version__, web
-from freight.api import batches, errors, files, message_batches, meta, metrics, realtime
+from freight.api import batches, errors, files, message_batches, meta, metrics, openapi, realtime
 from freight.service import Service
 from freight.worker.usage import UsageRecorder
 
@@ -51,6 +51,7 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
     for module in (files, batches, message_batches, realtime, meta, metrics):
         app.include_router(module.router)
     web.install(app, svc.settings)  # the dashboard at / and /ui/...
+    openapi.install(app)  # error shapes and streamed bodies in /openapi.json
     return app
 
 

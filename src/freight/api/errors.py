@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from freight import ids
 from freight.errors import FreightError
 from freight.protocol import anthropic
+from freight.store import faults
 
 log = logging.getLogger(__name__)
 
@@ -107,5 +108,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if faults.is_storage_fault(exc):  # disk full, database locked: passes, so a 503
+            reason = faults.describe(exc)
+            log.error("%s %s: %s", request.method, request.url.path, reason)
+            return error_response(
+                request, 503, f"Storage is unavailable for now: {reason}. Try again shortly."
+            )
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(request, 500, "The server had an internal error.")

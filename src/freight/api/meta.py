@@ -40,6 +40,7 @@ def health(svc: Service = Depends(service)) -> dict[str, Any]:
         "version": __version__,
         "engines": svc.engines.started(),
         "engine_failures": svc.engines.failures,
+        "engine_restarts": svc.engines.num_restarts,
         "worker": None
         if worker is None
         else {

@@ -86,6 +86,14 @@ def _queue_families(svc: Service, num_queued: int, by_status: dict[str, int]) ->
     )
     retries.add_metric([], worker.num_retries if worker else 0)
     yield retries
+    restarts = CounterMetricFamily(
+        "freight_engine_restarts",
+        "Engines of this process started anew after dying (killed, out of memory).",
+        labels=["model"],
+    )
+    for model, num in sorted(svc.engines.num_restarts.items()):
+        restarts.add_metric([model], num)
+    yield restarts
     recorded = CounterMetricFamily(
         "freight_results_recorded", "Request results written by this process's worker."
     )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from fastapi import Request
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from freight.errors import InvalidRequest, PayloadTooLarge
@@ -110,9 +111,16 @@ async def receive(request: Request, blobs: BlobStorage, blob_name: str, max_byte
     with blobs.create(blob_name) as out:
         reader = _FormReader(out, max_bytes)
         parser = MultipartParser(boundary, reader.callbacks())  # type: ignore[arg-type]
-        async for chunk in request.stream():
-            parser.write(chunk)
-        parser.finalize()
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+            parser.finalize()
+        except FormParserError as exc:
+            raise InvalidRequest(
+                f"The multipart/form-data body is malformed: {exc}. Send the fields "
+                "'file' and 'purpose' as a standard multipart form.",
+                param="file",
+            ) from None
         if reader.upload.filename is None:
             raise InvalidRequest("The form has no 'file' part with a filename.", param="file")
     return reader.upload

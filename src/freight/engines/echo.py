@@ -32,6 +32,7 @@ class EchoEngine:
         self.num_started = 0
         self.num_requests = 0  # prompts run, for tests of work saved (deduplication)
         self.fail_next: int = 0  # test hook: the next N requests die as if the engine crashed
+        self.is_running = True  # test hook: False plays a dead engine (EnginePool restarts it)
 
     async def start(self) -> None:
         self.num_started += 1

@@ -3,6 +3,11 @@
 A model either generates text (vLLM, echo) or embeds it (sentence-transformers); `get`
 hands out the first kind and `get_embedder` the second, so a caller never receives an
 engine that cannot do what it asks.
+
+An engine that has died (its process killed, out of memory) is noticed at the next
+`get`: it is shut down and a new one started in its place, and every caller waiting
+meanwhile gets the new engine. The requests that were inside the dead engine failed with
+EngineDied; the worker retries them (worker/dispatcher.py).
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from freight.config import Settings
 from freight.engines.base import EmbeddingEngine, Engine, Task
 from freight.engines.echo import EchoEngine
 from freight.engines.metering import EngineMeter, MeteredEngine
-from freight.errors import InvalidRequest
+from freight.errors import EngineUnavailable, InvalidRequest
 from freight.models import ModelSpec, Registry
 
 log = logging.getLogger(__name__)
+DEAD_ENGINE_SHUTDOWN_SECONDS = 30.0  # a dead engine's cleanup must not hold up its successor
 
 
 class RealtimeLoad:
@@ -67,6 +73,7 @@ class EnginePool:
         self._starting: dict[str, asyncio.Task[Engine | EmbeddingEngine]] = {}
         self.failures: dict[str, str] = {}  # model → why its engine last failed to start
         self.meter = EngineMeter()  # every engine handed out is metered (engines/metering.py)
+        self.num_restarts: dict[str, int] = {}  # model → engines replaced after dying
 
     def add(self, engine: Engine | EmbeddingEngine) -> None:
         """Register an already-started engine (tests share one across servers)."""
@@ -95,11 +102,16 @@ class EnginePool:
                 param="model",
                 code="model_not_supported",
             )
-        if engine is not None:
+        dead: Engine | EmbeddingEngine | None = None
+        if engine is not None and has_died(engine):
+            dead = self._engines.pop(model)
+            self.num_restarts[model] = self.num_restarts.get(model, 0) + 1
+            log.warning("the engine for %s has died; starting a new one", model)
+        elif engine is not None:
             return engine
         starting = self._starting.get(model)
         if starting is None:
-            starting = asyncio.create_task(self._start(spec))
+            starting = asyncio.create_task(self._start(spec, replacing=dead))
             self._starting[model] = starting
         try:
             return await asyncio.shield(starting)
@@ -107,7 +119,16 @@ class EnginePool:
             if starting.done():
                 self._starting.pop(model, None)
 
-    async def _start(self, spec: ModelSpec) -> Engine | EmbeddingEngine:
+    async def _start(
+        self, spec: ModelSpec, *, replacing: Engine | EmbeddingEngine | None = None
+    ) -> Engine | EmbeddingEngine:
+        if replacing is not None:
+            # Release what is left of the dead engine (its other processes, its record
+            # in run_dir) before its replacement takes the same names.
+            try:
+                await asyncio.wait_for(replacing.shutdown(), DEAD_ENGINE_SHUTDOWN_SECONDS)
+            except Exception:
+                log.exception("shutting down the dead engine for %s failed", spec.name)
         engine: Engine | EmbeddingEngine
         if spec.engine == "echo":
             engine = EchoEngine(spec.name, delay_seconds=spec.delay_seconds)
@@ -126,7 +147,9 @@ class EnginePool:
             await engine.start()
         except Exception as exc:
             self.failures[spec.name] = f"{type(exc).__name__}: {exc}"
-            raise
+            raise EngineUnavailable(
+                f"the engine for {spec.name} could not start: {self.failures[spec.name]}"
+            ) from exc
         log.info("engine for %s is ready", spec.name)
         self.failures.pop(spec.name, None)
         metered = MeteredEngine(engine, self.meter)
@@ -137,3 +160,8 @@ class EnginePool:
         engines, self._engines = list(self._engines.values()), {}
         for engine in engines:
             await engine.shutdown()
+
+
+def has_died(engine: Engine | EmbeddingEngine) -> bool:
+    """Whether a started engine has stopped by itself (engines say so with `is_running`)."""
+    return getattr(engine, "is_running", True) is False

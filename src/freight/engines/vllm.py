@@ -30,6 +30,7 @@ from freight.engines.base import (
 from freight.errors import EngineUnavailable
 
 log = logging.getLogger(__name__)
+DEATH_CHECK_SECONDS = 1.0  # how often a waiting request checks that its engine is alive
 
 
 def _prepare_environment(settings: EngineSettings) -> None:
@@ -185,13 +186,11 @@ class VLLMEngine:
         choices = [Choice("", 0, "stop") for _ in range(request.sampling.n)]
         num_cached = 0
         is_first = True
+        outputs = self._llm.generate(
+            tokens_input(ids), params, request_id=request.request_id, priority=request.priority
+        )
         try:
-            async for out in self._llm.generate(
-                tokens_input(ids),
-                params,
-                request_id=request.request_id,
-                priority=request.priority,
-            ):
+            while (out := await self._next_output(outputs)) is not None:
                 num_cached = out.num_cached_tokens or 0
                 for piece in out.outputs:
                     choice = choices[piece.index]
@@ -219,6 +218,28 @@ class VLLMEngine:
     async def reset_prefix_cache(self) -> None:
         """Forget cached prefixes (benchmarks start every system they compare cold)."""
         await self._llm.reset_prefix_cache()
+
+    async def _next_output(self, outputs: AsyncIterator[Any]) -> Any:
+        """The request's next output, None at its end; EngineDeadError if the engine dies.
+
+        vLLM fails the requests inside an engine whose core process dies, but a request
+        caught between submission and the death can wait forever: so the wait also
+        watches the engine itself.
+        """
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        step = asyncio.ensure_future(anext(outputs, None))
+        try:
+            while True:
+                done, _ = await asyncio.wait({step}, timeout=DEATH_CHECK_SECONDS)
+                if done:
+                    return step.result()
+                if not self.is_running:
+                    step.cancel()
+                    raise EngineDeadError("the engine core process is gone")
+        except asyncio.CancelledError:
+            step.cancel()  # aborts the request inside the engine
+            raise
 
     async def abort(self, request_ids: list[str]) -> None:
         if self._llm is not None and request_ids:

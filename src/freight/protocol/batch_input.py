@@ -44,9 +44,13 @@ def iter_lines(fh: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes |
         line_no += 1
         if not chunk.endswith(b"\n") and len(chunk) > max_line_bytes:
             size = len(chunk)
+            tail = chunk[-2:]  # the last bytes read, to leave the line ending out
             while chunk and not chunk.endswith(b"\n"):
                 chunk = fh.readline(1 << 20)
                 size += len(chunk)
+                tail = (tail + chunk)[-2:]
+            if tail.endswith(b"\n"):
+                size -= 2 if tail == b"\r\n" else 1
             yield line_no, TooLong(size)
             continue
         if line_no == 1 and chunk.startswith(_BOM):
@@ -126,8 +130,18 @@ class FileValidator:
             )
             return None
         try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self._problem(
+                "invalid_json_line",
+                f"Line {line} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte "
+                f"{exc.start + 1} of the line). Batch files must be UTF-8 encoded JSON Lines.",
+                line,
+            )
+            return None
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
             self._problem("invalid_json_line", "This line is not parseable as valid JSON.", line)
             return None
         if not isinstance(obj, dict):
@@ -208,6 +222,19 @@ class FileValidator:
                 "custom_id",
             )
             return None
+        try:
+            body_json = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+            (custom_id + body_json).encode("utf-8")
+        except (UnicodeEncodeError, RecursionError):
+            # JSON's \ud800-style escapes can spell lone surrogates, which no UTF-8 text
+            # (and so no database or result file) can hold.
+            self._problem(
+                "invalid_json_line",
+                f"Line {line} holds a string that is not valid Unicode (an unpaired "
+                "surrogate escape such as \\ud800) or is nested too deeply.",
+                line,
+            )
+            return None
         self._seen.add(custom_id)
         model = body.get("model")
         if isinstance(model, str) and not self._check_model_name(line, model):
@@ -217,7 +244,7 @@ class FileValidator:
             custom_id=custom_id,
             url=url,
             body=body,
-            body_json=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+            body_json=body_json,
             model=model if isinstance(model, str) else None,
             error_body=self._body_error(body, model),
         )

@@ -25,7 +25,7 @@ from freight.config import Settings
 from freight.engines.pool import EnginePool
 from freight.models import Registry
 from freight.protocol import endpoints
-from freight.store import batches, requests
+from freight.store import batches, faults, requests
 from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStorage
 from freight.store.db import Database
@@ -61,6 +61,9 @@ class Worker:
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._pending: list[requests.Outcome] = []
         self._background: dict[str, asyncio.Task[None]] = {}  # ingest/finalize, by batch id
+        self._background_backoff: dict[str, faults.Backoff] = {}  # by batch id, after failures
+        self._storage_backoff = faults.Backoff()  # the loop's own store reads and writes
+        self._flush_backoff = faults.Backoff()
         self._kick = asyncio.Event()
         self._last_housekeeping = 0.0
         self._last_renew = time.monotonic()
@@ -87,10 +90,22 @@ class Worker:
         log.info("worker %s started (max in flight %d)", self.owner, self.capacity)
         try:
             while not stop.is_set():
-                await self._housekeep()
-                await self._fill()
+                wait = self.settings.worker.poll_seconds
+                try:
+                    await self._housekeep()
+                    await self._fill()
+                    self._storage_backoff.num_failures = 0
+                except faults.STORAGE_ERRORS as exc:
+                    # Keep what is in flight; look again once the store may be back.
+                    wait = self._storage_backoff.failed(time.monotonic())
+                    log.error(
+                        "worker %s cannot reach the store: %s; trying again in %.1f s",
+                        self.owner,
+                        faults.describe(exc),
+                        wait,
+                    )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), self.settings.worker.poll_seconds)
+                    await asyncio.wait_for(self._kick.wait(), wait)
                 self._kick.clear()
         finally:
             await self._drain()
@@ -170,7 +185,7 @@ class Worker:
             if request.attempts > max_attempts:
                 self._pending.append(_gave_up(request, "the worker running it was lost"))
                 return
-            result = await runner.execute(request, self.engines, self._shared)
+            result = await self._execute(request)
             if isinstance(result, runner.Transient):
                 self.num_retries += 1
                 log.warning(
@@ -185,8 +200,8 @@ class Worker:
                     self._pending.append(_gave_up(request, result.reason))
                     return
                 # Exponential backoff with full jitter before the request is queued again.
-                await asyncio.sleep(random.uniform(0, min(30.0, 0.5 * 2**request.attempts)))
-                await asyncio.to_thread(self._requeue, request.id)
+                await asyncio.sleep(backoff_seconds(request.attempts))
+                await self._until_stored(self._requeue, request.id)
                 return
             self._pending.append(result)
         except asyncio.CancelledError:
@@ -199,9 +214,40 @@ class Worker:
             if scheduler.claim_size(self._window(), self.num_in_flight) > 0:
                 self._kick.set()
 
+    async def _execute(
+        self, request: requests.ClaimedRequest
+    ) -> requests.Outcome | runner.Transient:
+        timeout = self.settings.worker.request_timeout_seconds
+        if timeout is None:
+            return await runner.execute(request, self.engines, self._shared)
+        try:
+            # Cancelling the run on timeout aborts the request inside the engine.
+            return await asyncio.wait_for(
+                runner.execute(request, self.engines, self._shared), timeout
+            )
+        except TimeoutError:
+            return runner.Transient(request.id, f"no result within {timeout:g} s (timed out)")
+
     def _requeue(self, request_id: str) -> None:
         with self.db.write() as conn:
             requests.requeue(conn, request_id)
+
+    async def _until_stored(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        """Run a store write in a thread, waiting out storage faults (worker/faults.py)."""
+        backoff = faults.Backoff()
+        while True:
+            try:
+                await asyncio.to_thread(fn, *args)
+                return
+            except faults.STORAGE_ERRORS as exc:
+                pause = backoff.failed(time.monotonic())
+                log.error(
+                    "%s failed: %s; trying again in %.1f s",
+                    fn.__name__,
+                    faults.describe(exc),
+                    pause,
+                )
+                await asyncio.sleep(pause)
 
     # --- results -------------------------------------------------------------------
 
@@ -211,10 +257,26 @@ class Worker:
             await self._flush()
 
     async def _flush(self) -> None:
-        if not self._pending:
+        if not self._pending or not self._flush_backoff.can_try(time.monotonic()):
             return
         outcomes, self._pending = self._pending, []
-        num_written = await asyncio.to_thread(self._record, outcomes)
+        try:
+            num_written = await asyncio.to_thread(self._record, outcomes)
+        except faults.STORAGE_ERRORS as exc:
+            # Nothing was written (one transaction): keep the results and try again. Their
+            # leases stay renewed meanwhile; if this process dies, they expire and run again.
+            self._pending[:0] = outcomes
+            pause = self._flush_backoff.failed(time.monotonic())
+            log.error(
+                "could not record %d results: %s; keeping them and trying again in %.1f s",
+                len(outcomes),
+                faults.describe(exc),
+                pause,
+            )
+            return
+        if self._flush_backoff.num_failures:
+            log.warning("results are being recorded again (%d written)", num_written)
+        self._flush_backoff = faults.Backoff()
         self.num_recorded += num_written
 
     def _record(self, outcomes: list[requests.Outcome]) -> int:
@@ -241,6 +303,9 @@ class Worker:
         wall = time.time()
         for batch in active:
             if batch.id in self._background:
+                continue
+            backoff = self._background_backoff.get(batch.id)
+            if backoff is not None and not backoff.can_try(now):
                 continue
             if batch.status == "validating":
                 self._in_background(batch.id, self._ingest, batch)
@@ -274,7 +339,21 @@ class Worker:
         async def run() -> None:
             try:
                 await fn(*args)
+                self._background_backoff.pop(batch_id, None)
+            except faults.STORAGE_ERRORS as exc:
+                backoff = self._background_backoff.setdefault(batch_id, faults.Backoff())
+                pause = backoff.failed(time.monotonic())
+                log.error(
+                    "batch %s: %s could not finish: %s; nothing was half-written, and it "
+                    "starts again in %.1f s",
+                    batch_id,
+                    fn.__name__.strip("_"),
+                    faults.describe(exc),
+                    pause,
+                )
             except Exception:
+                backoff = self._background_backoff.setdefault(batch_id, faults.Backoff())
+                backoff.failed(time.monotonic())
                 log.exception("batch %s: %s failed; will retry", batch_id, fn.__name__)
             finally:
                 self._background.pop(batch_id, None)
@@ -344,10 +423,26 @@ class Worker:
         for task in list(self._background.values()):
             task.cancel()
         await asyncio.gather(*self._background.values(), return_exceptions=True)
+        self._flush_backoff = faults.Backoff()  # one last try, whatever the pause
         await self._flush()
-        num = await asyncio.to_thread(self._write, requests.release, self.owner)
+        try:
+            num = await asyncio.to_thread(self._write, requests.release, self.owner)
+        except faults.STORAGE_ERRORS as exc:
+            log.error(
+                "could not give back unfinished requests: %s; their leases expire in %g s "
+                "and another worker runs them",
+                faults.describe(exc),
+                self.settings.worker.lease_seconds,
+            )
+            return
         if num:
             log.info("released %d unfinished requests back to the queue", num)
+
+
+def backoff_seconds(attempt: int, *, cap: float = 30.0) -> float:
+    """The pause before try `attempt + 1`: exponential (0.5 s x 2^attempt) with full jitter,
+    so requests that failed together (an engine restart) do not come back together."""
+    return random.uniform(0, min(cap, 0.5 * 2**attempt))
 
 
 def _gave_up(request: requests.ClaimedRequest, reason: str) -> requests.Outcome:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from freight.engines.base import EngineDied, RequestRejected
 from freight.engines.pool import EnginePool
-from freight.errors import FreightError
+from freight.errors import EngineUnavailable, FreightError
 from freight.protocol import endpoints
 from freight.store.requests import ERRORED, SUCCEEDED, ClaimedRequest, Outcome
 
@@ -25,7 +25,8 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class Transient:
-    """The request could not run for a reason that may pass (engine died): retry it."""
+    """The request could not run for a reason that may pass (the engine died or is being
+    restarted, the request timed out): retry it."""
 
     request_id: str
     reason: str
@@ -112,7 +113,11 @@ def _error_outcome(
 async def execute(
     claimed: ClaimedRequest, engines: EnginePool, shared: SharedResults
 ) -> Outcome | Transient:
-    """Run `claimed` to an Outcome; engine deaths come back as Transient."""
+    """Run `claimed` to an Outcome; engine deaths come back as Transient.
+
+    Everything else is permanent, and its line says why: a body the engine rejects
+    (a prompt plus max_tokens longer than the context) is a 400 naming the limit.
+    """
     endpoint = endpoints.ENDPOINTS[claimed.url]
     key = f"{claimed.batch_id}:{claimed.dedup_key}" if claimed.dedup_key else None
     try:
@@ -126,6 +131,8 @@ async def execute(
         return _error_outcome(claimed, endpoint, 400, exc)
     except EngineDied as exc:
         return Transient(claimed.id, str(exc))
+    except EngineUnavailable as exc:  # not started, or could not start (a restart failed)
+        return Transient(claimed.id, exc.message)
     except FreightError as exc:
         error = endpoints.BodyError(exc.message, param=exc.param, code=exc.code)
         return _error_outcome(claimed, endpoint, exc.status_code, error)

@@ -1,0 +1,200 @@
+"""Graceful shutdown of `freight serve` and `freight worker`: SIGTERM drains, a second exits.
+
+First SIGTERM: no new work is admitted, requests in flight finish within
+`worker.drain_seconds`, unfinished leases are given back, and the process exits 0.
+Second SIGTERM: the process exits at once, and still nothing is lost, because the
+leases it held expire and the next start runs those requests (exactly once).
+The echo engine with a per-request delay keeps requests in flight long enough to see.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from freight.store import batches, requests
+from freight.store.db import Database
+from tests.conftest import (
+    TEST_ENGINE_ENV,
+    chat_line,
+    free_port,
+    read_jsonl,
+    serve_process,
+    wait_http,
+)
+
+pytestmark = pytest.mark.slow
+
+NUM_REQUESTS = 60
+
+
+def config(tmp_path: Path, delay: float, drain: float) -> dict[str, str]:
+    path = tmp_path / "freight.toml"
+    path.write_text(
+        f"""
+[[models]]
+name = "echo"
+engine = "echo"
+delay_seconds = {delay}
+
+[worker]
+max_in_flight = 8
+lease_seconds = 2
+poll_seconds = 0.05
+flush_seconds = 0.05
+drain_seconds = {drain}
+"""
+    )
+    return {"FREIGHT_CONFIG": str(path)}
+
+
+def create_batch(base: str) -> str:
+    lines = [chat_line(f"r{i}", f"say {i}", model="echo") for i in range(NUM_REQUESTS)]
+    raw = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    uploaded = httpx.post(
+        f"{base}/v1/files", files={"file": ("in.jsonl", raw)}, data={"purpose": "batch"}
+    ).json()
+    body = {
+        "input_file_id": uploaded["id"],
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    }
+    return str(httpx.post(f"{base}/v1/batches", json=body).json()["id"])
+
+
+def wait_in_flight(base: str, proc: subprocess.Popen[str]) -> int:
+    deadline = time.monotonic() + 60
+    while (num := httpx.get(f"{base}/health").json()["worker"]["in_flight"]) == 0:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    return int(num)
+
+
+def request_counts(home: Path, batch_id: str) -> dict[str, int]:
+    db = Database(f"sqlite:///{home / 'freight.db'}")
+    try:
+        with db.read() as conn:
+            return requests.count_by_status(conn, batch_id)
+    finally:
+        db.dispose()
+
+
+def test_sigterm_lets_in_flight_requests_finish_releases_leases_and_exits_0(
+    tmp_path: Path,
+) -> None:
+    home, port = tmp_path / "home", free_port()
+    home.mkdir()
+    base = f"http://127.0.0.1:{port}"
+    env = config(tmp_path, delay=0.5, drain=10)
+    with serve_process(home, port, "--no-preload", env=env) as proc:
+        wait_http(f"{base}/health", proc=proc)
+        batch_id = create_batch(base)
+        in_flight = wait_in_flight(base, proc)
+        before = request_counts(home, batch_id).get(requests.SUCCEEDED, 0)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        took = time.monotonic() - signalled
+    counts = request_counts(home, batch_id)
+    assert requests.RUNNING not in counts, counts  # every lease given back
+    # What was in the engine finished (0.5 s each, well within the 10 s drain), and
+    # nothing new was claimed: the rest is queued for the next start.
+    assert counts.get(requests.SUCCEEDED, 0) >= before + in_flight
+    assert counts.get(requests.QUEUED, 0) > 0
+    assert sum(counts.values()) == NUM_REQUESTS
+    assert took < 10 + 5, f"shutdown took {took:.1f} s, past the drain bound"
+
+
+def test_second_sigterm_exits_at_once_and_the_restart_loses_nothing(tmp_path: Path) -> None:
+    home, port = tmp_path / "home", free_port()
+    home.mkdir()
+    base = f"http://127.0.0.1:{port}"
+    # Requests take 3 s and the drain would wait 60 s: only the second signal is quick.
+    with serve_process(home, port, "--no-preload", env=config(tmp_path, 3, 60)) as proc:
+        wait_http(f"{base}/health", proc=proc)
+        batch_id = create_batch(base)
+        wait_in_flight(base, proc)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) != 0  # exits now, not after the drain
+        assert time.monotonic() - signalled < 5
+    assert request_counts(home, batch_id).get(requests.RUNNING, 0) > 0  # leases left behind
+
+    with serve_process(home, port, "--no-preload", env=config(tmp_path, 0.01, 10)) as proc:
+        wait_http(f"{base}/health", proc=proc)
+        deadline = time.monotonic() + 60
+        while (batch := httpx.get(f"{base}/v1/batches/{batch_id}").json())["status"] != (
+            "completed"
+        ):
+            assert time.monotonic() < deadline, batch
+            time.sleep(0.1)
+        output = read_jsonl(httpx.get(f"{base}/v1/files/{batch['output_file_id']}/content").text)
+    seen = collections.Counter(line["custom_id"] for line in output)
+    assert len(seen) == NUM_REQUESTS and max(seen.values()) == 1
+    assert batch["request_counts"] == {
+        "total": NUM_REQUESTS,
+        "completed": NUM_REQUESTS,
+        "failed": 0,
+    }
+
+
+def start_worker(home: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "freight.cli", "worker", "--home", str(home)],
+        env={**os.environ, **TEST_ENGINE_ENV, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def wait_running(home: Path, batch_id: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while request_counts(home, batch_id).get(requests.RUNNING, 0) == 0:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_worker_command_drains_on_sigterm_and_exits_at_once_on_a_second(tmp_path: Path) -> None:
+    home, port = tmp_path / "home", free_port()
+    home.mkdir()
+    base = f"http://127.0.0.1:{port}"
+    with serve_process(home, port, "--no-preload", "--no-worker", env={}) as api:
+        wait_http(f"{base}/health", proc=api)
+        batch_id = create_batch(base)
+    # One SIGTERM: in-flight requests finish, leases are given back, exit 0.
+    worker = start_worker(home, config(tmp_path, delay=0.5, drain=10))
+    try:
+        wait_running(home, batch_id, worker)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+        assert requests.RUNNING not in request_counts(home, batch_id)
+        # Two: the second ends the drain of 3 s requests at once.
+        worker = start_worker(home, config(tmp_path, delay=3, drain=60))
+        wait_running(home, batch_id, worker)
+        worker.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert worker.poll() is None  # draining
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=5) != 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    db = Database(f"sqlite:///{home / 'freight.db'}")
+    try:
+        with db.read() as conn:
+            assert batches.get(conn, batch_id).status == "in_progress"  # resumable, not lost
+    finally:
+        db.dispose()
