@@ -127,7 +127,8 @@ def list_keys(
             _day(row["created_at"]),  # type: ignore[arg-type]
             _day(row["expires_at"]),  # type: ignore[arg-type]
         )
-    out.print(table)
+    # Piped: wide enough that ids and prefixes are never wrapped (scripts grep them).
+    (out if out.is_terminal else Console(width=200)).print(table)
 
 
 @keys_app.command("revoke")
