@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -81,6 +82,26 @@ def check_project_name(name: str) -> str:
 def redact(text: str) -> str:
     """`text` with anything shaped like a key replaced by its shown prefix and `...`."""
     return KEY_PATTERN.sub(lambda m: m.group(0)[:SHOWN_PREFIX_CHARS] + "...", text)
+
+
+class RedactKeys(logging.Filter):
+    """A log handler filter that replaces anything shaped like a key (`redact`), wherever
+    it got in: a key pasted into a URL's query string reaches the access log otherwise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def redact_logs(logger_names: tuple[str, ...] = ("", "uvicorn", "uvicorn.access")) -> None:
+    """Install RedactKeys on every handler of these loggers (after logging is configured)."""
+    for name in logger_names:
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactKeys) for f in handler.filters):
+                handler.addFilter(RedactKeys())
 
 
 class KeyRing:

@@ -83,10 +83,12 @@ def test_serve_with_keys_listens_anywhere_and_never_logs_a_key(tmp_path: Path) -
                 httpx.get(f"{base}/v1/files", headers=headers)
                 httpx.post(f"{base}/v1/batches", json={"input_file_id": "x"}, headers=headers)
             httpx.post(f"{base}/ui/login", data={"api_key": k})
+            httpx.get(f"{base}/v1/files", params={"api_key": k})  # a key pasted into a URL
         assert httpx.get(f"{base}/v1/files", headers={"x-api-key": key}).status_code == 200
         assert httpx.get(f"{base}/v1/files", headers={"x-api-key": wrong}).status_code == 401
     output = next(home.glob("serve-*.log")).read_text()
     assert '"GET /v1/files HTTP/1.1" 401' in output  # the access log was captured
+    assert f"GET /v1/files?api_key={key[:12]}... HTTP/1.1" in output  # redacted
     assert "single-user" not in output
     for k in (key, wrong):
         assert k not in output and k[12:] not in output
