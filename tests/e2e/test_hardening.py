@@ -237,6 +237,21 @@ def test_tokens_per_minute_quota_with_a_per_project_override(quota_server: LiveS
     assert httpx.post(url, json=chat(), headers=headers).status_code == 200
 
 
+def test_streamed_requests_count_their_tokens_too(quota_server: LiveServer) -> None:
+    headers = keyed(quota_server, "thrifty")
+    url = f"{quota_server.base_url}/v1/chat/completions"
+    body = {**chat(content="one two three four"), "stream": True}
+    statuses = []
+    for _ in range(50):  # refused once one window's streams have read and written 10 tokens
+        with httpx.stream("POST", url, json=body, headers=headers) as response:
+            response.read()
+            statuses.append(response.status_code)
+            if response.status_code != 200:
+                assert_429(response, "tokens_per_minute")
+                break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {200}
+
+
 def upload(server: LiveServer, headers: dict[str, str], num_lines: int) -> httpx.Response:
     lines = [chat_line(f"r{i}", "hi", model="echo") for i in range(num_lines)]
     data = "".join(json.dumps(line) + "\n" for line in lines).encode()

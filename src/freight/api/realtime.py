@@ -79,7 +79,7 @@ async def serve(
 ) -> Response:
     """Answer one real-time request to `endpoint` (JSON, or SSE when `stream` is true).
 
-    Counted against `owner`'s real-time quotas: a request, then (unstreamed) its tokens.
+    Counted against `owner`'s real-time quotas: a request, then its tokens.
     """
     svc.quotas.admit_realtime(owner)
     parsed = _parse(endpoint, body, svc)
@@ -96,7 +96,13 @@ async def serve(
     with load.track(), _engine_errors():
         try:
             events = await endpoint.start_stream(
-                svc.engines, parsed, request_id, priority=REALTIME_PRIORITY
+                svc.engines,
+                parsed,
+                request_id,
+                priority=REALTIME_PRIORITY,
+                on_generation=lambda g: svc.quotas.record_tokens(
+                    owner, g.num_prompt_tokens + g.num_output_tokens
+                ),
             )
         except endpoints.BodyError as exc:
             raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
