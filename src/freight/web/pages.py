@@ -164,6 +164,7 @@ async def create_batch(
         )
         if upload.num_bytes == 0:
             raise InvalidRequest("The file is empty: choose a JSONL file with one request a line.")
+        await asyncio.to_thread(svc.quotas.check_storage, svc.db, owner, upload.num_bytes)
         create = wire.CreateBatch(
             input_file_id=record.id,
             endpoint=upload.fields.get("endpoint") or "/v1/chat/completions",
