@@ -234,7 +234,8 @@ def test_requests_per_minute_quota_then_the_window_passes(quota_server: LiveServ
 def test_tokens_per_minute_quota_with_a_per_project_override(quota_server: LiveServer) -> None:
     headers = keyed(quota_server, "thrifty")  # no request quota, 10 tokens a window
     url = f"{quota_server.base_url}/v1/chat/completions"
-    accepted, refused = until_refused(url, chat(content="one two three"), headers)
+    wordy = chat(content="word " * 30)  # one request spends the window's tokens
+    accepted, refused = until_refused(url, wordy, headers)
     assert accepted  # the first request of a window always passes
     assert_429(refused, "tokens_per_minute")
     time.sleep(WINDOW + 0.1)
@@ -245,7 +246,8 @@ def test_an_anthropic_path_over_quota_answers_in_anthropics_shape(
     quota_server: LiveServer,
 ) -> None:
     headers = {"x-api-key": keyed(quota_server, "thrifty")["authorization"][7:]}
-    _, refused = until_refused(f"{quota_server.base_url}/v1/messages", message(), headers)
+    wordy = message("word " * 30)
+    _, refused = until_refused(f"{quota_server.base_url}/v1/messages", wordy, headers)
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
     body = refused.json()
     assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
@@ -255,7 +257,7 @@ def test_an_anthropic_path_over_quota_answers_in_anthropics_shape(
 def test_streamed_requests_count_their_tokens_too(quota_server: LiveServer) -> None:
     headers = keyed(quota_server, "thrifty")
     url = f"{quota_server.base_url}/v1/chat/completions"
-    body = {**chat(content="one two three four"), "stream": True}
+    body = {**chat(content="word " * 30), "stream": True}
     statuses = []
     for _ in range(50):  # refused once one window's streams have read and written 10 tokens
         with httpx.stream("POST", url, json=body, headers=headers) as response:
