@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from freight import client_cli, config
+from freight import client_cli, config, keys_cli
 from freight.errors import FreightError
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app = typer.Typer(
 app.add_typer(client_cli.files_app, name="files")
 app.add_typer(client_cli.batches_app, name="batches")
 app.command("models")(client_cli.models)
+app.add_typer(keys_cli.keys_app, name="keys")
 
 err = Console(stderr=True)
 
@@ -76,6 +77,19 @@ def serve(
     settings = _settings(home, host=host, port=port)
     _logging(verbose=True)
     svc = Service(settings, with_worker=worker)
+    if not svc.keys.is_enabled():
+        if not keys_cli.is_loopback(settings.host):
+            svc.db.dispose()
+            err.print(
+                f"[red]error:[/red] refusing to listen on {settings.host} without API keys: "
+                "anyone who can reach it could use it. Create a key first with "
+                "`freight keys create --project NAME`, or serve on 127.0.0.1."
+            )
+            raise typer.Exit(2)
+        err.print(
+            "No API keys: single-user mode, listening on loopback only. To serve a team, "
+            "create keys with `freight keys create --project NAME`."
+        )
     app_ = create_app(svc, preload=[settings.default_model] if preload else None)
     err.print(
         f"Freight {settings.home.resolve()} serving on http://{settings.host}:{settings.port}/v1"

@@ -255,6 +255,61 @@ class WebSettings(_Section):
     )
 
 
+class SecuritySettings(_Section):
+    """API keys, request size limits and CORS (README, Security)."""
+
+    key_secret: str | None = Field(
+        None,
+        min_length=16,
+        description="Keys are stored as HMAC-SHA256 with this secret; default: a random one "
+        "kept in home (secret.key). Nodes sharing a database must share it.",
+    )
+    max_body_bytes: int = Field(
+        10 * MiB,
+        ge=1,
+        description="Largest request body, except file uploads ([limits] max_file_bytes) "
+        "and Message Batch creates ([limits] max_message_batch_bytes).",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (CORS); empty: CORS off.",
+    )
+
+
+class QuotaLimits(_Section):
+    """One project's limits; unset: unlimited."""
+
+    max_queued_requests: int | None = Field(
+        None, ge=0, description="Batch requests not yet finished, over all its batches."
+    )
+    max_stored_bytes: int | None = Field(
+        None, ge=0, description="Bytes of its files (uploads and batch results)."
+    )
+    requests_per_minute: int | None = Field(
+        None, ge=0, description="Real-time requests per rate window."
+    )
+    tokens_per_minute: int | None = Field(
+        None, ge=0, description="Real-time input + output tokens per rate window."
+    )
+
+
+class QuotaSettings(_Section):
+    """Per-project quotas: `[quotas.default]`, overridden per field by `[quotas.projects.NAME]`."""
+
+    default: QuotaLimits = Field(default_factory=QuotaLimits)  # type: ignore[arg-type]
+    projects: dict[str, QuotaLimits] = Field(default_factory=dict)
+    window_seconds: float = Field(
+        60.0, gt=0, description="The rate window of the per-minute quotas (shorter in tests)."
+    )
+
+    def for_project(self, project: str) -> QuotaLimits:
+        """The default limits with the project's own overrides applied."""
+        override = self.projects.get(project)
+        if override is None:
+            return self.default
+        return self.default.model_copy(update=override.model_dump(exclude_unset=True))
+
+
 class Settings(BaseSettings):
     """Everything Freight can be configured with."""
 
@@ -293,6 +348,8 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)  # type: ignore[arg-type]
     s3: S3Settings = Field(default_factory=S3Settings)  # type: ignore[arg-type]
     ray: RaySettings = Field(default_factory=RaySettings)  # type: ignore[arg-type]
+    security: SecuritySettings = Field(default_factory=SecuritySettings)  # type: ignore[arg-type]
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

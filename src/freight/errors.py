@@ -37,6 +37,24 @@ class NotFound(FreightError):
     error_type = "invalid_request_error"
 
 
+class Unauthorized(FreightError):
+    """Invalid or missing API key: send it as `Authorization: Bearer KEY` or `x-api-key: KEY`."""
+
+    status_code = 401
+    error_type = "invalid_request_error"
+
+
+class QuotaExceeded(FreightError):
+    """The project is over one of its quotas; retry after the time in Retry-After."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str | None = None, *, retry_after: float, **kwargs: str) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
 class Conflict(FreightError):
     """The object is not in a state that allows this."""
 

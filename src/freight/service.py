@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from freight import auth, quotas
 from freight.config import Settings
 from freight.engines import reaper
 from freight.engines.pool import EnginePool
@@ -28,6 +29,8 @@ class Service:
         self.db = open_database(settings.sqlalchemy_url, settings.home)
         self.blobs = blobs or blob_storage.open_blob_storage(settings)
         self.registry = Registry(settings)
+        self.keys = auth.KeyRing(settings, self.db)
+        self.quotas = quotas.Quotas(settings.quotas)
         self.owns_engines = engines is None
         self.engines = engines or EnginePool(settings, self.registry)
         self.worker: Worker | None = (

@@ -11,7 +11,7 @@ import json
 import re
 import time
 
-from freight import ids
+from freight import ids, quotas
 from freight.config import LimitSettings
 from freight.errors import InvalidRequest
 from freight.protocol import endpoints, message_batch_input
@@ -67,6 +67,7 @@ def create_openai_batch(svc: Service, owner: str, req: wire.CreateBatch) -> batc
         raise InvalidRequest(exc.message, param="endpoint") from None
     seconds = window_seconds(req.completion_window)
     check_metadata(req.metadata, svc.settings.limits)
+    _check_queue_quota(svc, owner, req.input_file_id)
     with svc.db.write() as conn:
         input_file = files.get(conn, req.input_file_id, owner)
         if input_file.purpose != "batch":
@@ -93,6 +94,17 @@ def create_openai_batch(svc: Service, owner: str, req: wire.CreateBatch) -> batc
         )
 
 
+def _check_queue_quota(svc: Service, owner: str, input_file_id: str) -> None:
+    """QuotaExceeded if the file's requests would take the project over its queue quota."""
+
+    def num_new() -> int:
+        with svc.db.read() as conn:
+            blob = files.get(conn, input_file_id, owner).blob
+        return quotas.count_blob_lines(svc.blobs, blob)
+
+    svc.quotas.check_queue(svc.db, svc.blobs, owner, num_new)
+
+
 MESSAGE_BATCH_WINDOW = "24h"  # Anthropic: a batch expires 24 hours after creation
 
 
@@ -108,6 +120,7 @@ def create_message_batch(
     try:
         with svc.blobs.open(name) as fh:
             num_requests = message_batch_input.check_envelope(fh, svc.settings.limits)
+        svc.quotas.check_queue(svc.db, svc.blobs, owner, lambda: num_requests)
     except Exception:
         svc.blobs.delete(name)
         raise

@@ -8,9 +8,21 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from freight import __version__, web
-from freight.api import batches, errors, files, message_batches, meta, metrics, openapi, realtime
+from freight.api import (
+    authentication,
+    batches,
+    body_limit,
+    errors,
+    files,
+    message_batches,
+    meta,
+    metrics,
+    openapi,
+    realtime,
+)
 from freight.service import Service
 from freight.worker.usage import UsageRecorder
 
@@ -52,6 +64,16 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
         app.include_router(module.router)
     web.install(app, svc.settings)  # the dashboard at / and /ui/...
     openapi.install(app)  # error shapes and streamed bodies in /openapi.json
+    # Added last = runs first: CORS (preflights need no key), the key gate, body limits.
+    app.add_middleware(body_limit.BodyLimit, settings=svc.settings)
+    app.add_middleware(authentication.AuthGate, keys=svc.keys)
+    if svc.settings.security.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=svc.settings.security.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
     return app
 
 

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Body, Depends, Query
 
 from freight import submit
-from freight.api.deps import project, service
+from freight.api.deps import project, scope, service
 from freight.protocol import openai as wire
 from freight.protocol import views
 from freight.service import Service
@@ -30,33 +30,33 @@ async def create_batch(
 
 @router.get("/{batch_id}", response_model=wire.Batch)
 def retrieve_batch(
-    batch_id: str, svc: Service = Depends(service), owner: str = Depends(project)
+    batch_id: str, svc: Service = Depends(service), visible: str | None = Depends(scope)
 ) -> wire.Batch:
     with svc.db.read() as conn:
-        return views.batch_object(batches.get(conn, batch_id, owner, api="openai"))
+        return views.batch_object(batches.get(conn, batch_id, visible, api="openai"))
 
 
 @router.get("", response_model=wire.ListPage)
 def list_batches(
     svc: Service = Depends(service),
-    owner: str = Depends(project),
+    visible: str | None = Depends(scope),
     after: str | None = None,
     limit: int = Query(20, ge=1, le=100),
 ) -> wire.ListPage:
     with svc.db.read() as conn:
         records, has_more = batches.list_page(
-            conn, api="openai", project=owner, after=after, limit=limit
+            conn, api="openai", project=visible, after=after, limit=limit
         )
     return views.list_page([views.batch_object(r) for r in records], has_more)
 
 
 @router.post("/{batch_id}/cancel", response_model=wire.Batch)
 async def cancel_batch(
-    batch_id: str, svc: Service = Depends(service), owner: str = Depends(project)
+    batch_id: str, svc: Service = Depends(service), visible: str | None = Depends(scope)
 ) -> wire.Batch:
     def cancel() -> batches.BatchRecord:
         with svc.db.write() as conn:
-            return batches.request_cancel(conn, batch_id, owner, api="openai")
+            return batches.request_cancel(conn, batch_id, visible, api="openai")
 
     record = await asyncio.to_thread(cancel)
     if svc.worker is not None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import Header, Request
 
+from freight.auth import Identity
 from freight.service import Service
-from freight.store.files import DEFAULT_PROJECT
 
 
 def service(request: Request) -> Service:
@@ -24,14 +24,34 @@ def presented_key(request: Request) -> str | None:
 def resolve_project(svc: Service, key: str | None) -> str:
     """The project a key belongs to. Every entry point (API routes, dashboard) uses this.
 
-    Single-user until API keys are configured: every caller is the default project.
+    Single-user (the default project) until an API key is created; then a missing,
+    unknown, revoked or expired key raises Unauthorized.
     """
-    return DEFAULT_PROJECT
+    return svc.keys.identify(key).project
+
+
+def identity(request: Request) -> Identity:
+    """The caller, from the key in the request headers (checked once per request: the
+    /v1 gate in api/authentication.py has usually done it already)."""
+    known: Identity | None = getattr(request.state, "identity", None)
+    if known is None:
+        known = service(request).keys.identify(presented_key(request))
+        request.state.identity = known
+    return known
 
 
 def project(request: Request) -> str:
-    """FastAPI dependency: the caller's project, from the key in the request headers."""
-    return resolve_project(service(request), presented_key(request))
+    """FastAPI dependency: the caller's project, from the key in the request headers.
+
+    What the caller creates belongs to this project.
+    """
+    return identity(request).project
+
+
+def scope(request: Request) -> str | None:
+    """FastAPI dependency: whose objects the caller may read, cancel and delete: its own
+    project's, or every project's (None) for an admin key. Others' ids answer 404."""
+    return identity(request).scope
 
 
 def anthropic_headers(

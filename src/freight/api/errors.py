@@ -9,6 +9,7 @@ sees FastAPI's default `{"detail": ...}`, and never a 500 for bad input.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from freight import ids
-from freight.errors import FreightError
+from freight.errors import FreightError, QuotaExceeded
 from freight.protocol import anthropic
 from freight.store import faults
 
@@ -81,6 +82,8 @@ def install(app: FastAPI) -> None:
         # Both SDKs retry a 409 by default (a lock timeout upstream); ours are state
         # conflicts that a retry cannot resolve.
         headers = {"x-should-retry": "false"} if exc.status_code == 409 else None
+        if isinstance(exc, QuotaExceeded):
+            headers = {"retry-after": str(math.ceil(exc.retry_after))}
         return error_response(
             request,
             exc.status_code,

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from freight import ids
 from freight.api import downloads, uploads
-from freight.api.deps import project, service
+from freight.api.deps import project, scope, service
 from freight.errors import InvalidRequest, NotFound
 from freight.protocol import openai as wire
 from freight.protocol import views
@@ -25,6 +25,7 @@ async def upload_file(
     request: Request, svc: Service = Depends(service), owner: str = Depends(project)
 ) -> wire.FileObject:
     blob = ids.new_id("blob-")
+    await asyncio.to_thread(svc.quotas.check_storage, svc.db, owner, 0)  # already over?
     upload = await uploads.receive(request, svc.blobs, blob, svc.settings.limits.max_file_bytes)
     try:
         purpose = upload.fields.get("purpose")
@@ -34,6 +35,7 @@ async def upload_file(
                 param="purpose",
             )
         expires_after = _expires_after(upload.fields)
+        await asyncio.to_thread(svc.quotas.check_storage, svc.db, owner, upload.num_bytes)
         record = files.new_record(
             project=owner,
             filename=upload.filename or "upload.jsonl",
@@ -77,7 +79,7 @@ def _expires_after(fields: dict[str, str]) -> int | None:
 @router.get("", response_model=wire.ListPage)
 def list_files(
     svc: Service = Depends(service),
-    owner: str = Depends(project),
+    visible: str | None = Depends(scope),
     after: str | None = None,
     limit: int = Query(10000, ge=1, le=10000),
     order: Literal["asc", "desc"] = "desc",
@@ -86,7 +88,7 @@ def list_files(
     with svc.db.read() as conn:
         records, has_more = files.list_page(
             conn,
-            project=owner,
+            project=visible,
             purpose=purpose,
             after=after,
             limit=limit,
@@ -97,18 +99,18 @@ def list_files(
 
 @router.get("/{file_id}", response_model=wire.FileObject)
 def retrieve_file(
-    file_id: str, svc: Service = Depends(service), owner: str = Depends(project)
+    file_id: str, svc: Service = Depends(service), visible: str | None = Depends(scope)
 ) -> wire.FileObject:
     with svc.db.read() as conn:
-        return views.file_object(files.get(conn, file_id, owner))
+        return views.file_object(files.get(conn, file_id, visible))
 
 
 @router.get("/{file_id}/content")
 def file_content(
-    file_id: str, svc: Service = Depends(service), owner: str = Depends(project)
+    file_id: str, svc: Service = Depends(service), visible: str | None = Depends(scope)
 ) -> Response:
     with svc.db.read() as conn:
-        record = files.get(conn, file_id, owner)
+        record = files.get(conn, file_id, visible)
     return downloads.blob_response(
         svc.blobs,
         record.blob,
@@ -120,9 +122,9 @@ def file_content(
 
 @router.delete("/{file_id}", response_model=wire.FileDeleted)
 def delete_file(
-    file_id: str, svc: Service = Depends(service), owner: str = Depends(project)
+    file_id: str, svc: Service = Depends(service), visible: str | None = Depends(scope)
 ) -> wire.FileDeleted:
     with svc.db.write() as conn:
-        record = files.delete(conn, file_id, owner)
+        record = files.delete(conn, file_id, visible)
     svc.blobs.delete(record.blob)
     return wire.FileDeleted(id=file_id)

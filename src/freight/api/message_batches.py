@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from freight import ids, submit
 from freight.api import downloads, uploads
-from freight.api.deps import anthropic_headers, project, service
+from freight.api.deps import anthropic_headers, project, scope, service
 from freight.errors import Conflict, InvalidRequest, NotFound
 from freight.protocol import anthropic, views
 from freight.service import Service
@@ -55,10 +55,10 @@ def retrieve_message_batch(
     message_batch_id: str,
     request: Request,
     svc: Service = Depends(service),
-    owner: str = Depends(project),
+    visible: str | None = Depends(scope),
 ) -> anthropic.MessageBatch:
     with svc.db.read() as conn:
-        record = batches.get(conn, message_batch_id, owner, api=API)
+        record = batches.get(conn, message_batch_id, visible, api=API)
     return views.message_batch(record, base_url(svc, request))
 
 
@@ -66,7 +66,7 @@ def retrieve_message_batch(
 def list_message_batches(
     request: Request,
     svc: Service = Depends(service),
-    owner: str = Depends(project),
+    visible: str | None = Depends(scope),
     after_id: str | None = Query(None, description="The page after (older than) this id."),
     before_id: str | None = Query(None, description="The page before (newer than) this id."),
     limit: int = Query(20, ge=1, le=1000),
@@ -76,7 +76,7 @@ def list_message_batches(
         raise InvalidRequest("Give at most one of after_id and before_id.", param="before_id")
     with svc.db.read() as conn:
         records, has_more = batches.list_page(
-            conn, api=API, project=owner, after=after_id, before=before_id, limit=limit
+            conn, api=API, project=visible, after=after_id, before=before_id, limit=limit
         )
     base = base_url(svc, request)
     data = [views.message_batch(r, base) for r in records]
@@ -93,11 +93,11 @@ async def cancel_message_batch(
     message_batch_id: str,
     request: Request,
     svc: Service = Depends(service),
-    owner: str = Depends(project),
+    visible: str | None = Depends(scope),
 ) -> anthropic.MessageBatch:
     def cancel() -> batches.BatchRecord:
         with svc.db.write() as conn:
-            return batches.request_cancel(conn, message_batch_id, owner, api=API)
+            return batches.request_cancel(conn, message_batch_id, visible, api=API)
 
     record = await asyncio.to_thread(cancel)
     if svc.worker is not None:
@@ -107,11 +107,11 @@ async def cancel_message_batch(
 
 @router.delete("/{message_batch_id}", response_model=anthropic.DeletedMessageBatch)
 def delete_message_batch(
-    message_batch_id: str, svc: Service = Depends(service), owner: str = Depends(project)
+    message_batch_id: str, svc: Service = Depends(service), visible: str | None = Depends(scope)
 ) -> anthropic.DeletedMessageBatch:
     """Only once processing has ended (a 409 before); removes its requests and results."""
     with svc.db.write() as conn:
-        batches.delete_ended(conn, message_batch_id, owner, api=API)
+        batches.delete_ended(conn, message_batch_id, visible, api=API)
     svc.blobs.delete(blob_names.message_batch_results(message_batch_id))
     svc.blobs.delete(blob_names.message_batch_requests(message_batch_id))
     return anthropic.DeletedMessageBatch(id=message_batch_id)
@@ -119,11 +119,11 @@ def delete_message_batch(
 
 @router.get("/{message_batch_id}/results")
 def message_batch_results(
-    message_batch_id: str, svc: Service = Depends(service), owner: str = Depends(project)
+    message_batch_id: str, svc: Service = Depends(service), visible: str | None = Depends(scope)
 ) -> Response:
     """The results JSONL (one MessageBatchIndividualResponse per line), once ended."""
     with svc.db.read() as conn:
-        record = batches.get(conn, message_batch_id, owner, api=API)
+        record = batches.get(conn, message_batch_id, visible, api=API)
     if not record.is_terminal:
         raise Conflict(
             f"Message Batch {message_batch_id} is still processing; its results are "

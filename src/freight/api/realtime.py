@@ -31,11 +31,12 @@ from pydantic import BaseModel
 
 from freight import ids
 from freight.api import errors, sse
-from freight.api.deps import anthropic_headers, service
+from freight.api.deps import anthropic_headers, project, service
 from freight.engines.base import REALTIME_PRIORITY, EngineDied, RequestRejected
 from freight.errors import EngineUnavailable, FreightError, InvalidRequest
 from freight.protocol import endpoints, stream
 from freight.service import Service
+from freight.store.files import DEFAULT_PROJECT
 
 router = APIRouter(tags=["real-time"])
 
@@ -70,15 +71,24 @@ def _parse(endpoint: endpoints.AnyEndpoint, body: dict[str, Any], svc: Service) 
 
 
 async def serve(
-    endpoint: endpoints.AnyEndpoint, request: Request, body: dict[str, Any], svc: Service
+    endpoint: endpoints.AnyEndpoint,
+    request: Request,
+    body: dict[str, Any],
+    svc: Service,
+    owner: str = DEFAULT_PROJECT,
 ) -> Response:
-    """Answer one real-time request to `endpoint` (JSON, or SSE when `stream` is true)."""
+    """Answer one real-time request to `endpoint` (JSON, or SSE when `stream` is true).
+
+    Counted against `owner`'s real-time quotas: a request, then its tokens.
+    """
+    svc.quotas.admit_realtime(owner)
     parsed = _parse(endpoint, body, svc)
     request_id = ids.new_id("rt-")
     load = svc.engines.realtime
     if not getattr(parsed, "stream", False):
         with load.track(), _engine_errors():
             answer = await endpoint.run(svc.engines, parsed, request_id, priority=REALTIME_PRIORITY)
+        svc.quotas.record_tokens(owner, answer.tokens.num_input + answer.tokens.num_output)
         return JSONResponse(answer.body)
 
     if not isinstance(endpoint, endpoints.Endpoint):  # only text generation streams
@@ -86,7 +96,13 @@ async def serve(
     with load.track(), _engine_errors():
         try:
             events = await endpoint.start_stream(
-                svc.engines, parsed, request_id, priority=REALTIME_PRIORITY
+                svc.engines,
+                parsed,
+                request_id,
+                priority=REALTIME_PRIORITY,
+                on_generation=lambda g: svc.quotas.record_tokens(
+                    owner, g.num_prompt_tokens + g.num_output_tokens
+                ),
             )
         except endpoints.BodyError as exc:
             raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
@@ -120,8 +136,9 @@ def _route(
         request: Request,
         body: dict[str, Any] = Body(..., description=f"A {endpoint.url} request body."),
         svc: Service = Depends(service),
+        owner: str = Depends(project),
     ) -> Response:
-        return await serve(endpoint, request, body, svc)
+        return await serve(endpoint, request, body, svc, owner)
 
     handler.__name__ = "create_" + endpoint.url.strip("/").replace("/", "_")
     return handler

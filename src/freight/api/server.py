@@ -19,6 +19,8 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from freight import auth
+
 log = logging.getLogger(__name__)
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -57,4 +59,5 @@ def serve(app: FastAPI, host: str, port: int, drain_seconds: float) -> None:
         log_level="info",
         timeout_graceful_shutdown=int(drain_seconds) + 5,
     )
+    auth.redact_logs()  # uvicorn has configured its log handlers by now
     FreightServer(config).run()

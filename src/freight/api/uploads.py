@@ -6,7 +6,7 @@ after `max_bytes`, never buffered whole in memory or on disk first.
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -18,15 +18,19 @@ from freight.errors import InvalidRequest, PayloadTooLarge
 from freight.store.blobs import BlobStorage
 
 MAX_FIELD_BYTES = 64 * 1024
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+# Control and format characters (terminal escapes, bidirectional overrides that disguise
+# an extension), private-use and unassigned code points, and line separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
 
 
 def safe_filename(name: str) -> str:
     """The last path component without control characters (no traversal, no escapes)."""
-    name = _UNSAFE.sub("", name.replace("\\", "/").rsplit("/", 1)[-1]).strip()
-    if name in ("", ".", ".."):
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(c for c in base if unicodedata.category(c) not in _UNSAFE_CATEGORIES)
+    base = base.strip()
+    if base in ("", ".", ".."):
         return "upload.jsonl"
-    return name[:255]
+    return base[:255]
 
 
 @dataclass

@@ -137,18 +137,27 @@ class Endpoint:
         return Answer(self.to_response(body, generations), tokens)
 
     async def start_stream(
-        self, engines: EnginePool, body: Any, request_id: str, *, priority: int
+        self,
+        engines: EnginePool,
+        body: Any,
+        request_id: str,
+        *,
+        priority: int,
+        on_generation: Callable[[Generation], None] | None = None,
     ) -> AsyncIterator[ServerSentEvent]:
         """Start streaming `body`: returns once the engine has produced its first output.
 
         A request the engine refuses (a prompt over the context length) therefore raises
         here, before any response is sent; later failures are the stream's to report.
+        `on_generation` sees each prompt's finished Generation (its token counts).
         """
         if self.to_stream is None:
             raise BodyError(f"{self.url} does not support stream: true.", param="stream")
         engine = await engines.get(body.model)
         work = self._work(body, request_id, priority)
         engine_events = stream.merge([engine.stream(w) for w in work])
+        if on_generation is not None:
+            engine_events = stream.tap_generations(engine_events, on_generation)
         first = await anext(engine_events)
         return self.to_stream(body, stream.prepend(first, engine_events))
 

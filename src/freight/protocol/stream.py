@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,16 @@ async def prepend(first: tuple[int, Delta | Generation], rest: EngineEvents) -> 
     yield first
     async for item in rest:
         yield item
+
+
+async def tap_generations(
+    events: EngineEvents, on_generation: Callable[[Generation], None]
+) -> EngineEvents:
+    """`events` unchanged, calling `on_generation` with each finished Generation."""
+    async for index, item in events:
+        if isinstance(item, Generation):
+            on_generation(item)
+        yield index, item
 
 
 async def merge(streams: list[AsyncIterator[Delta | Generation]]) -> EngineEvents:

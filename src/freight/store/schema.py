@@ -128,3 +128,16 @@ engine_usage = sa.Table(
     sa.UniqueConstraint("node", "model", "kind", "period_start", name="uq_engine_usage_key"),
     sa.Index("ix_engine_usage_period", "period_start"),
 )
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("prefix", sa.String(32), nullable=False, doc="The key's first characters, shown."),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True, doc="HMAC-SHA256, hex."),
+    sa.Column("project", sa.String(64), nullable=False),
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger),
+    sa.Column("revoked_at", sa.BigInteger),
+)

@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from freight.config import Settings
-from freight.web import pages, session
+from freight.web import headers, pages, session
 
 STATIC = Path(__file__).parent / "static"
 
@@ -25,6 +25,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         https_only=settings.web.https_only_cookies,
         max_age=14 * 24 * 3600,
     )
+    app.add_middleware(headers.SecurityHeaders)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.include_router(pages.router)
 

@@ -40,7 +40,8 @@ class EngineRow:
     measured_usd_per_mtok: Decimal | None
 
 
-def cost_page(svc: Service, project: str, *, since: int) -> dict[str, Any]:
+def cost_page(svc: Service, project: str | None, *, since: int) -> dict[str, Any]:
+    """The cost page of one project (None: of every project, for an admin)."""
     prices = pricing.PriceBook(svc.settings)
     with svc.db.read() as conn:
         own = usage.batch_days(conn, since=since, project=project)
@@ -82,6 +83,7 @@ def cost_page(svc: Service, project: str, *, since: int) -> dict[str, Any]:
         )
     return {
         "project": project,
+        "scope": project,
         "rows": rows,
         "total": total,
         "num_requests": sum(r.num_requests for r in rows),

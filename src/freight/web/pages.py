@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from freight import ids, pricing, submit
+from freight import auth, ids, pricing, submit
 from freight.api import downloads, uploads
 from freight.api.deps import service
 from freight.errors import FreightError, InvalidRequest, NotFound
@@ -101,6 +101,7 @@ def _index(
     request: Request,
     svc: Service,
     owner: str,
+    visible: str | None,
     *,
     after: str | None = None,
     before: str | None = None,
@@ -112,7 +113,7 @@ def _index(
         records, has_more = batches.list_page(
             conn,
             api=None,
-            project=owner,
+            project=visible,
             after=after,
             before=before,
             limit=svc.settings.web.page_size,
@@ -135,19 +136,22 @@ def index(
     after: str | None = None,
     before: str | None = None,
     svc: Service = Depends(service),
-    owner: str = Depends(session.project),
+    who: auth.Identity = Depends(session.identity),
 ) -> Response:
     try:
-        return _index(request, svc, owner, after=after, before=before)
+        return _index(request, svc, who.project, who.scope, after=after, before=before)
     except NotFound:  # a stale cursor (its batch was deleted): start over
         return RedirectResponse("/", status_code=303)
 
 
 @router.post("/ui/batches")
 async def create_batch(
-    request: Request, svc: Service = Depends(service), owner: str = Depends(session.project)
+    request: Request,
+    svc: Service = Depends(service),
+    who: auth.Identity = Depends(session.identity),
 ) -> Response:
     """Upload a JSONL file and create a batch from it, in one form."""
+    owner = who.project
     blob = ids.new_id("blob-")
     try:
         upload = await uploads.receive(request, svc.blobs, blob, svc.settings.limits.max_file_bytes)
@@ -160,6 +164,7 @@ async def create_batch(
         )
         if upload.num_bytes == 0:
             raise InvalidRequest("The file is empty: choose a JSONL file with one request a line.")
+        await asyncio.to_thread(svc.quotas.check_storage, svc.db, owner, upload.num_bytes)
         create = wire.CreateBatch(
             input_file_id=record.id,
             endpoint=upload.fields.get("endpoint") or "/v1/chat/completions",
@@ -169,7 +174,7 @@ async def create_batch(
     except FreightError as exc:
         svc.blobs.delete(blob)
         return await asyncio.to_thread(
-            _index, request, svc, owner, error=exc.message, status_code=exc.status_code
+            _index, request, svc, owner, who.scope, error=exc.message, status_code=exc.status_code
         )
     if svc.worker is not None:
         svc.worker.kick()
@@ -194,11 +199,12 @@ def batch_page(
     request: Request,
     batch_id: str,
     svc: Service = Depends(service),
-    owner: str = Depends(session.project),
+    who: auth.Identity = Depends(session.identity),
 ) -> Response:
+    owner, visible = who.project, who.scope
     with svc.db.read() as conn:
         try:
-            batch = batches.get(conn, batch_id, owner)
+            batch = batches.get(conn, batch_id, visible)
         except NotFound as exc:
             return templates.TemplateResponse(
                 request, "error.html", {"error": exc.message}, status_code=404
@@ -208,8 +214,8 @@ def batch_page(
         end = span[1] if span else start
         bucket = charts.throughput_bucket(end - start)
         points = usage.batch_throughput(conn, batch_id, bucket_seconds=bucket) if span else []
-        output_file = _file(conn, batch.output_file_id, owner)
-        error_file = _file(conn, batch.error_file_id, owner)
+        output_file = _file(conn, batch.output_file_id, visible)
+        error_file = _file(conn, batch.error_file_id, visible)
     prices = pricing.PriceBook(svc.settings)
     run_seconds = end - start if span else None
     has_message_results = (
@@ -234,11 +240,11 @@ def batch_page(
     return templates.TemplateResponse(request, "batch.html", context)
 
 
-def _file(conn: Any, file_id: str | None, owner: str) -> files.FileRecord | None:
+def _file(conn: Any, file_id: str | None, visible: str | None) -> files.FileRecord | None:
     if not file_id:
         return None
     try:
-        return files.get(conn, file_id, owner)
+        return files.get(conn, file_id, visible)
     except NotFound:
         return None
 
@@ -247,14 +253,14 @@ def _file(conn: Any, file_id: str | None, owner: str) -> files.FileRecord | None
 def progress(
     ids: list[str] = Query(default_factory=list, max_length=500),
     svc: Service = Depends(service),
-    owner: str = Depends(session.project),
+    visible: str | None = Depends(session.scope),
 ) -> JSONResponse:
     """Status and counts of the listed batches (the progress bars' poll)."""
     found: dict[str, dict[str, Any]] = {}
     with svc.db.read() as conn:
         for batch_id in dict.fromkeys(ids):
             try:
-                batch = batches.get(conn, batch_id, owner)
+                batch = batches.get(conn, batch_id, visible)
             except NotFound:
                 continue
             done = charts.progress(batch)
@@ -274,10 +280,10 @@ def progress(
 
 @router.get("/ui/files/{file_id}")
 def download(
-    file_id: str, svc: Service = Depends(service), owner: str = Depends(session.project)
+    file_id: str, svc: Service = Depends(service), visible: str | None = Depends(session.scope)
 ) -> Response:
     with svc.db.read() as conn:
-        record = files.get(conn, file_id, owner)
+        record = files.get(conn, file_id, visible)
     return downloads.blob_response(
         svc.blobs,
         record.blob,
@@ -289,11 +295,11 @@ def download(
 
 @router.get("/ui/batches/{batch_id}/results")
 def message_batch_results(
-    batch_id: str, svc: Service = Depends(service), owner: str = Depends(session.project)
+    batch_id: str, svc: Service = Depends(service), visible: str | None = Depends(session.scope)
 ) -> Response:
     """An Anthropic Message Batch's results file (OpenAI batches have output/error files)."""
     with svc.db.read() as conn:
-        batch = batches.get(conn, batch_id, owner, api="anthropic")
+        batch = batches.get(conn, batch_id, visible, api="anthropic")
     missing = NotFound(f"Message Batch {batch_id} has no results yet.", param="batch_id")
     if not batch.is_terminal:
         raise missing
@@ -311,9 +317,12 @@ def message_batch_results(
 
 @router.get("/ui/cost")
 def cost_page(
-    request: Request, svc: Service = Depends(service), owner: str = Depends(session.project)
+    request: Request,
+    svc: Service = Depends(service),
+    who: auth.Identity = Depends(session.identity),
 ) -> Response:
     now = int(time.time())
     since = now - now % usage.DAY_SECONDS - (COST_DAYS - 1) * usage.DAY_SECONDS
-    context = economics.cost_page(svc, owner, since=since)
+    context = economics.cost_page(svc, who.scope, since=since)
+    context["project"] = who.project
     return templates.TemplateResponse(request, "cost.html", {**context, "days": COST_DAYS})

@@ -12,12 +12,11 @@ FREIGHT_HOME (`session_secret`, mode 0600) so sessions survive restarts.
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 from fastapi import Request
 
+from freight import auth
 from freight.api.deps import resolve_project, service
 from freight.config import Settings
 from freight.errors import FreightError
@@ -34,20 +33,7 @@ def secret(settings: Settings) -> str:
     """The configured secret, else the one kept in FREIGHT_HOME (created on first use)."""
     if settings.web.session_secret:
         return settings.web.session_secret
-    path = Path(settings.home) / SECRET_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
-    try:  # O_EXCL: of two processes starting at once, one writes and both read its secret
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
-    return value
+    return auth.read_or_create_secret(Path(settings.home) / SECRET_FILE)
 
 
 def sign_in(request: Request, api_key: str) -> str:
@@ -61,12 +47,23 @@ def sign_out(request: Request) -> None:
     request.session.clear()
 
 
-def project(request: Request) -> str:
-    """FastAPI dependency for pages: the signed-in browser's project, else LoginRequired."""
+def identity(request: Request) -> auth.Identity:
+    """The signed-in browser's identity (its key checked again), else LoginRequired."""
     if SESSION_KEY not in request.session:
         raise LoginRequired()
     try:
-        return resolve_project(service(request), request.session[SESSION_KEY] or None)
+        return service(request).keys.identify(request.session[SESSION_KEY] or None)
     except FreightError:
         request.session.clear()
         raise LoginRequired() from None
+
+
+def project(request: Request) -> str:
+    """FastAPI dependency for pages: the signed-in browser's project, else LoginRequired."""
+    return identity(request).project
+
+
+def scope(request: Request) -> str | None:
+    """FastAPI dependency for pages: whose batches and files the browser may see (None:
+    every project's, for an admin key), else LoginRequired."""
+    return identity(request).scope

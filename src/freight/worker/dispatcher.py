@@ -68,6 +68,7 @@ class Worker:
         self._last_housekeeping = 0.0
         self._last_renew = time.monotonic()
         self._last_reclaim = 0.0
+        self._fair_turn = 0  # rotates the projects' order in fair_claims
         self.num_retries = 0
         self.num_recorded = 0
         self.num_given_back = 0  # batch requests taken back out of the engine for real-time
@@ -132,7 +133,22 @@ class Worker:
         if want <= 0:
             return
         runnable = await asyncio.to_thread(self._runnable)
+        # Fair share between projects first; then whatever a project could not use (its
+        # open requests are already running) goes to the rest in claim order.
+        self._fair_turn += 1
+        drained = set()  # batches with nothing left to claim
+        for batch_id, num in scheduler.fair_claims(runnable, want, self._fair_turn):
+            claimed = await asyncio.to_thread(self._claim, batch_id, num)
+            for request in claimed:
+                self._start(request)
+            want -= len(claimed)
+            if len(claimed) < num:
+                drained.add(batch_id)
+        if want <= 0:
+            return
         for batch_id in scheduler.claim_order(runnable):
+            if batch_id in drained:
+                continue
             claimed = await asyncio.to_thread(self._claim, batch_id, want)
             for request in claimed:
                 self._start(request)

@@ -1,9 +1,10 @@
 """Scheduling policy: which batch requests to admit, in what order, and how many. Pure:
 plain data in, decisions out.
 
-Batch work is ordered across batches earliest deadline (`expires_at`) first, then oldest;
-within a batch, by admission key (shared prefixes together, long outputs first) with
-identical deterministic requests computed once.
+Batch work is shared fairly between projects (`fair_claims`: an equal part of every
+refill each), then ordered across a project's batches earliest deadline (`expires_at`)
+first, then oldest; within a batch, by admission key (shared prefixes together, long
+outputs first) with identical deterministic requests computed once.
 
 Real-time first. Real-time requests never pass through the worker: the API sends them
 straight to the shared engine with REALTIME_PRIORITY, and vLLM's priority scheduler puts
@@ -38,10 +39,56 @@ class RunnableBatch:
     num_open: int
 
 
+def _by_deadline(runnable: list[RunnableBatch]) -> list[RunnableBatch]:
+    ordered = sorted(runnable, key=lambda b: (b.expires_at, b.created_at, b.id))
+    return [b for b in ordered if b.num_open > 0]
+
+
 def claim_order(runnable: list[RunnableBatch]) -> list[str]:
     """Batch ids in the order their queued requests should be claimed."""
-    ordered = sorted(runnable, key=lambda b: (b.expires_at, b.created_at, b.id))
-    return [b.id for b in ordered if b.num_open > 0]
+    return [b.id for b in _by_deadline(runnable)]
+
+
+def fair_claims(runnable: list[RunnableBatch], want: int, turn: int = 0) -> list[tuple[str, int]]:
+    """Split `want` claims between projects, then each project's share between its batches.
+
+    Fair share between projects: every project with open requests gets an equal part of
+    each refill (what one cannot use goes to the others), whatever the size of its
+    batches, so a project's million-request batch cannot starve another's small one.
+    `turn` rotates which projects get the odd claims left over by the division. Within a
+    project, batches are served in `claim_order`. Returns (batch id, number) pairs.
+    """
+    by_project: dict[str, list[RunnableBatch]] = {}
+    for batch in _by_deadline(runnable):
+        by_project.setdefault(batch.project, []).append(batch)
+    names = sorted(by_project)
+    if not names:
+        return []
+    start = turn % len(names)
+    names = names[start:] + names[:start]
+    demand = {name: sum(b.num_open for b in by_project[name]) for name in names}
+    shares = dict.fromkeys(names, 0)
+    hungry = list(names)
+    while want > 0 and hungry:
+        part = max(1, want // len(hungry))
+        for name in list(hungry):
+            give = min(part, demand[name] - shares[name], want)
+            shares[name] += give
+            want -= give
+            if shares[name] == demand[name]:
+                hungry.remove(name)
+            if want == 0:
+                break
+    plan = []
+    for name in names:
+        left = shares[name]
+        for batch in by_project[name]:
+            if left <= 0:
+                break
+            take = min(left, batch.num_open)
+            plan.append((batch.id, take))
+            left -= take
+    return plan
 
 
 def claim_size(capacity: int, num_in_flight: int) -> int:
