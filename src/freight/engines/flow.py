@@ -99,8 +99,8 @@ class AdaptiveLimit:
         self.in_flight -= 1
         if retry_after is not None and retry_after > 0:
             self.blocked_until = max(self.blocked_until, self.clock() + retry_after)
-        if ticket.seq <= self._last_backoff_seq:
-            return False  # started before the last backoff: already accounted for
+        if ticket.seq <= self._last_backoff_seq or self.limit <= self.minimum:
+            return False  # started before the last backoff (accounted for), or at the floor
         self._last_backoff_seq = self._seq
         self.limit = max(float(self.minimum), self.limit * self.backoff_factor)
         self.threshold = self.limit
