@@ -10,6 +10,7 @@ ends exactly once, and the concurrency limit backs off and recovers (metrics and
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import threading
@@ -328,7 +329,7 @@ def test_flaky_upstream_every_request_ends_once_and_concurrency_adapts(
     assert all(after < before or before == 1 for _, before, after in backoffs)
     recovered = [
         later_before > earlier_after
-        for (_, _, earlier_after), (_, later_before, _) in zip(backoffs, backoffs[1:], strict=False)
+        for (_, _, earlier_after), (_, later_before, _) in itertools.pairwise(backoffs)
     ]
     assert any(recovered), backoffs  # grew again after backing off
     assert "Retry-After" in caplog.text
