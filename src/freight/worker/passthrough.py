@@ -83,6 +83,12 @@ class Passthrough:
 
     async def step(self, active: list[batches.BatchRecord]) -> None:
         """Pack the newly queued upstream requests of running batches; adopt given-back ones."""
+        try:
+            await self._step(active)
+        except Exception:  # the store is busy or down: the next round tries again
+            log.exception("passthrough: packing upstream batches failed; will retry")
+
+    async def _step(self, active: list[batches.BatchRecord]) -> None:
         now = time.time()
         running = {b.id for b in active if b.status == "in_progress" and b.expires_at > now}
         if not running:
@@ -92,7 +98,9 @@ class Passthrough:
             if entry.batch_id not in running or not self.registry.has(entry.model):
                 continue
             if entry.upstream_batch_id is None:
-                await asyncio.to_thread(self._pack_all, entry.batch_id, entry.model)
+                packed = await asyncio.to_thread(self._pack_all, entry.batch_id, entry.model)
+                for record in packed:
+                    self._start(record)
             elif entry.upstream_batch_id not in self._tasks:
                 adopted = await asyncio.to_thread(self._adopt, entry.upstream_batch_id)
                 if adopted is not None:
@@ -103,10 +111,11 @@ class Passthrough:
         with self.db.read() as conn:
             return fn(conn, *args)
 
-    def _pack_all(self, batch_id: str, model: str) -> None:
+    def _pack_all(self, batch_id: str, model: str) -> list[upstream.UpstreamBatch]:
         spec = self.registry.get(model)
         assert spec.upstream is not None and spec.batch_style is not None
-        client = self._client(model)
+        max_requests = provider_batches.max_requests(spec.batch_style, spec.upstream)
+        packed_all = []
         while True:
             with self.db.write() as conn:
                 packed = upstream.pack(
@@ -116,11 +125,11 @@ class Passthrough:
                     spec.batch_style,
                     self.owner,
                     self.settings.worker.lease_seconds,
-                    max_requests=client.max_requests,
+                    max_requests=max_requests,
                     max_bytes=spec.upstream.max_batch_bytes,
                 )
             if packed is None:
-                return
+                return packed_all
             record, claimed = packed
             log.info(
                 "batch %s: %d requests for %s packed into upstream batch %s",
@@ -129,7 +138,7 @@ class Passthrough:
                 model,
                 record.id,
             )
-            self._start(record)
+            packed_all.append(record)
 
     def _adopt(self, upstream_batch_id: str) -> upstream.UpstreamBatch | None:
         with self.db.write() as conn:

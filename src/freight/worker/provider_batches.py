@@ -72,6 +72,12 @@ class ProviderBatches(Protocol):
     async def close(self) -> None: ...
 
 
+def max_requests(style: str, upstream: UpstreamSettings) -> int:
+    """Requests per upstream batch: the configured limit, else the provider's own."""
+    default = ANTHROPIC_MAX_REQUESTS if style == "anthropic" else OPENAI_MAX_REQUESTS
+    return upstream.max_requests_per_batch or default
+
+
 def urls_for(style: str) -> tuple[str, ...]:
     return ANTHROPIC_URLS if style == "anthropic" else OPENAI_URLS
 
@@ -147,7 +153,7 @@ class OpenAIBatches:
     def __init__(self, upstream: UpstreamSettings, model: str, *, transport: Any = None) -> None:
         self.upstream = upstream
         self.model = model
-        self.max_requests = upstream.max_requests_per_batch or OPENAI_MAX_REQUESTS
+        self.max_requests = max_requests("openai", upstream)
         self.client = open_client(upstream, "openai", transport=transport)
 
     async def close(self) -> None:
@@ -260,7 +266,7 @@ class AnthropicBatches:
     def __init__(self, upstream: UpstreamSettings, model: str, *, transport: Any = None) -> None:
         self.upstream = upstream
         self.model = model
-        self.max_requests = upstream.max_requests_per_batch or ANTHROPIC_MAX_REQUESTS
+        self.max_requests = max_requests("anthropic", upstream)
         self.client = open_client(upstream, "anthropic", transport=transport)
 
     async def close(self) -> None:
