@@ -115,7 +115,7 @@ class Passthrough:
         spec = self.registry.get(model)
         assert spec.upstream is not None and spec.batch_style is not None
         max_requests = provider_batches.max_requests(spec.batch_style, spec.upstream)
-        packed_all = []
+        packed_all: list[upstream.UpstreamBatch] = []
         while True:
             with self.db.write() as conn:
                 packed = upstream.pack(
