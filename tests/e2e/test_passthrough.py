@@ -8,6 +8,7 @@ sees one Freight batch with one line per request, under the caller's custom_ids.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from openai.types.chat import ChatCompletion as SDKChatCompletion
 from freight.config import ModelSettings, UpstreamSettings, WorkerSettings
 from freight.service import Service
 from freight.store import batches as store_batches
+from freight.store import upstream as store_upstream
 from tests.conftest import (
     LiveServer,
     chat_line,
@@ -337,3 +339,35 @@ def test_a_message_batch_cannot_route_messages_to_an_openai_style_upstream(
     (result,) = results_of(client, batch.id).values()
     assert result.result.type == "errored"
     assert "not /v1/messages" in result.result.error.error.message
+
+
+# --- a worker that stops while an upstream batch runs -------------------------------------
+
+
+def test_a_restarted_worker_adopts_the_upstream_batch_instead_of_creating_another(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="freight.worker.passthrough")
+    up = start_upstream(tmp_path / "up", delay_seconds=0.3, max_in_flight=1)
+    down = start_downstream(tmp_path / "down", up)
+    try:
+        lines = [chat_line(f"r{i}", f"words {i}", model="gpt-up") for i in range(4)]
+        created = submit(down, tmp_path, lines)
+        upstream = up.openai()
+        wait_for(lambda: upstream.batches.list().data)
+        down.stop()  # gives its requests back, still tied to their upstream batch
+        down = start_downstream(tmp_path / "down", up)
+        batch = wait_for_batch(down.openai(), created.id, timeout=120)
+        assert batch.status == "completed" and batch.request_counts.completed == 4
+        output, errors = lines_of(down, batch)
+        assert errors == []
+        assert_each_once(output, errors, [line["custom_id"] for line in lines])
+        (upstream_batch,) = upstream.batches.list().data  # created once, polled by both
+        assert upstream_batch.status == "completed"
+        with down.svc.db.read() as conn:
+            (record,) = store_upstream.for_batch(conn, created.id)
+        assert (record.status, record.upstream_id) == ("ended", upstream_batch.id)
+        assert f"adopted upstream batch {record.id}" in caplog.text
+    finally:
+        down.stop()
+        up.stop()

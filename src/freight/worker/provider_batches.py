@@ -139,9 +139,10 @@ def _missing(request: ClaimedRequest, state: UpstreamState) -> Outcome:
     return Outcome(request.id, request.batch_id, ERRORED, error_json=_compact(error))
 
 
-def _complete(
+def with_missing(
     requests: list[ClaimedRequest], found: dict[str, Outcome], state: UpstreamState
 ) -> list[Outcome]:
+    """One Outcome per request: the provider's result, or what its absence means."""
     return [found.get(r.id) or _missing(r, state) for r in requests]
 
 
@@ -233,29 +234,8 @@ class OpenAIBatches:
                 line = json.loads(raw)
                 request = by_id.get(str(line.get("custom_id")))
                 if request is not None:
-                    found[request.id] = self._outcome(request, line)
-        return _complete(requests, found, state)
-
-    def _outcome(self, request: ClaimedRequest, line: dict[str, Any]) -> Outcome:
-        response = line.get("response")
-        if response is not None:
-            status_code = int(response.get("status_code") or 0)
-            body = response.get("body")
-            if status_code == 200:
-                return _succeeded(request, body)
-            return Outcome(
-                request.id,
-                request.batch_id,
-                ERRORED,
-                status_code=status_code,
-                response_json=_compact(body),
-            )
-        error = line.get("error") or {"code": "unknown", "message": "no result"}
-        if error.get("code") == "batch_expired":
-            return Outcome(request.id, request.batch_id, EXPIRED, error_json=EXPIRED_ERROR)
-        if error.get("code") == "batch_cancelled":
-            return Outcome(request.id, request.batch_id, CANCELLED, error_json=CANCELLED_ERROR)
-        return Outcome(request.id, request.batch_id, ERRORED, error_json=_compact(error))
+                    found[request.id] = openai_outcome(request, line)
+        return with_missing(requests, found, state)
 
 
 class AnthropicBatches:
@@ -315,29 +295,54 @@ class AnthropicBatches:
             line = json.loads(raw)
             request = by_id.get(str(line.get("custom_id")))
             if request is not None:
-                found[request.id] = self._outcome(request, line.get("result") or {})
+                found[request.id] = anthropic_outcome(request, line.get("result") or {})
         ended = UpstreamState("ended", True, "the upstream batch returned no result for it")
-        return _complete(requests, found, ended)
+        return with_missing(requests, found, ended)
 
-    def _outcome(self, request: ClaimedRequest, result: dict[str, Any]) -> Outcome:
-        kind = result.get("type")
-        if kind == "succeeded":
-            return _succeeded(request, result.get("message"))
-        if kind == "expired":
-            return Outcome(request.id, request.batch_id, EXPIRED, error_json=EXPIRED_ERROR)
-        if kind == "canceled":
-            return Outcome(request.id, request.batch_id, CANCELLED, error_json=CANCELLED_ERROR)
-        error = result.get("error") or {
-            "type": "error",
-            "error": {"type": "api_error", "message": "no result"},
-        }
-        error.pop("request_id", None)  # Freight sets its own when it writes the line
-        inner = error.get("error") or {}
-        status = 400 if inner.get("type") == "invalid_request_error" else 500
+
+def openai_outcome(request: ClaimedRequest, line: dict[str, Any]) -> Outcome:
+    """One line of an OpenAI batch's output or error file as an Outcome."""
+    response = line.get("response")
+    if response is not None:
+        status_code = int(response.get("status_code") or 0)
+        body = response.get("body")
+        if status_code == 200:
+            return _succeeded(request, body)
         return Outcome(
             request.id,
             request.batch_id,
             ERRORED,
-            status_code=status,
-            response_json=_compact(error),
+            status_code=status_code,
+            response_json=_compact(body),
         )
+    error = line.get("error") or {"code": "unknown", "message": "no result"}
+    if error.get("code") == "batch_expired":
+        return Outcome(request.id, request.batch_id, EXPIRED, error_json=EXPIRED_ERROR)
+    if error.get("code") == "batch_cancelled":
+        return Outcome(request.id, request.batch_id, CANCELLED, error_json=CANCELLED_ERROR)
+    return Outcome(request.id, request.batch_id, ERRORED, error_json=_compact(error))
+
+
+def anthropic_outcome(request: ClaimedRequest, result: dict[str, Any]) -> Outcome:
+    """One Anthropic `result` (succeeded, errored, canceled, expired) as an Outcome."""
+    kind = result.get("type")
+    if kind == "succeeded":
+        return _succeeded(request, result.get("message"))
+    if kind == "expired":
+        return Outcome(request.id, request.batch_id, EXPIRED, error_json=EXPIRED_ERROR)
+    if kind == "canceled":
+        return Outcome(request.id, request.batch_id, CANCELLED, error_json=CANCELLED_ERROR)
+    error = result.get("error") or {
+        "type": "error",
+        "error": {"type": "api_error", "message": "no result"},
+    }
+    error.pop("request_id", None)  # Freight sets its own when it writes the line
+    inner = error.get("error") or {}
+    status = 400 if inner.get("type") == "invalid_request_error" else 500
+    return Outcome(
+        request.id,
+        request.batch_id,
+        ERRORED,
+        status_code=status,
+        response_json=_compact(error),
+    )
