@@ -141,3 +141,15 @@ def test_gate_holds_calls_past_the_requests_per_minute_bucket() -> None:
         assert gate.stats().num_waiting == 0 and gate.stats().in_flight == 0
 
     asyncio.run(scenario())
+
+
+def test_the_best_latency_creeps_up_with_time_not_with_calls() -> None:
+    clock = FakeClock()
+    limit = AdaptiveLimit(4.0, clock=clock)
+    limit.succeeded(limit.start(), 0.01)
+    for _ in range(1000):  # many slower calls at once do not move the reference
+        limit.succeeded(limit.start(), 0.05)
+    assert limit.best_seconds_per_token == 0.01
+    clock.now += 70.0  # about doubles in 70 s
+    limit.succeeded(limit.start(), 0.05)
+    assert 0.019 < (limit.best_seconds_per_token or 0) < 0.021

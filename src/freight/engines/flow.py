@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-BEST_DRIFT = 1.01  # the best latency creeps up per success, so one lucky call cannot pin it
+# The best latency seen creeps up by this factor per second, so that one lucky call
+# cannot pin it forever and a lasting change of workload is learnt within minutes.
+BEST_DRIFT_PER_SECOND = 1.01
 OVERLOAD_REASONS = ("throttled", "server_error", "timeout", "connection")
 
 
@@ -59,6 +61,7 @@ class AdaptiveLimit:
     threshold: float = math.inf  # slow start below this
     blocked_until: float = 0.0  # Retry-After: no new call before this clock time
     best_seconds_per_token: float | None = None
+    best_at: float = 0.0  # when best_seconds_per_token was last updated
     num_backoffs: Counter[str] = field(default_factory=Counter)
     _seq: int = 0
     _last_backoff_seq: int = 0
@@ -83,9 +86,14 @@ class AdaptiveLimit:
     def succeeded(self, ticket: Ticket, seconds_per_token: float) -> None:
         """A call ended well in `seconds_per_token`: grow if the upstream kept up."""
         self.in_flight -= 1
+        now = self.clock()
         best = self.best_seconds_per_token
-        best = seconds_per_token if best is None else min(seconds_per_token, best * BEST_DRIFT)
-        self.best_seconds_per_token = best
+        if best is None:
+            best = seconds_per_token
+        else:
+            drifted = best * BEST_DRIFT_PER_SECOND ** max(0.0, now - self.best_at)
+            best = min(seconds_per_token, drifted)
+        self.best_seconds_per_token, self.best_at = best, now
         if not ticket.was_saturated or seconds_per_token > self.latency_tolerance * best:
             return  # the limit was not the bottleneck, or the upstream is slowing: hold
         before = self.current
