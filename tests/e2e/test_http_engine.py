@@ -300,10 +300,13 @@ def test_flaky_upstream_every_request_ends_once_and_concurrency_adapts(
     for line in output:
         content = line["response"]["body"]["choices"][0]["message"]["content"]
         assert content == prompts[int(line["custom_id"][1:])].upper()
-    # (a timed-out call's late answer is lost with its connection, so it answered twice)
-    once = [p for p in prompts if not p.startswith(("bad", "timeout"))]
-    assert all(upstream.answered[p] == 1 for p in once)
-    assert all(upstream.answered[p] == 2 for p in prompts if p.startswith("timeout"))
+    # A timed-out call's late answer is lost with its connection, so the upstream answered
+    # it again; that is the only way to answer twice (on a loaded machine, calls other
+    # than the `timeout` ones may time out too).
+    answerable = [p for p in prompts if not p.startswith("bad")]
+    assert all(upstream.answered[p] >= 1 for p in answerable)
+    assert all(upstream.answered[p] >= 2 for p in prompts if p.startswith("timeout"))
+    num_repeated = sum(upstream.answered[p] - 1 for p in answerable)
     # a permanent 400 is the request's own error line, with the upstream's message, not retried
     assert {line["custom_id"] for line in errors} == bad
     for line in errors:
@@ -323,7 +326,8 @@ def test_flaky_upstream_every_request_ends_once_and_concurrency_adapts(
         metrics['freight_upstream_calls_total{model="up",outcome="server_error"}']
         == (upstream.statuses[500])
     )
-    assert metrics['freight_upstream_calls_total{model="up",outcome="timeout"}'] >= 1
+    num_timeouts = metrics['freight_upstream_calls_total{model="up",outcome="timeout"}']
+    assert 1 <= num_repeated <= num_timeouts
     assert metrics['freight_upstream_in_flight{model="up"}'] == 0
     backoffs = [
         (m[1], int(m[2]), int(m[3])) for r in caplog.records if (m := BACKOFF.search(r.message))
