@@ -51,7 +51,8 @@ def start_upstream(home: Path, delay_seconds: float, max_in_flight: int) -> Live
 
 def start_downstream(home: Path, upstream: LiveServer, **overrides: Any) -> LiveServer:
     """Models: `gpt-up` and `claude-up` (4 requests per upstream batch), `gpt-up-2s`
-    (upstream batches with a 2 s completion window) and the local `echo`."""
+    (upstream batches with a 2 s completion window), `gpt-nope` (a model the upstream
+    lacks) and the local `echo`."""
 
     def model(name: str, engine: str, base_url: str, **extra: Any) -> ModelSettings:
         settings = UpstreamSettings(base_url=base_url, model="echo", **FAST_POLL, **extra)
@@ -64,6 +65,11 @@ def start_downstream(home: Path, upstream: LiveServer, **overrides: Any) -> Live
             ModelSettings(name="echo", engine="echo"),
             model("gpt-up", "openai-batch", v1, max_requests_per_batch=4, **overrides),
             model("gpt-up-2s", "openai-batch", v1, completion_window="2s"),
+            ModelSettings(  # the upstream has no such model: its batches fail validation
+                name="gpt-nope",
+                engine="openai-batch",
+                upstream=UpstreamSettings(base_url=v1, model="nope", **FAST_POLL),
+            ),
             model(
                 "claude-up",
                 "anthropic-batch",
@@ -217,6 +223,23 @@ def test_cancelling_the_freight_batch_cancels_upstream_and_keeps_finished_lines(
     assert_each_once(output, errors, [line["custom_id"] for line in lines])
     assert len(output) >= 1  # what the provider finished before the cancel is kept
     assert errors and all(line["error"]["code"] == "batch_cancelled" for line in errors)
+
+
+def test_an_upstream_batch_that_fails_validation_errors_every_line_with_its_reason(
+    servers: Callable[..., tuple[LiveServer, LiveServer]], tmp_path: Path
+) -> None:
+    up, down = servers()
+    lines = [chat_line(f"r{i}", f"words {i}", model="gpt-nope") for i in range(3)]
+    batch = wait_for_batch(down.openai(), submit(down, tmp_path, lines).id, timeout=120)
+    assert batch.status == "completed" and batch.request_counts.failed == 3
+    (upstream_batch,) = up.openai().batches.list().data
+    assert upstream_batch.status == "failed"
+    output, errors = lines_of(down, batch)
+    assert output == []
+    assert_each_once(output, errors, [line["custom_id"] for line in lines])
+    for line in errors:
+        assert line["error"]["code"] == "upstream_batch_failed"
+        assert "the model 'nope' does not exist" in line["error"]["message"]
 
 
 def test_a_passthrough_model_refuses_real_time_requests(
