@@ -77,6 +77,13 @@ def is_transient(status_code: int) -> bool:
 def headers_for(upstream: UpstreamSettings, style: str = "openai") -> dict[str, str]:
     """Authentication (and version) headers in the upstream API's style."""
     key = upstream.key()
+    if key is None and upstream.api_key_env:
+        log.warning(
+            "upstream %s: the environment variable %s (api_key_env) is not set; "
+            "calling it without an API key",
+            upstream.base_url,
+            upstream.api_key_env,
+        )
     if style == "anthropic":
         headers = {"anthropic-version": upstream.anthropic_version}
         if key:
