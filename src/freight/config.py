@@ -182,14 +182,82 @@ class RaySettings(_Section):
     )
 
 
+class UpstreamSettings(_Section):
+    """Another server a model is routed to: `[models.upstream]` of an `http`,
+    `openai-batch` or `anthropic-batch` model (README, Upstreams)."""
+
+    base_url: str = Field(
+        description="The upstream's API root, e.g. https://api.openai.com/v1 (OpenAI styles) "
+        "or https://api.anthropic.com (Anthropic style)."
+    )
+    api_key: str | None = Field(None, description="The upstream's API key.")
+    api_key_env: str | None = Field(
+        None, description="Or: the environment variable that holds the key (kept out of files)."
+    )
+    model: str | None = Field(
+        None, description="The upstream's name for the model (default: ours)."
+    )
+    timeout_seconds: float = Field(600.0, gt=0, description="Longest wait for one upstream call.")
+    # http: adaptive concurrency and rate limits (engines/flow.py)
+    initial_concurrency: int = Field(4, ge=1, description="http: requests in flight at start.")
+    min_concurrency: int = Field(1, ge=1, description="http: the limit never backs off below this.")
+    max_concurrency: int = Field(256, ge=1, description="http: the limit never grows past this.")
+    latency_tolerance: float = Field(
+        2.0,
+        gt=1,
+        description="http: the limit grows while seconds per output token stay within this "
+        "factor of the best seen.",
+    )
+    backoff_factor: float = Field(
+        0.5, gt=0, lt=1, description="http: the limit is multiplied by this on 429/5xx/timeouts."
+    )
+    requests_per_minute: int | None = Field(None, ge=1, description="http: RPM limit, if any.")
+    tokens_per_minute: int | None = Field(
+        None, ge=1, description="http: TPM limit (prompt estimate + max_tokens), if any."
+    )
+    # openai-batch / anthropic-batch: provider batch passthrough (worker/passthrough.py)
+    max_requests_per_batch: int | None = Field(
+        None,
+        ge=1,
+        description="Batch styles: requests per upstream batch (default 50,000 "
+        "for OpenAI, 100,000 for Anthropic).",
+    )
+    max_batch_bytes: int = Field(
+        190 * MiB, ge=1, description="Batch styles: bytes of requests per upstream batch."
+    )
+    completion_window: str = Field(
+        "24h", description="openai-batch: the completion_window of upstream batches."
+    )
+    poll_seconds: float = Field(
+        5.0, gt=0, description="Batch styles: first wait between polls; doubles per poll."
+    )
+    max_poll_seconds: float = Field(300.0, gt=0, description="Batch styles: longest poll wait.")
+    anthropic_version: str = Field("2023-06-01", description="anthropic-batch: API version header.")
+
+    def key(self) -> str | None:
+        """The API key: `api_key`, else the environment variable `api_key_env` names."""
+        if self.api_key is not None:
+            return self.api_key
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+UPSTREAM_ENGINES = ("http", "openai-batch", "anthropic-batch")
+
+
 class ModelSettings(_Section):
     """One entry of the model registry."""
 
     name: str = Field(description="The name clients put in `model`.")
-    engine: Literal["vllm", "echo", "embeddings"] = Field(
-        "vllm",
-        description="Which engine serves it: `vllm` and `echo` generate text, `embeddings` "
-        "(sentence-transformers) serves /v1/embeddings.",
+    engine: Literal["vllm", "echo", "embeddings", "http", "openai-batch", "anthropic-batch"] = (
+        Field(
+            "vllm",
+            description="Which engine serves it: `vllm` and `echo` generate text, `embeddings` "
+            "(sentence-transformers) serves /v1/embeddings; `http` is any OpenAI-compatible "
+            "server, `openai-batch`/`anthropic-batch` an upstream Batch API (`upstream`).",
+        )
+    )
+    upstream: UpstreamSettings | None = Field(
+        None, description="For `http`, `openai-batch`, `anthropic-batch`: where to send work."
     )
     path: Path | None = Field(
         None,

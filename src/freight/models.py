@@ -19,7 +19,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from freight.config import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, ModelSettings, Settings
+from freight.config import (
+    DEFAULT_CHAT_MODEL,
+    DEFAULT_EMBEDDING_MODEL,
+    UPSTREAM_ENGINES,
+    ModelSettings,
+    Settings,
+    UpstreamSettings,
+)
 from freight.engines.base import Task
 from freight.errors import ConfigError, NotFound
 
@@ -39,10 +46,18 @@ class ModelSpec:
     path: Path | None  # None: an embedded default, found (and converted) on first use
     created: int = 1735689600  # fixed: registry entries have no upload time
     delay_seconds: float = 0.0  # echo engine only: simulated time per request
+    upstream: UpstreamSettings | None = None  # http and batch passthrough models only
 
     @property
     def is_embedded_default(self) -> bool:
         return self.path is None and self.engine in ("vllm", "embeddings")
+
+    @property
+    def batch_style(self) -> str | None:
+        """'openai' or 'anthropic' for a model routed to an upstream Batch API, else None."""
+        if self.engine in ("openai-batch", "anthropic-batch"):
+            return self.engine.removesuffix("-batch")
+        return None
 
     @property
     def task(self) -> Task:
@@ -94,7 +109,18 @@ def _spec_from_settings(entry: ModelSettings) -> ModelSpec:
         raise ConfigError(f"models: '{entry.name}' needs a `path` to a local model directory")
     if entry.path is not None and not entry.path.is_dir():
         raise ConfigError(f"models: '{entry.name}' path {entry.path} is not a directory")
-    return ModelSpec(entry.name, entry.engine, entry.path, delay_seconds=entry.delay_seconds)
+    if (entry.engine in UPSTREAM_ENGINES) != (entry.upstream is not None):
+        raise ConfigError(
+            f"models: '{entry.name}' (engine '{entry.engine}'): a [models.upstream] table "
+            f"is needed by, and only allowed for, the engines {', '.join(UPSTREAM_ENGINES)}"
+        )
+    return ModelSpec(
+        entry.name,
+        entry.engine,
+        entry.path,
+        delay_seconds=entry.delay_seconds,
+        upstream=entry.upstream,
+    )
 
 
 def find_smollm2_gguf() -> Path:

@@ -26,6 +26,7 @@ from prometheus_client.core import (
 )
 
 from freight.api.deps import service
+from freight.engines.flow import OVERLOAD_REASONS
 from freight.engines.metering import KINDS, REALTIME, EngineMeter, Histogram
 from freight.service import Service
 from freight.store import requests, usage
@@ -59,6 +60,7 @@ async def metrics(svc: Service = Depends(service)) -> Response:
     families = [
         *_queue_families(svc, num_queued, by_status),
         *_meter_families(svc.engines.meter, svc.settings.metrics.utilization_window_seconds),
+        *_upstream_families(svc),
     ]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))  # type: ignore[arg-type]
@@ -178,3 +180,48 @@ def _histogram(
         ]
         family.add_metric([model, kind], buckets, histogram.total)
     return family
+
+
+def _upstream_families(svc: Service) -> Iterable[Metric]:
+    """HTTP engines' flow control (engines/flow.py): limit, in flight, waiting, backoffs."""
+    gauges = {
+        "limit": GaugeMetricFamily(
+            "freight_upstream_concurrency_limit",
+            "Calls an HTTP engine may have in flight upstream now (adaptive).",
+            labels=["model"],
+        ),
+        "in_flight": GaugeMetricFamily(
+            "freight_upstream_in_flight", "Calls in flight upstream now.", labels=["model"]
+        ),
+        "num_waiting": GaugeMetricFamily(
+            "freight_upstream_waiting", "Calls waiting for an upstream slot.", labels=["model"]
+        ),
+        "blocked_seconds": GaugeMetricFamily(
+            "freight_upstream_retry_after_seconds",
+            "Seconds left of the upstream's last Retry-After pause.",
+            labels=["model"],
+        ),
+    }
+    backoffs = CounterMetricFamily(
+        "freight_upstream_backoffs",
+        "Times the concurrency limit backed off, by cause.",
+        labels=["model", "reason"],
+    )
+    calls = CounterMetricFamily(
+        "freight_upstream_calls", "Upstream calls ended, by outcome.", labels=["model", "outcome"]
+    )
+    for model in svc.engines.started():
+        engine = svc.engines.engine(model)
+        stats_of = getattr(engine, "flow_stats", None)
+        if stats_of is None:
+            continue
+        stats = stats_of()
+        for name, family in gauges.items():
+            family.add_metric([model], getattr(stats, name))
+        for reason in OVERLOAD_REASONS:
+            backoffs.add_metric([model, reason], stats.backoffs.get(reason, 0))
+        for outcome, num in sorted(getattr(engine, "outcomes", {}).items()):
+            calls.add_metric([model, outcome], num)
+    yield from gauges.values()
+    yield backoffs
+    yield calls

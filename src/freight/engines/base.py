@@ -109,12 +109,14 @@ class RequestRejected(Exception):
     """The engine refused the request itself (e.g. the prompt exceeds the context).
 
     Permanent: retrying cannot help. The message names the limit; `code` is the
-    OpenAI error code to report, if there is a specific one.
+    OpenAI error code to report, if there is a specific one; `status_code` the HTTP
+    status of the request's error line (an upstream server's own 4xx, for example).
     """
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, status_code: int = 400) -> None:
         super().__init__(message)
         self.code = code
+        self.status_code = status_code
 
 
 class EngineDied(Exception):

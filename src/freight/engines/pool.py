@@ -82,6 +82,10 @@ class EnginePool:
     def started(self) -> list[str]:
         return sorted(self._engines)
 
+    def engine(self, model: str) -> Engine | EmbeddingEngine | None:
+        """The started engine for `model`, if it has started (metrics read them)."""
+        return self._engines.get(model)
+
     async def get(self, model: str) -> Engine:
         """The started text generation engine for `model`."""
         return cast(Engine, await self._get(model, "generate"))
@@ -99,6 +103,13 @@ class EnginePool:
             does = "creates embeddings" if spec.task == "embed" else "generates text"
             raise InvalidRequest(
                 f"The model '{model}' {does}; it cannot serve this request.",
+                param="model",
+                code="model_not_supported",
+            )
+        if spec.batch_style is not None:
+            raise InvalidRequest(
+                f"The model '{model}' runs through an upstream Batch API: it accepts batch "
+                "requests only (POST /v1/batches or /v1/messages/batches).",
                 param="model",
                 code="model_not_supported",
             )
@@ -132,6 +143,10 @@ class EnginePool:
         engine: Engine | EmbeddingEngine
         if spec.engine == "echo":
             engine = EchoEngine(spec.name, delay_seconds=spec.delay_seconds)
+        elif spec.engine == "http" and spec.upstream is not None:
+            from freight.engines.http import HTTPEngine
+
+            engine = HTTPEngine(spec.name, spec.upstream)
         elif spec.engine == "embeddings":
             from freight.engines.embeddings import EmbeddingsEngine
 

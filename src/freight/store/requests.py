@@ -118,7 +118,11 @@ def claim(
         return []
     query = (
         sa.select(*_CLAIMED_COLUMNS)
-        .where(requests.c.batch_id == batch_id, requests.c.status == QUEUED)
+        .where(
+            requests.c.batch_id == batch_id,
+            requests.c.status == QUEUED,
+            requests.c.upstream.is_(None),  # upstream Batch API requests: store/upstream.py
+        )
         .order_by(requests.c.admission_key, requests.c.line)
         .limit(limit)
     )
@@ -192,7 +196,11 @@ def claim_all(
     None if nothing was queued. Rows another worker is claiming at this moment are left
     to it.
     """
-    where = [requests.c.batch_id == batch_id, requests.c.status == QUEUED]
+    where = [
+        requests.c.batch_id == batch_id,
+        requests.c.status == QUEUED,
+        requests.c.upstream.is_(None),
+    ]
     num = _update_count(
         conn,
         _locked_update(conn, where, skip_locked=True),

@@ -95,10 +95,34 @@ requests = sa.Table(
         doc="Claim order within the batch (worker/scheduler.py).",
     ),
     sa.Column("dedup_key", sa.String(32), doc="Shared by identical deterministic requests."),
+    sa.Column(
+        "upstream",
+        sa.String(255),
+        doc="The model, if it runs through an upstream Batch API (worker/passthrough.py).",
+    ),
+    sa.Column("upstream_batch_id", sa.String(64), doc="The upstream_batches row carrying it."),
     sa.UniqueConstraint("batch_id", "line", name="uq_requests_batch_line"),
     sa.Index("ix_requests_batch_status_line", "batch_id", "status", "line"),
     sa.Index("ix_requests_claim_order", "batch_id", "status", "admission_key", "line"),
     sa.Index("ix_requests_status_lease", "status", "lease_expires_at"),
+    sa.Index("ix_requests_upstream", "upstream", "status", "upstream_batch_id"),
+)
+
+upstream_batches = sa.Table(
+    "upstream_batches",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("batch_id", sa.String(64), nullable=False, index=True),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("style", sa.String(16), nullable=False, doc="'openai' or 'anthropic'."),
+    sa.Column("status", sa.String(16), nullable=False, doc="pending, submitted or ended."),
+    sa.Column("upstream_id", sa.String(255), doc="The provider's batch id, once created."),
+    sa.Column("upstream_status", sa.String(32), doc="The provider's last reported status."),
+    sa.Column("num_requests", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("submitted_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("detail", sa.Text, doc="Why it failed or ended, if it says."),
 )
 
 batch_events = sa.Table(

@@ -29,7 +29,7 @@ from freight.store import batches, faults, requests
 from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStorage
 from freight.store.db import Database
-from freight.worker import finalize, ingest, runner, scheduler
+from freight.worker import finalize, ingest, passthrough, runner, scheduler
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class Worker:
         self.num_given_back = 0  # batch requests taken back out of the engine for real-time
         # Large batches go to a Ray cluster when one is configured (cluster/handoff.py).
         self.ray = RayHandOff(settings, db, self.owner) if settings.ray.address else None
+        # Models routed to an upstream Batch API (worker/passthrough.py).
+        self.passthrough = passthrough.Passthrough(settings, db, registry, self.owner)
         engines.realtime.subscribe(self._kick.set)
 
     def kick(self) -> None:
@@ -316,6 +318,7 @@ class Worker:
             if num:
                 log.warning("reclaimed %d requests whose worker lost its lease", num)
         active = await asyncio.to_thread(self._active)
+        await self.passthrough.step(active)
         wall = time.time()
         for batch in active:
             if batch.id in self._background:
@@ -387,6 +390,7 @@ class Worker:
                 self.policy,
                 has_model=self.registry.has,
                 check_model=self._model_problem,
+                route=self.passthrough.route,
             )
         else:
             await asyncio.to_thread(
@@ -398,16 +402,21 @@ class Worker:
                 self.policy,
                 has_model=self.registry.has,
                 check_model=self._model_problem,
+                route=self.passthrough.route,
             )
         self._last_housekeeping = 0.0
 
     def _model_problem(self, model: str, url: str) -> str | None:
         """Why `model` cannot serve `url` (an embeddings model asked to chat, ...), if so."""
+        spec = self.registry.get(model)
+        if spec.batch_style is not None:
+            return passthrough.url_problem(spec, url)
         return endpoints.model_problem(url, model, self.registry.get(model).task)
 
     async def _end_early(self, batch_id: str, status: str) -> None:
         """Cancel or expire: finished lines stay, every open request gets its error line."""
         error = finalize.CANCELLED_ERROR if status == requests.CANCELLED else finalize.EXPIRED_ERROR
+        await self.passthrough.end_batch(batch_id)  # cancel upstream; keep what it finished
         running = await asyncio.to_thread(self._write, requests.close_open, batch_id, status, error)
         for request_id in running:
             task = self._in_flight.get(request_id)
@@ -436,6 +445,7 @@ class Worker:
         for task in leftover:
             task.cancel()
         await asyncio.gather(*leftover, return_exceptions=True)
+        await self.passthrough.stop()
         for task in list(self._background.values()):
             task.cancel()
         await asyncio.gather(*self._background.values(), return_exceptions=True)

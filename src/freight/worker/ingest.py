@@ -35,7 +35,17 @@ log = logging.getLogger(__name__)
 CHUNK = 5000
 
 
-def _row(batch_id: str, accepted: AcceptedLine, policy: scheduler.OrderPolicy) -> dict[str, Any]:
+def no_upstream(model: str | None) -> str | None:
+    """The default route: every model runs on this worker's engines."""
+    return None
+
+
+def _row(
+    batch_id: str,
+    accepted: AcceptedLine,
+    policy: scheduler.OrderPolicy,
+    route: Callable[[str | None], str | None] = no_upstream,
+) -> dict[str, Any]:
     # every row carries the same keys: an executemany takes its columns from the first row
     row: dict[str, Any] = {
         "id": ids.new_request_id(),
@@ -50,6 +60,8 @@ def _row(batch_id: str, accepted: AcceptedLine, policy: scheduler.OrderPolicy) -
         "response_json": None,
         "admission_key": scheduler.admission_key(accepted.body, policy),
         "dedup_key": scheduler.dedup_key(accepted.url, accepted.body, policy),
+        # the model, when it runs through an upstream Batch API (worker/passthrough.py)
+        "upstream": route(accepted.model) if accepted.error_body is None else None,
     }
     if accepted.error_body is not None:
         row.update(
@@ -69,6 +81,7 @@ def ingest_openai_batch(
     *,
     has_model: Callable[[str], bool],
     check_model: Callable[[str, str], str | None],
+    route: Callable[[str | None], str | None] = no_upstream,
 ) -> batches.BatchRecord:
     """Validate the batch's input file and queue its lines, or fail the batch.
 
@@ -90,7 +103,7 @@ def ingest_openai_batch(
                 break
             if accepted is None or validator.is_failed:
                 continue
-            chunk.append(_row(batch.id, accepted, policy))
+            chunk.append(_row(batch.id, accepted, policy, route))
             num_total += 1
             num_invalid += accepted.error_body is not None
             if len(chunk) >= CHUNK:
@@ -117,6 +130,7 @@ def ingest_message_batch(
     *,
     has_model: Callable[[str], bool],
     check_model: Callable[[str, str], str | None],
+    route: Callable[[str | None], str | None] = no_upstream,
 ) -> batches.BatchRecord:
     """Queue an Anthropic Message Batch's requests from its stored create body.
 
@@ -137,7 +151,7 @@ def ingest_message_batch(
             for accepted in message_batch_input.iter_requests(
                 fh, has_model=has_model, check_model=check_model
             ):
-                chunk.append(_row(batch.id, accepted, policy))
+                chunk.append(_row(batch.id, accepted, policy, route))
                 num_total += 1
                 num_invalid += accepted.error_body is not None
                 models.add(accepted.model)

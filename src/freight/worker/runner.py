@@ -126,7 +126,8 @@ async def execute(
             engines, body, f"{claimed.id}-{claimed.attempts}", share=shared.sharing(key)
         )
     except RequestRejected as exc:
-        return _error_outcome(claimed, endpoint, 400, endpoints.BodyError(str(exc), code=exc.code))
+        error = endpoints.BodyError(str(exc), code=exc.code)
+        return _error_outcome(claimed, endpoint, exc.status_code, error)
     except endpoints.BodyError as exc:
         return _error_outcome(claimed, endpoint, 400, exc)
     except EngineDied as exc:
