@@ -11,8 +11,10 @@ from fastapi import FastAPI
 
 from freight import __version__, web
 from freight.api import batches, errors, files, message_batches, meta, metrics, realtime
+from freight.api import webhooks as webhook_routes
 from freight.service import Service
 from freight.worker.usage import UsageRecorder
+from freight.worker.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
             svc.db, svc.engines.meter, every_seconds=svc.settings.metrics.usage_record_seconds
         )
         recording = asyncio.create_task(recorder.run(stop))
+        sender = WebhookSender(svc.settings.webhooks, svc.db)
+        sending = asyncio.create_task(sender.run(stop))
         try:
             yield
         finally:
@@ -43,6 +47,7 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
             if worker is not None:
                 await worker
             await recording
+            await sending
             await svc.close()
 
     app = FastAPI(title="Freight", version=__version__, lifespan=lifespan)
@@ -50,6 +55,7 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
     errors.install(app)
     for module in (files, batches, message_batches, realtime, meta, metrics):
         app.include_router(module.router)
+    app.include_router(webhook_routes.router)
     web.install(app, svc.settings)  # the dashboard at / and /ui/...
     return app
 
