@@ -7,6 +7,7 @@ report`, so an operator can set up endpoints for any project. Exit codes: 0 succ
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ HomeOption = Annotated[
     Path | None,
     typer.Option("--home", help="Freight's data folder (default $FREIGHT_HOME or ./.freight)."),
 ]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ProjectOption = Annotated[
     str | None, typer.Option("--project", help="Only this project's endpoints (default: all).")
 ]
@@ -67,6 +69,7 @@ def add(
     project: Annotated[
         str, typer.Option("--project", help="The project whose batches it hears about.")
     ] = DEFAULT_PROJECT,
+    name: Annotated[str, typer.Option("--name", help="A human-readable name.")] = "",
     events: Annotated[
         list[str] | None,
         typer.Option(
@@ -83,29 +86,40 @@ def add(
     )
     try:
         url = wire.check_url(url)
-        event_types = wire.check_events(wanted)
+        event_types = wire.check_event_types(wanted)
     except FreightError as exc:
         err.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from None
     with _store(home) as db, db.write() as conn:
         record = webhooks.add_endpoint(
-            conn, project=project, url=url, events=event_types, secret=wire.new_secret()
+            conn,
+            project=project,
+            name=name,
+            url=url,
+            event_types=event_types,
+            secret=wire.new_secret(),
         )
     out.print(f"Added webhook endpoint [bold]{record.id}[/bold] for project {record.project}")
     out.print(f"  url:    {record.url}", highlight=False)
-    out.print(f"  events: {', '.join(record.events)}", highlight=False)
+    out.print(f"  events: {', '.join(record.event_types)}", highlight=False)
     out.print("Signing secret (shown only now; verify deliveries with it):")
     print(record.secret)  # plain, on a line of its own, for scripts
 
 
 @webhooks_app.command("list")
-def list_(project: ProjectOption = None, home: HomeOption = None) -> None:
-    """List endpoints (without their secrets)."""
+def list_(
+    project: ProjectOption = None, as_json: JsonOption = False, home: HomeOption = None
+) -> None:
+    """List endpoints, newest first (without their secrets)."""
     with _store(home) as db, db.read() as conn:
         records = webhooks.list_endpoints(conn, project)
-    table = Table("id", "project", "url", "events", "created (UTC)")
+    if as_json:
+        items = [{**wire.endpoint_object(r).model_dump(), "project": r.project} for r in records]
+        print(json.dumps(items, indent=2))
+        return
+    table = Table("id", "project", "name", "url", "events", "created (UTC)")
     for r in records:
-        table.add_row(r.id, r.project, r.url, ", ".join(r.events), _when(r.created_at))
+        table.add_row(r.id, r.project, r.name, r.url, ", ".join(r.event_types), _when(r.created_at))
     out.print(table if records else "No webhook endpoints.")
 
 
@@ -132,6 +146,7 @@ def deliveries(
     ] = None,
     project: ProjectOption = None,
     limit: Annotated[int, typer.Option(min=1, help="The newest N deliveries.")] = 50,
+    as_json: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
     """The delivery log, newest first: event, attempts, last answer or error, delivered time."""
@@ -145,6 +160,9 @@ def deliveries(
         records = webhooks.list_deliveries(
             conn, endpoint_id=endpoint_id, project=project, limit=limit
         )
+    if as_json:
+        print(json.dumps([wire.delivery_object(r).model_dump() for r in records], indent=2))
+        return
     table = Table(
         "event",
         "type",

@@ -1,4 +1,9 @@
-"""/v1/webhooks/endpoints: the caller's project's webhook endpoints and their delivery logs."""
+"""/v1/webhook_endpoints: the caller's project's webhook endpoints and their delivery logs.
+
+The paths and objects are OpenAI's (`client.webhooks.create/retrieve/update/list/delete/
+rotate_secret` in the `openai` SDK); `GET /v1/webhook_endpoints/{id}/deliveries` is
+Freight's own, the endpoint's delivery log.
+"""
 
 from __future__ import annotations
 
@@ -9,32 +14,46 @@ from freight.protocol import webhooks as wire
 from freight.service import Service
 from freight.store import webhooks
 
-router = APIRouter(prefix="/v1/webhooks/endpoints", tags=["webhooks"])
+router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"])
 
 
-@router.post("", response_model=wire.WebhookEndpoint)
+@router.post("", response_model=wire.WebhookEndpointWithSecret)
 def create_endpoint(
     req: wire.CreateWebhookEndpoint = Body(...),
     svc: Service = Depends(service),
     owner: str = Depends(project),
-) -> wire.WebhookEndpoint:
+) -> wire.WebhookEndpointWithSecret:
     """Add an endpoint; the response carries its signing secret, shown this once."""
     url = wire.check_url(req.url)
-    events = wire.check_events(req.events)
+    event_types = wire.check_event_types(req.event_types)
     with svc.db.write() as conn:
         record = webhooks.add_endpoint(
-            conn, project=owner, url=url, events=events, secret=wire.new_secret()
+            conn,
+            project=owner,
+            name=req.name,
+            url=url,
+            event_types=event_types,
+            secret=wire.new_secret(),
         )
-    return wire.endpoint_object(record, with_secret=True)
+    return wire.endpoint_with_secret(record)
 
 
-@router.get("", response_model=wire.WebhookList)
+@router.get("", response_model=wire.WebhookEndpointList)
 def list_endpoints(
-    svc: Service = Depends(service), owner: str = Depends(project)
-) -> wire.WebhookList:
+    svc: Service = Depends(service),
+    owner: str = Depends(project),
+    after: str | None = None,
+    limit: int = Query(20, ge=1, le=100),
+) -> wire.WebhookEndpointList:
     with svc.db.read() as conn:
-        records = webhooks.list_endpoints(conn, owner)
-    return wire.WebhookList(data=[wire.endpoint_object(r) for r in records])
+        records, has_more = webhooks.list_page(conn, owner, after=after, limit=limit)
+    data = [wire.endpoint_object(r) for r in records]
+    return wire.WebhookEndpointList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=has_more,
+    )
 
 
 @router.get("/{endpoint_id}", response_model=wire.WebhookEndpoint)
@@ -43,6 +62,32 @@ def retrieve_endpoint(
 ) -> wire.WebhookEndpoint:
     with svc.db.read() as conn:
         return wire.endpoint_object(webhooks.get_endpoint(conn, endpoint_id, owner))
+
+
+@router.post("/{endpoint_id}", response_model=wire.WebhookEndpoint)
+def update_endpoint(
+    endpoint_id: str,
+    req: wire.UpdateWebhookEndpoint = Body(...),
+    svc: Service = Depends(service),
+    owner: str = Depends(project),
+) -> wire.WebhookEndpoint:
+    url = wire.check_url(req.url) if req.url is not None else None
+    event_types = wire.check_event_types(req.event_types) if req.event_types is not None else None
+    with svc.db.write() as conn:
+        record = webhooks.update_endpoint(
+            conn, endpoint_id, owner, name=req.name, url=url, event_types=event_types
+        )
+    return wire.endpoint_object(record)
+
+
+@router.post("/{endpoint_id}/rotate_secret", response_model=wire.WebhookEndpointWithSecret)
+def rotate_secret(
+    endpoint_id: str, svc: Service = Depends(service), owner: str = Depends(project)
+) -> wire.WebhookEndpointWithSecret:
+    """A new signing secret; deliveries from now on (retries included) are signed with it."""
+    with svc.db.write() as conn:
+        record = webhooks.update_endpoint(conn, endpoint_id, owner, secret=wire.new_secret())
+    return wire.endpoint_with_secret(record)
 
 
 @router.delete("/{endpoint_id}", response_model=wire.WebhookEndpointDeleted)
@@ -54,15 +99,16 @@ def delete_endpoint(
     return wire.WebhookEndpointDeleted(id=endpoint_id)
 
 
-@router.get("/{endpoint_id}/deliveries", response_model=wire.WebhookList)
+@router.get("/{endpoint_id}/deliveries", response_model=wire.WebhookDeliveryList)
 def list_deliveries(
     endpoint_id: str,
     svc: Service = Depends(service),
     owner: str = Depends(project),
     limit: int = Query(20, ge=1, le=100),
-) -> wire.WebhookList:
+) -> wire.WebhookDeliveryList:
     """The endpoint's delivery log, newest first."""
     with svc.db.read() as conn:
         webhooks.get_endpoint(conn, endpoint_id, owner)
-        records = webhooks.list_deliveries(conn, endpoint_id=endpoint_id, limit=limit)
-    return wire.WebhookList(data=[wire.delivery_object(r) for r in records])
+        records = webhooks.list_deliveries(conn, endpoint_id=endpoint_id, limit=limit + 1)
+    data = [wire.delivery_object(r) for r in records[:limit]]
+    return wire.WebhookDeliveryList(data=data, has_more=len(records) > limit)

@@ -30,24 +30,41 @@ MAX_URL_CHARS = 2048
 
 
 class CreateWebhookEndpoint(BaseModel):
-    """POST /v1/webhooks/endpoints."""
+    """POST /v1/webhook_endpoints (the `openai` SDK's `client.webhooks.create`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(description="Where events are POSTed: an absolute http:// or https:// URL.")
-    events: list[str] | None = Field(
+    event_types: list[str] | None = Field(
         None, description=f"Event types to send (default: all of {', '.join(EVENT_TYPES)})."
     )
+    name: str = Field("", max_length=255, description="A human-readable name.")
+
+
+class UpdateWebhookEndpoint(BaseModel):
+    """POST /v1/webhook_endpoints/{id}: what is given changes, the rest stays."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, description="A new URL.")
+    event_types: list[str] | None = Field(None, description="The complete set of event types.")
+    name: str | None = Field(None, max_length=255, description="A new name.")
 
 
 class WebhookEndpoint(BaseModel):
     id: str
     object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    name: str
     url: str
-    events: list[str]
+    event_types: list[str]
     created_at: int
-    secret: str | None = Field(
-        None, description="The signing secret (whsec_...): returned only when created."
+    updated_at: int
+    signing_secret_hint: str = Field(description="The secret's prefix and last 4 characters.")
+
+
+class WebhookEndpointWithSecret(WebhookEndpoint):
+    signing_secret: str = Field(
+        description="The signing secret (whsec_...): returned only on create and rotate."
     )
 
 
@@ -58,6 +75,8 @@ class WebhookEndpointDeleted(BaseModel):
 
 
 class WebhookDelivery(BaseModel):
+    """One event's delivery to one endpoint (a Freight extension of OpenAI's API)."""
+
     id: str
     object: Literal["webhook_delivery"] = "webhook_delivery"
     endpoint_id: str
@@ -74,9 +93,18 @@ class WebhookDelivery(BaseModel):
     delivered_at: int | None
 
 
-class WebhookList(BaseModel):
+class WebhookEndpointList(BaseModel):
     object: Literal["list"] = "list"
-    data: list[WebhookEndpoint] | list[WebhookDelivery]
+    data: list[WebhookEndpoint]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool
+
+
+class WebhookDeliveryList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[WebhookDelivery]
+    has_more: bool
 
 
 def check_url(url: str) -> str:
@@ -96,17 +124,18 @@ def check_url(url: str) -> str:
     return url
 
 
-def check_events(events: list[str] | None) -> list[str]:
+def check_event_types(event_types: list[str] | None) -> list[str]:
     """The subscribed event types, in the canonical order (all of them when None)."""
-    if events is None:
+    if event_types is None:
         return list(EVENT_TYPES)
-    unknown = [e for e in events if e not in EVENT_TYPES]
-    if unknown or not events:
-        what = f"unknown event type {unknown[0]!r}" if unknown else "the list is empty"
+    unknown = [e for e in event_types if e not in EVENT_TYPES]
+    if unknown or not event_types:
+        what = f"{unknown[0]!r} is not an event Freight sends" if unknown else "the list is empty"
         raise InvalidRequest(
-            f"Invalid events: {what}; accepted: {', '.join(EVENT_TYPES)}.", param="events"
+            f"Invalid event_types: {what}; accepted: {', '.join(EVENT_TYPES)}.",
+            param="event_types",
         )
-    return [e for e in EVENT_TYPES if e in events]
+    return [e for e in EVENT_TYPES if e in event_types]
 
 
 def new_secret() -> str:
@@ -126,13 +155,21 @@ def signature_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> 
     }
 
 
-def endpoint_object(record: store.EndpointRecord, *, with_secret: bool = False) -> WebhookEndpoint:
+def endpoint_object(record: store.EndpointRecord) -> WebhookEndpoint:
     return WebhookEndpoint(
         id=record.id,
+        name=record.name,
         url=record.url,
-        events=list(record.events),
+        event_types=list(record.event_types),
         created_at=record.created_at,
-        secret=record.secret if with_secret else None,
+        updated_at=record.updated_at,
+        signing_secret_hint=f"{SECRET_PREFIX}...{record.secret[-4:]}",
+    )
+
+
+def endpoint_with_secret(record: store.EndpointRecord) -> WebhookEndpointWithSecret:
+    return WebhookEndpointWithSecret(
+        **endpoint_object(record).model_dump(), signing_secret=record.secret
     )
 
 

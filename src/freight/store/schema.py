@@ -134,11 +134,13 @@ webhook_endpoints = sa.Table(
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("project", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False, server_default=""),
     sa.Column("url", sa.String(2048), nullable=False),
     sa.Column("secret", sa.String(128), nullable=False, doc="whsec_ + base64 signing key."),
-    sa.Column("events", sa.String(255), nullable=False, doc="Event types, comma-separated."),
+    sa.Column("event_types", sa.String(255), nullable=False, doc="Comma-separated."),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
     sa.Index("ix_webhook_endpoints_project", "project", "created_ns"),
 )
 

@@ -38,10 +38,12 @@ FAILED = "failed"
 class EndpointRecord:
     id: str
     project: str
+    name: str
     url: str
     secret: str
-    events: tuple[str, ...]
+    event_types: tuple[str, ...]
     created_at: int
+    updated_at: int
 
 
 @dataclass(frozen=True)
@@ -78,15 +80,23 @@ def _endpoint(row: Any) -> EndpointRecord:
     return EndpointRecord(
         id=row.id,
         project=row.project,
+        name=row.name,
         url=row.url,
         secret=row.secret,
-        events=tuple(row.events.split(",")),
+        event_types=tuple(row.event_types.split(",")),
         created_at=row.created_at,
+        updated_at=row.updated_at,
     )
 
 
 def add_endpoint(
-    conn: sa.Connection, *, project: str, url: str, events: list[str], secret: str
+    conn: sa.Connection,
+    *,
+    project: str,
+    url: str,
+    event_types: list[str],
+    secret: str,
+    name: str = "",
 ) -> EndpointRecord:
     now_ns = time.time_ns()
     endpoint_id = ids.new_id("we_")
@@ -94,13 +104,45 @@ def add_endpoint(
         webhook_endpoints.insert().values(
             id=endpoint_id,
             project=project,
+            name=name,
             url=url,
             secret=secret,
-            events=",".join(events),
+            event_types=",".join(event_types),
             created_at=now_ns // 1_000_000_000,
             created_ns=now_ns,
+            updated_at=now_ns // 1_000_000_000,
         )
     )
+    return get_endpoint(conn, endpoint_id)
+
+
+def update_endpoint(
+    conn: sa.Connection,
+    endpoint_id: str,
+    project: str | None,
+    *,
+    name: str | None = None,
+    url: str | None = None,
+    event_types: list[str] | None = None,
+    secret: str | None = None,
+) -> EndpointRecord:
+    """Change what is given (None: keep); `updated_at` moves only if something changed."""
+    current = get_endpoint(conn, endpoint_id, project)
+    values: dict[str, Any] = {}
+    if name is not None and name != current.name:
+        values["name"] = name
+    if url is not None and url != current.url:
+        values["url"] = url
+    if event_types is not None and tuple(event_types) != current.event_types:
+        values["event_types"] = ",".join(event_types)
+    if secret is not None:
+        values["secret"] = secret
+    if values:
+        conn.execute(
+            webhook_endpoints.update()
+            .where(webhook_endpoints.c.id == endpoint_id)
+            .values(updated_at=int(time.time()), **values)
+        )
     return get_endpoint(conn, endpoint_id)
 
 
@@ -118,13 +160,32 @@ def get_endpoint(
 
 
 def list_endpoints(conn: sa.Connection, project: str | None = None) -> list[EndpointRecord]:
-    """Oldest first; every project's when `project` is None (the CLI)."""
-    query = webhook_endpoints.select().order_by(
-        webhook_endpoints.c.created_ns, webhook_endpoints.c.id
-    )
+    """Every endpoint, newest first; every project's when `project` is None (the CLI)."""
+    records, _ = list_page(conn, project)
+    return records
+
+
+def list_page(
+    conn: sa.Connection, project: str | None, *, after: str | None = None, limit: int | None = None
+) -> tuple[list[EndpointRecord], bool]:
+    """Newest first, from after the endpoint `after`; and whether more follow."""
+    e = webhook_endpoints
+    query = e.select()
     if project is not None:
-        query = query.where(webhook_endpoints.c.project == project)
-    return [_endpoint(row) for row in conn.execute(query)]
+        query = query.where(e.c.project == project)
+    if after is not None:
+        cursor = conn.execute(sa.select(e.c.created_ns, e.c.id).where(e.c.id == after)).first()
+        if cursor is None:
+            raise NotFound(f"No such webhook endpoint: {after}", param="after")
+        key = sa.tuple_(e.c.created_ns, e.c.id)
+        query = query.where(key < sa.tuple_(sa.literal(cursor.created_ns), sa.literal(cursor.id)))
+    query = query.order_by(e.c.created_ns.desc(), e.c.id.desc())
+    if limit is not None:
+        query = query.limit(limit + 1)
+    rows = [_endpoint(row) for row in conn.execute(query)]
+    if limit is None:
+        return rows, False
+    return rows[:limit], len(rows) > limit
 
 
 def remove_endpoint(
@@ -157,7 +218,7 @@ def enqueue(conn: sa.Connection, *, project: str, batch_id: str, event_type: str
     Call it inside the transaction that makes the change the event announces. Returns
     the event id, or None when no endpoint wants the event (nothing is written then).
     """
-    targets = [e for e in list_endpoints(conn, project) if event_type in e.events]
+    targets = [e for e in list_endpoints(conn, project) if event_type in e.event_types]
     if not targets:
         return None
     now = time.time()

@@ -20,11 +20,13 @@ def upgrade() -> None:
         "webhook_endpoints",
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("project", sa.String(64), nullable=False),
+        sa.Column("name", sa.String(255), nullable=False, server_default=""),
         sa.Column("url", sa.String(2048), nullable=False),
         sa.Column("secret", sa.String(128), nullable=False),
-        sa.Column("events", sa.String(255), nullable=False),
+        sa.Column("event_types", sa.String(255), nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("created_ns", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_webhook_endpoints_project", "webhook_endpoints", ["project", "created_ns"])
     op.create_table(
