@@ -330,3 +330,55 @@ def test_cli_adds_lists_shows_deliveries_and_removes(
     assert bad.exit_code == 2 and "use an absolute http:// or https:// URL" in bad.output
     empty = runner.invoke(cli.app, ["webhooks", "list", "--home", home], env=env)
     assert "No webhook endpoints." in empty.output
+
+
+def test_the_readme_receiver_example_verifies_and_dedupes(
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+    import threading
+
+    import uvicorn
+
+    from tests.conftest import REPO, free_port
+
+    spec = importlib.util.spec_from_file_location(
+        "webhook_receiver_example", REPO / "examples" / "webhook_receiver.py"
+    )
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    port = free_port()
+    receiver = uvicorn.Server(
+        uvicorn.Config(example.app, host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=receiver.run, daemon=True)
+    thread.start()
+    try:
+        while not receiver.started:
+            time.sleep(0.02)
+        client = server.openai()
+        endpoint = client.webhooks.create(
+            url=f"http://127.0.0.1:{port}/hooks", event_types=["batch.completed"], name="example"
+        )
+        monkeypatch.setenv("FREIGHT_WEBHOOK_SECRET", endpoint.signing_secret)
+        batch_id = openai_batch(client, tmp_path, [chat_line("a", "x", model="echo")], "24h")
+        deadline = time.monotonic() + 30
+        while not example.events:
+            assert time.monotonic() < deadline, "the example receiver got no event"
+            time.sleep(0.05)
+        (event,) = example.events
+        assert event.type == "batch.completed" and event.data.id == batch_id
+        forged = httpx.post(
+            f"http://127.0.0.1:{port}/hooks",
+            content=b'{"object":"event"}',
+            headers={
+                "webhook-id": "evt_x",
+                "webhook-timestamp": str(int(time.time())),
+                "webhook-signature": "v1,AAAA",
+            },
+        )
+        assert forged.status_code == 400
+    finally:
+        receiver.should_exit = True
+        thread.join(timeout=30)
