@@ -1,7 +1,8 @@
 """A webhook receiver on a loopback port that verifies each delivery with the `openai` SDK.
 
-It answers 500 to its first `num_failures` requests, then 200 to those whose signature
-`client.webhooks.unwrap` accepts (400 otherwise), as a real receiver would.
+It answers (after `delay_seconds`) 500 to its first `num_failures` requests, then 200 to
+those whose signature `client.webhooks.unwrap` accepts (400 otherwise), as a real
+receiver would.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ class Received:
 
 
 class WebhookReceiver:
-    def __init__(self, *, num_failures: int = 0) -> None:
+    def __init__(self, *, num_failures: int = 0, delay_seconds: float = 0.0) -> None:
         self.secret: str | None = None
         self.num_failures = num_failures
+        self.delay_seconds = delay_seconds
         self.requests: list[Received] = []
         self.events: list[Any] = []  # what unwrap returned, for accepted deliveries
         self.rejected: list[str] = []
@@ -50,6 +52,7 @@ class WebhookReceiver:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _receive(self, body: bytes, headers: dict[str, str]) -> int:
+        time.sleep(self.delay_seconds)  # a slow receiver
         with self._lock:
             self.requests.append(Received(headers.get("webhook-id", ""), body, headers))
             if len(self.requests) <= self.num_failures:

@@ -222,3 +222,20 @@ def test_a_delivery_whose_sender_died_is_sent_again_after_its_lease(
         assert not webhooks.record_attempt(
             conn, delivery.id, "dead-sender", status_code=500, error="HTTP 500", retry_at=None
         )
+
+
+def test_a_receiver_slower_than_the_timeout_counts_as_a_failed_attempt(
+    tmp_path: Path, database_url: str
+) -> None:
+    db = open_database(database_url, tmp_path)
+    with WebhookReceiver(delay_seconds=1.0) as receiver:
+        add_endpoint(db, receiver.url)
+        add_batch(db, "batch_1")
+        end_batch(db, "batch_1")
+        settings = FAST.model_copy(update={"timeout_seconds": 0.2, "max_retry_seconds": 0.0})
+        asyncio.run(
+            send_until([WebhookSender(settings, db)], lambda: deliveries(db)[0].status != "pending")
+        )
+    (delivery,) = deliveries(db)
+    assert delivery.status == "failed" and delivery.attempts == 1
+    assert delivery.last_error == "no answer within 0.2 s" and delivery.last_status_code is None

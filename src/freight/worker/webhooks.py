@@ -86,7 +86,12 @@ class WebhookSender:
     async def deliver_due(self, client: httpx.AsyncClient) -> int:
         """Lease the deliveries due now and make one attempt at each; how many were due."""
         due = await asyncio.to_thread(self._claim)
-        await asyncio.gather(*(self._attempt(client, delivery) for delivery in due))
+        outcomes = await asyncio.gather(
+            *(self._attempt(client, delivery) for delivery in due), return_exceptions=True
+        )
+        for delivery, outcome in zip(due, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # its lease runs out and it is tried again
+                log.error("webhook delivery %s: %r", delivery.id, outcome)
         return len(due)
 
     def _claim(self) -> list[webhooks.DueDelivery]:
@@ -101,12 +106,15 @@ class WebhookSender:
         status_code: int | None = None
         error: str | None = None
         try:
-            response = await client.post(delivery.url, content=body, headers=headers)
+            # httpx's timeout bounds each read; this bounds the whole attempt, so that
+            # a receiver trickling its answer cannot outlast the lease.
+            async with asyncio.timeout(self.settings.timeout_seconds):
+                response = await client.post(delivery.url, content=body, headers=headers)
             status_code = response.status_code
             if not response.is_success:
                 excerpt = response.text[:MAX_ERROR_CHARS].strip()
                 error = f"HTTP {status_code}: {excerpt}" if excerpt else f"HTTP {status_code}"
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             error = f"no answer within {self.settings.timeout_seconds:g} s"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
