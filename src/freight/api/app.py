@@ -35,8 +35,12 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
             svc.db, svc.engines.meter, every_seconds=svc.settings.metrics.usage_record_seconds
         )
         recording = asyncio.create_task(recorder.run(stop))
-        sender = WebhookSender(svc.settings.webhooks, svc.db)
-        sending = asyncio.create_task(sender.run(stop))
+        # Webhooks are sent by the processes that do batch work (`freight worker` too).
+        sending = (
+            asyncio.create_task(WebhookSender(svc.settings.webhooks, svc.db).run(stop))
+            if svc.worker is not None
+            else None
+        )
         try:
             yield
         finally:
@@ -47,7 +51,8 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
             if worker is not None:
                 await worker
             await recording
-            await sending
+            if sending is not None:
+                await sending
             await svc.close()
 
     app = FastAPI(title="Freight", version=__version__, lifespan=lifespan)

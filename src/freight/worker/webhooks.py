@@ -1,7 +1,7 @@
 """The webhook sender: POSTs queued batch events to their endpoints, signed, with retries.
 
-Every `freight serve` and `freight worker` process runs one. Senders share the outbox
-(store/webhooks.py) and lease each delivery before POSTing it, so with any number of
+Every process that runs the batch worker (`freight serve` unless `--no-worker`, `freight
+worker`) runs one. Senders share the outbox (store/webhooks.py) and lease each delivery before POSTing it, so with any number of
 processes one attempt at a time is made for each delivery, and a delivered event is
 not sent again. A 2xx answer delivers it; anything else (another status, a refused
 connection, a timeout) is retried with exponential backoff and jitter until
