@@ -1,11 +1,12 @@
 """The webhook sender: POSTs queued batch events to their endpoints, signed, with retries.
 
 Every process that runs the batch worker (`freight serve` unless `--no-worker`, `freight
-worker`) runs one. Senders share the outbox (store/webhooks.py) and lease each delivery before POSTing it, so with any number of
-processes one attempt at a time is made for each delivery, and a delivered event is
-not sent again. A 2xx answer delivers it; anything else (another status, a refused
-connection, a timeout) is retried with exponential backoff and jitter until
-`[webhooks] max_retry_seconds` after the event, then the delivery is marked failed.
+worker`) runs one. Senders share the outbox (store/webhooks.py) and lease each delivery
+before POSTing it, so with any number of processes one attempt at a time is made for
+each delivery, and a delivered event is not sent again. A 2xx answer delivers it;
+anything else (another status, a refused connection, a timeout) is retried with
+exponential backoff and jitter until `[webhooks] max_retry_seconds` after the event,
+then the delivery is marked failed.
 """
 
 from __future__ import annotations
