@@ -382,3 +382,65 @@ def test_the_readme_receiver_example_verifies_and_dedupes(
     finally:
         receiver.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.mark.slow
+def test_api_node_and_two_worker_processes_on_postgresql_send_each_event_once(
+    tmp_path: Path,
+) -> None:
+    import contextlib
+
+    from tests.conftest import free_port, wait_http
+    from tests.e2e.test_scale_out import freight_process
+    from tests.postgres import temporary_database
+
+    config = tmp_path / "freight.toml"
+    config.write_text(
+        '[[models]]\nname = "echo"\nengine = "echo"\n\n'
+        "[worker]\npoll_seconds = 0.05\n\n[webhooks]\npoll_seconds = 0.05\n"
+    )
+    port = free_port()
+    num_batches = 12
+    with (
+        temporary_database("freight_hooks") as url,
+        contextlib.ExitStack() as stack,
+        WebhookReceiver() as receiver,
+    ):
+        env = {
+            "FREIGHT_DATABASE_URL": url,
+            "FREIGHT_FILES_URL": str(tmp_path / "shared-files"),
+            "FREIGHT_CONFIG": str(config),
+        }
+        api = stack.enter_context(
+            freight_process(
+                tmp_path / "api",
+                "serve",
+                "--no-worker",
+                "--no-preload",
+                "--port",
+                str(port),
+                env=env,
+            )
+        )
+        wait_http(f"http://127.0.0.1:{port}/health", proc=api)
+        for i in range(2):
+            stack.enter_context(freight_process(tmp_path / f"worker{i}", "worker", env=env))
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="test")
+        endpoint = client.webhooks.create(
+            url=receiver.url, event_types=["batch.completed"], name=""
+        )
+        receiver.secret = endpoint.signing_secret
+        batch_ids = {
+            openai_batch(client, tmp_path, [chat_line(f"r{i}", "x", model="echo")], "24h")
+            for i in range(num_batches)
+        }
+        events = receiver.wait_for_events(num_batches, timeout=120)
+        time.sleep(1.0)  # time for a duplicate to arrive, were one sent
+        assert {e.data.id for e in events} == batch_ids
+        assert len(receiver.requests) == num_batches and set(receiver.posts_per_id().values()) == {
+            1
+        }
+        log = client.get(
+            f"/webhook_endpoints/{endpoint.id}/deliveries", cast_to=httpx.Response
+        ).json()
+    assert {d["attempts"] for d in log["data"]} == {1} and len(log["data"]) == num_batches
