@@ -250,9 +250,11 @@ def test_unknown_endpoint_ids_are_404_on_every_route(server: LiveServer) -> None
         ("POST", base),
         ("DELETE", base),
         ("POST", f"{base}/rotate_secret"),
+        ("POST", f"{base}/test"),
         ("GET", f"{base}/deliveries"),
     ]:
-        response = httpx.request(method, url, json={} if method == "POST" else None)
+        body = {"event_type": "batch.completed"} if url.endswith("/test") else {}
+        response = httpx.request(method, url, json=body if method == "POST" else None)
         assert response.status_code == 404, (method, url)
         assert response.json()["error"]["message"] == "No such webhook endpoint: we_nope"
 
@@ -444,3 +446,27 @@ def test_api_node_and_two_worker_processes_on_postgresql_send_each_event_once(
             f"/webhook_endpoints/{endpoint.id}/deliveries", cast_to=httpx.Response
         ).json()
     assert {d["attempts"] for d in log["data"]} == {1} and len(log["data"]) == num_batches
+
+
+def test_a_test_event_is_sent_signed_at_once_and_not_logged(server: LiveServer) -> None:
+    client = server.openai()
+    with WebhookReceiver(num_failures=1) as receiver:
+        endpoint = client.webhooks.create(url=receiver.url, event_types=["batch.failed"], name="")
+        receiver.secret = endpoint.signing_secret
+        first = client.webhooks.test(endpoint.id, event_type="batch.expired")
+        assert (first.status_code, first.success, first.event_type) == (500, True, "batch.expired")
+        second = client.webhooks.test(endpoint.id, event_type="batch.completed")
+        assert second.status_code == 200 and second.webhook_endpoint_id == endpoint.id
+        (event,) = receiver.events
+        assert event.type == "batch.completed" and event.data.id.startswith("batch_test_")
+    log = httpx.get(f"{server.base_url}/v1/webhook_endpoints/{endpoint.id}/deliveries").json()
+    assert log["data"] == []
+    nobody = client.webhooks.create(
+        url="http://127.0.0.1:9/x", event_types=["batch.failed"], name=""
+    )
+    with pytest.raises(openai.BadRequestError) as excinfo:
+        client.webhooks.test(nobody.id, event_type="batch.failed")
+    assert excinfo.value.code == "webhook_test_failed"
+    assert "could not be delivered to http://127.0.0.1:9/x: ConnectError" in excinfo.value.message
+    with pytest.raises(openai.BadRequestError, match="is not an event Freight sends"):
+        client.webhooks.test(nobody.id, event_type="response.completed")

@@ -1,18 +1,24 @@
 """/v1/webhook_endpoints: the caller's project's webhook endpoints and their delivery logs.
 
 The paths and objects are OpenAI's (`client.webhooks.create/retrieve/update/list/delete/
-rotate_secret` in the `openai` SDK); `GET /v1/webhook_endpoints/{id}/deliveries` is
+rotate_secret/test` in the `openai` SDK); `GET /v1/webhook_endpoints/{id}/deliveries` is
 Freight's own, the endpoint's delivery log.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from fastapi import APIRouter, Body, Depends, Query
 
+from freight import ids
 from freight.api.deps import project, service
+from freight.errors import InvalidRequest
 from freight.protocol import webhooks as wire
 from freight.service import Service
 from freight.store import webhooks
+from freight.worker import webhooks as sender
 
 router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"])
 
@@ -88,6 +94,48 @@ def rotate_secret(
     with svc.db.write() as conn:
         record = webhooks.update_endpoint(conn, endpoint_id, owner, secret=wire.new_secret())
     return wire.endpoint_with_secret(record)
+
+
+@router.post("/{endpoint_id}/test", response_model=wire.WebhookEndpointTestResult)
+async def test_endpoint(
+    endpoint_id: str,
+    req: wire.TestWebhookEndpoint = Body(...),
+    svc: Service = Depends(service),
+    owner: str = Depends(project),
+) -> wire.WebhookEndpointTestResult:
+    """POST a signed sample event (about a batch that does not exist) to the endpoint now.
+
+    Nothing is queued or logged; a receiver that cannot be reached is a 400 saying why.
+    """
+    (event_type,) = wire.check_event_types([req.event_type])
+    record = await asyncio.to_thread(_endpoint, svc, endpoint_id, owner)
+    event_id = ids.new_id("evt_")
+    payload = webhooks.event_payload(
+        event_id, event_type, int(time.time()), ids.new_id("batch_test_")
+    )
+    settings = svc.settings.webhooks
+    async with sender.http_client(settings) as client:
+        status_code, error = await sender.post_event(
+            client,
+            record.url,
+            record.secret,
+            event_id,
+            payload,
+            timeout_seconds=settings.timeout_seconds,
+        )
+    if status_code is None:
+        raise InvalidRequest(
+            f"The test event could not be delivered to {record.url}: {error}",
+            code="webhook_test_failed",
+        )
+    return wire.WebhookEndpointTestResult(
+        webhook_endpoint_id=record.id, event_type=event_type, status_code=status_code
+    )
+
+
+def _endpoint(svc: Service, endpoint_id: str, owner: str) -> webhooks.EndpointRecord:
+    with svc.db.read() as conn:
+        return webhooks.get_endpoint(conn, endpoint_id, owner)
 
 
 @router.delete("/{endpoint_id}", response_model=wire.WebhookEndpointDeleted)

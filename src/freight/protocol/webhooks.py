@@ -51,6 +51,22 @@ class UpdateWebhookEndpoint(BaseModel):
     name: str | None = Field(None, max_length=255, description="A new name.")
 
 
+class TestWebhookEndpoint(BaseModel):
+    """POST /v1/webhook_endpoints/{id}/test: send a sample event now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: str = Field(description="The event type of the sample event.")
+
+
+class WebhookEndpointTestResult(BaseModel):
+    object: Literal["webhook_endpoint.test"] = "webhook_endpoint.test"
+    webhook_endpoint_id: str
+    event_type: str
+    status_code: int = Field(description="The receiver's HTTP status for the sample event.")
+    success: Literal[True] = Field(True, description="The request completed (see status_code).")
+
+
 class WebhookEndpoint(BaseModel):
     id: str
     object: Literal["webhook_endpoint"] = "webhook_endpoint"

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import random
 import time
+from typing import Any
 
 import httpx
 
@@ -48,6 +49,46 @@ def retry_at(
     return at if at <= first_at + settings.max_retry_seconds else None
 
 
+async def post_event(
+    client: httpx.AsyncClient,
+    url: str,
+    secret: str,
+    event_id: str,
+    payload: str,
+    *,
+    timeout_seconds: float,
+) -> tuple[int | None, str | None]:
+    """POST one signed event; the receiver's status code (if any) and why it failed (if so)."""
+    body = payload.encode()
+    headers = wire.signature_headers(secret, event_id, int(time.time()), body)
+    headers["content-type"] = "application/json"
+    try:
+        # httpx's timeout bounds each read; this bounds the whole attempt, so that a
+        # receiver trickling its answer cannot outlast the sender's lease.
+        async with asyncio.timeout(timeout_seconds):
+            response = await client.post(url, content=body, headers=headers)
+    except (httpx.TimeoutException, TimeoutError):
+        return None, f"no answer within {timeout_seconds:g} s"
+    except httpx.HTTPError as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+    if response.is_success:
+        return response.status_code, None
+    excerpt = response.text[:MAX_ERROR_CHARS].strip()
+    return response.status_code, (
+        f"HTTP {response.status_code}: {excerpt}" if excerpt else f"HTTP {response.status_code}"
+    )
+
+
+def http_client(settings: WebhookSettings, **kwargs: Any) -> httpx.AsyncClient:
+    """The client webhooks are sent with."""
+    return httpx.AsyncClient(
+        timeout=settings.timeout_seconds,
+        follow_redirects=False,  # a redirect is a failure, as in Standard Webhooks
+        headers={"user-agent": f"Freight/{__version__} (webhooks)"},
+        **kwargs,
+    )
+
+
 class WebhookSender:
     """Delivers due webhook events until stopped."""
 
@@ -68,12 +109,7 @@ class WebhookSender:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; attempts in flight then finish (within the timeout)."""
-        async with httpx.AsyncClient(
-            timeout=self.settings.timeout_seconds,
-            follow_redirects=False,  # a redirect is a failure, as in Standard Webhooks
-            transport=self.transport,
-            headers={"user-agent": f"Freight/{__version__} (webhooks)"},
-        ) as client:
+        async with http_client(self.settings, transport=self.transport) as client:
             while not stop.is_set():
                 try:
                     num = await self.deliver_due(client)
@@ -101,24 +137,14 @@ class WebhookSender:
             return webhooks.claim_due(conn, self.owner, self.settings.max_concurrent, lease)
 
     async def _attempt(self, client: httpx.AsyncClient, delivery: webhooks.DueDelivery) -> None:
-        body = delivery.payload.encode()
-        headers = wire.signature_headers(delivery.secret, delivery.event_id, int(time.time()), body)
-        headers["content-type"] = "application/json"
-        status_code: int | None = None
-        error: str | None = None
-        try:
-            # httpx's timeout bounds each read; this bounds the whole attempt, so that
-            # a receiver trickling its answer cannot outlast the lease.
-            async with asyncio.timeout(self.settings.timeout_seconds):
-                response = await client.post(delivery.url, content=body, headers=headers)
-            status_code = response.status_code
-            if not response.is_success:
-                excerpt = response.text[:MAX_ERROR_CHARS].strip()
-                error = f"HTTP {status_code}: {excerpt}" if excerpt else f"HTTP {status_code}"
-        except (httpx.TimeoutException, TimeoutError):
-            error = f"no answer within {self.settings.timeout_seconds:g} s"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        status_code, error = await post_event(
+            client,
+            delivery.url,
+            delivery.secret,
+            delivery.event_id,
+            delivery.payload,
+            timeout_seconds=self.settings.timeout_seconds,
+        )
         next_at = None
         if error is None:
             self.num_delivered += 1
