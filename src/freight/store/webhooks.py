@@ -174,7 +174,10 @@ def list_page(
     if project is not None:
         query = query.where(e.c.project == project)
     if after is not None:
-        cursor = conn.execute(sa.select(e.c.created_ns, e.c.id).where(e.c.id == after)).first()
+        cursor_query = sa.select(e.c.created_ns, e.c.id).where(e.c.id == after)
+        if project is not None:
+            cursor_query = cursor_query.where(e.c.project == project)
+        cursor = conn.execute(cursor_query).first()
         if cursor is None:
             raise NotFound(f"No such webhook endpoint: {after}", param="after")
         key = sa.tuple_(e.c.created_ns, e.c.id)
