@@ -470,3 +470,31 @@ def test_a_test_event_is_sent_signed_at_once_and_not_logged(server: LiveServer) 
     assert "could not be delivered to http://127.0.0.1:9/x: ConnectError" in excinfo.value.message
     with pytest.raises(openai.BadRequestError, match="is not an event Freight sends"):
         client.webhooks.test(nobody.id, event_type="response.completed")
+
+
+def test_endpoints_and_their_logs_are_scoped_to_the_callers_project(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from freight.api import deps
+
+    # Until API keys map to projects (deps.resolve_project), let the key name the project.
+    monkeypatch.setattr(deps, "resolve_project", lambda svc, key: key or "default")
+    alice = server.openai().with_options(api_key="alice")
+    bob = server.openai().with_options(api_key="bob")
+    mine = alice.webhooks.create(url="https://a.example/h", event_types=["batch.failed"], name="")
+    assert [e.id for e in alice.webhooks.list()] == [mine.id]
+    assert list(bob.webhooks.list()) == []
+    for attempt in (
+        lambda: bob.webhooks.retrieve(mine.id),
+        lambda: bob.webhooks.update(mine.id, name="taken"),
+        lambda: bob.webhooks.delete(mine.id),
+        lambda: bob.webhooks.list(after=mine.id),
+    ):
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+    response = httpx.get(
+        f"{server.base_url}/v1/webhook_endpoints/{mine.id}/deliveries",
+        headers={"authorization": "Bearer bob"},
+    )
+    assert response.status_code == 404
+    assert alice.webhooks.retrieve(mine.id).name == ""
