@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from freight import client_cli, config, keys_cli
+from freight import client_cli, config, keys_cli, webhooks_cli
 from freight.errors import FreightError
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ app.add_typer(client_cli.files_app, name="files")
 app.add_typer(client_cli.batches_app, name="batches")
 app.command("models")(client_cli.models)
 app.add_typer(keys_cli.keys_app, name="keys")
+app.add_typer(webhooks_cli.webhooks_app, name="webhooks")
 
 err = Console(stderr=True)
 
@@ -102,6 +103,7 @@ def worker(home: HomeOption = None) -> None:
     """Run only the batch worker against the store (another process serves the API)."""
     from freight.service import Service
     from freight.worker.usage import UsageRecorder
+    from freight.worker.webhooks import WebhookSender
 
     settings = _settings(home)
     _logging(verbose=True)
@@ -117,11 +119,13 @@ def worker(home: HomeOption = None) -> None:
             svc.db, svc.engines.meter, every_seconds=settings.metrics.usage_record_seconds
         )
         recording = asyncio.create_task(recorder.run(stop))
+        sending = asyncio.create_task(WebhookSender(settings.webhooks, svc.db).run(stop))
         try:
             await svc.worker.run(stop)
         finally:
             stop.set()
             await recording
+            await sending
             await svc.close()
 
     asyncio.run(main())

@@ -244,6 +244,29 @@ class UpstreamSettings(_Section):
 UPSTREAM_ENGINES = ("http", "openai-batch", "anthropic-batch")
 
 
+class WebhookSettings(_Section):
+    """Delivery of signed batch webhooks (worker/webhooks.py)."""
+
+    timeout_seconds: float = Field(
+        10.0, gt=0, description="How long one delivery POST may take before it counts as failed."
+    )
+    initial_backoff_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Wait before the first retry; each further retry waits twice as long.",
+    )
+    max_backoff_seconds: float = Field(
+        3600.0, gt=0, description="The longest wait between two attempts."
+    )
+    max_retry_seconds: float = Field(
+        86400.0,
+        ge=0,
+        description="A delivery that has not succeeded this long after its event is marked failed.",
+    )
+    poll_seconds: float = Field(1.0, gt=0, description="How often due deliveries are looked for.")
+    max_concurrent: int = Field(16, ge=1, description="Deliveries in flight per process.")
+
+
 class ModelSettings(_Section):
     """One entry of the model registry."""
 
@@ -418,6 +441,7 @@ class Settings(BaseSettings):
     ray: RaySettings = Field(default_factory=RaySettings)  # type: ignore[arg-type]
     security: SecuritySettings = Field(default_factory=SecuritySettings)  # type: ignore[arg-type]
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)  # type: ignore[arg-type]
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

@@ -23,8 +23,10 @@ from freight.api import (
     openapi,
     realtime,
 )
+from freight.api import webhooks as webhook_routes
 from freight.service import Service
 from freight.worker.usage import UsageRecorder
+from freight.worker.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,12 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
             svc.db, svc.engines.meter, every_seconds=svc.settings.metrics.usage_record_seconds
         )
         recording = asyncio.create_task(recorder.run(stop))
+        # Webhooks are sent by the processes that do batch work (`freight worker` too).
+        sending = (
+            asyncio.create_task(WebhookSender(svc.settings.webhooks, svc.db).run(stop))
+            if svc.worker is not None
+            else None
+        )
         try:
             yield
         finally:
@@ -55,6 +63,8 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
             if worker is not None:
                 await worker
             await recording
+            if sending is not None:
+                await sending
             await svc.close()
 
     app = FastAPI(title="Freight", version=__version__, lifespan=lifespan)
@@ -62,6 +72,7 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
     errors.install(app)
     for module in (files, batches, message_batches, realtime, meta, metrics):
         app.include_router(module.router)
+    app.include_router(webhook_routes.router)
     web.install(app, svc.settings)  # the dashboard at / and /ui/...
     openapi.install(app)  # error shapes and streamed bodies in /openapi.json
     # Added last = runs first: CORS (preflights need no key), the key gate, body limits.

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from freight.errors import Conflict, IllegalTransition, NotFound
+from freight.store import webhooks
 from freight.store.schema import batch_events, batches, requests
 
 ALLOWED: dict[str, frozenset[str]] = {
@@ -187,6 +188,7 @@ def transition(
     """Move a batch to `to_status` if the lifecycle allows it from its current status.
 
     Sets `<to_status>_at`, writes `values` in the same UPDATE, and records an event.
+    A terminal status also queues its `batch.<status>` webhooks in this transaction.
     Raises IllegalTransition otherwise (including when another process won the race).
     """
     current = get(conn, batch_id)
@@ -202,6 +204,10 @@ def transition(
     if result.rowcount != 1:
         raise IllegalTransition(f"batch {batch_id} changed status concurrently")
     _event(conn, batch_id, current.status, to_status, detail)
+    if to_status in TERMINAL:
+        webhooks.enqueue(
+            conn, project=current.project, batch_id=batch_id, event_type=f"batch.{to_status}"
+        )
     return get(conn, batch_id)
 
 

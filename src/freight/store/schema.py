@@ -165,3 +165,45 @@ api_keys = sa.Table(
     sa.Column("expires_at", sa.BigInteger),
     sa.Column("revoked_at", sa.BigInteger),
 )
+
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False, server_default=""),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("secret", sa.String(128), nullable=False, doc="whsec_ + base64 signing key."),
+    sa.Column("event_types", sa.String(255), nullable=False, doc="Comma-separated."),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_webhook_endpoints_project", "project", "created_ns"),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("endpoint_id", sa.String(64), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False, doc="Also the webhook-id header."),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("batch_id", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False, doc="The body, exactly as it is sent."),
+    sa.Column("status", sa.String(16), nullable=False, doc="pending, delivered or failed."),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column(
+        "next_attempt_at",
+        sa.Float,
+        nullable=False,
+        doc="When it is due; while an attempt runs, when that attempt's lease runs out.",
+    ),
+    sa.Column("lease_owner", sa.String(64), doc="The process making the current attempt."),
+    sa.Column("last_attempt_at", sa.Float),
+    sa.Column("last_status_code", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Column("delivered_at", sa.Float),
+    sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
+)

@@ -1,0 +1,26 @@
+"""The dashboard's webhooks page: the project's endpoints and their recent deliveries."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from freight.api.deps import service
+from freight.service import Service
+from freight.store import webhooks
+from freight.web import session
+from freight.web.pages import templates
+
+router = APIRouter(include_in_schema=False)
+NUM_RECENT = 50
+
+
+@router.get("/ui/webhooks")
+def webhooks_page(
+    request: Request, svc: Service = Depends(service), owner: str = Depends(session.project)
+) -> Response:
+    with svc.db.read() as conn:
+        endpoints = webhooks.list_endpoints(conn, owner)
+        deliveries = webhooks.list_deliveries(conn, project=owner, limit=NUM_RECENT)
+    context = {"project": owner, "endpoints": endpoints, "deliveries": deliveries}
+    return templates.TemplateResponse(request, "webhooks.html", context)
