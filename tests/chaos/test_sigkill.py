@@ -59,10 +59,17 @@ def batch_status(db: Database, batch_id: str) -> tuple[str, int]:
     return record.status, record.num_finished
 
 
-def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     seed = int(os.environ.get("FREIGHT_CHAOS_SEED", str(time.time_ns() % 2**32)))
     rng = random.Random(seed)
-    print(f"\nchaos seed {seed} (rerun with FREIGHT_CHAOS_SEED={seed})")
+
+    def report(message: str) -> None:  # shown in every run, not only failed ones
+        with capsys.disabled():
+            print(f"\nchaos: {message}", flush=True)
+
+    report(f"seed {seed} (rerun with FREIGHT_CHAOS_SEED={seed})")
     home = tmp_path / "home"
     home.mkdir()
     config = tmp_path / "freight.toml"
@@ -103,7 +110,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
                 assert db is not None and batch_id is not None
                 status, num_finished = batch_status(db, batch_id)
                 kills.append((round(time.monotonic() - up_at, 2), status, num_finished))
-        print(f"chaos: {len(kills)} SIGKILLs (seconds up, batch status, lines finished): {kills}")
+        report(f"{len(kills)} SIGKILLs (seconds up, batch status, lines finished): {kills}")
 
         with serve_process(home, port, "--no-preload", env=env) as proc:
             wait_http(f"{base}/health", proc=proc)
@@ -122,8 +129,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
                     httpx.get(f"{base}/v1/files/{batch['error_file_id']}/content").text
                 )
             all_batches = httpx.get(f"{base}/v1/batches").json()["data"]
-        print(
-            f"chaos: done in {time.monotonic() - started:.1f} s; "
+        report(
+            f"done in {time.monotonic() - started:.1f} s; "
             f"{len(output)} output lines, {len(errors)} error lines"
         )
     finally:

@@ -29,7 +29,9 @@ URL = "/v1/chat/completions"
 LIMITS = LimitSettings(max_line_bytes=4096, max_requests_per_batch=50)
 
 # Strings include lone surrogates, which JSON can spell (\\ud800) but UTF-8 cannot hold.
-strings = st.text(st.characters(categories=["L", "N", "P", "Zs", "Cc", "Cs"]), max_size=20)
+strings = st.text(st.characters(categories=["L", "N", "P", "Zs", "Cc"]), max_size=20) | st.text(
+    st.characters(categories=["Cs"]), min_size=1, max_size=3
+)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | strings,
     lambda inner: (
@@ -65,9 +67,20 @@ envelopes = st.fixed_dictionaries(
         "extra": json_values,
     },
 )
+valid_envelopes = st.builds(
+    lambda custom_id, content: {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": URL,
+        "body": {"model": "m", "messages": [{"role": "user", "content": content}]},
+    },
+    strings.filter(bool),
+    strings,
+)
 line_bytes = st.one_of(
+    valid_envelopes.map(lambda obj: json.dumps(obj).encode()),
     envelopes.map(lambda obj: json.dumps(obj).encode()),
-    envelopes.map(lambda obj: json.dumps(obj, ensure_ascii=False).encode()),
+    envelopes.map(lambda obj: json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogatepass")),
     st.binary(max_size=200),
     st.text(max_size=50).map(lambda text: text.encode("utf-8", "surrogatepass")),
 )

@@ -297,3 +297,11 @@ def test_message_batch_body_size_limit(tmp_path: Path, num_bytes: int, is_accept
             asyncio.run(receive)
         assert raised.value.message == "The request body is larger than the limit of 100 bytes."
         assert list(tmp_path.iterdir()) == []
+
+
+def test_message_batch_body_with_invalid_utf8_is_a_400() -> None:
+    """Found by tests/fuzz: ijson raised UnicodeDecodeError, which became a 500."""
+    raw = b'{"requests": [{"custom_id": "a", "params": {"model": "m", "x": "\xed\xa0\x80"}}]}'
+    with pytest.raises(InvalidRequest) as raised:
+        message_batch_input.check_envelope(io.BytesIO(raw), LimitSettings())
+    assert raised.value.message.startswith("The request body is not valid UTF-8 JSON")

@@ -60,6 +60,11 @@ def _items(fh: BinaryIO) -> Iterator[tuple[int, Any]]:
     except ijson.JSONError as exc:
         reason = (str(exc).strip().splitlines() or ["unreadable"])[0]  # yajl adds ASCII art
         raise InvalidRequest(f"The request body is not valid JSON: {reason}.") from None
+    except UnicodeDecodeError as exc:  # yajl decodes strings as it goes
+        raise InvalidRequest(
+            f"The request body is not valid UTF-8 JSON: {exc.reason} (byte "
+            f"0x{exc.object[exc.start]:02x} in a string)."
+        ) from None
     if not has_requests:
         raise InvalidRequest("Missing required parameter: 'requests'.", param="requests")
 

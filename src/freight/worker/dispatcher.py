@@ -251,7 +251,7 @@ class Worker:
             requests.requeue(conn, request_id)
 
     async def _until_stored(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
-        """Run a store write in a thread, waiting out storage faults (worker/faults.py)."""
+        """Run a store write in a thread, waiting out storage faults (store/faults.py)."""
         backoff = faults.Backoff()
         while True:
             try:
