@@ -21,9 +21,11 @@ from freight.store import files
 
 ERROR_STATUSES = {
     "400": "The request is invalid: the message names what, where, and what is accepted.",
+    "401": "A missing, wrong, revoked or expired API key (once any key exists).",
     "404": "No such object, route or model.",
     "409": "The object is not in a state that allows this.",
     "413": "The body or file is larger than its limit.",
+    "429": "Over one of the project's quotas; Retry-After says when to try again.",
     "503": "Storage or the engine is unavailable for now; try again shortly.",
 }
 _DOWNLOADS = {
