@@ -323,11 +323,17 @@ def test_stored_bytes_quota_then_deleting_frees_room(quota_server: LiveServer) -
 
 
 def test_keys_never_appear_in_freights_logs(
-    echo_server: LiveServer, caplog: pytest.LogCaptureFixture
+    echo_server: LiveServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every log record of the server's own loggers, at DEBUG, while keys good and bad are
     used on the API and the dashboard (the served process's output: test_cli_keys.py)."""
     caplog.set_level(logging.DEBUG)
+    # Libraries started earlier in the session (uvicorn, Ray, vLLM) may have configured
+    # logging with disable_existing_loggers: switch every logger back on, at DEBUG.
+    for name in ["", *logging.root.manager.loggerDict]:
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "disabled", False)
+        monkeypatch.setattr(logger, "level", logging.DEBUG if name else logger.level)
     svc = echo_server.svc
     _, key = svc.keys.create("alpha")
     revoked, revoked_key = svc.keys.create("alpha")
