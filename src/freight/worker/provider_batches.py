@@ -146,16 +146,16 @@ def with_missing(
     return [found.get(r.id) or _missing(r, state) for r in requests]
 
 
-class OpenAIBatches:
-    """OpenAI's Batch API: upload a JSONL file, create a batch, read its output files."""
+class _ProviderBatches:
+    """What both providers' clients share: settings, the HTTP client, checked calls."""
 
-    style = "openai"
+    style: str
 
     def __init__(self, upstream: UpstreamSettings, model: str, *, transport: Any = None) -> None:
         self.upstream = upstream
         self.model = model
-        self.max_requests = max_requests("openai", upstream)
-        self.client = open_client(upstream, "openai", transport=transport)
+        self.max_requests = max_requests(self.style, upstream)
+        self.client = open_client(upstream, self.style, transport=transport)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -166,6 +166,12 @@ class OpenAIBatches:
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"{what}: {exc!r}") from exc
         return _checked(response, what)
+
+
+class OpenAIBatches(_ProviderBatches):
+    """OpenAI's Batch API: upload a JSONL file, create a batch, read its output files."""
+
+    style = "openai"
 
     async def submit(self, name: str, requests: list[ClaimedRequest]) -> tuple[str, str]:
         endpoint = requests[0].url
@@ -238,26 +244,10 @@ class OpenAIBatches:
         return with_missing(requests, found, state)
 
 
-class AnthropicBatches:
+class AnthropicBatches(_ProviderBatches):
     """Anthropic's Message Batches API: one create call, results as JSONL."""
 
     style = "anthropic"
-
-    def __init__(self, upstream: UpstreamSettings, model: str, *, transport: Any = None) -> None:
-        self.upstream = upstream
-        self.model = model
-        self.max_requests = max_requests("anthropic", upstream)
-        self.client = open_client(upstream, "anthropic", transport=transport)
-
-    async def close(self) -> None:
-        await self.client.aclose()
-
-    async def _call(self, method: str, url: str, what: str, **kwargs: Any) -> Any:
-        try:
-            response = await self.client.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"{what}: {exc!r}") from exc
-        return _checked(response, what)
 
     async def submit(self, name: str, requests: list[ClaimedRequest]) -> tuple[str, str]:
         body = {
