@@ -12,6 +12,7 @@ import pytest
 from freight.errors import Conflict, IllegalTransition, NotFound
 from freight.store import batches, files, requests
 from freight.store.db import Database, open_database
+from tests.sqlite_plans import plans_of
 
 
 @pytest.fixture
@@ -131,6 +132,21 @@ def test_claim_leases_in_line_order_and_never_twice(db: Database) -> None:
     assert [c.line for c in first] == [1, 2, 3]
     assert [c.line for c in second] == [4, 5]
     assert all(c.attempts == 1 for c in first + second)
+
+
+def test_claims_and_records_seek_indexes_not_every_queued_request(tmp_path: Path) -> None:
+    """A claim must cost the same with 10 or 1,000,000 requests queued: on SQLite no
+    statement of a claim or a record may walk the queue through the status index."""
+    db = open_database(f"sqlite:///{tmp_path / 'plan.db'}", tmp_path)
+    new_batch(db, num_requests=1200)
+    with db.write() as conn:
+        claimed = requests.claim(conn, "batch_1", "w1", 512, lease_seconds=60)
+    plans = plans_of(db, lambda conn: requests.claim(conn, "batch_1", "w1", 512, 60))
+    outcomes = [requests.Outcome(c.id, "batch_1", requests.SUCCEEDED, 200, "{}") for c in claimed]
+    plans |= plans_of(db, lambda conn: requests.record(conn, outcomes))
+    db.dispose()
+    assert len(plans) >= 4, plans  # claim: select, update; record: select, update
+    assert not any("ix_requests_status_lease" in plan for plan in plans.values()), plans
 
 
 def test_result_is_recorded_once_even_if_two_workers_race(db: Database) -> None:

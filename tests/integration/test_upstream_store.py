@@ -12,6 +12,7 @@ import pytest
 
 from freight.store import batches, requests, upstream
 from freight.store.db import Database, open_database
+from tests.sqlite_plans import plans_of
 
 
 @pytest.fixture
@@ -74,10 +75,28 @@ def test_ordinary_claims_pass_upstream_requests_by(db: Database) -> None:
     with db.write() as conn:
         claimed = requests.claim(conn, "batch_1", "w1", 10, 60)
         leased = requests.claim_all(conn, "batch_1", "w1", 60)
-        (waiting,) = upstream.waiting(conn)
+        (waiting,) = upstream.waiting(conn, ["up"])
+        assert upstream.waiting(conn, ["another"]) == upstream.waiting(conn, []) == []
     assert [r.id for r in claimed] == ["r03", "r04"]
     assert leased is None
     assert waiting == upstream.Waiting("batch_1", "up", None)
+
+
+def test_waiting_and_packing_seek_indexes_not_every_queued_request(tmp_path: Path) -> None:
+    """The worker asks these every poll: on SQLite they must not walk every queued request
+    through the status index (a million-line local batch made each poll a scan)."""
+    db = open_database(f"sqlite:///{tmp_path / 'plan.db'}", tmp_path)
+    new_batch(db, num_upstream=600, num_local=600)
+    plans = plans_of(db, lambda conn: upstream.waiting(conn, ["up"]))
+    plans |= plans_of(
+        db,
+        lambda conn: upstream.pack(
+            conn, "batch_1", "up", "openai", "w1", 60, max_requests=512, max_bytes=10**6
+        ),
+    )
+    db.dispose()
+    assert any("ix_requests_upstream" in plan for plan in plans.values()), plans
+    assert not any("ix_requests_status_lease" in plan for plan in plans.values()), plans
 
 
 def test_packing_respects_request_and_byte_limits_in_line_order(db: Database) -> None:
@@ -107,7 +126,7 @@ def test_given_back_requests_are_adopted_with_their_upstream_batch(db: Database)
     with db.write() as conn:
         upstream.submitted(conn, record.id, "batch_upstream_1", "validating")
         assert requests.release(conn, "w1") == 3  # the worker stops
-        (waiting,) = upstream.waiting(conn)
+        (waiting,) = upstream.waiting(conn, ["up"])
         assert waiting.upstream_batch_id == record.id
         adopted = upstream.adopt(conn, record.id, "w2", 60)
         assert upstream.adopt(conn, record.id, "w3", 60) is None  # one adopter wins
@@ -115,7 +134,7 @@ def test_given_back_requests_are_adopted_with_their_upstream_batch(db: Database)
     assert (adopted.status, adopted.upstream_id) == ("submitted", "batch_upstream_1")
     with db.read() as conn:
         assert upstream.num_running(conn, record.id, "w2") == 3
-        assert upstream.waiting(conn) == []
+        assert upstream.waiting(conn, ["up"]) == []
     outcomes = [
         requests.Outcome(f"r0{i}", "batch_1", requests.SUCCEEDED, 200, "{}") for i in range(3)
     ]

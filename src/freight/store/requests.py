@@ -131,9 +131,12 @@ def claim(
     rows = conn.execute(query).all()
     if not rows:
         return []
+    # By id alone: the rows just read are still queued (SQLite's write transaction shuts
+    # out other writers; on PostgreSQL they are locked FOR UPDATE). A `status` term here
+    # led SQLite to walk every queued request of every batch, each claim.
     conn.execute(
         requests.update()
-        .where(requests.c.id.in_([r.id for r in rows]), requests.c.status == QUEUED)
+        .where(requests.c.id.in_([r.id for r in rows]))
         .values(
             status=RUNNING,
             lease_owner=owner,
@@ -311,10 +314,11 @@ def record(conn: sa.Connection, outcomes: list[Outcome]) -> int:
     all_ids = sorted({o.request_id for o in outcomes})  # id order: see the module docstring
     for start in range(0, len(all_ids), _IN_CHUNK):
         ids = all_ids[start : start + _IN_CHUNK]
-        query = sa.select(requests.c.id).where(requests.c.id.in_(ids), requests.c.status == RUNNING)
+        # Status checked here, not in the WHERE: see open_ids.
+        query = sa.select(requests.c.id, requests.c.status).where(requests.c.id.in_(ids))
         if _is_postgresql(conn):
             query = query.order_by(requests.c.id).with_for_update()
-        running.update(conn.execute(query).scalars())
+        running.update(r.id for r in conn.execute(query) if r.status == RUNNING)
     now = time.time()
     rows = []
     per_batch: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -379,10 +383,10 @@ def open_ids(conn: sa.Connection, request_ids: list[str]) -> set[str]:
     """Which of these requests are still running (the others ended meanwhile)."""
     if not request_ids:
         return set()
-    query = sa.select(requests.c.id).where(
-        requests.c.id.in_(request_ids), requests.c.status == RUNNING
-    )
-    return set(conn.execute(query).scalars())
+    # By id alone, status checked here: with `status = ...` in the WHERE, SQLite walks
+    # every request of that status through the status index instead of seeking the ids.
+    query = sa.select(requests.c.id, requests.c.status).where(requests.c.id.in_(request_ids))
+    return {r.id for r in conn.execute(query) if r.status == RUNNING}
 
 
 def iter_finished(conn: sa.Connection, batch_id: str, chunk: int = 2000) -> Iterator[Any]:

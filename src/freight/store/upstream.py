@@ -61,11 +61,19 @@ class Waiting:
     upstream_batch_id: str | None
 
 
-def waiting(conn: sa.Connection) -> list[Waiting]:
-    """Where queued upstream requests are: what the runner should pack or adopt."""
+def waiting(conn: sa.Connection, models: list[str]) -> list[Waiting]:
+    """Where queued requests for the upstream `models` are: what the runner should pack
+    or adopt.
+
+    Asked per model (`upstream IN ...`), so the (upstream, status, ...) index answers it:
+    `upstream IS NOT NULL` led SQLite to walk every queued request of every batch, each
+    poll, which made a 1,000,000-request local batch twice as slow.
+    """
+    if not models:
+        return []
     rows = conn.execute(
         sa.select(requests.c.batch_id, requests.c.upstream, requests.c.upstream_batch_id)
-        .where(requests.c.upstream.is_not(None), requests.c.status == QUEUED)
+        .where(requests.c.upstream.in_(models), requests.c.status == QUEUED)
         .distinct()
     ).all()
     return [Waiting(*row) for row in rows]
@@ -125,7 +133,7 @@ def pack(
     conn.execute(upstream_batches.insert().values(**record.__dict__))
     conn.execute(
         requests.update()
-        .where(requests.c.id.in_([r.id for r in chosen]), requests.c.status == QUEUED)
+        .where(requests.c.id.in_([r.id for r in chosen]))  # still queued: see requests.claim
         .values(
             status=RUNNING,
             lease_owner=owner,

@@ -93,9 +93,12 @@ class Passthrough:
         running = {b.id for b in active if b.status == "in_progress" and b.expires_at > now}
         if not running:
             return
-        waiting = await asyncio.to_thread(self._read, upstream.waiting)
+        models = [s.name for s in self.registry.specs() if s.batch_style is not None]
+        if not models:
+            return
+        waiting = await asyncio.to_thread(self._read, upstream.waiting, models)
         for entry in waiting:
-            if entry.batch_id not in running or not self.registry.has(entry.model):
+            if entry.batch_id not in running:
                 continue
             if entry.upstream_batch_id is None:
                 packed = await asyncio.to_thread(self._pack_all, entry.batch_id, entry.model)
