@@ -95,8 +95,8 @@ class Bench:
         await self.pool.shutdown()
 
     async def cold(self) -> None:
-        """Empty the warm engine's prefix cache, so no system reuses the one before it's
-        prompts (the vLLM baselines start a fresh engine, cold, every time)."""
+        """Empty the warm engine's prefix cache, so no system reuses the prompts of the one
+        before it (the vLLM baselines warm a fresh engine, then empty its cache alike)."""
         engine = await self.pool.get(workloads.MODEL)
         await engine.reset_prefix_cache()  # type: ignore[attr-defined]
 
@@ -201,6 +201,7 @@ class Bench:
                 "-m",
                 "benchmarks.vllm_run_batch",
                 str(timing),
+                str(self.tmp / "warm.jsonl"),
                 "-i",
                 str(input_path),
                 "-o",

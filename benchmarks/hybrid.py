@@ -8,12 +8,13 @@ One Freight server (API + worker + one warm vLLM engine, start excluded: the sha
             `--rt-interval` s between its requests) until the batch completes
 The hybrid phase runs once per real-time policy (`--policies`): `priority` is vLLM's
 priority scheduling alone (the worker's window stays at max_in_flight); `window` adds the
-worker's real-time window (worker/scheduler.py). Reported: p50/p95 latency idle and under
-load, batch tok/s alone and with real-time load, and the targets
+worker's real-time window (worker/scheduler.py) of `--window` requests, `window:N` one of
+N. Reported: p50/p95 latency idle and under load, batch tok/s alone and with real-time
+load, and the targets
 (p95 under load <= 2 x idle p95; batch tok/s >= 0.8 x alone).
 
     python -m benchmarks.hybrid [--batch-requests 512] [--realtime-requests 20]
-        [--rt-clients 1] [--rt-interval 1.0] [--policies priority,window] [--eager]
+        [--rt-clients 1] [--rt-interval 1.0] [--policies priority,window,window:16] [--eager]
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         console.print(f"batch alone: {alone.tokens_per_s:.1f} tok/s")
         policies: dict[str, Any] = {}
         for policy in args.policies.split(","):
+            name, _, size = policy.partition(":")
             settings.worker.realtime_batch_window = (
-                settings.max_in_flight if policy == "priority" else args.window
+                settings.max_in_flight if name == "priority" else int(size or 0) or args.window
             )
             sample, loaded, given_back = await hybrid(bench, input_path, args)
             policies[policy] = {

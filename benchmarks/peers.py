@@ -12,7 +12,7 @@ system's ratio to run-batch and to one-at-a-time. `--ablate` adds `freight run` 
 scheduling optimisation switched off in turn.
 
     .venv/bin/python -m benchmarks.peers [--repeats 3] [--ablate]
-Writes benchmarks/results/peers.json and benchmarks/results/peers.png.
+Writes benchmarks/results/peers.json and peers.png (`--name` changes the stem).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def report(samples: dict[str, dict[str, list[Sample]]], args: argparse.Namespace
                 f"{entry[system]['x_single']:.1f} |"
             )
         result["workloads"][name] = entry
-    chart(result, RESULTS / "peers.png")
+    chart(result, RESULTS / f"{args.name}.png")
     return result
 
 
@@ -146,6 +146,8 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--single-limit", type=int, default=24)
     parser.add_argument("--ablate", action="store_true")
-    outcome = asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--name", default="peers", help="results file stem")
+    arguments = parser.parse_args()
+    outcome = asyncio.run(main(arguments))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "peers.json").write_text(json.dumps(outcome, indent=1))
+    (RESULTS / f"{arguments.name}.json").write_text(json.dumps(outcome, indent=1))
