@@ -314,11 +314,7 @@ def record(conn: sa.Connection, outcomes: list[Outcome]) -> int:
     all_ids = sorted({o.request_id for o in outcomes})  # id order: see the module docstring
     for start in range(0, len(all_ids), _IN_CHUNK):
         ids = all_ids[start : start + _IN_CHUNK]
-        # Status checked here, not in the WHERE: see open_ids.
-        query = sa.select(requests.c.id, requests.c.status).where(requests.c.id.in_(ids))
-        if _is_postgresql(conn):
-            query = query.order_by(requests.c.id).with_for_update()
-        running.update(r.id for r in conn.execute(query) if r.status == RUNNING)
+        running |= _running_among(conn, ids, lock=_is_postgresql(conn))
     now = time.time()
     rows = []
     per_batch: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -383,9 +379,18 @@ def open_ids(conn: sa.Connection, request_ids: list[str]) -> set[str]:
     """Which of these requests are still running (the others ended meanwhile)."""
     if not request_ids:
         return set()
-    # By id alone, status checked here: with `status = ...` in the WHERE, SQLite walks
-    # every request of that status through the status index instead of seeking the ids.
-    query = sa.select(requests.c.id, requests.c.status).where(requests.c.id.in_(request_ids))
+    return _running_among(conn, request_ids)
+
+
+def _running_among(conn: sa.Connection, ids: list[str], *, lock: bool = False) -> set[str]:
+    """Which of `ids` are running; `lock`: lock their rows in id order (PostgreSQL).
+
+    Sought by id alone and the status checked here: with `status = ...` in the WHERE,
+    SQLite walks every request of that status through the status index instead.
+    """
+    query = sa.select(requests.c.id, requests.c.status).where(requests.c.id.in_(ids))
+    if lock:
+        query = query.order_by(requests.c.id).with_for_update()
     return {r.id for r in conn.execute(query) if r.status == RUNNING}
 
 
