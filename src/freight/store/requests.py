@@ -375,13 +375,6 @@ def close_open(conn: sa.Connection, batch_id: str, status: str, error_json: str)
     return list(running)
 
 
-def open_ids(conn: sa.Connection, request_ids: list[str]) -> set[str]:
-    """Which of these requests are still running (the others ended meanwhile)."""
-    if not request_ids:
-        return set()
-    return _running_among(conn, request_ids)
-
-
 def _running_among(conn: sa.Connection, ids: list[str], *, lock: bool = False) -> set[str]:
     """Which of `ids` are running; `lock`: lock their rows in id order (PostgreSQL).
 
