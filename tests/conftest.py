@@ -251,6 +251,12 @@ def serve_process(
         )
         try:
             yield proc
+        except BaseException:
+            # pytest shows what a failing test printed: the server's side of the story
+            log.flush()
+            tail = Path(log.name).read_text(errors="replace").splitlines()[-80:]
+            print(f"--- the last lines of {log.name} ---", *tail, sep="\n")
+            raise
         finally:
             stop_process_group(proc)
 

@@ -42,7 +42,9 @@ def test_sigterm_mid_batch_then_restart_completes_every_request(tmp_path: Path) 
         for i in range(96)
     ]
     path = write_jsonl(tmp_path / "in.jsonl", lines)
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
+    # The SDK's own retries, as any user has them: a poll that meets a dropped keep-alive
+    # connection is retried (a server that is down fails every try and the test).
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=2)
 
     # A small in-flight window and a short drain, so SIGTERM leaves work unfinished.
     env = {"FREIGHT_WORKER__MAX_IN_FLIGHT": "16", "FREIGHT_WORKER__DRAIN_SECONDS": "1"}
