@@ -123,9 +123,14 @@ class WorkerSettings(_Section):
         "(default max_num_seqs / 4); see worker/scheduler.py.",
     )
     realtime_hold_seconds: float = Field(
-        2.0,
+        10.0,
         ge=0,
         description="How long after the last real-time request the smaller window holds.",
+    )
+    realtime_preempt: bool = Field(
+        True,
+        description="When real-time traffic starts, take running batch requests beyond "
+        "the window back out too (they run again later); false: only unstarted ones.",
     )
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from anthropic.types.messages import MessageBatchIndividualResponse as SDKResult
 
 from freight import ids
@@ -137,14 +138,16 @@ def test_cancel_before_ingest_cancels_every_request(tmp_path: Path, database_url
     assert results(svc, batch_id) == {key: {"type": "canceled"} for key in "abc"}
 
 
+@pytest.mark.parametrize(("preempt", "given_back"), [(True, 6), (False, 4)])
 def test_worker_makes_room_for_real_time_requests_and_loses_nothing(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, preempt: bool, given_back: int
 ) -> None:
     settings = make_settings(tmp_path, database_url=database_url)
     settings.engine.max_num_seqs = 4
     settings.worker.max_in_flight = 8
     settings.worker.realtime_batch_window = 2
     settings.worker.realtime_hold_seconds = 0
+    settings.worker.realtime_preempt = preempt
     svc = service(settings, EchoEngine("echo", delay_seconds=0.2))
     worker = svc.worker
     assert worker is not None
@@ -162,11 +165,15 @@ def test_worker_makes_room_for_real_time_requests_and_loses_nothing(
                 await asyncio.sleep(0.01)
             seen["given_back"] = worker.num_given_back
             seen["in_flight"] = worker.num_in_flight
+            await asyncio.sleep(0.5)  # no batch request is admitted while it runs
+            seen["in_flight_later"] = worker.num_in_flight
         return True
 
     record = asyncio.run(run_until(svc, batch_id, TERMINAL, action=real_time_burst))
-    # the 4 queued beyond the running slots came back out at once, unstarted
-    assert seen["given_back"] == 4 and seen["in_flight"] <= 2
+    # preempt: all 6 beyond the window at once, running or not; without: the 4 queued
+    # beyond the engine's running slots, unstarted, and the running ones drain
+    assert seen["given_back"] == given_back and seen["in_flight"] <= 2
+    assert seen["in_flight_later"] == 0  # the 0.2 s requests drained, none replaced
     assert record.status == "completed" and record.num_succeeded == 60
     with svc.db.read() as conn:
         assert requests.count_by_status(conn, batch_id) == {"succeeded": 60}

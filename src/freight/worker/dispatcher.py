@@ -123,6 +123,7 @@ class Worker:
         return scheduler.batch_window(
             self.capacity,
             self.settings.realtime_batch_window,
+            num_in_flight=self.num_in_flight,
             num_realtime=load.num_active,
             seconds_since_realtime=load.seconds_since_last(time.monotonic()),
             hold_seconds=self.settings.worker.realtime_hold_seconds,
@@ -159,9 +160,12 @@ class Worker:
                 return
 
     async def _give_back(self, window: int) -> None:
-        """Take the youngest batch requests (queued, unstarted, in the engine) back out."""
+        """Take the youngest batch requests back out of the engine (worker/scheduler.py)."""
         num = scheduler.num_to_give_back(
-            self.num_in_flight, window, self.settings.engine.max_num_seqs
+            self.num_in_flight,
+            window,
+            self.settings.engine.max_num_seqs,
+            preempt=self.settings.worker.realtime_preempt,
         )
         if num <= 0:
             return

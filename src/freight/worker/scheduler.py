@@ -10,16 +10,25 @@ Real-time first. Real-time requests never pass through the worker: the API sends
 straight to the shared engine with REALTIME_PRIORITY, and vLLM's priority scheduler puts
 them ahead of every queued batch request (engines/vllm.py). That alone bounds how long
 one waits to *start*: the next free slot of the running batch. It does not bound how
-fast it then *runs*: on a saturated engine it shares each step with up to
-`max_num_seqs` batch sequences, and a step's time grows with the batch (on CPU nearly
-in proportion). So while real-time requests run, and for `realtime_hold_seconds` after
-the last one, the worker shrinks its window from `max_in_flight` (2 x max_num_seqs) to
-`realtime_batch_window` (`batch_window`): it admits no new batch requests until the
-engine holds fewer than that, and takes back the batch requests that are only queued
-inside the engine (`num_to_give_back`: those beyond its running slots, not started, so
-no work is lost). The running batch then drains to the small window as its requests
-finish, and fills back up once real-time traffic stops. Batch throughput pays only
-while real-time requests are actually running.
+fast it then *runs*: it shares each engine step with every running batch sequence, and
+a step's time grows with what is in it (on CPU nearly in proportion to its tokens: each
+decoding sequence, and above all each batch prompt being prefilled). So the worker keeps
+a real-time window (`batch_window`):
+- while real-time requests run, and for `realtime_hold_seconds` after the last one, at
+  most `realtime_batch_window` batch requests stay in the engine;
+- while a real-time request is *in* the engine, no new batch request is admitted: the
+  running ones decode beside it and drain, and the prompts of their replacements are
+  prefilled in the gaps between real-time requests, never in the steps a real-time
+  request waits on;
+- when real-time traffic starts, the batch requests beyond the window come back out of
+  the engine at once (`num_to_give_back`), running or not: they return to the queue
+  with their try not counted and run again later from the start (a running one loses
+  the tokens it had generated, once per start of real-time traffic; the prefix cache
+  usually still holds its prompt). With `realtime_preempt = false` only those not yet
+  started come back, and the rest drain as they finish.
+When real-time traffic stops for `realtime_hold_seconds`, batch work fills the engine
+again. Batch throughput pays while real-time traffic lasts; on CPU, where prompts
+dominate a batch's work, a small window costs it little (BENCHMARKS.md, hybrid).
 """
 
 from __future__ import annotations
@@ -187,21 +196,26 @@ def batch_window(
     capacity: int,
     realtime_window: int,
     *,
+    num_in_flight: int,
     num_realtime: int,
     seconds_since_realtime: float | None,
     hold_seconds: float,
 ) -> int:
     """How many batch requests the engine may hold now (see the module docstring)."""
-    is_realtime_recent = num_realtime > 0 or (
-        seconds_since_realtime is not None and seconds_since_realtime < hold_seconds
-    )
-    return min(capacity, realtime_window) if is_realtime_recent else capacity
+    if realtime_window >= capacity:  # the window is off: priority scheduling alone
+        return capacity
+    if num_realtime > 0:  # a real-time request is in the engine: admit nothing new
+        return min(capacity, realtime_window, num_in_flight)
+    if seconds_since_realtime is not None and seconds_since_realtime < hold_seconds:
+        return min(capacity, realtime_window)
+    return capacity
 
 
-def num_to_give_back(num_in_flight: int, window: int, max_num_seqs: int) -> int:
+def num_to_give_back(num_in_flight: int, window: int, max_num_seqs: int, *, preempt: bool) -> int:
     """Batch requests to take back out of the engine when the window has shrunk.
 
-    Only those beyond the engine's running slots: they wait unstarted in its queue, so
-    taking them back loses no work. Running ones finish and are simply not replaced.
+    With `preempt`, every one beyond the window (the youngest, running or not). Without,
+    only those beyond the engine's running slots: they wait unstarted in its queue, so
+    taking them back loses no work; running ones finish and are simply not replaced.
     """
-    return max(0, num_in_flight - max(window, max_num_seqs))
+    return max(0, num_in_flight - (window if preempt else max(window, max_num_seqs)))
