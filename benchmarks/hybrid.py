@@ -15,6 +15,7 @@ load, and the targets
 
     python -m benchmarks.hybrid [--batch-requests 512] [--realtime-requests 20]
         [--rt-clients 1] [--rt-interval 1.0] [--policies priority,window,window:16] [--eager]
+        [--name hybrid]
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ if __name__ == "__main__":
     parser.add_argument("--policies", default="priority,window")
     parser.add_argument("--window", type=int, default=None, help="default max_num_seqs / 4")
     parser.add_argument("--eager", action="store_true", help="skip torch.compile (faster start)")
+    parser.add_argument("--name", default="hybrid", help="results/NAME.json")
     arguments = parser.parse_args()
     result = asyncio.run(main(arguments))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "hybrid.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"{arguments.name}.json").write_text(json.dumps(result, indent=1))
