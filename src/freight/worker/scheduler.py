@@ -11,15 +11,15 @@ straight to the shared engine with REALTIME_PRIORITY, and vLLM's priority schedu
 them ahead of every queued batch request (engines/vllm.py). That alone bounds how long
 one waits to *start*: the next free slot of the running batch. It does not bound how
 fast it then *runs*: it shares each engine step with every running batch sequence, and
-a step's time grows with what is in it (on CPU nearly in proportion to its tokens: each
-decoding sequence, and above all each batch prompt being prefilled). So the worker keeps
-a real-time window (`batch_window`):
+a step's time grows with what is in it (on CPU with its tokens: each decoding sequence,
+and above all each batch prompt being prefilled). So the worker keeps a real-time
+window (`batch_window`):
 - while real-time requests run, and for `realtime_hold_seconds` after the last one, at
   most `realtime_batch_window` batch requests stay in the engine;
 - while a real-time request is *in* the engine, no new batch request is admitted: the
   running ones decode beside it and drain, and the prompts of their replacements are
-  prefilled in the gaps between real-time requests, never in the steps a real-time
-  request waits on;
+  prefilled in the gaps between real-time requests rather than in the steps a
+  real-time request waits on (one that arrives during a refill still waits for it);
 - when real-time traffic starts, the batch requests beyond the window come back out of
   the engine at once (`num_to_give_back`), running or not: they return to the queue
   with their try not counted and run again later from the start (a running one loses
@@ -27,8 +27,9 @@ a real-time window (`batch_window`):
   usually still holds its prompt). With `realtime_preempt = false` only those not yet
   started come back, and the rest drain as they finish.
 When real-time traffic stops for `realtime_hold_seconds`, batch work fills the engine
-again. Batch throughput pays while real-time traffic lasts; on CPU, where prompts
-dominate a batch's work, a small window costs it little (BENCHMARKS.md, hybrid).
+again. Batch throughput pays while real-time traffic lasts, the more the smaller the
+window: BENCHMARKS.md (hybrid) measures the trade; on a 2-core CPU no window keeps both
+real-time p95 within 2 x idle and the batch at 0.8 x its speed alone.
 """
 
 from __future__ import annotations
