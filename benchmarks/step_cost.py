@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness, workloads
+from benchmarks.vllm_offline import offline_llm
 from freight import config
 from freight.models import Registry
 
@@ -54,21 +54,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     registry = Registry(settings)
     model_dir = registry.weights_dir(registry.get(workloads.MODEL))
     e = settings.engine
-    os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{e.kv_cache_gib:g}")
-    from vllm import LLM
-
-    llm = LLM(
-        model=str(model_dir),
-        dtype=e.dtype,
-        max_model_len=e.max_model_len,
-        max_num_seqs=e.max_num_seqs,
-        max_num_batched_tokens=e.max_num_batched_tokens,
-        enable_prefix_caching=False,  # every prompt token is computed
-        enforce_eager=e.enforce_eager,
-        seed=e.seed,
-        disable_log_stats=True,
-    )
+    # every prompt token is computed
+    llm = offline_llm(str(model_dir), e.model_dump(), enable_prefix_caching=False)
     rng = random.Random(0)
     timed(llm, prompts(8, 32, rng), 8)  # warm-up
     decode = []

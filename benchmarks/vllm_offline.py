@@ -11,27 +11,34 @@ import json
 import os
 import sys
 import time
+from typing import Any
+
+
+def offline_llm(model_dir: str, engine: dict[str, Any], **overrides: Any) -> Any:
+    """vLLM's offline `LLM` with Freight's engine settings (`EngineSettings.model_dump()`)."""
+    os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{engine['kv_cache_gib']:g}")
+    from vllm import LLM
+
+    options = {
+        "dtype": engine["dtype"],
+        "max_model_len": engine["max_model_len"],
+        "max_num_seqs": engine["max_num_seqs"],
+        "max_num_batched_tokens": engine["max_num_batched_tokens"],
+        "enable_prefix_caching": engine["enable_prefix_caching"],
+        "enforce_eager": engine["enforce_eager"],
+        "seed": engine["seed"],
+        "disable_log_stats": True,
+    }
+    return LLM(model=model_dir, **{**options, **overrides})
 
 
 def main(model_dir: str, input_path: str, engine_json: str, result_path: str) -> None:
-    engine = json.loads(engine_json)
-    os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{engine['kv_cache_gib']:g}")
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
     with open(input_path) as fh:
         bodies = [json.loads(x)["body"] for x in fh if x.strip()]
-    llm = LLM(
-        model=model_dir,
-        dtype=engine["dtype"],
-        max_model_len=engine["max_model_len"],
-        max_num_seqs=engine["max_num_seqs"],
-        max_num_batched_tokens=engine["max_num_batched_tokens"],
-        enable_prefix_caching=engine["enable_prefix_caching"],
-        enforce_eager=engine["enforce_eager"],
-        seed=engine["seed"],
-        disable_log_stats=True,
-    )
+    llm = offline_llm(model_dir, json.loads(engine_json))
     params = [
         SamplingParams(max_tokens=b["max_tokens"], temperature=b.get("temperature", 1.0))
         for b in bodies
