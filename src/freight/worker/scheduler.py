@@ -206,9 +206,9 @@ def batch_window(
     if realtime_window >= capacity:  # the window is off: priority scheduling alone
         return capacity
     if num_realtime > 0:  # a real-time request is in the engine: admit nothing new
-        return min(capacity, realtime_window, num_in_flight)
+        return min(realtime_window, num_in_flight)
     if seconds_since_realtime is not None and seconds_since_realtime < hold_seconds:
-        return min(capacity, realtime_window)
+        return realtime_window
     return capacity
 
 
