@@ -73,7 +73,7 @@ class Database:
             if self.is_postgresql:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "heads")  # branches of parallel work merge as several heads
+            command.upgrade(cfg, "head")  # one head: new revisions follow 0013_merge_heads
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
