@@ -43,7 +43,8 @@ def post(
     settings = WebhookSettings(allow_hosts=allow_hosts or [])
 
     async def attempt() -> tuple[int | None, str | None]:
-        async with sender.http_client(settings, resolver=resolver, network=network) as client:
+        resolve = resolver or StubResolver()  # never the system's: no DNS query leaves
+        async with sender.http_client(settings, resolver=resolve, network=network) as client:
             return await sender.post_event(
                 client, url, wire.new_secret(), "evt_1", "{}", timeout_seconds=5
             )
