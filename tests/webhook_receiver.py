@@ -1,8 +1,8 @@
 """A webhook receiver on a loopback port that verifies each delivery with the `openai` SDK.
 
-It answers (after `delay_seconds`) 500 to its first `num_failures` requests, then 200 to
-those whose signature `client.webhooks.unwrap` accepts (400 otherwise), as a real
-receiver would.
+It answers (after `delay_seconds`) 500 with `failure_body` to its first `num_failures`
+requests, then 200 to those whose signature `client.webhooks.unwrap` accepts (400
+otherwise), as a real receiver would.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ class Received:
 
 
 class WebhookReceiver:
-    def __init__(self, *, num_failures: int = 0, delay_seconds: float = 0.0) -> None:
+    def __init__(
+        self, *, num_failures: int = 0, delay_seconds: float = 0.0, failure_body: bytes = b""
+    ) -> None:
         self.secret: str | None = None
         self.num_failures = num_failures
+        self.failure_body = failure_body
         self.delay_seconds = delay_seconds
         self.requests: list[Received] = []
         self.events: list[Any] = []  # what unwrap returned, for accepted deliveries
@@ -40,15 +43,18 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 status = receiver._receive(body, dict(self.headers.items()))
+                answer = receiver.failure_body if status == 500 else b""
                 self.send_response(status)
-                self.send_header("content-length", "0")
+                self.send_header("content-length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hooks"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _receive(self, body: bytes, headers: dict[str, str]) -> int:

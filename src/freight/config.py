@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from freight import netguard
 from freight.errors import ConfigError
 
 MiB = 1024 * 1024
@@ -270,6 +271,19 @@ class WebhookSettings(_Section):
     )
     poll_seconds: float = Field(1.0, gt=0, description="How often due deliveries are looked for.")
     max_concurrent: int = Field(16, ge=1, description="Deliveries in flight per process.")
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Internal receivers webhooks may be sent to: host names, IP addresses "
+        "or networks (CIDR). Every other destination must be a public address: loopback, "
+        "private, link-local and other special-purpose addresses are refused.",
+    )
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _check_allow_hosts(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            netguard.parse_allow_entry(entry)  # its ValueError names the entry
+        return entries
 
 
 class ModelSettings(_Section):

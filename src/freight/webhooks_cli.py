@@ -7,6 +7,7 @@ report`, so an operator can set up endpoints for any project. Exit codes: 0 succ
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -19,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from freight import config
+from freight import config, netguard
 from freight.errors import FreightError, NotFound
 from freight.protocol import webhooks as wire
 from freight.store import webhooks
@@ -43,12 +44,20 @@ ProjectOption = Annotated[
 ]
 
 
-@contextmanager
-def _store(home: Path | None) -> Iterator[Database]:
+def _settings(home: Path | None) -> config.Settings:
     if home is not None:
         os.environ["FREIGHT_HOME"] = str(home)  # also locates freight.toml
     try:
-        settings = config.load()
+        return config.load()
+    except FreightError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _store(home: Path | None) -> Iterator[Database]:
+    settings = _settings(home)
+    try:
         db = open_database(settings.sqlalchemy_url, settings.home)
     except FreightError as exc:
         err.print(f"[red]error:[/red] {exc.message}")
@@ -84,9 +93,12 @@ def add(
     wanted = (
         [e.strip() for item in events for e in item.split(",") if e.strip()] if events else None
     )
+    settings = _settings(home).webhooks
+    policy = netguard.AddressPolicy.from_allow_hosts(settings.allow_hosts)
     try:
         url = wire.check_url(url)
         event_types = wire.check_event_types(wanted)
+        asyncio.run(netguard.check_url_destination(url, policy, timeout=settings.timeout_seconds))
     except FreightError as exc:
         err.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from None
@@ -119,7 +131,14 @@ def list_(
         return
     table = Table("id", "project", "name", "url", "events", "created (UTC)")
     for r in records:
-        table.add_row(r.id, r.project, r.name, r.url, ", ".join(r.event_types), _when(r.created_at))
+        table.add_row(
+            r.id,
+            r.project,
+            r.name,
+            wire.display_url(r.url),
+            ", ".join(r.event_types),
+            _when(r.created_at),
+        )
     out.print(table if records else "No webhook endpoints.")
 
 
@@ -136,7 +155,9 @@ def remove(
         except NotFound as exc:
             err.print(f"[red]error:[/red] {exc.message}")
             raise typer.Exit(1) from None
-    out.print(f"Removed webhook endpoint {record.id} ({record.url})", highlight=False)
+    out.print(
+        f"Removed webhook endpoint {record.id} ({wire.display_url(record.url)})", highlight=False
+    )
 
 
 @webhooks_app.command("deliveries")

@@ -19,7 +19,7 @@ from openai.types.webhooks import WebhookEndpoint as SDKWebhookEndpoint
 from openai.types.webhooks import WebhookEndpointWithSecret as SDKWebhookEndpointWithSecret
 from typer.testing import CliRunner
 
-from freight import cli, ids
+from freight import cli, ids, netguard
 from freight.config import ModelSettings, Settings, WebhookSettings
 from freight.protocol import webhooks as wire
 from freight.service import Service
@@ -27,11 +27,16 @@ from freight.store import batches
 from freight.store import blobs as blob_names
 from freight.submit import create_message_batch
 from tests.conftest import LiveServer, chat_line, make_settings, wait_for_batch, write_jsonl
+from tests.netstubs import StubResolver
 from tests.sdk import assert_round_trip
 from tests.webhook_receiver import WebhookReceiver
 
 FAST_WEBHOOKS = WebhookSettings(
-    initial_backoff_seconds=0.05, max_backoff_seconds=0.2, poll_seconds=0.02, timeout_seconds=5
+    initial_backoff_seconds=0.05,
+    max_backoff_seconds=0.2,
+    poll_seconds=0.02,
+    timeout_seconds=5,
+    allow_hosts=["127.0.0.1"],  # the receivers listen on loopback
 )
 
 
@@ -44,6 +49,14 @@ def webhook_settings(home: Path) -> Settings:
         ],
         webhooks=FAST_WEBHOOKS,
     )
+
+
+@pytest.fixture(autouse=True)
+def no_dns(monkeypatch: pytest.MonkeyPatch) -> StubResolver:
+    """Host names resolve through a stub (none by default): no test asks a DNS server."""
+    resolver = StubResolver()
+    monkeypatch.setattr(netguard, "system_resolve", resolver)
+    return resolver
 
 
 @pytest.fixture
@@ -286,6 +299,7 @@ def test_cli_adds_lists_shows_deliveries_and_removes(
 ) -> None:
     home = str(server.svc.settings.home)
     monkeypatch.setenv("FREIGHT_HOME", home)  # --home sets it; restored after the test
+    monkeypatch.setenv("FREIGHT_WEBHOOKS__ALLOW_HOSTS", '["127.0.0.1"]')
     runner = CliRunner()
     env = {"COLUMNS": "250"}
     with WebhookReceiver() as receiver:
@@ -399,7 +413,8 @@ def test_api_node_and_two_worker_processes_on_postgresql_send_each_event_once(
     config = tmp_path / "freight.toml"
     config.write_text(
         '[[models]]\nname = "echo"\nengine = "echo"\n\n'
-        "[worker]\npoll_seconds = 0.05\n\n[webhooks]\npoll_seconds = 0.05\n"
+        "[worker]\npoll_seconds = 0.05\n\n"
+        '[webhooks]\npoll_seconds = 0.05\nallow_hosts = ["127.0.0.1"]\n'
     )
     port = free_port()
     num_batches = 12
@@ -467,7 +482,9 @@ def test_a_test_event_is_sent_signed_at_once_and_not_logged(server: LiveServer) 
     with pytest.raises(openai.BadRequestError) as excinfo:
         client.webhooks.test(nobody.id, event_type="batch.failed")
     assert excinfo.value.code == "webhook_test_failed"
-    assert "could not be delivered to http://127.0.0.1:9/x: ConnectError" in excinfo.value.message
+    assert (
+        "could not be delivered to http://127.0.0.1:9/x: could not connect" in excinfo.value.message
+    )
     with pytest.raises(openai.BadRequestError, match="is not an event Freight sends"):
         client.webhooks.test(nobody.id, event_type="response.completed")
 

@@ -12,7 +12,7 @@ import time
 
 from fastapi import APIRouter, Body, Depends, Query
 
-from freight import ids
+from freight import ids, netguard
 from freight.api.deps import project, service
 from freight.errors import InvalidRequest
 from freight.protocol import webhooks as wire
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"])
 
 
 @router.post("", response_model=wire.WebhookEndpointWithSecret)
-def create_endpoint(
+async def create_endpoint(
     req: wire.CreateWebhookEndpoint = Body(...),
     svc: Service = Depends(service),
     owner: str = Depends(project),
@@ -32,16 +32,36 @@ def create_endpoint(
     """Add an endpoint; the response carries its signing secret, shown this once."""
     url = wire.check_url(req.url)
     event_types = wire.check_event_types(req.event_types)
+    await _check_destination(svc, url)
+    record = await asyncio.to_thread(_add_endpoint, svc, owner, req.name, url, event_types)
+    return wire.endpoint_with_secret(record)
+
+
+def _add_endpoint(
+    svc: Service, owner: str, name: str, url: str, event_types: list[str]
+) -> webhooks.EndpointRecord:
     with svc.db.write() as conn:
-        record = webhooks.add_endpoint(
+        return webhooks.add_endpoint(
             conn,
             project=owner,
-            name=req.name,
+            name=name,
             url=url,
             event_types=event_types,
             secret=wire.new_secret(),
         )
-    return wire.endpoint_with_secret(record)
+
+
+async def _check_destination(svc: Service, url: str) -> None:
+    """A 400 naming `url` if its host is an address webhooks are not sent to.
+
+    Each delivery checks again where it connects; this is for an early, clear error.
+    """
+    settings = svc.settings.webhooks
+    policy = netguard.AddressPolicy.from_allow_hosts(settings.allow_hosts)
+    try:
+        await netguard.check_url_destination(url, policy, timeout=settings.timeout_seconds)
+    except netguard.RefusedDestination as exc:
+        raise InvalidRequest(f"Invalid url: {exc.message}.", param="url") from None
 
 
 @router.get("", response_model=wire.WebhookEndpointList)
@@ -71,7 +91,7 @@ def retrieve_endpoint(
 
 
 @router.post("/{endpoint_id}", response_model=wire.WebhookEndpoint)
-def update_endpoint(
+async def update_endpoint(
     endpoint_id: str,
     req: wire.UpdateWebhookEndpoint = Body(...),
     svc: Service = Depends(service),
@@ -79,11 +99,16 @@ def update_endpoint(
 ) -> wire.WebhookEndpoint:
     url = wire.check_url(req.url) if req.url is not None else None
     event_types = wire.check_event_types(req.event_types) if req.event_types is not None else None
-    with svc.db.write() as conn:
-        record = webhooks.update_endpoint(
-            conn, endpoint_id, owner, name=req.name, url=url, event_types=event_types
-        )
-    return wire.endpoint_object(record)
+    if url is not None:
+        await _check_destination(svc, url)
+
+    def update() -> webhooks.EndpointRecord:
+        with svc.db.write() as conn:
+            return webhooks.update_endpoint(
+                conn, endpoint_id, owner, name=req.name, url=url, event_types=event_types
+            )
+
+    return wire.endpoint_object(await asyncio.to_thread(update))
 
 
 @router.post("/{endpoint_id}/rotate_secret", response_model=wire.WebhookEndpointWithSecret)
@@ -105,7 +130,9 @@ async def test_endpoint(
 ) -> wire.WebhookEndpointTestResult:
     """POST a signed sample event (about a batch that does not exist) to the endpoint now.
 
-    Nothing is queued or logged; a receiver that cannot be reached is a 400 saying why.
+    Nothing is queued or logged. A receiver that cannot be reached, or is not allowed
+    (netguard), is a 400 saying why in a few words; what the receiver answered is not
+    shown beyond its status code.
     """
     (event_type,) = wire.check_event_types([req.event_type])
     record = await asyncio.to_thread(_endpoint, svc, endpoint_id, owner)
@@ -125,7 +152,7 @@ async def test_endpoint(
         )
     if status_code is None:
         raise InvalidRequest(
-            f"The test event could not be delivered to {record.url}: {error}",
+            f"The test event could not be delivered to {wire.display_url(record.url)}: {error}",
             code="webhook_test_failed",
         )
     return wire.WebhookEndpointTestResult(

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 from typing import Literal
 
 import httpx
@@ -27,6 +28,8 @@ from freight.store.webhooks import EVENT_TYPES
 
 SECRET_PREFIX = "whsec_"
 MAX_URL_CHARS = 2048
+# scheme://user:password@ at the start of a URL, up to the last @ before the path.
+_USERINFO = re.compile(r"^([^:/?#]+://)[^/?#]*@")
 
 
 class CreateWebhookEndpoint(BaseModel):
@@ -123,9 +126,18 @@ class WebhookDeliveryList(BaseModel):
     has_more: bool
 
 
+def display_url(url: str) -> str:
+    """The URL with any credentials (`user:password@`) masked, for logs, errors and views."""
+    return _USERINFO.sub(r"\1***@", url)
+
+
 def check_url(url: str) -> str:
-    """The URL if events can be POSTed to it; InvalidRequest naming what is accepted."""
+    """The URL if events can be POSTed to it; InvalidRequest naming what is accepted.
+
+    Only its form is checked here; where it points is `netguard`'s business.
+    """
     accepted = "an absolute http:// or https:// URL such as https://example.com/hooks"
+    shown = display_url(url)
     if len(url) > MAX_URL_CHARS:
         raise InvalidRequest(
             f"Invalid url: it is {len(url)} characters long; at most {MAX_URL_CHARS} are accepted.",
@@ -134,9 +146,18 @@ def check_url(url: str) -> str:
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
-        raise InvalidRequest(f"Invalid url {url!r}: {exc}; use {accepted}.", param="url") from None
+        raise InvalidRequest(
+            f"Invalid url {shown!r}: {exc}; use {accepted}.", param="url"
+        ) from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise InvalidRequest(f"Invalid url {url!r}: use {accepted}.", param="url")
+        raise InvalidRequest(f"Invalid url {shown!r}: use {accepted}.", param="url")
+    if parsed.userinfo:
+        raise InvalidRequest(
+            f"Invalid url {shown!r}: credentials (user:password@) are not accepted in a "
+            "webhook URL; receivers authenticate deliveries by their webhook-signature "
+            "header, made with the endpoint's signing secret.",
+            param="url",
+        )
     return url
 
 
@@ -175,7 +196,7 @@ def endpoint_object(record: store.EndpointRecord) -> WebhookEndpoint:
     return WebhookEndpoint(
         id=record.id,
         name=record.name,
-        url=record.url,
+        url=display_url(record.url),  # endpoints made before credentials were refused
         event_types=list(record.event_types),
         created_at=record.created_at,
         updated_at=record.updated_at,

@@ -18,6 +18,7 @@ Delivery statuses: pending → delivered | failed (retries exhausted).
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,9 @@ EVENT_TYPES = ("batch.completed", "batch.failed", "batch.cancelled", "batch.expi
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
+# Errors as versions before issue 15 recorded them: "HTTP 500: <the receiver's body>" and
+# "ConnectError: [Errno 111] Connection refused" (the sender now records neither).
+_LEGACY_ERROR = re.compile(r"HTTP ([1-5])\d\d\b.*|[A-Z]\w*: .*", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class DueDelivery:
     """A leased delivery with what its attempt needs: where to send, what, and the key."""
 
     id: str
+    endpoint_id: str
     event_id: str
     payload: str
     attempts: int  # including the attempt this lease is for
@@ -256,7 +261,14 @@ def claim_due(
     d, e = webhook_deliveries, webhook_endpoints
     query = (
         sa.select(
-            d.c.id, d.c.event_id, d.c.payload, d.c.attempts, d.c.created_at, e.c.url, e.c.secret
+            d.c.id,
+            d.c.endpoint_id,
+            d.c.event_id,
+            d.c.payload,
+            d.c.attempts,
+            d.c.created_at,
+            e.c.url,
+            e.c.secret,
         )
         .join(e, e.c.id == d.c.endpoint_id)
         .where(d.c.status == PENDING, d.c.next_attempt_at <= now)
@@ -274,7 +286,16 @@ def claim_due(
         .values(lease_owner=owner, next_attempt_at=now + lease_seconds, attempts=d.c.attempts + 1)
     )
     return [
-        DueDelivery(r.id, r.event_id, r.payload, r.attempts + 1, r.created_at, r.url, r.secret)
+        DueDelivery(
+            id=r.id,
+            endpoint_id=r.endpoint_id,
+            event_id=r.event_id,
+            payload=r.payload,
+            attempts=r.attempts + 1,
+            created_at=r.created_at,
+            url=r.url,
+            secret=r.secret,
+        )
         for r in rows
     ]
 
@@ -313,6 +334,16 @@ def record_attempt(
     return result.rowcount == 1
 
 
+def _shown_error(error: str | None) -> str | None:
+    """`last_error` as the log shows it: one recorded by an earlier version is cut to its
+    class, as the receiver's body and socket errors are not shown to the URL's owner.
+    """
+    legacy = _LEGACY_ERROR.fullmatch(error) if error else None
+    if legacy is None:
+        return error
+    return f"receiver answered {legacy[1]}xx" if legacy[1] else "could not connect"
+
+
 def list_deliveries(
     conn: sa.Connection,
     *,
@@ -341,7 +372,7 @@ def list_deliveries(
             next_attempt_at=r.next_attempt_at,
             last_attempt_at=r.last_attempt_at,
             last_status_code=r.last_status_code,
-            last_error=r.last_error,
+            last_error=_shown_error(r.last_error),
             delivered_at=r.delivered_at,
         )
         for r in conn.execute(query)

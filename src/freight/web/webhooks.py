@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from freight.api.deps import service
+from freight.protocol import webhooks as wire
 from freight.service import Service
 from freight.store import webhooks
 from freight.web import session
@@ -22,5 +25,7 @@ def webhooks_page(
     with svc.db.read() as conn:
         endpoints = webhooks.list_endpoints(conn, owner)
         deliveries = webhooks.list_deliveries(conn, project=owner, limit=NUM_RECENT)
-    context = {"project": owner, "endpoints": endpoints, "deliveries": deliveries}
+    # URLs stored before credentials were refused are shown without them.
+    shown = [dataclasses.replace(e, url=wire.display_url(e.url)) for e in endpoints]
+    context = {"project": owner, "endpoints": shown, "deliveries": deliveries}
     return templates.TemplateResponse(request, "webhooks.html", context)

@@ -6,7 +6,8 @@ before POSTing it, so with any number of processes one attempt at a time is made
 each delivery, and a delivered event is not sent again. A 2xx answer delivers it;
 anything else (another status, a refused connection, a timeout) is retried with
 exponential backoff and jitter until `[webhooks] max_retry_seconds` after the event,
-then the delivery is marked failed.
+then the delivery is marked failed. Connections go only to addresses `netguard` allows,
+checked as they are made.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import contextlib
 import logging
 import random
 import time
-from typing import Any
 
+import httpcore
 import httpx
 
-from freight import __version__, ids
+from freight import __version__, ids, netguard
 from freight.config import WebhookSettings
 from freight.protocol import webhooks as wire
 from freight.store import webhooks
@@ -30,7 +31,6 @@ from freight.worker.usage import node_name
 log = logging.getLogger(__name__)
 # A lease outlasts the POST's timeout by this much, so it never runs out mid-attempt.
 LEASE_MARGIN_SECONDS = 30.0
-MAX_ERROR_CHARS = 500
 
 
 def retry_at(
@@ -58,34 +58,59 @@ async def post_event(
     *,
     timeout_seconds: float,
 ) -> tuple[int | None, str | None]:
-    """POST one signed event; the receiver's status code (if any) and why it failed (if so)."""
+    """POST one signed event; the receiver's status code (if any) and why it failed (if so).
+
+    Why is one of a few fixed phrases with the status class and the time taken, never
+    the receiver's body or the socket's error: the outcome is shown to whoever set the
+    URL, and must not make the sender a probe of what answers there. The body is not
+    even read.
+    """
+    if httpx.URL(url).userinfo:  # an endpoint stored before they were refused
+        return None, "refused: the url carries credentials (user:password@); remove them"
     body = payload.encode()
     headers = wire.signature_headers(secret, event_id, int(time.time()), body)
     headers["content-type"] = "application/json"
+    started = time.monotonic()
     try:
         # httpx's timeout bounds each read; this bounds the whole attempt, so that a
         # receiver trickling its answer cannot outlast the sender's lease.
-        async with asyncio.timeout(timeout_seconds):
-            response = await client.post(url, content=body, headers=headers)
+        async with (
+            asyncio.timeout(timeout_seconds),
+            client.stream("POST", url, content=body, headers=headers) as response,
+        ):
+            status_code = response.status_code
+            elapsed_ms = round((time.monotonic() - started) * 1000)
+    except netguard.RefusedDestination as exc:
+        return None, f"refused: {exc.message}"
     except (httpx.TimeoutException, TimeoutError):
         return None, f"no answer within {timeout_seconds:g} s"
-    except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-    if response.is_success:
-        return response.status_code, None
-    excerpt = response.text[:MAX_ERROR_CHARS].strip()
-    return response.status_code, (
-        f"HTTP {response.status_code}: {excerpt}" if excerpt else f"HTTP {response.status_code}"
-    )
+    except httpx.ConnectError:  # refused, unreachable, TLS: alike, or they map the network
+        return None, "could not connect"
+    except httpx.HTTPError:
+        return None, "no valid HTTP answer"
+    if 200 <= status_code < 300:
+        return status_code, None
+    return status_code, f"receiver answered {status_code // 100}xx in {elapsed_ms} ms"
 
 
-def http_client(settings: WebhookSettings, **kwargs: Any) -> httpx.AsyncClient:
-    """The client webhooks are sent with."""
+def http_client(
+    settings: WebhookSettings,
+    *,
+    resolver: netguard.Resolver | None = None,
+    network: httpcore.AsyncNetworkBackend | None = None,
+) -> httpx.AsyncClient:
+    """The client webhooks are sent with: it connects only where `[webhooks]` allows.
+
+    `resolver` and `network` (name resolution, opening connections) are the system's
+    unless a test stubs them.
+    """
+    policy = netguard.AddressPolicy.from_allow_hosts(settings.allow_hosts)
     return httpx.AsyncClient(
         timeout=settings.timeout_seconds,
         follow_redirects=False,  # a redirect is a failure, as in Standard Webhooks
+        trust_env=False,  # no proxy from the environment: it would connect unchecked
         headers={"user-agent": f"Freight/{__version__} (webhooks)"},
-        **kwargs,
+        transport=netguard.GuardedTransport(policy, resolver=resolver, network=network),
     )
 
 
@@ -98,18 +123,21 @@ class WebhookSender:
         db: Database,
         *,
         owner: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        resolver: netguard.Resolver | None = None,
+        network: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.owner = owner or f"webhooks-{node_name()}-{ids.new_id('')[:8]}"
-        self.transport = transport
+        self.resolver = resolver
+        self.network = network
         self.num_delivered = 0
         self.num_failed_attempts = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; attempts in flight then finish (within the timeout)."""
-        async with http_client(self.settings, transport=self.transport) as client:
+        client = http_client(self.settings, resolver=self.resolver, network=self.network)
+        async with client:
             while not stop.is_set():
                 try:
                     num = await self.deliver_due(client)
@@ -158,9 +186,10 @@ class WebhookSender:
                 jitter=random.random(),
             )
             log.warning(
-                "webhook %s to %s, attempt %d failed: %s (%s)",
+                "webhook %s to endpoint %s (%s), attempt %d failed: %s (%s)",
                 delivery.event_id,
-                delivery.url,
+                delivery.endpoint_id,
+                wire.display_url(delivery.url),
                 delivery.attempts,
                 error,
                 "will retry" if next_at is not None else "giving up",
