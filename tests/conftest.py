@@ -25,6 +25,7 @@ import httpx
 import pytest
 import uvicorn
 
+from freight import netguard
 from freight.api.app import create_app
 from freight.config import (
     DEFAULT_CHAT_MODEL,
@@ -35,6 +36,7 @@ from freight.config import (
 )
 from freight.service import Service
 from freight.store.db import Database
+from tests.netstubs import StubResolver
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_CACHE = REPO / ".freight" / "models"
@@ -119,6 +121,16 @@ class LiveServer:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the engine for {model} did not start in {timeout} s")
             time.sleep(0.5)
+
+
+@pytest.fixture(autouse=True)
+def no_dns(monkeypatch: pytest.MonkeyPatch) -> StubResolver:
+    """Webhook host names resolve through a stub (none by default): no test asks a DNS
+    server for a name it made up (the schemathesis run invents many). A test that needs a
+    name sets it on the returned resolver."""
+    resolver = StubResolver()
+    monkeypatch.setattr(netguard, "system_resolve", resolver)
+    return resolver
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
