@@ -55,11 +55,15 @@ def sweep(db: Database, blobs: BlobStorage, **kwargs: object) -> orphans.SweepRe
     return orphans.sweep(db, blobs, grace_seconds=GRACE, **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("kind", ["upload", "message-batch"])
 def test_a_crashed_upload_counts_toward_the_quota_until_the_sweep_collects_it(
-    db: Database, blobs: BlobStorage
+    db: Database, blobs: BlobStorage, kind: str
 ) -> None:
     quota = quotas.Quotas(QuotaSettings(default=QuotaLimits(max_stored_bytes=1000)))
-    blob = ids.new_id("blob-")
+    if kind == "upload":
+        blob = ids.new_id("blob-")
+    else:  # a Message Batch create's body, held while it arrives
+        blob = blob_names.message_batch_requests(ids.new_id("msgbatch_"))
     quota.reserve_storage(db, "p", blob, declared=600, max_bytes=10_000)
     write(blobs, blob, b"x" * 600)  # ... and the process died before the upload completed
     with db.read() as conn:
