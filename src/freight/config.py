@@ -96,6 +96,11 @@ class LimitSettings(_Section):
     max_metadata_pairs: int = Field(16, ge=0)
     max_metadata_key_chars: int = Field(64, ge=1)
     max_metadata_value_chars: int = Field(512, ge=1)
+    max_completion_window: str = Field(
+        "30d",
+        pattern=r"^[1-9][0-9]{0,6}[smhd]$",
+        description="Longest completion_window a batch may ask for ('<n>s|m|h|d').",
+    )
 
 
 class WorkerSettings(_Section):
@@ -410,6 +415,15 @@ class QuotaSettings(_Section):
     projects: dict[str, QuotaLimits] = Field(default_factory=dict)
     window_seconds: float = Field(
         60.0, gt=0, description="The rate window of the per-minute quotas (shorter in tests)."
+    )
+    orphan_grace_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="A blob with no row (or an upload's hold) this old is an abandoned "
+        "write and is collected; until then it counts toward max_stored_bytes.",
+    )
+    orphan_sweep_seconds: float = Field(
+        600.0, gt=0, description="How often the API looks for abandoned blobs."
     )
 
     def for_project(self, project: str) -> QuotaLimits:

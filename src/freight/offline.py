@@ -140,6 +140,7 @@ async def _run(
             wire.CreateBatch(
                 input_file_id=record.id, endpoint=endpoint, completion_window=RUN_WINDOW
             ),
+            is_bounded=False,
         )
         if ray_address is not None:
             batch = await _run_on_ray(svc, batch.id, ray_address, console)

@@ -11,6 +11,8 @@ import json
 import re
 import time
 
+import sqlalchemy as sa
+
 from freight import ids, quotas
 from freight.config import LimitSettings
 from freight.errors import InvalidRequest
@@ -36,6 +38,19 @@ def window_seconds(window: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def bounded_window_seconds(window: str, limits: LimitSettings) -> int:
+    """`window_seconds`, refusing a window longer than `[limits] max_completion_window`."""
+    seconds = window_seconds(window)
+    longest = limits.max_completion_window
+    if seconds > window_seconds(longest):
+        raise InvalidRequest(
+            f"completion_window {window!r} is longer than this server allows: use from '1s' "
+            f"up to {longest!r} ([limits] max_completion_window), e.g. '24h'.",
+            param="completion_window",
+        )
+    return seconds
+
+
 def check_metadata(metadata: dict[str, str] | None, limits: LimitSettings) -> None:
     if not metadata:
         return
@@ -59,23 +74,28 @@ def check_metadata(metadata: dict[str, str] | None, limits: LimitSettings) -> No
             )
 
 
-def create_openai_batch(svc: Service, owner: str, req: wire.CreateBatch) -> batches.BatchRecord:
-    """Check a create-batch request and insert the batch as `validating`."""
+def create_openai_batch(
+    svc: Service, owner: str, req: wire.CreateBatch, *, is_bounded: bool = True
+) -> batches.BatchRecord:
+    """Check a create-batch request and insert the batch as `validating`.
+
+    `is_bounded=False` lifts `[limits] max_completion_window` (`freight run` has no
+    deadline). The queue quota is checked in the transaction that inserts (quotas.py).
+    """
     try:
         endpoints.get(req.endpoint, api="openai")
     except endpoints.BodyError as exc:
         raise InvalidRequest(exc.message, param="endpoint") from None
-    seconds = window_seconds(req.completion_window)
+    if is_bounded:
+        seconds = bounded_window_seconds(req.completion_window, svc.settings.limits)
+    else:
+        seconds = window_seconds(req.completion_window)
     check_metadata(req.metadata, svc.settings.limits)
-    _check_queue_quota(svc, owner, req.input_file_id)
-    with svc.db.write() as conn:
-        input_file = files.get(conn, req.input_file_id, owner)
-        if input_file.purpose != "batch":
-            raise InvalidRequest(
-                f"File {input_file.id} has purpose '{input_file.purpose}'; a batch input file "
-                "must be uploaded with purpose 'batch'.",
-                param="input_file_id",
-            )
+    with svc.db.read() as conn:
+        input_file = _input_file(conn, req.input_file_id, owner)
+
+    def insert(conn: sa.Connection) -> batches.BatchRecord:
+        _input_file(conn, input_file.id, owner)  # still there
         now = int(time.time())
         return batches.insert(
             conn,
@@ -93,40 +113,53 @@ def create_openai_batch(svc: Service, owner: str, req: wire.CreateBatch) -> batc
             expires_at=now + seconds,
         )
 
+    return svc.quotas.admit_batch(
+        svc.db, svc.blobs, owner, lambda: svc.quotas.line_count(svc.blobs, input_file.blob), insert
+    )
 
-def _check_queue_quota(svc: Service, owner: str, input_file_id: str) -> None:
-    """QuotaExceeded if the file's requests would take the project over its queue quota."""
 
-    def num_new() -> int:
-        with svc.db.read() as conn:
-            blob = files.get(conn, input_file_id, owner).blob
-        return quotas.count_blob_lines(svc.blobs, blob)
-
-    svc.quotas.check_queue(svc.db, svc.blobs, owner, num_new)
+def _input_file(conn: sa.Connection, file_id: str, owner: str) -> files.FileRecord:
+    input_file = files.get(conn, file_id, owner)
+    if input_file.purpose != "batch":
+        raise InvalidRequest(
+            f"File {input_file.id} has purpose '{input_file.purpose}'; a batch input file "
+            "must be uploaded with purpose 'batch'.",
+            param="input_file_id",
+        )
+    return input_file
 
 
 MESSAGE_BATCH_WINDOW = "24h"  # Anthropic: a batch expires 24 hours after creation
 
 
 def create_message_batch(
-    svc: Service, owner: str, batch_id: str, *, window: str = MESSAGE_BATCH_WINDOW
+    svc: Service,
+    owner: str,
+    batch_id: str,
+    *,
+    window: str = MESSAGE_BATCH_WINDOW,
+    hold: quotas.StorageHold | None = None,
 ) -> batches.BatchRecord:
     """Check a stored Message Batch create body and insert the batch as `validating`.
 
     The body is already in the blob store under `blobs.message_batch_requests(batch_id)`;
     an invalid one is deleted and rejected here, with the index of the offending request.
+    `hold`, the storage held while the body arrived, is released in the transaction that
+    inserts the batch: from then on the batch row is what keeps the body.
     """
     name = blob_names.message_batch_requests(batch_id)
     try:
         with svc.blobs.open(name) as fh:
             num_requests = message_batch_input.check_envelope(fh, svc.settings.limits)
-        svc.quotas.check_queue(svc.db, svc.blobs, owner, lambda: num_requests)
     except Exception:
         svc.blobs.delete(name)
         raise
-    now_ns = time.time_ns()
-    now = now_ns // 1_000_000_000
-    with svc.db.write() as conn:
+
+    def insert(conn: sa.Connection) -> batches.BatchRecord:
+        if hold is not None:
+            hold.release(conn)
+        now_ns = time.time_ns()
+        now = now_ns // 1_000_000_000
         return batches.insert(
             conn,
             id=batch_id,
@@ -139,3 +172,9 @@ def create_message_batch(
             expires_at=now + window_seconds(window),
             num_total=num_requests,
         )
+
+    try:
+        return svc.quotas.admit_batch(svc.db, svc.blobs, owner, lambda: num_requests, insert)
+    except Exception:
+        svc.blobs.delete(name)
+        raise

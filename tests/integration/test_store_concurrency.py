@@ -6,10 +6,12 @@ locks, SKIP LOCKED), where SQLite's write lock makes them take turns.
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,12 @@ import sqlalchemy as sa
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
 
-from freight.errors import ConfigError
-from freight.store import batches, requests
+from freight import quotas
+from freight.config import QuotaLimits, QuotaSettings
+from freight.errors import ConfigError, QuotaExceeded
+from freight.store import batches, files, project_usage, requests
 from freight.store import db as db_module
+from freight.store.blobs import BlobStore
 from freight.store.db import Database, open_database
 from tests.conftest import REPO
 from tests.integration.test_store import new_batch
@@ -199,3 +204,154 @@ def test_reclaim_returns_only_expired_leases_while_others_claim(db: Database) ->
 def test_an_unsupported_database_url_is_a_config_error_naming_the_supported_ones() -> None:
     with pytest.raises(ConfigError, match="postgresql\\+psycopg://"):
         Database("mysql://root@127.0.0.1/test")
+
+
+# --- quotas: each check and the row it admits are one transaction ------------------------
+
+QUOTAS = QuotaSettings(default=QuotaLimits(max_queued_requests=10, max_stored_bytes=100_000))
+NUM_RACERS = 10
+
+
+def try_admit(db: Database, blobs: BlobStore, quota: quotas.Quotas, i: int) -> bool:
+    """Create a 3-request batch under the queue quota. Odd ones are OpenAI batches whose
+    input file is still to be validated (their lines are counted from the blob)."""
+    input_file = None
+    if i % 2:
+        input_file = files.new_record(project="p", filename="in", purpose="batch", num_bytes=9)
+        with blobs.create(input_file.blob) as fh:
+            fh.write(b"{}\n{}\n{}\n")
+        with db.write() as conn:
+            files.insert(conn, input_file)
+
+    def insert(conn: sa.Connection) -> batches.BatchRecord:
+        return batches.insert(
+            conn,
+            id=f"batch_{i}_{uuid.uuid4().hex[:8]}",
+            project="p",
+            api="openai" if input_file else "anthropic",
+            endpoint="/v1/chat/completions",
+            input_file_id=input_file.id if input_file else None,
+            completion_window="24h",
+            created_at=0,
+            expires_at=86400,
+            num_total=0 if input_file else 3,
+        )
+
+    try:
+        quota.admit_batch(db, blobs, "p", lambda: 3, insert)
+    except QuotaExceeded:
+        return False
+    return True
+
+
+def try_store(db: Database, quota: quotas.Quotas, num_bytes: int) -> bool:
+    """Upload `num_bytes` under a storage hold: declared first, then arriving in pieces."""
+    blob = f"blob-{uuid.uuid4().hex}"
+    try:
+        hold = quota.reserve_storage(db, "p", blob, declared=num_bytes, max_bytes=10**9)
+    except QuotaExceeded:
+        return False
+    try:
+        for arrived in [*range(8192, num_bytes, 8192), num_bytes]:
+            hold.cover(arrived)
+    except QuotaExceeded:
+        hold.release()
+        return False
+    record = files.new_record(
+        project="p", filename="f", purpose="batch", num_bytes=num_bytes, file_id=hold.file_id
+    )
+    with db.write() as conn:
+        hold.complete(conn, record)
+    return True
+
+
+def test_racing_batch_creates_queue_exactly_the_quota(database_url: str, tmp_path: Path) -> None:
+    """Each racer on its own Database (engine and pool), as separate API processes are."""
+    open_database(database_url, tmp_path).dispose()
+    blobs = BlobStore(tmp_path / "files")
+    quota = quotas.Quotas(QUOTAS)
+    dbs = [Database(database_url) for _ in range(NUM_RACERS)]
+    try:
+        admitted = run_together(
+            *(lambda i=i: try_admit(dbs[i], blobs, quota, i) for i in range(NUM_RACERS))
+        )
+        assert sum(admitted) == 3
+        with dbs[0].read() as conn:
+            work = project_usage.open_work(conn, "p")
+        open_requests = work.num_open + 3 * len(work.unvalidated_blobs)
+        assert open_requests == 9
+    finally:
+        for db in dbs:
+            db.dispose()
+
+
+def test_racing_uploads_store_exactly_the_quota(database_url: str, tmp_path: Path) -> None:
+    open_database(database_url, tmp_path).dispose()
+    quota = quotas.Quotas(QUOTAS)
+    dbs = [Database(database_url) for _ in range(NUM_RACERS)]
+    try:
+        stored = run_together(*(lambda i=i: try_store(dbs[i], quota, 30_000) for i in range(10)))
+        assert sum(stored) == 3
+        with dbs[0].read() as conn:
+            assert project_usage.stored_bytes(conn, "p") == 90_000
+            page, _ = files.list_page(
+                conn, project="p", purpose=None, after=None, limit=100, newest_first=True
+            )
+        assert len(page) == 3  # and no hold left behind
+    finally:
+        for db in dbs:
+            db.dispose()
+
+
+RACER = """
+import json, sys
+from pathlib import Path
+from freight import quotas
+from freight.store.blobs import BlobStore
+from freight.store.db import Database
+from tests.integration import test_store_concurrency as t
+
+url, root, first = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+db, blobs, quota = Database(url), BlobStore(root), quotas.Quotas(t.QUOTAS)
+print("ready", flush=True)
+sys.stdin.readline()
+admitted = [t.try_admit(db, blobs, quota, first + i) for i in range(2)]
+stored = [t.try_store(db, quota, 30_000) for _ in range(2)]
+db.dispose()
+print(json.dumps({"admitted": admitted, "stored": stored}), flush=True)
+"""
+
+
+def test_racing_processes_stay_within_both_quotas(database_url: str, tmp_path: Path) -> None:
+    """Five processes, two batch creates and two uploads each, released together."""
+    open_database(database_url, tmp_path).dispose()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, database_url, str(tmp_path / "files"), str(2 * n)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(5)
+    ]
+    outcomes = []
+    try:
+        for proc in procs:  # every one imported, connected and waiting
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+            outcomes.append(json.loads(out))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert sum(sum(o["admitted"]) for o in outcomes) == 3
+    assert sum(sum(o["stored"]) for o in outcomes) == 3

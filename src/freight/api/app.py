@@ -25,6 +25,7 @@ from freight.api import (
 )
 from freight.api import webhooks as webhook_routes
 from freight.service import Service
+from freight.store import orphans
 from freight.worker.usage import UsageRecorder
 from freight.worker.webhooks import WebhookSender
 
@@ -47,6 +48,13 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
             svc.db, svc.engines.meter, every_seconds=svc.settings.metrics.usage_record_seconds
         )
         recording = asyncio.create_task(recorder.run(stop))
+        sweeper = orphans.OrphanSweeper(
+            svc.db,
+            svc.blobs,
+            grace_seconds=svc.settings.quotas.orphan_grace_seconds,
+            every_seconds=svc.settings.quotas.orphan_sweep_seconds,
+        )
+        sweeping = asyncio.create_task(sweeper.run(stop))  # uploads that a crash cut short
         # Webhooks are sent by the processes that do batch work (`freight worker` too).
         sending = (
             asyncio.create_task(WebhookSender(svc.settings.webhooks, svc.db).run(stop))
@@ -63,6 +71,7 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
             if worker is not None:
                 await worker
             await recording
+            await sweeping
             if sending is not None:
                 await sending
             await svc.close()

@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from freight import ids
+from freight import ids, quotas
 from freight.api import downloads, uploads
 from freight.api.deps import project, scope, service
 from freight.errors import InvalidRequest, NotFound
@@ -24,36 +24,33 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 async def upload_file(
     request: Request, svc: Service = Depends(service), owner: str = Depends(project)
 ) -> wire.FileObject:
+    """Stream the file to the blob store under a storage hold that becomes its row."""
     blob = ids.new_id("blob-")
-    await asyncio.to_thread(svc.quotas.check_storage, svc.db, owner, 0)  # already over?
-    upload = await uploads.receive(request, svc.blobs, blob, svc.settings.limits.max_file_bytes)
-    try:
+    max_bytes = svc.settings.limits.max_file_bytes
+    async with uploads.holding(request, svc, owner, blob, max_bytes) as hold:
+        upload = await uploads.receive(request, svc.blobs, blob, max_bytes, hold=hold)
         purpose = upload.fields.get("purpose")
         if purpose not in files.UPLOAD_PURPOSES:
             raise InvalidRequest(
                 f"Invalid purpose {purpose!r}. Accepted: {', '.join(files.UPLOAD_PURPOSES)}.",
                 param="purpose",
             )
-        expires_after = _expires_after(upload.fields)
-        await asyncio.to_thread(svc.quotas.check_storage, svc.db, owner, upload.num_bytes)
         record = files.new_record(
             project=owner,
             filename=upload.filename or "upload.jsonl",
             purpose=purpose,
             num_bytes=upload.num_bytes,
-            expires_after=expires_after,
+            expires_after=_expires_after(upload.fields),
             blob=blob,
+            file_id=hold.file_id,
         )
-        await asyncio.to_thread(_insert, svc, record)
-    except Exception:
-        svc.blobs.delete(blob)
-        raise
+        await asyncio.to_thread(_complete, svc, hold, record)
     return views.file_object(record)
 
 
-def _insert(svc: Service, record: files.FileRecord) -> None:
+def _complete(svc: Service, hold: quotas.StorageHold, record: files.FileRecord) -> None:
     with svc.db.write() as conn:
-        files.insert(conn, record)
+        hold.complete(conn, record)
 
 
 def _expires_after(fields: dict[str, str]) -> int | None:

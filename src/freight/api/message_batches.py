@@ -4,6 +4,7 @@ cancel, delete), on the same store and worker as OpenAI batches (see submit.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
@@ -34,17 +35,16 @@ def base_url(svc: Service, request: Request) -> str:
 async def create_message_batch(
     request: Request, svc: Service = Depends(service), owner: str = Depends(project)
 ) -> anthropic.MessageBatch:
-    """Store the body as it streams in (within the size limit), check it, queue it."""
+    """Store the body as it streams in (within the size limit and under a storage hold),
+    check it, queue it: the batch row replaces the hold (submit.create_message_batch)."""
     batch_id = ids.new_id("msgbatch_")
     name = blob_names.message_batch_requests(batch_id)
-    try:
-        await uploads.receive_json_body(
-            request, svc.blobs, name, svc.settings.limits.max_message_batch_bytes
+    max_bytes = svc.settings.limits.max_message_batch_bytes
+    async with uploads.holding(request, svc, owner, name, max_bytes) as hold:
+        await uploads.receive_json_body(request, svc.blobs, name, max_bytes, hold=hold)
+        record = await asyncio.to_thread(
+            functools.partial(submit.create_message_batch, svc, owner, batch_id, hold=hold)
         )
-    except Exception:
-        svc.blobs.delete(name)
-        raise
-    record = await asyncio.to_thread(submit.create_message_batch, svc, owner, batch_id)
     if svc.worker is not None:
         svc.worker.kick()
     return views.message_batch(record, base_url(svc, request))

@@ -1,22 +1,36 @@
 """Streaming uploads: a multipart file part, or a large JSON body, straight to the blob store.
 
 The size limit is enforced while the bytes arrive, so an oversized upload is refused
-after `max_bytes`, never buffered whole in memory or on disk first.
+after `max_bytes`, never buffered whole in memory or on disk first. So is the storage
+quota: the caller holds storage for the declared size first (quotas.StorageHold), and
+the hold grows, or the upload is refused, if more arrives than was held.
+
+A form names each field once: a second `file` part, or a field sent twice, is refused
+rather than one of the values silently winning.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import unicodedata
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from freight.errors import InvalidRequest, PayloadTooLarge
+from freight.quotas import StorageHold
 from freight.store.blobs import BlobStorage
 
+if TYPE_CHECKING:
+    from freight.service import Service
+
+log = logging.getLogger(__name__)
 MAX_FIELD_BYTES = 64 * 1024
 # Control and format characters (terminal escapes, bidirectional overrides that disguise
 # an extension), private-use and unassigned code points, and line separators.
@@ -53,6 +67,7 @@ class _FormReader:
         self._name = ""
         self._is_file = False
         self._buffer = bytearray()
+        self._seen: set[str] = set()
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header += data[start:end]
@@ -67,6 +82,15 @@ class _FormReader:
     def on_headers_finished(self) -> None:
         _, disposition = parse_options_header(self._headers.get("content-disposition", b""))
         self._name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if self._name in self._seen:
+            what = "file" if self._name == "file" else "field"
+            raise InvalidRequest(
+                f"The form has more than one '{self._name}' part; send each field once "
+                f"(one {what} per upload).",
+                param=self._name,
+            )
+        if self._name:
+            self._seen.add(self._name)
         filename = disposition.get(b"filename")
         self._is_file = self._name == "file" and filename is not None
         if filename is not None and self._is_file:
@@ -103,8 +127,62 @@ class _FormReader:
         return {name: getattr(self, name) for name in names}
 
 
-async def receive(request: Request, blobs: BlobStorage, blob_name: str, max_bytes: int) -> Upload:
-    """Parse a multipart body, writing the `file` part to blob `blob_name`."""
+def declared_size(request: Request) -> int | None:
+    """The body's Content-Length, if the client sent one."""
+    declared = request.headers.get("content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
+@contextlib.asynccontextmanager
+async def holding(
+    request: Request, svc: Service, owner: str, blob: str, max_bytes: int
+) -> AsyncIterator[StorageHold]:
+    """Hold storage for `blob` (QuotaExceeded if there is no room) while the block writes
+    it; if the block fails, the blob is deleted and the hold given back."""
+    hold = await asyncio.to_thread(
+        svc.quotas.reserve_storage,
+        svc.db,
+        owner,
+        blob,
+        declared=declared_size(request),
+        max_bytes=max_bytes,
+    )
+    try:
+        yield hold
+    except BaseException:
+        abandon(svc.blobs, hold)
+        raise
+
+
+def abandon(blobs: BlobStorage, hold: StorageHold) -> None:
+    """Delete a failed upload's blob and release its hold.
+
+    Synchronous: it also runs while the request is being cancelled (a client that went
+    away), when awaiting would be cancelled again. Whatever fails here is left to
+    store/orphans.py, which collects stale holds and their blobs.
+    """
+    try:
+        blobs.delete(hold.blob)
+    except Exception:
+        log.exception("could not delete the failed upload %s; the orphan sweep will", hold.blob)
+    try:
+        hold.release()
+    except Exception:
+        log.exception("could not release the hold %s; the orphan sweep will", hold.file_id)
+
+
+async def receive(
+    request: Request,
+    blobs: BlobStorage,
+    blob_name: str,
+    max_bytes: int,
+    *,
+    hold: StorageHold | None = None,
+) -> Upload:
+    """Parse a multipart body, writing the `file` part to blob `blob_name`.
+
+    `hold`: the storage held for the file, grown (or the upload refused) as it arrives.
+    """
     content_type, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
@@ -118,6 +196,8 @@ async def receive(request: Request, blobs: BlobStorage, blob_name: str, max_byte
         try:
             async for chunk in request.stream():
                 parser.write(chunk)
+                if hold is not None and reader.upload.num_bytes > hold.num_bytes:
+                    await asyncio.to_thread(hold.cover, reader.upload.num_bytes)
             parser.finalize()
         except FormParserError as exc:
             raise InvalidRequest(
@@ -131,7 +211,12 @@ async def receive(request: Request, blobs: BlobStorage, blob_name: str, max_byte
 
 
 async def receive_json_body(
-    request: Request, blobs: BlobStorage, blob_name: str, max_bytes: int
+    request: Request,
+    blobs: BlobStorage,
+    blob_name: str,
+    max_bytes: int,
+    *,
+    hold: StorageHold | None = None,
 ) -> int:
     """Stream a JSON request body to blob `blob_name`, refusing it past `max_bytes`.
 
@@ -141,8 +226,8 @@ async def receive_json_body(
     content_type, _ = parse_options_header(request.headers.get("content-type"))
     if content_type != b"application/json":
         raise InvalidRequest("Expected a JSON body (content-type: application/json).")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    declared = declared_size(request)
+    if declared is not None and declared > max_bytes:
         raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
     num_bytes = 0
     with blobs.create(blob_name) as out:
@@ -152,5 +237,7 @@ async def receive_json_body(
                 raise PayloadTooLarge(
                     f"The request body is larger than the limit of {max_bytes} bytes."
                 )
+            if hold is not None and num_bytes > hold.num_bytes:
+                await asyncio.to_thread(hold.cover, num_bytes)
             out.write(chunk)
     return num_bytes

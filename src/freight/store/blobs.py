@@ -8,15 +8,27 @@ an S3-compatible object store (`s3://bucket/prefix`, store/s3.py).
 
 from __future__ import annotations
 
+import heapq
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from freight.store import private
+
 if TYPE_CHECKING:
     from freight.config import Settings
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """A stored blob as a listing sees it: its name and when it was last written."""
+
+    name: str
+    modified_at: float  # unix seconds
 
 
 class BlobStorage(Protocol):
@@ -42,13 +54,23 @@ class BlobStorage(Protocol):
         """The blob's path on this machine's disk, if it has one (served with sendfile)."""
         ...
 
+    def list(self, after: str | None, limit: int) -> list[BlobInfo]:
+        """Up to `limit` blobs whose names sort after `after`, in name order.
+
+        Includes what an interrupted write left behind (store/orphans.py collects it).
+        """
+        ...
+
 
 class BlobStore:
-    """The local-disk BlobStorage: one file per blob under `root`, renamed into place."""
+    """The local-disk BlobStorage: one file per blob under `root`, renamed into place.
+
+    The folder is 0700 and every blob 0600 (store/private.py), whatever the umask.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
+        private.make_dir(self.root)
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -62,9 +84,9 @@ class BlobStore:
     @contextmanager
     def create(self, name: str) -> Iterator[BinaryIO]:
         """Write `name` through a temporary file renamed into place on success."""
-        tmp = self.root / f".{name}.{uuid.uuid4().hex}.tmp"
+        tmp = self.root / f".{name}.{uuid.uuid4().hex}{TMP_SUFFIX}"
         try:
-            with open(tmp, "wb") as fh:
+            with os.fdopen(private.open_new(tmp), "wb") as fh:
                 yield fh
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -80,6 +102,28 @@ class BlobStore:
 
     def delete(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)
+
+    def list(self, after: str | None, limit: int) -> list[BlobInfo]:
+        with os.scandir(self.root) as entries:
+            names = heapq.nsmallest(
+                limit,
+                (e.name for e in entries if (after is None or e.name > after) and _is_blob(e)),
+            )
+        found = []
+        for name in names:
+            try:
+                found.append(BlobInfo(name, self.path(name).lstat().st_mtime))
+            except FileNotFoundError:
+                continue  # deleted since the listing
+        return found
+
+
+def _is_blob(entry: os.DirEntry[str]) -> bool:
+    # A link is a blob too (`freight run` links its input file in); folders are not.
+    return entry.is_symlink() or entry.is_file(follow_symlinks=False)
+
+
+TMP_SUFFIX = ".tmp"  # a local blob being written: `.{name}.{random}.tmp`
 
 
 def open_blob_storage(settings: Settings) -> BlobStorage:

@@ -8,6 +8,7 @@ here or is named where it is used (`is_postgresql` in store/requests.py).
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 
 from freight.errors import ConfigError
+from freight.store import private
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Key of the PostgreSQL advisory lock that serialises migrations across processes.
@@ -107,10 +109,41 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
 
 
+def lock(conn: sa.Connection, name: str) -> None:
+    """Hold `name` until `conn`'s write transaction ends: holders of one name take turns.
+
+    For check-then-write steps that must not interleave across processes (a quota's
+    count and the row that uses it). On PostgreSQL this is a transaction-level advisory
+    lock (many API processes share the database); on SQLite the write transaction
+    already holds the database's only write lock from its first statement.
+    """
+    if not conn.info.get("write"):
+        raise RuntimeError("db.lock needs a write transaction (Database.write)")
+    if conn.dialect.name == "postgresql":
+        digest = hashlib.blake2b(f"freight:{name}".encode(), digest_size=8).digest()
+        key = int.from_bytes(digest, "big", signed=True)
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
 def open_database(url: str, home: Path | None = None) -> Database:
-    """Open (creating the folder for SQLite) and migrate."""
-    if url.startswith("sqlite:///") and home is not None:
-        home.mkdir(parents=True, exist_ok=True)
+    """Open (creating FREIGHT_HOME and the SQLite file private to this user) and migrate."""
+    if home is not None:
+        private.secure_home(home)
+    if url.startswith("sqlite:///"):
+        _make_sqlite_file_private(url)
     db = Database(url)
     db.migrate()
     return db
+
+
+def _make_sqlite_file_private(url: str) -> None:
+    """Create the database file 0600 before SQLite does (its -wal and -shm copy the mode)."""
+    path = sa.engine.make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    database = Path(path)
+    if not database.parent.is_dir():
+        return  # SQLite's own error names the missing folder
+    private.touch(database)
+    for suffix in ("-wal", "-shm"):
+        private.tighten(database.with_name(database.name + suffix))

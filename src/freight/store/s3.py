@@ -24,6 +24,7 @@ import botocore.exceptions
 
 from freight.config import S3Settings
 from freight.errors import ConfigError, StorageUnavailable
+from freight.store.blobs import BlobInfo
 
 SPOOL_BYTES = 8 * 1024 * 1024
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
@@ -88,6 +89,23 @@ class S3BlobStore:
 
     def local_path(self, name: str) -> Path | None:
         return None
+
+    def list(self, after: str | None, limit: int) -> list[BlobInfo]:
+        """Objects under the prefix, in key order (S3 lists keys in UTF-8 byte order).
+
+        An interrupted multipart upload leaves parts, not an object; a bucket lifecycle
+        rule (AbortIncompleteMultipartUpload) removes those.
+        """
+        start = self.key("") if self.prefix else ""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": start, "MaxKeys": limit}
+        if after is not None:
+            kwargs["StartAfter"] = self.key(after)
+        with self._errors(after or "", "list"):
+            page = self.client.list_objects_v2(**kwargs)
+        return [
+            BlobInfo(item["Key"][len(start) :], item["LastModified"].timestamp())
+            for item in page.get("Contents", [])
+        ]
 
     def _head(self, name: str) -> dict[str, Any] | None:
         with self._errors(name, "look up"):

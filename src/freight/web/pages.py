@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from freight import auth, ids, pricing, submit
+from freight import auth, ids, pricing, quotas, submit
 from freight.api import downloads, uploads
 from freight.api.deps import service
 from freight.errors import FreightError, InvalidRequest, NotFound
@@ -153,26 +153,29 @@ async def create_batch(
     """Upload a JSONL file and create a batch from it, in one form."""
     owner = who.project
     blob = ids.new_id("blob-")
+    max_bytes = svc.settings.limits.max_file_bytes
     try:
-        upload = await uploads.receive(request, svc.blobs, blob, svc.settings.limits.max_file_bytes)
-        record = files.new_record(
-            project=owner,
-            filename=upload.filename or "upload.jsonl",
-            purpose="batch",
-            num_bytes=upload.num_bytes,
-            blob=blob,
-        )
-        if upload.num_bytes == 0:
-            raise InvalidRequest("The file is empty: choose a JSONL file with one request a line.")
-        await asyncio.to_thread(svc.quotas.check_storage, svc.db, owner, upload.num_bytes)
-        create = wire.CreateBatch(
-            input_file_id=record.id,
-            endpoint=upload.fields.get("endpoint") or "/v1/chat/completions",
-            completion_window=upload.fields.get("completion_window") or "24h",
-        )
-        batch = await asyncio.to_thread(_create, svc, owner, record, create)
+        async with uploads.holding(request, svc, owner, blob, max_bytes) as hold:
+            upload = await uploads.receive(request, svc.blobs, blob, max_bytes, hold=hold)
+            record = files.new_record(
+                project=owner,
+                filename=upload.filename or "upload.jsonl",
+                purpose="batch",
+                num_bytes=upload.num_bytes,
+                blob=blob,
+                file_id=hold.file_id,
+            )
+            if upload.num_bytes == 0:
+                raise InvalidRequest(
+                    "The file is empty: choose a JSONL file with one request a line."
+                )
+            create = wire.CreateBatch(
+                input_file_id=record.id,
+                endpoint=upload.fields.get("endpoint") or "/v1/chat/completions",
+                completion_window=upload.fields.get("completion_window") or "24h",
+            )
+            batch = await asyncio.to_thread(_create, svc, owner, hold, record, create)
     except FreightError as exc:
-        svc.blobs.delete(blob)
         return await asyncio.to_thread(
             _index, request, svc, owner, who.scope, error=exc.message, status_code=exc.status_code
         )
@@ -182,10 +185,16 @@ async def create_batch(
 
 
 def _create(
-    svc: Service, owner: str, record: files.FileRecord, create: wire.CreateBatch
+    svc: Service,
+    owner: str,
+    hold: quotas.StorageHold,
+    record: files.FileRecord,
+    create: wire.CreateBatch,
 ) -> batches.BatchRecord:
+    """The held upload becomes the input file; if the batch is refused, the file goes too
+    (the caller deletes its blob)."""
     with svc.db.write() as conn:
-        files.insert(conn, record)
+        hold.complete(conn, record)
     try:
         return submit.create_openai_batch(svc, owner, create)
     except FreightError:
