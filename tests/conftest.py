@@ -27,6 +27,7 @@ import uvicorn
 
 from freight import netguard
 from freight.api.app import create_app
+from freight.api.server import uvicorn_config
 from freight.config import (
     DEFAULT_CHAT_MODEL,
     EngineSettings,
@@ -80,12 +81,13 @@ class LiveServer:
         self.svc = svc
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
+        # The Config `freight serve` uses: the same [server] connection limits.
+        config = uvicorn_config(
             create_app(svc, preload=preload),
+            svc.settings,
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
-            lifespan="on",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

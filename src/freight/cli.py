@@ -62,7 +62,9 @@ def _logging(verbose: bool) -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1; IPv6: ::1).")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     home: HomeOption = None,
     worker: Annotated[bool, typer.Option(help="Run the batch worker in this process.")] = True,
@@ -92,10 +94,9 @@ def serve(
             "create keys with `freight keys create --project NAME`."
         )
     app_ = create_app(svc, preload=[settings.default_model] if preload else None)
-    err.print(
-        f"Freight {settings.home.resolve()} serving on http://{settings.host}:{settings.port}/v1"
-    )
-    server.serve(app_, settings.host, settings.port, settings.worker.drain_seconds)
+    base_url = f"http://{server.url_host(settings.host)}:{settings.port}"
+    err.print(f"Freight {settings.home.resolve()} serving on {base_url}/v1")
+    server.serve(app_, settings)
 
 
 @app.command()

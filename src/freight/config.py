@@ -391,6 +391,33 @@ class SecuritySettings(_Section):
     )
 
 
+class ServerSettings(_Section):
+    """Limits on connections before a request reaches the app (api/slow_clients.py)."""
+
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request head (request line and headers); over it: 431.",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A connection must send a complete request head within this long of "
+        "opening, or of its previous response; otherwise 408 and closed.",
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for the next piece of an unfinished request body; "
+        "otherwise 408 and closed.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open connections at once; one more is answered 503 and closed.",
+    )
+
+
 class QuotaLimits(_Section):
     """One project's limits; unset: unlimited."""
 
@@ -473,6 +500,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)  # type: ignore[arg-type]
     ray: RaySettings = Field(default_factory=RaySettings)  # type: ignore[arg-type]
     security: SecuritySettings = Field(default_factory=SecuritySettings)  # type: ignore[arg-type]
+    server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)  # type: ignore[arg-type]
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)  # type: ignore[arg-type]
 

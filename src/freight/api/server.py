@@ -1,4 +1,7 @@
-"""Running the app under uvicorn with Freight's shutdown contract.
+"""Running the app under uvicorn with Freight's connection limits and shutdown contract.
+
+The limits (`[server]`, api/slow_clients.py) apply wherever the app is served:
+`uvicorn_config` builds the one Config used by `freight serve` and the tests.
 
 First SIGTERM or SIGINT: stop accepting work, let in-flight requests finish for up to
 `worker.drain_seconds`, give unfinished leases back, exit 0. A second signal exits at
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import signal
 import threading
 from collections.abc import Generator
@@ -18,11 +22,15 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from freight import auth
+from freight.api import slow_clients
+from freight.config import Settings
 
 log = logging.getLogger(__name__)
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_FILES_BESIDES_CONNECTIONS = 1024  # the store, blobs, model files, engine pipes, logs
 
 
 class FreightServer(uvicorn.Server):
@@ -51,13 +59,70 @@ class FreightServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(app: FastAPI, host: str, port: int, drain_seconds: float) -> None:
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="info",
-        timeout_graceful_shutdown=int(drain_seconds) + 5,
+def uvicorn_config(
+    app: ASGIApp,
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    log_level: str = "info",
+) -> uvicorn.Config:
+    """The uvicorn Config `freight serve` runs `app` with (the tests' live server too).
+
+    It carries the `[server]` limits on connections (api/slow_clients.py): request head
+    size and deadline, body stall timeout, and the cap on open connections.
+    """
+    limits = settings.server
+    return uvicorn.Config(
+        slow_clients.BodyTimeout(app, limits.body_timeout_seconds),
+        host=bind_address(host or settings.host),
+        port=settings.port if port is None else port,
+        http=slow_clients.protocol_class(limits),
+        lifespan="on",
+        log_level=log_level,
+        timeout_graceful_shutdown=int(settings.worker.drain_seconds) + 5,
     )
+
+
+def bind_address(host: str) -> str:
+    """`host` as the socket layer wants it: an IPv6 address without URL brackets."""
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1]
+    return host
+
+
+def url_host(host: str) -> str:
+    """`host` as a URL wants it: an IPv6 address in brackets (`http://[::1]:8000`)."""
+    address = bind_address(host)
+    return f"[{address}]" if ":" in address else address
+
+
+def raise_open_file_limit(max_connections: int) -> None:
+    """Make room for `max_connections` sockets besides the files the server opens.
+
+    Each connection is a file descriptor; a common default soft limit is 1024, below
+    the default connection cap plus the store, model files and engine pipes.
+    """
+    needed = max_connections + _FILES_BESIDES_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log.warning(
+            "open file limit %d is low for [server] max_connections = %d; raise it "
+            "(ulimit -n) to at least %d or lower max_connections",
+            target,
+            max_connections,
+            needed,
+        )
+
+
+def serve(app: FastAPI, settings: Settings) -> None:
+    """Run `app` under uvicorn until a signal, with Freight's limits and shutdown contract."""
+    config = uvicorn_config(app, settings)
+    raise_open_file_limit(settings.server.max_connections)
     auth.redact_logs()  # uvicorn has configured its log handlers by now
     FreightServer(config).run()
