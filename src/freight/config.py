@@ -95,6 +95,13 @@ class LimitSettings(_Section):
     max_metadata_pairs: int = Field(16, ge=0)
     max_metadata_key_chars: int = Field(64, ge=1)
     max_metadata_value_chars: int = Field(512, ge=1)
+    max_json_depth: int = Field(
+        64,
+        ge=1,
+        le=512,
+        description="Levels of arrays and objects in a request body, a batch file line or a "
+        "Message Batch request's params (protocol/json_budget.py).",
+    )
 
 
 class WorkerSettings(_Section):

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from freight.protocol.errors import json_type
+
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence"]
 ProcessingStatus = Literal["in_progress", "canceling", "ended"]
 
@@ -87,14 +89,23 @@ def _text_blocks(value: Any) -> Any:
                     f"content blocks of type '{kind}' are not supported; "
                     "Freight's models take 'text' blocks only"
                 )
-    return value
+        return value
+    if value is None:  # an optional field's null
+        return value
+    raise ValueError(f"expected a string or a list of text blocks, not {json_type(value)}")
+
+
+def _content_blocks(value: Any) -> Any:
+    if value is None:
+        raise ValueError("expected a string or a list of text blocks, not null")
+    return _text_blocks(value)
 
 
 class InputMessage(_Strict):
     role: Literal["user", "assistant", "system"]
     content: list[TextBlockParam] = Field(description="A string, or a list of text blocks.")
 
-    _blocks = field_validator("content", mode="before")(_text_blocks)
+    _blocks = field_validator("content", mode="before")(_content_blocks)
 
     def text(self) -> str:
         return "".join(block.text for block in self.content)
