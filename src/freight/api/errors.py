@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from freight import ids
 from freight.errors import FreightError, QuotaExceeded
-from freight.protocol import anthropic
+from freight.protocol import anthropic, request_model
 from freight.protocol import errors as protocol_errors
 from freight.store import faults
 
@@ -84,6 +84,8 @@ _NOT_AN_OBJECT = "The request body must be a JSON object of the endpoint's param
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     err = exc.errors()[0]
     where = err.get("loc", ())
+    if err.get("type") == request_model.UNKNOWN_FIELD:  # raised by the object, about a field
+        where = (*where, (err.get("ctx") or {}).get("field", ""))
     loc = [str(p) for p in where if p not in ("body", "query", "path")]
     param = ".".join(loc) or None
     if err.get("type") == "json_invalid":
@@ -101,7 +103,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         if isinstance(exc.body, bytes):  # FastAPI decodes only JSON content types
             return "The request body must be JSON (content-type: application/json).", None
         return f"{_NOT_AN_OBJECT}{protocol_errors.json_type(exc.body)}.", None
-    if err.get("type") == "extra_forbidden":
+    if err.get("type") in ("extra_forbidden", request_model.UNKNOWN_FIELD):
         return f"Unrecognized request argument supplied: {param}", param
     if err.get("type") == "missing":
         return f"Missing required parameter: '{param}'.", param

@@ -30,8 +30,10 @@ def is_json(scope: Scope) -> bool:
     (`application/json`, `application/*+json`) or missing."""
     value = dict(scope["headers"]).get(b"content-type", b"")
     media = value.split(b";")[0].strip().lower()
-    return not media or media == b"application/json" or (
-        media.startswith(b"application/") and media.endswith(b"+json")
+    return (
+        not media
+        or media == b"application/json"
+        or (media.startswith(b"application/") and media.endswith(b"+json"))
     )
 
 

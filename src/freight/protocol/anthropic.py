@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from freight.protocol.errors import json_type
+from freight.protocol.request_model import Items, RequestModel
 
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence"]
 ProcessingStatus = Literal["in_progress", "canceling", "ended"]
@@ -56,8 +57,8 @@ def rfc3339(unix_seconds: int | None) -> str | None:
     return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(RequestModel):
+    pass
 
 
 # --- Messages create params --------------------------------------------------------------
@@ -103,7 +104,7 @@ def _content_blocks(value: Any) -> Any:
 
 class InputMessage(_Strict):
     role: Literal["user", "assistant", "system"]
-    content: list[TextBlockParam] = Field(description="A string, or a list of text blocks.")
+    content: Items[TextBlockParam] = Field(description="A string, or a list of text blocks.")
 
     _blocks = field_validator("content", mode="before")(_content_blocks)
 
@@ -120,9 +121,9 @@ class MessageCreateParams(_Strict):
 
     model: str = Field(description="A model from GET /v1/models.")
     max_tokens: int = Field(ge=1, description="The most tokens to generate (at least 1).")
-    messages: list[InputMessage] = Field(min_length=1, description="The conversation so far.")
-    system: list[TextBlockParam] | None = Field(None, description="A system prompt.")
-    stop_sequences: list[str] | None = Field(None, description="Stop at any of these strings.")
+    messages: Items[InputMessage] = Field(min_length=1, description="The conversation so far.")
+    system: Items[TextBlockParam] | None = Field(None, description="A system prompt.")
+    stop_sequences: Items[str] | None = Field(None, description="Stop at any of these strings.")
     temperature: float | None = Field(None, ge=0, le=1, description="Default 1.0.")
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=1)

@@ -29,7 +29,15 @@ from freight.engines.base import (
     GenerationRequest,
     Task,
 )
-from freight.protocol import anthropic, completions, embeddings, messages, responses, stream
+from freight.protocol import (
+    anthropic,
+    completions,
+    embeddings,
+    messages,
+    request_model,
+    responses,
+    stream,
+)
 from freight.protocol import openai as wire
 from freight.protocol.errors import BodyError, json_type
 from freight.protocol.stream import ServerSentEvent
@@ -298,8 +306,10 @@ def body_error_from(exc: ValidationError) -> BodyError:
     depth = max(len(err["loc"]) for err in errors)
     deepest = [err for err in errors if len(err["loc"]) == depth]
     err = deepest[0]
+    if err["type"] == request_model.UNKNOWN_FIELD:  # raised by the object, about a field
+        err["loc"] = (*err["loc"], err["ctx"]["field"])
     loc = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
+    if err["type"] in ("extra_forbidden", request_model.UNKNOWN_FIELD):
         return BodyError(f"Unrecognized request argument supplied: {loc}", param=loc)
     if err["type"] == "missing":
         return BodyError(f"Missing required parameter: '{loc}'.", param=loc)

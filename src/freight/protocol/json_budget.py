@@ -34,9 +34,7 @@ SETTING = "[limits] max_json_depth"
 # A JSON string: a complete one, or one that runs to the end of the text it is looked
 # for in (group 1: a string cut by a window's end). Possessive, and the second branch
 # cannot fail, so a scan is linear even over a long run of `\"`.
-_STRINGS = re.compile(
-    rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|("[^"\\]*+(?:\\.[^"\\]*+)*+\\?\Z)', re.DOTALL
-)
+_STRINGS = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|("[^"\\]*+(?:\\.[^"\\]*+)*+\\?\Z)', re.DOTALL)
 _WINDOW_BYTES = 1 << 16  # scanned at a time: bounds the scan's memory, whatever the input
 # Brackets only, each pair the same: `[` opens and `]` closes, arrays and objects alike.
 _AS_SQUARE = bytes.maketrans(b"{}", b"[]")

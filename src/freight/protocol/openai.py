@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 from freight.protocol.json_output import ResponseFormat
+from freight.protocol.request_model import Items, RequestModel
 
 BatchStatus = Literal[
     "validating",
@@ -26,8 +27,8 @@ BatchStatus = Literal[
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(RequestModel):
+    pass
 
 
 # --- Files ---------------------------------------------------------------------------
@@ -180,7 +181,7 @@ class TextPart(_Strict):
 
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = Field(
+    content: str | Items[TextPart] | None = Field(
         None, validate_default=True, description="Text; null only in an assistant message."
     )
     name: str | None = None
@@ -217,7 +218,7 @@ class _SamplingBody(_Strict):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     n: int | None = Field(None, ge=1, le=128)
-    stop: str | list[str] | None = None
+    stop: str | Items[str] | None = None
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="A 64-bit integer.")
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
@@ -236,7 +237,7 @@ class _SamplingBody(_Strict):
 
 
 class ChatCompletionRequest(_SamplingBody):
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    messages: Annotated[Items[ChatMessage], Field(min_length=1)]
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     metadata: dict[str, str] | None = None
@@ -252,7 +253,7 @@ class ChatCompletionRequest(_SamplingBody):
 
 
 class CompletionRequest(_SamplingBody):
-    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+    prompt: str | Items[str] | Items[int] | Items[Items[int]] = Field(
         description="Text, texts, token ids, or lists of token ids."
     )
     max_tokens: int | None = Field(16, ge=1, description="Default 16, as upstream.")
