@@ -136,7 +136,8 @@ def test_message_batches_name_the_request_too_deep_or_not_unicode(
 ) -> None:
     fine = json.dumps({"custom_id": "ok", "params": MESSAGE}).encode()
     for params, start in [
-        (DEEP, "requests.1.params nests JSON 200000 levels deep"),
+        # 10,000 levels: enough to have taken the reader before the fix to 100 MB.
+        (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "requests.1.params nests JSON 10000 levels"),
         (b'{"model": "echo", "x": "a\\ud800b"}', "requests.1.params holds a lone UTF-16"),
         (b'{"model": "echo", "x": "a\xffb"}', "requests.1.params is not valid UTF-8"),
         (

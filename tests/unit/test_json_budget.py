@@ -6,12 +6,13 @@ import io
 import json
 import random
 import tracemalloc
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from freight.config import LimitSettings
-from freight.protocol import json_budget
+from freight.protocol import endpoints, json_budget
 
 MB = 1 << 20
 TOO_DEEP_1MB = b'{"a":' * 200_000 + b"1" + b"}" * 200_000  # 1.2 MB, 200,000 levels
@@ -169,6 +170,47 @@ def test_checking_a_body_takes_at_most_three_bytes_of_memory_per_byte(body: byte
         tracemalloc.stop()
     assert len(body) >= MB
     assert peak < 3 * len(body)
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "user", "content": "x" * MB}]},
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}] * (MB // 30)},
+        ),
+        (
+            "/v1/messages",
+            {
+                "model": "m",
+                "max_tokens": 1,
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": ""}] * (MB // 25)}
+                ],
+            },
+        ),
+        ("/v1/completions", {"model": "m", "prompt": [[1]] * (MB // 4)}),
+    ],
+    ids=["one long prompt", "short messages", "empty text blocks", "one-token prompts"],
+)
+def test_an_accepted_body_is_read_in_memory_linear_in_its_size(url: str, body: Any) -> None:
+    """The bound README.md states for a real-time body or batch line: the budget check,
+    Python's json and the request model together, at most 64 bytes per byte of body (the
+    worst shape known, a list of one-token prompts, takes about 56; text about 2)."""
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    tracemalloc.start()
+    try:
+        assert json_budget.problem(raw, "The request body", 64) is None
+        endpoints.parse_body(endpoints.ENDPOINTS[url], json.loads(raw), in_batch=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(raw) >= MB - 64
+    assert peak < 64 * len(raw)
 
 
 def test_max_json_depth_is_64_by_default_and_at_most_the_ceiling() -> None:
