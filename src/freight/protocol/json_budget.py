@@ -85,7 +85,10 @@ def _fits(brackets: bytes, max_depth: int) -> bool:
     for _ in range(max_depth):
         if not brackets:
             return True
-        brackets = brackets.replace(b"[]", b"")
+        inner = brackets.replace(b"[]", b"")
+        if len(inner) == len(brackets):
+            return False  # unbalanced (`][`): not JSON
+        brackets = inner
     return not brackets
 
 
