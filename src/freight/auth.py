@@ -70,7 +70,7 @@ def read_or_create_secret(path: Path) -> str:
 
 
 def check_project_name(name: str) -> str:
-    if not PROJECT_NAME.match(name):
+    if not PROJECT_NAME.fullmatch(name):
         raise InvalidRequest(
             f"Invalid project name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit.",

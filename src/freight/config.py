@@ -101,6 +101,13 @@ class LimitSettings(_Section):
         pattern=r"^[1-9][0-9]{0,6}[smhd]$",
         description="Longest completion_window a batch may ask for ('<n>s|m|h|d').",
     )
+    max_json_depth: int = Field(
+        64,
+        ge=1,
+        le=512,
+        description="Levels of arrays and objects in a request body, a batch file line or a "
+        "Message Batch request's params (protocol/json_budget.py).",
+    )
 
 
 class WorkerSettings(_Section):

@@ -28,7 +28,7 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def window_seconds(window: str) -> int:
     """`24h` as upstream; any `<n>s|m|h|d` as an extension (e.g. `5s` for tests, `7d`)."""
-    match = _WINDOW.match(window)
+    match = _WINDOW.fullmatch(window)
     if match is None:
         raise InvalidRequest(
             f"Invalid completion_window {window!r}: use '24h' (or any '<n>s', '<n>m', "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from freight.store.batches import BatchRecord
 from tests.sdk import assert_round_trip
 
 ENDPOINT = endpoints.ENDPOINTS["/v1/messages"]
+MiB = 1 << 20
 
 
 def parse(**params: Any) -> Any:
@@ -89,6 +91,22 @@ def test_a_final_assistant_turn_is_a_prefill() -> None:
             "'image' are not supported",
         ),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "'user'"),
+        # Strict types, as Anthropic's own validation: no "5" for 5, no true for 1.
+        ({"max_tokens": "5"}, "max_tokens", "valid integer, not a string"),
+        ({"max_tokens": 5.0}, "max_tokens", "valid integer, not a decimal number"),
+        ({"max_tokens": True}, "max_tokens", "valid integer, not a boolean"),
+        ({"top_k": "3"}, "top_k", "valid integer, not a string"),
+        ({"temperature": "0.5"}, "temperature", "valid number, not a string"),
+        ({"stream": "true"}, "stream", "valid boolean, not a string"),
+        (
+            {"messages": [{"role": "user", "content": None}]},
+            "messages.0.content",
+            "a string or a list of text blocks, not null",
+        ),
+        ({"max_tokens": 1e999}, "max_tokens", "valid integer, not a decimal number"),
+        ({"temperature": 1e999}, "temperature", "less than or equal to 1"),
+        ({"stop_sequences": [1] * 100_000}, "stop_sequences.0", "valid string"),
+        ({f"k{i}": 1 for i in range(100_000)}, "k0", "Unrecognized request argument"),
     ],
 )
 def test_invalid_params_name_the_field(params: dict[str, Any], param: str, fragment: str) -> None:
@@ -99,6 +117,10 @@ def test_invalid_params_name_the_field(params: dict[str, Any], param: str, fragm
         "type": "error",
         "error": {"type": "invalid_request_error", "message": error.message},
     }
+
+
+def test_integers_are_valid_numbers() -> None:
+    assert parse(temperature=1, top_p=1).temperature == 1.0
 
 
 def test_stream_is_refused_in_a_batch() -> None:
@@ -295,6 +317,132 @@ def test_bad_bodies_are_refused(raw: bytes, fragment: str) -> None:
     with pytest.raises(InvalidRequest) as excinfo:
         message_batch_input.check_envelope(io.BytesIO(raw), LimitSettings())
     assert fragment in excinfo.value.message
+
+
+def raw_body(*params: bytes, custom_id: bytes = b'"a"') -> io.BytesIO:
+    """A create body whose last request's `params` are the raw JSON given."""
+    fine = json.dumps(item("ok")).encode()
+    requests = [fine] + [b'{"custom_id": %s, "params": %s}' % (custom_id, p) for p in params]
+    return io.BytesIO(b'{"requests": [' + b", ".join(requests) + b"]}")
+
+
+def refusal(fh: io.BytesIO, limits: LimitSettings | None = None) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as raised:
+        message_batch_input.check_envelope(fh, limits or LimitSettings())
+    return raised.value
+
+
+def test_a_custom_id_with_a_trailing_newline_is_refused() -> None:
+    """Bug 4: `re.match` with `$` let "a\n" through."""
+    error = refusal(body([item("ok"), item("a\n")]))
+    assert error.param == "requests.1.custom_id"
+    assert error.message.startswith('requests.1.custom_id: "a\\n" is invalid')
+
+
+def nested(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+def test_params_at_the_depth_limit_pass_and_one_level_more_is_refused() -> None:
+    limits = LimitSettings(max_json_depth=10)
+    assert message_batch_input.check_envelope(raw_body(nested(10)), limits) == 2
+    error = refusal(raw_body(nested(11)), limits)
+    assert error.param == "requests.1.params"
+    assert error.message == (
+        "requests.1.params nests JSON 11 levels deep; the limit is 10 ([limits] "
+        "max_json_depth). Flatten the arrays and objects."
+    )
+
+
+def test_deep_nesting_outside_params_names_where_it_is() -> None:
+    deep_field = b'{"requests": [{"custom_id": "a", "x": ' + b"[" * 100 + b"]" * 100 + b"}]}"
+    assert refusal(io.BytesIO(deep_field)).param == "requests.0.x"
+    deep_item = b'{"requests": [' + b"[" * 100 + b"]" * 100 + b"]}"
+    error = refusal(io.BytesIO(deep_item))
+    assert error.param == "requests.0"
+    assert error.message.startswith("requests.0 nests JSON 100 levels deep")
+
+
+def traced_peak(fh: io.BytesIO) -> tuple[int, InvalidRequest | int]:
+    """The peak of memory allocated while checking `fh`, and what the check gave."""
+    tracemalloc.start()
+    try:
+        try:
+            outcome: InvalidRequest | int = message_batch_input.check_envelope(fh, LimitSettings())
+        except InvalidRequest as exc:
+            outcome = exc
+        return tracemalloc.get_traced_memory()[1], outcome
+    finally:
+        tracemalloc.stop()
+
+
+def test_deeply_nested_params_are_refused_in_bounded_memory() -> None:
+    """Bug 1: ijson.parse's per-event prefixes made memory quadratic in the depth; a
+    40,000-level body took the server to 3.7 GB. 10,000 levels (60 KB) took 105 MB."""
+    peak, outcome = traced_peak(raw_body(nested(10_000)))
+    assert isinstance(outcome, InvalidRequest)
+    assert outcome.message.startswith("requests.1.params nests JSON 10000 levels deep")
+    assert peak < 8 * MiB
+
+
+@pytest.mark.parametrize(
+    "params",
+    [nested(200_000), json.dumps(item("x")["params"]).encode()],
+    ids=["one request 200,000 deep", "5,000 requests"],
+)
+def test_a_create_body_is_read_one_request_at_a_time(params: bytes) -> None:
+    """The bound README.md states: a 1 MB body, shallow or 200,000 levels deep, is read
+    within a few MiB (the read buffer and one request), not in proportion to its size.
+
+    (Not a test to run against the reader before the fix: 200,000 levels need tens of
+    GB there. The 10,000-level test above is the one that shows the bug.)"""
+    copies = 1 if len(params) > MiB else MiB // len(params)
+    requests = [b'{"custom_id": "c%d", "params": %s}' % (i, params) for i in range(copies)]
+    fh = io.BytesIO(b'{"requests": [' + b", ".join(requests) + b"]}")
+    peak, outcome = traced_peak(fh)
+    assert len(fh.getvalue()) > MiB
+    assert outcome == copies or isinstance(outcome, InvalidRequest)
+    assert peak < 8 * MiB
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"a\\ud800b", b"\\udc00", b"\\ud800\\u0041", b"\xed\xa0\x80"],
+    ids=["lone high escape", "lone low escape", "high before a non-surrogate", "raw bytes"],
+)
+def test_a_lone_surrogate_is_refused_naming_the_request(text: bytes) -> None:
+    """Bug: yajl made a lone high surrogate '?', silently; now refused as everywhere."""
+    params = b'{"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "%s"}]}'
+    error = refusal(raw_body(params % text))
+    assert error.param == "requests.1.params"
+    assert "holds a lone UTF-16 surrogate escape (\\u" in error.message
+    assert "not valid Unicode" in error.message
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_kept() -> None:
+    content = "\U0001f600 \\ud800"  # an emoji and the text `\ud800`
+    requests = [item("a", messages=[{"role": "user", "content": content}])]
+    fh = io.BytesIO(json.dumps({"requests": requests}).encode())  # ensure_ascii: a pair
+    assert message_batch_input.check_envelope(fh, LimitSettings()) == 1
+    (accepted,) = message_batch_input.iter_requests(io.BytesIO(fh.getvalue()), has_model=bool)
+    assert accepted.body["messages"][0]["content"] == content
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (b"1" + b"0" * 100_000, "holds a number out of range"),
+        (b"1e999", "holds a number out of range"),
+        (b'"\xff"', "is not valid UTF-8"),
+        (b"}", "is not valid JSON"),
+    ],
+    ids=["100,000 digits", "1e999", "invalid UTF-8", "syntax"],
+)
+def test_unreadable_params_are_refused_naming_the_request(value: bytes, fragment: str) -> None:
+    error = refusal(raw_body(b'{"model": "m", "max_tokens": %s}' % value))
+    assert error.param == "requests.1.params"
+    assert error.message.startswith(f"requests.1.params {fragment}")
+    assert "b'" not in error.message and "right here" not in error.message
 
 
 def test_requests_with_invalid_params_or_unknown_models_are_errored() -> None:

@@ -191,3 +191,86 @@ def test_line_longer_than_limit_is_skipped_not_buffered() -> None:
     assert numbered[1][0] == 2
     validator, _ = validate([long_line.encode(), line("b")], max_line_bytes=200)
     assert codes(validator) == [("line_too_long", 1)]
+
+
+def nested_line(depth: int) -> bytes:
+    """A line nesting `depth` levels: its object, its body, arrays in the body's `x`."""
+    body = b'{"model": "m", "x": ' + b"[" * (depth - 2) + b"]" * (depth - 2) + b"}"
+    head = b'{"custom_id": "deep", "method": "POST", "url": "/v1/chat/completions", "body": '
+    return head + body + b"}"
+
+
+def test_a_deep_line_is_refused_as_too_deep_not_as_unparseable() -> None:
+    """5,000 levels is valid JSON: it used to be "not parseable as valid JSON"."""
+    validator, _ = validate([line("a"), nested_line(5000)])
+    assert codes(validator) == [("invalid_json_line", 2)]
+    assert validator.problems[0].message == (
+        "Line 2 nests JSON 5000 levels deep; the limit is 64 ([limits] max_json_depth). "
+        "Flatten the arrays and objects."
+    )
+
+
+def test_a_line_at_the_depth_limit_is_read_and_one_level_more_is_refused() -> None:
+    validator, accepted = validate([nested_line(10)], max_json_depth=10)
+    assert not validator.is_failed and accepted[0].error_body is not None  # `x`: unknown
+    validator, _ = validate([nested_line(11)], max_json_depth=10)
+    assert codes(validator) == [("invalid_json_line", 1)]
+
+
+def test_the_deepest_configurable_line_is_read_without_recursion_errors() -> None:
+    validator, accepted = validate([nested_line(512)], max_json_depth=512)
+    assert not validator.is_failed
+    assert json.loads(accepted[0].body_json)["x"]
+
+
+def test_a_lone_surrogate_is_refused_naming_the_line() -> None:
+    lone = json.dumps(line("b", body={"model": "m", "messages": "\ud800"})).encode()
+    validator, _ = validate([line("a"), lone])
+    assert codes(validator) == [("invalid_json_line", 2)]
+    assert (validator.problems[0].message or "").startswith(
+        "Line 2 holds a lone UTF-16 surrogate escape (\\ud800), which is not valid Unicode."
+    )
+
+
+def test_a_surrogate_pair_is_kept() -> None:
+    content = "\U0001f600"
+    paired = line("a")
+    paired["body"]["messages"][0]["content"] = content
+    validator, (accepted,) = validate([paired])  # json.dumps writes it as \ud83d\ude00
+    assert not validator.is_failed
+    assert content in accepted.body_json
+
+
+def test_an_integer_too_long_to_read_is_refused_naming_the_line() -> None:
+    huge = b'{"custom_id": "a", "method": "POST", "url": "%s", "body": {"seed": 1%s}}' % (
+        URL.encode(),
+        b"0" * 100_000,
+    )
+    validator, _ = validate([huge])
+    assert codes(validator) == [("invalid_json_line", 1)]
+    assert validator.problems[0].message == (
+        "Line 1 holds an integer of more than 4300 digits, larger than any parameter accepts."
+    )
+
+
+@pytest.mark.parametrize(
+    ("body_change", "param", "fragment"),
+    [
+        ({"max_tokens": 1e999}, "max_tokens", "not a decimal number"),
+        ({"seed": 2**64}, "seed", "less than or equal to 9223372036854775807"),
+        ({"max_tokens": "5"}, "max_tokens", "Input should be a valid integer, not a string"),
+        ({"n": True}, "n", "Input should be a valid integer, not a boolean"),
+        ({"stop": ["x"] * 100}, "stop", "at most 4 stop sequences are allowed, not 100"),
+        ({"messages": [{"role": "user", "content": None}]}, "messages.0.content", "not null"),
+    ],
+)
+def test_out_of_range_and_mistyped_values_fail_only_their_line(
+    body_change: dict[str, Any], param: str, fragment: str
+) -> None:
+    bad = line("bad")
+    bad["body"].update(body_change)
+    validator, (_, rejected) = validate([line("ok"), bad])
+    assert not validator.is_failed and rejected.error_body is not None
+    error = rejected.error_body["error"]
+    assert error["param"] == param
+    assert fragment in error["message"]

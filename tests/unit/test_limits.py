@@ -304,4 +304,4 @@ def test_message_batch_body_with_invalid_utf8_is_a_400() -> None:
     raw = b'{"requests": [{"custom_id": "a", "params": {"model": "m", "x": "\xed\xa0\x80"}}]}'
     with pytest.raises(InvalidRequest) as raised:
         message_batch_input.check_envelope(io.BytesIO(raw), LimitSettings())
-    assert raised.value.message.startswith("The request body is not valid UTF-8 JSON")
+    assert raised.value.message.startswith("requests.0.params holds a lone UTF-16 surrogate")

@@ -17,6 +17,7 @@ from freight.api import (
     body_limit,
     errors,
     files,
+    json_bodies,
     message_batches,
     meta,
     metrics,
@@ -84,7 +85,9 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
     app.include_router(webhook_routes.router)
     web.install(app, svc.settings)  # the dashboard at / and /ui/...
     openapi.install(app)  # error shapes and streamed bodies in /openapi.json
-    # Added last = runs first: CORS (preflights need no key), the key gate, body limits.
+    # Added last = runs first: CORS (preflights need no key), the key gate, body limits,
+    # then the JSON budget (on bodies the size limit let through).
+    app.add_middleware(json_bodies.JsonBudget, settings=svc.settings)
     app.add_middleware(body_limit.BodyLimit, settings=svc.settings)
     app.add_middleware(authentication.AuthGate, keys=svc.keys)
     if svc.settings.security.cors_origins:

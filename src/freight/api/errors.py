@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,10 +20,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from freight import ids
 from freight.errors import FreightError, QuotaExceeded
-from freight.protocol import anthropic
+from freight.protocol import anthropic, request_model
+from freight.protocol import errors as protocol_errors
 from freight.store import faults
 
 log = logging.getLogger(__name__)
+# FastAPI's 400 for a body its json.loads raised on (other than a syntax error); the
+# exception it chains says why.
+FASTAPI_UNPARSEABLE_BODY = "There was an error parsing the body"
 
 
 def is_anthropic_path(path: str) -> bool:
@@ -61,17 +66,65 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+class RejectedBody(StarletteHTTPException):
+    """A request body refused while it arrives, with the error's `code`.
+
+    Raised from a middleware's `receive`: an HTTPException passes through FastAPI's body
+    reading unchanged, and is rendered in the path's API shape by `on_http_error`.
+    """
+
+    def __init__(self, status_code: int, message: str, *, code: str | None = None) -> None:
+        super().__init__(status_code, message)
+        self.code = code
+
+
+_NOT_AN_OBJECT = "The request body must be a JSON object of the endpoint's parameters, not "
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     err = exc.errors()[0]
-    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+    where = err.get("loc", ())
+    if err.get("type") == request_model.UNKNOWN_FIELD:  # raised by the object, about a field
+        where = (*where, (err.get("ctx") or {}).get("field", ""))
+    loc = [str(p) for p in where if p not in ("body", "query", "path")]
     param = ".".join(loc) or None
     if err.get("type") == "json_invalid":
-        return "The request body is not valid JSON.", None
-    if err.get("type") == "extra_forbidden":
+        reason = (err.get("ctx") or {}).get("error", "unreadable")
+        position = where[-1] if where and isinstance(where[-1], int) else None
+        at = f" at character {position}" if position is not None else ""
+        return f"The request body is not valid JSON: {reason}{at}.", None
+    if param is None and where[:1] == ("body",):  # the body itself, not a field of it
+        if err.get("type") == "missing":
+            return (
+                "The request body is missing (empty or null); send a JSON object of the "
+                "endpoint's parameters.",
+                None,
+            )
+        if isinstance(exc.body, bytes):  # FastAPI decodes only JSON content types
+            return "The request body must be JSON (content-type: application/json).", None
+        return f"{_NOT_AN_OBJECT}{protocol_errors.json_type(exc.body)}.", None
+    if err.get("type") in ("extra_forbidden", request_model.UNKNOWN_FIELD):
         return f"Unrecognized request argument supplied: {param}", param
     if err.get("type") == "missing":
         return f"Missing required parameter: '{param}'.", param
+    if param is None:
+        return f"Invalid request: {err.get('msg')}.", None
     return f"Invalid value for '{param}': {err.get('msg')}.", param
+
+
+def _unparseable_body(cause: BaseException | None) -> str:
+    """Why FastAPI could not decode a JSON body (it says only that it could not)."""
+    if isinstance(cause, UnicodeDecodeError):
+        return (
+            f"The request body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at "
+            f"byte {cause.start}). Send JSON encoded as UTF-8."
+        )
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return (
+            f"The request body holds an integer of more than {sys.get_int_max_str_digits()} "
+            "digits, larger than any parameter accepts."
+        )
+    return "The request body could not be read as JSON."
 
 
 def install(app: FastAPI) -> None:
@@ -105,9 +158,17 @@ def install(app: FastAPI) -> None:
             message = f"Unknown route: {request.method} {request.url.path}"
         elif exc.status_code == 405:
             message = f"Method {request.method} is not allowed on {request.url.path}"
+        elif exc.status_code == 400 and exc.detail == FASTAPI_UNPARSEABLE_BODY:
+            message = _unparseable_body(exc.__cause__)
         else:
             message = str(exc.detail)
-        return error_response(request, exc.status_code, message, headers=dict(exc.headers or {}))
+        return error_response(
+            request,
+            exc.status_code,
+            message,
+            code=exc.code if isinstance(exc, RejectedBody) else None,
+            headers=dict(exc.headers or {}),
+        )
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

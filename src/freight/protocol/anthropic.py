@@ -11,7 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
+
+from freight.protocol.errors import json_type
+from freight.protocol.request_model import Items, RequestModel
 
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence"]
 ProcessingStatus = Literal["in_progress", "canceling", "ended"]
@@ -54,8 +57,8 @@ def rfc3339(unix_seconds: int | None) -> str | None:
     return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(RequestModel):
+    pass
 
 
 # --- Messages create params --------------------------------------------------------------
@@ -87,14 +90,23 @@ def _text_blocks(value: Any) -> Any:
                     f"content blocks of type '{kind}' are not supported; "
                     "Freight's models take 'text' blocks only"
                 )
-    return value
+        return value
+    if value is None:  # an optional field's null
+        return value
+    raise ValueError(f"expected a string or a list of text blocks, not {json_type(value)}")
+
+
+def _content_blocks(value: Any) -> Any:
+    if value is None:
+        raise ValueError("expected a string or a list of text blocks, not null")
+    return _text_blocks(value)
 
 
 class InputMessage(_Strict):
     role: Literal["user", "assistant", "system"]
-    content: list[TextBlockParam] = Field(description="A string, or a list of text blocks.")
+    content: Items[TextBlockParam] = Field(description="A string, or a list of text blocks.")
 
-    _blocks = field_validator("content", mode="before")(_text_blocks)
+    _blocks = field_validator("content", mode="before")(_content_blocks)
 
     def text(self) -> str:
         return "".join(block.text for block in self.content)
@@ -109,9 +121,9 @@ class MessageCreateParams(_Strict):
 
     model: str = Field(description="A model from GET /v1/models.")
     max_tokens: int = Field(ge=1, description="The most tokens to generate (at least 1).")
-    messages: list[InputMessage] = Field(min_length=1, description="The conversation so far.")
-    system: list[TextBlockParam] | None = Field(None, description="A system prompt.")
-    stop_sequences: list[str] | None = Field(None, description="Stop at any of these strings.")
+    messages: Items[InputMessage] = Field(min_length=1, description="The conversation so far.")
+    system: Items[TextBlockParam] | None = Field(None, description="A system prompt.")
+    stop_sequences: Items[str] | None = Field(None, description="Stop at any of these strings.")
     temperature: float | None = Field(None, ge=0, le=1, description="Default 1.0.")
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=1)

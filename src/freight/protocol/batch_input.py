@@ -10,12 +10,13 @@ Two kinds of problem, as OpenAI's Batch API has them:
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from freight.config import LimitSettings
-from freight.protocol import endpoints
+from freight.protocol import endpoints, json_budget
 from freight.protocol.openai import BatchError
 
 _FIELDS = ("custom_id", "method", "url", "body")
@@ -139,10 +140,22 @@ class FileValidator:
                 line,
             )
             return None
+        problem = json_budget.problem(raw, f"Line {line}", self.limits.max_json_depth)
+        if problem is not None:
+            self._problem("invalid_json_line", problem, line)
+            return None
         try:
             obj = json.loads(text)
-        except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
+        except json.JSONDecodeError:
             self._problem("invalid_json_line", "This line is not parseable as valid JSON.", line)
+            return None
+        except ValueError:  # an integer longer than Python converts (sys.int_info)
+            self._problem(
+                "invalid_json_line",
+                f"Line {line} holds an integer of more than "
+                f"{sys.get_int_max_str_digits()} digits, larger than any parameter accepts.",
+                line,
+            )
             return None
         if not isinstance(obj, dict):
             self._problem(
@@ -222,19 +235,8 @@ class FileValidator:
                 "custom_id",
             )
             return None
-        try:
-            body_json = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-            (custom_id + body_json).encode("utf-8")
-        except (UnicodeEncodeError, RecursionError):
-            # JSON's \ud800-style escapes can spell lone surrogates, which no UTF-8 text
-            # (and so no database or result file) can hold.
-            self._problem(
-                "invalid_json_line",
-                f"Line {line} holds a string that is not valid Unicode (an unpaired "
-                "surrogate escape such as \\ud800) or is nested too deeply.",
-                line,
-            )
-            return None
+        # Valid UTF-8 and within the depth budget (checked in `feed`): this cannot fail.
+        body_json = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
         self._seen.add(custom_id)
         model = body.get("model")
         if isinstance(model, str) and not self._check_model_name(line, model):

@@ -29,9 +29,17 @@ from freight.engines.base import (
     GenerationRequest,
     Task,
 )
-from freight.protocol import anthropic, completions, embeddings, messages, responses, stream
+from freight.protocol import (
+    anthropic,
+    completions,
+    embeddings,
+    messages,
+    request_model,
+    responses,
+    stream,
+)
 from freight.protocol import openai as wire
-from freight.protocol.errors import BodyError
+from freight.protocol.errors import BodyError, json_type
 from freight.protocol.stream import ServerSentEvent
 
 if TYPE_CHECKING:
@@ -264,9 +272,13 @@ def model_problem(url: str, model: str, model_task: Task) -> str | None:
 
 
 def parse_body(endpoint: AnyEndpoint, body: Any, *, in_batch: bool) -> BaseModel:
-    """Validate a request body; raise BodyError with an OpenAI-style message and param."""
+    """Validate a request body; raise BodyError with an OpenAI-style message and param.
+
+    Strictly, as upstream validates: a number given as a string (`"max_tokens": "5"`)
+    or `true` for 1 is refused, not converted; an integer is still a valid float.
+    """
     try:
-        parsed = endpoint.request_model.model_validate(body)
+        parsed = endpoint.request_model.model_validate(body, strict=True)
     except ValidationError as exc:
         raise body_error_from(exc) from None
     if in_batch and getattr(parsed, "stream", None):
@@ -294,12 +306,22 @@ def body_error_from(exc: ValidationError) -> BodyError:
     depth = max(len(err["loc"]) for err in errors)
     deepest = [err for err in errors if len(err["loc"]) == depth]
     err = deepest[0]
+    if err["type"] == request_model.UNKNOWN_FIELD:  # raised by the object, about a field
+        err["loc"] = (*err["loc"], err["ctx"]["field"])
     loc = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
+    if err["type"] in ("extra_forbidden", request_model.UNKNOWN_FIELD):
         return BodyError(f"Unrecognized request argument supplied: {loc}", param=loc)
     if err["type"] == "missing":
         return BodyError(f"Missing required parameter: '{loc}'.", param=loc)
     same_place = dict.fromkeys(
         e["msg"].removeprefix("Value error, ") for e in deepest if e["loc"] == err["loc"]
     )
-    return BodyError(f"Invalid value for '{loc}': {'; or '.join(same_place)}.", param=loc or None)
+    reason = "; or ".join(same_place)
+    if not loc:  # a check of the body as a whole
+        return BodyError(f"Invalid request body: {reason}.")
+    if all(e["type"].endswith("_type") for e in deepest if e["loc"] == err["loc"]):
+        # The wrong kind of value (a string for an integer): say which kind it was.
+        return BodyError(
+            f"Invalid type for '{loc}': {reason}, not {json_type(err['input'])}.", param=loc
+        )
+    return BodyError(f"Invalid value for '{loc}': {reason}.", param=loc)

@@ -27,3 +27,18 @@ class BodyError(Exception):
             message=self.message, type="invalid_request_error", param=self.param, code=self.code
         )
         return wire.ErrorBody(error=detail).model_dump()
+
+
+def json_type(value: Any) -> str:
+    """What a decoded JSON value is, as a message names it: "a string", "null", ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list | tuple) else "an object"

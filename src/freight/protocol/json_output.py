@@ -15,16 +15,17 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from freight.engines.base import JsonOutput
+from freight.protocol.request_model import RequestModel
 
 FormatType = Literal["text", "json_object", "json_schema"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class _Strict(RequestModel):
+    model_config = ConfigDict(populate_by_name=True)
 
 
 def check_schema(schema: dict[str, Any]) -> dict[str, Any]:

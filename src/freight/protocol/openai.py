@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from freight.protocol.json_output import ResponseFormat
+from freight.protocol.request_model import Items, RequestModel
 
 BatchStatus = Literal[
     "validating",
@@ -26,8 +27,8 @@ BatchStatus = Literal[
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(RequestModel):
+    pass
 
 
 # --- Files ---------------------------------------------------------------------------
@@ -116,11 +117,13 @@ class Batch(BaseModel):
 
 
 class ExpiresAfter(_Strict):
+    model_config = ConfigDict(strict=True)  # "3600" is not a number of seconds
     anchor: Literal["created_at"] = Field(description="Only `created_at` is supported.")
     seconds: int = Field(ge=3600, le=2_592_000)
 
 
 class CreateBatch(_Strict):
+    model_config = ConfigDict(strict=True)
     input_file_id: str = Field(description="An uploaded file with purpose `batch`.")
     endpoint: str = Field(description="Every line's `url` must equal this.")
     completion_window: str = Field(description="`24h`, or any `<n>s|m|h|d` (extension).")
@@ -178,10 +181,22 @@ class TextPart(_Strict):
 
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | Items[TextPart] | None = Field(
+        None, validate_default=True, description="Text; null only in an assistant message."
+    )
     name: str | None = None
     tool_call_id: str | None = None
     refusal: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content_unless_assistant(cls, value: Any, info: ValidationInfo) -> Any:
+        role = info.data.get("role", "assistant")  # absent: its own error is reported
+        if value is None and role != "assistant":
+            raise ValueError(
+                f"a {role} message needs content: a string or a list of text parts, not null"
+            )
+        return value
 
     def text(self) -> str:
         if self.content is None:
@@ -195,28 +210,34 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
+MAX_STOP_SEQUENCES = 4  # as upstream
+
+
 class _SamplingBody(_Strict):
     model: str = Field(description="A model from GET /v1/models.")
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     n: int | None = Field(None, ge=1, le=128)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: str | Items[str] | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="A 64-bit integer.")
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = None
 
-    @model_validator(mode="after")
-    def _check_stop(self) -> _SamplingBody:
-        if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise ValueError("stop: at most 4 sequences")
-        return self
+    @field_validator("stop")
+    @classmethod
+    def _at_most_four(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
+            raise ValueError(
+                f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, not {len(value)}"
+            )
+        return value
 
 
 class ChatCompletionRequest(_SamplingBody):
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    messages: Annotated[Items[ChatMessage], Field(min_length=1)]
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     metadata: dict[str, str] | None = None
@@ -232,7 +253,7 @@ class ChatCompletionRequest(_SamplingBody):
 
 
 class CompletionRequest(_SamplingBody):
-    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+    prompt: str | Items[str] | Items[int] | Items[Items[int]] = Field(
         description="Text, texts, token ids, or lists of token ids."
     )
     max_tokens: int | None = Field(16, ge=1, description="Default 16, as upstream.")

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from freight import ids
 from freight.engines.base import (
@@ -29,13 +29,14 @@ from freight.engines.base import (
     Sampling,
 )
 from freight.protocol import json_output
+from freight.protocol.request_model import Items, RequestModel
 from freight.protocol.stream import EngineEvents, ServerSentEvent
 
 URL = "/v1/responses"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(RequestModel):
+    pass
 
 
 # --- request ---------------------------------------------------------------------------------
@@ -55,7 +56,7 @@ class InputMessage(_Strict):
 
     type: Literal["message"] | None = None
     role: Literal["user", "assistant", "system", "developer"]
-    content: str | list[ContentPart]
+    content: str | Items[ContentPart]
     id: str | None = Field(None, description="Set on output messages passed back as input.")
     status: Literal["in_progress", "completed", "incomplete"] | None = None
     phase: Literal["commentary", "final_answer"] | None = None
@@ -76,7 +77,7 @@ class CreateResponse(_Strict):
     """The body of POST /v1/responses (and of a /v1/responses batch line)."""
 
     model: str = Field(description="A model from GET /v1/models.")
-    input: str | Annotated[list[InputMessage], Field(min_length=1)] = Field(
+    input: str | Annotated[Items[InputMessage], Field(min_length=1)] = Field(
         description="A string (one user message) or a list of messages."
     )
     instructions: str | None = Field(None, description="A system message put first.")
