@@ -740,6 +740,12 @@ TARGETS: list[tuple[str, str, str, Callable[[dict[str, Any]], Verdict]]] = [
         "never slower as the user waits: `freight run` >= 1.0 x run-batch, every file size",
         wall_never_slower,
     ),
+    (
+        "peers-wall-10000",
+        "",
+        "never slower as the user waits, 10,000 lines: `freight run` >= 1.0 x run-batch",
+        wall_never_slower,
+    ),
     ("control_plane", "", "100,000 requests validated and ingested <= 10 s", control("ingest")),
     ("control_plane", "", "100,000 requests run and finalised <= 60 s", control("finalise")),
     ("control_plane", "", "peak RSS of `freight serve` <= 500 MB", control("rss")),
