@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -211,20 +210,20 @@ def main(argv: list[str] | None = None) -> None:
     run_requests = args.run_requests or (100_000 if args.quick else 1_000_000)
     run = harness.Run("control_plane", args, argv)
     run.engine = {"engine": "echo", "note": "zero-cost engine: Freight's own work only"}
-    tmp = Path(tempfile.mkdtemp(prefix="freight-control-"))
-    apis = []
-    for repeat in range(args.repeats):
-        apis.append(measure_api(tmp, api_requests, repeat))
-        print(json.dumps(apis[-1], indent=1))
-    measured = measure_run(tmp, run_requests)
-    print(json.dumps({k: v for k, v in measured.items() if k != "rss_samples"}, indent=1))
-    result = {
-        "settings": harness.settings(args),
-        "api": apis[0] if len(apis) == 1 else summarise_api(apis),
-        "api_repeats": apis,
-        "run": measured,
-    }
-    run.write(result)
+    with harness.scratch("freight-control-") as tmp:
+        apis = []
+        for repeat in range(args.repeats):
+            apis.append(measure_api(tmp, api_requests, repeat))
+            print(json.dumps(apis[-1], indent=1))
+        measured = measure_run(tmp, run_requests)
+        print(json.dumps({k: v for k, v in measured.items() if k != "rss_samples"}, indent=1))
+        result = {
+            "settings": harness.settings(args),
+            "api": apis[0] if len(apis) == 1 else summarise_api(apis),
+            "api_repeats": apis,
+            "run": measured,
+        }
+        run.write(result)
 
 
 def summarise_api(apis: list[dict[str, Any]]) -> dict[str, Any]:

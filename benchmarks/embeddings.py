@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -187,9 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     args = harness.parse(parser, argv)
     run = harness.Run("embeddings", args, argv)
     run.engine = {"engine": "sentence-transformers", "model": MODEL, "dtype": args.dtype}
-    tmp = Path(tempfile.mkdtemp(prefix="freight-bench-emb-"))
-    result = asyncio.run(measure(args, tmp))
-    run.write({"settings": harness.settings(args), **result})
+    with harness.scratch("freight-bench-emb-") as tmp:
+        result = asyncio.run(measure(args, tmp))
+        run.write({"settings": harness.settings(args), **result})
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ a process tree, and reading a batch output file. No engine, no vLLM import here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -31,9 +32,10 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -376,6 +378,14 @@ def summarise(
 def load1() -> float:
     """The 1-minute load average now (each sample records it as it starts)."""
     return round(os.getloadavg()[0], 2)
+
+
+@contextlib.contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A temporary folder for a benchmark's files, removed when it is done (a full
+    control-plane run leaves about a gigabyte of batch files)."""
+    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as name:
+        yield Path(name)
 
 
 def free_port() -> int:

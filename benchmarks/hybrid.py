@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -257,9 +256,9 @@ def main(argv: list[str] | None = None) -> None:
         args.policies = args.policies.split(",")[-1]
     run = harness.Run("hybrid", args, argv)
     run.engine = systems.recorded_flags(systems.engine_settings(args))
-    tmp = Path(tempfile.mkdtemp(prefix="freight-hybrid-"))
-    result = asyncio.run(measure(args, tmp))
-    run.write({"settings": harness.settings(args), **result})
+    with harness.scratch("freight-hybrid-") as tmp:
+        result = asyncio.run(measure(args, tmp))
+        run.write({"settings": harness.settings(args), **result})
 
 
 if __name__ == "__main__":

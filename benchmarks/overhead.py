@@ -19,7 +19,6 @@ of per-repeat ratios of delivered tokens/s to `vllm-offline` and to `engine`.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     args = harness.parse(parser, argv)
     run = harness.Run("overhead", args, argv)
     run.engine = systems.recorded_flags(systems.engine_settings(args))
-    tmp = Path(tempfile.mkdtemp(prefix="freight-overhead-"))
-    result = asyncio.run(measure_all(args, tmp))
-    run.write({"settings": harness.settings(args), **result})
+    with harness.scratch("freight-overhead-") as tmp:
+        result = asyncio.run(measure_all(args, tmp))
+        run.write({"settings": harness.settings(args), **result})
 
 
 if __name__ == "__main__":

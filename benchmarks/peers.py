@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import os
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -293,19 +292,19 @@ def main(argv: list[str] | None = None) -> None:
         args.large_repeats = 1
     run = harness.Run("peers", args, argv)
     run.engine = systems.recorded_flags(systems.engine_settings(args))
-    tmp = Path(tempfile.mkdtemp(prefix="freight-peers-"))
-    result: dict[str, Any] = {"settings": harness.settings(args)}
-    if args.view in ("both", "steady"):
-        result["steady"] = asyncio.run(steady(args, tmp))
-        chart(
-            result["steady"]["workloads"],
-            Path(args.results_dir) / f"{args.name}.png",
-            f"Steady throughput, {harness.cpu_model()}, {args.dtype}"
-            + (" (quick)" if args.quick else ""),
-        )
-    if args.view in ("both", "wall"):
-        result["wall"] = wall(args, tmp)
-    run.write(result)
+    with harness.scratch("freight-peers-") as tmp:
+        result: dict[str, Any] = {"settings": harness.settings(args)}
+        if args.view in ("both", "steady"):
+            result["steady"] = asyncio.run(steady(args, tmp))
+            chart(
+                result["steady"]["workloads"],
+                Path(args.results_dir) / f"{args.name}.png",
+                f"Steady throughput, {harness.cpu_model()}, {args.dtype}"
+                + (" (quick)" if args.quick else ""),
+            )
+        if args.view in ("both", "wall"):
+            result["wall"] = wall(args, tmp)
+        run.write(result)
 
 
 if __name__ == "__main__":

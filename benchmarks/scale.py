@@ -25,7 +25,6 @@ import json
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -144,25 +143,30 @@ def main(argv: list[str] | None = None) -> None:
     num = args.requests or (2_000 if args.quick else 10_000)
     run = harness.Run("scale", args, argv)
     run.engine = {"engine": "echo", "database": "postgresql", "note": "zero-cost engine"}
-    tmp = Path(tempfile.mkdtemp(prefix="freight-scale-"))
-    path = write_file(tmp / "input.jsonl", num)
-    rows = []
-    for repeat in range(args.repeats):
-        counts = harness.order([str(w) for w in args.workers], args.seed, repeat, key="scale")
-        for num_workers in counts:
-            row = measure(tmp, args.admin_url, int(num_workers), path, num, repeat)
-            print(json.dumps(row))
-            rows.append(row)
-    summary = {
-        str(w): {
-            key: harness.spread(r[key] for r in rows if r["workers"] == w)
-            for key in ("ingest_s", "run_and_finalise_s", "requests_per_s")
+    with harness.scratch("freight-scale-") as tmp:
+        path = write_file(tmp / "input.jsonl", num)
+        rows = []
+        for repeat in range(args.repeats):
+            counts = harness.order([str(w) for w in args.workers], args.seed, repeat, key="scale")
+            for num_workers in counts:
+                row = measure(tmp, args.admin_url, int(num_workers), path, num, repeat)
+                print(json.dumps(row))
+                rows.append(row)
+        summary = {
+            str(w): {
+                key: harness.spread(r[key] for r in rows if r["workers"] == w)
+                for key in ("ingest_s", "run_and_finalise_s", "requests_per_s")
+            }
+            for w in args.workers
         }
-        for w in args.workers
-    }
-    run.write(
-        {"settings": harness.settings(args), "requests": num, "results": rows, "summary": summary}
-    )
+        run.write(
+            {
+                "settings": harness.settings(args),
+                "requests": num,
+                "results": rows,
+                "summary": summary,
+            }
+        )
 
 
 if __name__ == "__main__":
