@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint unit clean
+.PHONY: install demo test lint unit bench bench-quick clean
 
 install: $(STAMP)
 
@@ -37,6 +37,13 @@ test: install lint
 
 unit: install
 	$(BIN)/pytest tests/unit
+
+# Every benchmark, then BENCHMARKS.md re-rendered; on an otherwise idle machine (~90 min).
+bench: install
+	$(BIN)/python -m benchmarks.all
+
+bench-quick: install
+	$(BIN)/python -m benchmarks.all --quick
 
 clean:
 	rm -rf $(VENV) .freight .pytest_cache .mypy_cache .ruff_cache

@@ -1,31 +1,29 @@
-"""Embeddings throughput: a batch file vs one request at a time, side by side in one run.
+"""Embeddings throughput: a batch file against real-time requests, side by side in one run.
 
-The same N short texts (seeded; default 10,000) go through three paths:
+The same N short texts (seeded; default 2,000) go through four systems, in a fresh
+seeded random order every repeat:
   direct      sentence-transformers `encode()` on the same model folder, in-process, no
               Freight: the ceiling for this machine
   batch       the HTTP API end to end with the official SDK: upload a /v1/embeddings batch
               file (one text per line), create the batch, poll, download the output
   one-by-one  POST /v1/embeddings once per text through the SDK, each awaited before the
-              next is sent: what a client without batches does
+              next is sent: a client without batches, one text at a time
+  lists       POST /v1/embeddings with `--list-size` texts per request, one request after
+              another: what a client without batches more likely does
 The model is loaded and warmed before timing (start excluded on every path). Reported:
-embeddings/s per path (median, min-max over repeats) and the batch path's speed-up over
-one-by-one (target: at least 10x).
+every raw sample, embeddings/s per system (median, min-max) and the medians of
+per-repeat ratios (target: batch >= 10 x one-by-one).
 
-    .venv/bin/python -m benchmarks.embeddings [--texts 10000] [--repeats 1] [--dtype float32]
-    .venv/bin/python -m benchmarks.embeddings --texts 200   # a quick check that it runs
+    python -m benchmarks.embeddings [--texts 2000] [--dtype float32|bfloat16]
+        [--list-size 64] [--repeats 3] [--quick] [--name embeddings]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
-import platform
 import random
-import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ import openai
 import uvicorn
 from rich.console import Console
 
+from benchmarks import harness
 from benchmarks.workloads import WORDS
 from freight import config
 from freight.api.app import create_app
@@ -41,16 +40,11 @@ from freight.engines.pool import EnginePool
 from freight.models import Registry
 from freight.service import Service
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
 MODEL = config.DEFAULT_EMBEDDING_MODEL
 console = Console(stderr=True)
-PATHS = ("direct", "batch", "one-by-one")
-LABELS = {
-    "direct": "sentence-transformers `encode()` (no Freight)",
-    "batch": "Freight batch, API end to end (SDK)",
-    "one-by-one": "Freight real time, one request at a time (SDK)",
-}
+SYSTEMS = ("direct", "batch", "one-by-one", "lists")
+TEXTS = 2000
+QUICK_TEXTS = 200
 
 
 def short_texts(num: int, seed: int = 7) -> list[str]:
@@ -72,13 +66,9 @@ async def run_batch(client: openai.AsyncOpenAI, texts: list[str], tmp: Path) -> 
     path = tmp / "embeddings.jsonl"
     with open(path, "w") as fh:
         for i, text in enumerate(texts):
-            line = {"model": MODEL, "input": text}
-            fh.write(
-                json.dumps(
-                    {"custom_id": f"t{i}", "method": "POST", "url": "/v1/embeddings", "body": line}
-                )
-                + "\n"
-            )
+            body = {"model": MODEL, "input": text}
+            line = {"custom_id": f"t{i}", "method": "POST", "url": "/v1/embeddings", "body": body}
+            fh.write(json.dumps(line) + "\n")
     started = time.perf_counter()
     uploaded = await client.files.create(file=path, purpose="batch")
     batch = await client.batches.create(
@@ -87,34 +77,40 @@ async def run_batch(client: openai.AsyncOpenAI, texts: list[str], tmp: Path) -> 
     while batch.status not in ("completed", "failed", "expired", "cancelled"):
         await asyncio.sleep(0.05)
         batch = await client.batches.retrieve(batch.id)
-    assert batch.status == "completed" and batch.output_file_id, batch
+    if batch.status != "completed" or not batch.output_file_id:
+        raise RuntimeError(f"batch ended {batch.status}: {batch.errors}")
     content = await client.files.content(batch.output_file_id)
     lines = content.text.splitlines()
     seconds = time.perf_counter() - started
-    assert len(lines) == len(texts), f"{len(lines)} results for {len(texts)} texts"
+    if len(lines) != len(texts):
+        raise RuntimeError(f"{len(lines)} results for {len(texts)} texts")
     return seconds
 
 
-async def run_one_by_one(client: openai.AsyncOpenAI, texts: list[str]) -> float:
+async def run_requests(client: openai.AsyncOpenAI, texts: list[str], per_request: int) -> float:
+    """Real-time requests of `per_request` texts each, one after another."""
     started = time.perf_counter()
-    for text in texts:
-        result = await client.embeddings.create(model=MODEL, input=text, encoding_format="float")
-        assert len(result.data) == 1
+    for i in range(0, len(texts), per_request):
+        chunk = texts[i : i + per_request]
+        result = await client.embeddings.create(
+            model=MODEL, input=chunk if per_request > 1 else chunk[0], encoding_format="float"
+        )
+        if len(result.data) != len(chunk):
+            raise RuntimeError(f"{len(result.data)} embeddings for {len(chunk)} texts")
     return time.perf_counter() - started
 
 
-async def main(args: argparse.Namespace) -> dict[str, Any]:
+async def measure(args: Any, tmp: Path) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tmp = Path(tempfile.mkdtemp(prefix="freight-bench-emb-"))
     settings = config.Settings(
         home=tmp / "home",
-        model_cache=REPO / ".freight" / "models",
-        embeddings=config.EmbeddingsSettings(dtype=args.dtype),
+        model_cache=harness.REPO / ".freight" / "models",
+        embeddings=config.EmbeddingsSettings(dtype=args.dtype),  # type: ignore[call-arg]
     )
     registry = Registry(settings)
     pool = EnginePool(settings, registry)
-    texts = short_texts(args.texts)
-    console.print("loading the model and warming it up (excluded from timings)...")
+    texts = short_texts(args.texts or (QUICK_TEXTS if args.quick else TEXTS))
+    console.print("loading the model and warming it up (not timed)...")
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -127,7 +123,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     await pool.get_embedder(MODEL)
 
     svc = Service(settings, engines=pool)
-    port = 8900 + (int(time.time()) % 200)
+    port = harness.free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(svc), host="127.0.0.1", port=port, log_level="warning")
     )
@@ -135,61 +131,65 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     while not server.started:
         await asyncio.sleep(0.05)
     client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="bench")
-    await run_one_by_one(client, short_texts(16, seed=98))  # warm the HTTP path
-
-    samples: dict[str, list[float]] = {name: [] for name in PATHS}
-    for repeat in range(args.repeats):
-        for name in PATHS:
-            if name == "direct":
-                seconds = await asyncio.to_thread(run_direct, direct_model, texts)
-            elif name == "batch":
-                seconds = await run_batch(client, texts, tmp)
-            else:
-                seconds = await run_one_by_one(client, texts)
-            samples[name].append(len(texts) / seconds)
-            console.print(
-                f"round {repeat + 1} {name:10s} {len(texts) / seconds:8.1f} embeddings/s "
-                f"({len(texts)} texts in {seconds:.2f} s)"
-            )
-    server.should_exit = True
-    await serving
-    await pool.shutdown()
-    return summarise(samples, args)
-
-
-def summarise(samples: dict[str, list[float]], args: argparse.Namespace) -> dict[str, Any]:
-    median = {k: statistics.median(v) for k, v in samples.items()}
-    report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores",
-        "command": "python -m benchmarks.embeddings " + " ".join(sys.argv[1:]),
-        "texts": args.texts,
-        "repeats": args.repeats,
-        "dtype": args.dtype,
-        "embeddings_per_s": {
-            k: {"median": median[k], "min": min(v), "max": max(v)} for k, v in samples.items()
-        },
-        "batch_speedup_over_one_by_one": median["batch"] / median["one-by-one"],
-        "batch_share_of_direct": median["batch"] / median["direct"],
+    await run_requests(client, short_texts(16, seed=98), 1)  # warm the HTTP path
+    samples: list[harness.Sample] = []
+    orders = []
+    try:
+        for repeat in range(args.repeats):
+            sequence = harness.order(SYSTEMS, args.seed, repeat, key="embeddings")
+            orders.append(sequence)
+            for position, system in enumerate(sequence):
+                load1 = harness.load1()
+                if system == "direct":
+                    seconds = await asyncio.to_thread(run_direct, direct_model, texts)
+                elif system == "batch":
+                    seconds = await run_batch(client, texts, tmp)
+                elif system == "one-by-one":
+                    seconds = await run_requests(client, texts, 1)
+                else:
+                    seconds = await run_requests(client, texts, args.list_size)
+                samples.append(
+                    harness.Sample(
+                        system=system,
+                        repeat=repeat,
+                        position=position,
+                        seconds=seconds,
+                        num_requests=len(texts),
+                        prompt_tokens=0,
+                        output_tokens_delivered=0,
+                        load1=load1,
+                    )
+                )
+                console.print(
+                    f"r{repeat + 1} {system:10s} {len(texts) / seconds:8.1f} embeddings/s "
+                    f"({len(texts)} texts in {seconds:.2f} s)"
+                )
+    finally:
+        server.should_exit = True
+        await serving
+        await pool.shutdown()
+    return {
+        "texts": len(texts),
+        "orders": orders,
+        "samples": [s.to_dict() for s in samples],
+        "summary": harness.summarise(
+            samples, baselines=("one-by-one", "lists", "direct"), ratio_metric="requests"
+        ),
     }
-    print("| path | embeddings/s, median | min-max |")
-    print("|---|---|---|")
-    for name in PATHS:
-        rates = samples[name]
-        print(f"| {LABELS[name]} | {median[name]:.1f} | {min(rates):.1f}-{max(rates):.1f} |")
-    print(
-        f"\nbatch vs one-by-one: {report['batch_speedup_over_one_by_one']:.1f}x; "
-        f"batch reaches {report['batch_share_of_direct']:.0%} of direct encode()"
-    )
-    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = harness.arguments(__doc__, "embeddings")
+    parser.add_argument("--texts", type=int, default=None, help=f"default {TEXTS}")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--list-size", type=int, default=64, help="texts per request (lists)")
+    args = harness.parse(parser, argv)
+    run = harness.Run("embeddings", args, argv)
+    run.engine = {"engine": "sentence-transformers", "model": MODEL, "dtype": args.dtype}
+    with harness.scratch("freight-bench-emb-") as tmp:
+        result = asyncio.run(measure(args, tmp))
+        run.write({"settings": harness.settings(args), **result})
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--texts", type=int, default=10_000)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    arguments = parser.parse_args()
-    result = asyncio.run(main(arguments))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "embeddings.json").write_text(json.dumps(result, indent=1))
+    main()

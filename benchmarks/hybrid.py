@@ -1,31 +1,31 @@
 """Real-time latency and batch throughput on one shared engine, measured side by side.
 
-One Freight server (API + worker + one warm vLLM engine, start excluded: the shared
-`benchmarks/harness.py`) and the official `openai` SDK. Phases, in one run:
-  idle      real-time chat requests (max_tokens 16) one after another, engine otherwise idle
-  batch     a large chat batch (the mixed workload, max_tokens 64) alone: generated tok/s
-  hybrid    the same batch again while real-time clients send requests (each waits
-            `--rt-interval` s between its requests) until the batch completes
-The hybrid phase runs once per real-time policy (`--policies`): `priority` is vLLM's
-priority scheduling alone (the worker's window stays at max_in_flight); `window` adds the
-worker's real-time window (worker/scheduler.py) of `--window` requests, `window:N` one of
-N. Reported: p50/p95 latency idle and under load, batch tok/s alone and with real-time
-load, and the targets
-(p95 under load <= 2 x idle p95; batch tok/s >= 0.8 x alone).
+One Freight server (API + worker + one warm vLLM engine, start excluded:
+benchmarks/systems.py) and the official `openai` SDK. Phases, per repeat:
+  idle      real-time chat requests (max_tokens 16) one after another, engine otherwise
+            idle (`--realtime-requests`, at least 60 by default)
+  alone     a chat batch (the mixed workload, max_tokens 64) alone: delivered tok/s
+  policies  the same batch again while real-time requests arrive, until it completes,
+            once per real-time policy (`--policies`), in a fresh seeded random order
+Real-time arrivals are open-loop by default (`--arrival open`: Poisson at `--rate` per
+second, seeded, each sent when it is due whatever the others are doing), or closed-loop
+(`--arrival closed`: `--rt-clients` clients each waiting `--rt-interval` s after every
+answer). `priority` is vLLM's priority scheduling alone (the worker's window stays at
+max_in_flight); `window` adds the worker's real-time window (worker/scheduler.py) of
+max_num_seqs / 4 requests, `window:N` one of N. Every latency is stored raw, with its
+send time; ratios are to the same repeat's idle p95 and batch-alone rate. Targets:
+p95 under load <= 2 x idle p95 and batch tok/s >= 0.8 x alone, together.
 
-    python -m benchmarks.hybrid [--batch-requests 512] [--realtime-requests 20]
-        [--rt-clients 1] [--rt-interval 1.0] [--policies priority,window,window:16] [--eager]
-        [--name hybrid]
+    python -m benchmarks.hybrid [--batch-requests 512] [--realtime-requests 60]
+        [--arrival open --rate 0.5 | --arrival closed --rt-interval 1]
+        [--policies priority,window] [--repeats 1] [--quick] [--name hybrid]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
-import sys
-import tempfile
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -34,11 +34,8 @@ import httpx
 import openai
 from rich.console import Console
 
-from benchmarks import harness, workloads
-from freight import config
+from benchmarks import harness, systems, workloads
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
 console = Console(stderr=True)
 QUESTIONS = [
     "What is the capital of France?",
@@ -46,6 +43,7 @@ QUESTIONS = [
     "Name a colour of the rainbow.",
     "What is two plus two?",
 ]
+MIN_SAMPLES = 60  # per phase; fewer are flagged in the table
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -53,15 +51,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def latency_summary(seconds: list[float]) -> dict[str, Any]:
+def latency_summary(latencies: list[dict[str, float]]) -> dict[str, Any]:
+    seconds = [x["latency_s"] for x in latencies]
     return {
         "count": len(seconds),
         "p50_s": percentile(seconds, 0.5) if seconds else None,
         "p95_s": percentile(seconds, 0.95) if seconds else None,
+        "max_s": max(seconds) if seconds else None,
     }
 
 
-async def one_realtime(client: openai.AsyncOpenAI, i: int) -> float:
+async def one_realtime(client: openai.AsyncOpenAI, i: int, t0: float) -> dict[str, float]:
     started = time.perf_counter()
     reply = await client.chat.completions.create(
         model=workloads.MODEL,
@@ -69,12 +69,14 @@ async def one_realtime(client: openai.AsyncOpenAI, i: int) -> float:
         max_tokens=16,
         temperature=0,
     )
-    assert reply.choices[0].message.content is not None
-    return time.perf_counter() - started
+    if reply.choices[0].message.content is None:
+        raise RuntimeError("a real-time request came back without content")
+    return {"sent_s": started - t0, "latency_s": time.perf_counter() - started}
 
 
-async def realtime_idle(client: openai.AsyncOpenAI, num: int) -> list[float]:
-    return [await one_realtime(client, i) for i in range(num)]
+async def realtime_idle(client: openai.AsyncOpenAI, num: int) -> list[dict[str, float]]:
+    t0 = time.perf_counter()
+    return [await one_realtime(client, i, t0) for i in range(num)]
 
 
 async def health(client: openai.AsyncOpenAI) -> dict[str, Any]:
@@ -85,119 +87,179 @@ async def health(client: openai.AsyncOpenAI) -> dict[str, Any]:
     return body
 
 
-async def hybrid(
-    bench: harness.Bench, input_path: Path, args: argparse.Namespace
-) -> tuple[harness.Sample, list[float], int]:
-    """The batch, with real-time clients running from its first request to its end."""
-    client = bench.client
-    done = asyncio.Event()
-    latencies: list[float] = []
-    given_back_before = (await health(client))["worker"]["given_back_for_realtime"]
+async def realtime_load(
+    client: openai.AsyncOpenAI, done: asyncio.Event, args: Any, rng: random.Random
+) -> list[dict[str, float]]:
+    """Real-time requests from the batch's first engine step until `done`."""
+    while not done.is_set() and (await health(client))["worker"]["in_flight"] == 0:
+        await asyncio.sleep(0.05)  # wait until the batch is in the engine
+    t0 = time.perf_counter()
+    latencies: list[dict[str, float]] = []
 
-    async def realtime_client(offset: int) -> None:
-        while not done.is_set() and (await health(client))["worker"]["in_flight"] == 0:
-            await asyncio.sleep(0.05)  # wait until the batch is in the engine
+    async def record(i: int) -> None:
+        latencies.append(await one_realtime(client, i, t0))
+
+    if args.arrival == "open":
+        sent: list[asyncio.Task[None]] = []
+        i = 0
+        while not done.is_set():
+            sent.append(asyncio.create_task(record(i)))
+            i += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), rng.expovariate(args.rate))
+        await asyncio.gather(*sent)
+        return latencies
+
+    async def closed_client(offset: int) -> None:
         i = offset
         while not done.is_set():
-            latencies.append(await one_realtime(client, i))
+            await record(i)
             i += args.rt_clients
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), args.rt_interval)
 
-    clients = [asyncio.create_task(realtime_client(k)) for k in range(args.rt_clients)]
-    sample = await bench.freight_api(input_path)
-    done.set()
-    await asyncio.gather(*clients)
+    await asyncio.gather(*(closed_client(k) for k in range(args.rt_clients)))
+    return latencies
+
+
+async def under_load(
+    bench: systems.Bench, path: Path, args: Any, repeat: int, position: int, rng: random.Random
+) -> tuple[harness.Sample, list[dict[str, float]], int]:
+    """The batch through the API, with real-time requests for as long as it runs."""
+    client = bench.client
+    done = asyncio.Event()
+    given_back_before = (await health(client))["worker"]["given_back_for_realtime"]
+    load = asyncio.create_task(realtime_load(client, done, args, rng))
+    try:
+        sample, _ = await bench.freight_api(path, repeat=repeat, position=position)
+    finally:
+        done.set()
+    latencies = await load
     given_back = (await health(client))["worker"]["given_back_for_realtime"] - given_back_before
     return sample, latencies, given_back
 
 
-async def main(args: argparse.Namespace) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="freight-hybrid-"))
-    input_path = workloads.write(
-        workloads.mixed(args.batch_requests, max_tokens=64), tmp / "batch.jsonl"
-    )
-    bench = harness.Bench(tmp)
-    console.print("starting the engine and warming it up (excluded from timings)...")
-    await bench.start(engine=config.EngineSettings(enforce_eager=args.eager))  # type: ignore[call-arg]
+def window_for(policy: str, settings: Any) -> int:
+    name, _, size = policy.partition(":")
+    if name == "priority":
+        return int(settings.max_in_flight)
+    return int(size) if size else max(1, settings.engine.max_num_seqs // 4)
+
+
+async def measure(args: Any, tmp: Path) -> dict[str, Any]:
+    size = args.batch_requests or (32 if args.quick else 512)
+    num_idle = args.realtime_requests or (8 if args.quick else MIN_SAMPLES)
+    path = workloads.write(workloads.mixed(size, max_tokens=64), tmp / "batch.jsonl")
+    bench = systems.Bench(tmp, systems.engine_settings(args))
+    console.print("starting the engine and warming it up (not timed)...")
+    await bench.start()
     settings = bench.settings  # the worker reads these live: the window switches per run
+    policies = args.policies.split(",")
+    repeats = []
     try:
         await realtime_idle(bench.client, 4)
-        idle = await realtime_idle(bench.client, args.realtime_requests)
-        console.print(f"idle real-time: {latency_summary(idle)}")
-        alone = await bench.freight_api(input_path)
-        console.print(f"batch alone: {alone.tokens_per_s:.1f} tok/s")
-        policies: dict[str, Any] = {}
-        for policy in args.policies.split(","):
-            name, _, size = policy.partition(":")
-            settings.worker.realtime_batch_window = (
-                settings.max_in_flight if name == "priority" else int(size or 0) or args.window
-            )
-            sample, loaded, given_back = await hybrid(bench, input_path, args)
-            policies[policy] = {
-                "realtime_window": settings.realtime_batch_window,
-                "batch": {"seconds": sample.seconds, "tokens_per_s": sample.tokens_per_s},
-                "realtime": latency_summary(loaded),
-                "given_back": given_back,
-            }
-            console.print(
-                f"{policy}: batch {sample.tokens_per_s:.1f} tok/s, "
-                f"real-time {latency_summary(loaded)}, {given_back} given back"
+        for repeat in range(args.repeats):
+            rng = random.Random(f"{args.seed}:hybrid:{repeat}")
+            await bench.cold()
+            idle = await realtime_idle(bench.client, num_idle)
+            console.print(f"r{repeat + 1} idle real-time: {latency_summary(idle)}")
+            await bench.cold()
+            alone, _ = await bench.freight_api(path, repeat=repeat, position=0)
+            console.print(f"r{repeat + 1} batch alone: {alone.rate('delivered'):.1f} tok/s")
+            sequence = harness.order(policies, args.seed, repeat, key="hybrid")
+            idle_p95 = latency_summary(idle)["p95_s"]
+            by_policy: dict[str, Any] = {}
+            for position, policy in enumerate(sequence, start=1):
+                settings.worker.realtime_batch_window = window_for(policy, settings)
+                await bench.cold()
+                sample, latencies, given_back = await under_load(
+                    bench, path, args, repeat, position, rng
+                )
+                summary = latency_summary(latencies)
+                alone_rate = alone.rate("delivered")
+                by_policy[policy] = {
+                    "realtime_window": settings.realtime_batch_window,
+                    "batch": sample.to_dict(),
+                    "latencies": latencies,
+                    "realtime": summary,
+                    "given_back": given_back,
+                    "p95_ratio": summary["p95_s"] / idle_p95 if summary["p95_s"] else None,
+                    "throughput_ratio": (sample.rate("delivered") or 0) / alone_rate
+                    if alone_rate
+                    else None,
+                }
+                console.print(
+                    f"r{repeat + 1} {policy}: batch {sample.rate('delivered'):.1f} tok/s, "
+                    f"real-time {summary}, {given_back} given back"
+                )
+            repeats.append(
+                {
+                    "repeat": repeat,
+                    "order": sequence,
+                    "idle": {"latencies": idle, "realtime": latency_summary(idle)},
+                    "alone": alone.to_dict(),
+                    "policies": by_policy,
+                }
             )
     finally:
         await bench.stop()
-    batch_alone = {"seconds": alone.seconds, "tokens_per_s": alone.tokens_per_s}
-    return summarise(args, idle, batch_alone, policies)
+    return {"batch_requests": size, "repeats": repeats, "summary": summarise(repeats, policies)}
 
 
-def summarise(
-    args: argparse.Namespace, idle: list[float], alone: dict[str, Any], policies: dict[str, Any]
-) -> dict[str, Any]:
-    idle_summary = latency_summary(idle)
-    report: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": harness.machine(),
-        "command": "python -m benchmarks.hybrid " + " ".join(sys.argv[1:]),
-        "settings": dict(vars(args)),
-        "idle_realtime": idle_summary,
-        "batch_alone": alone,
-        "hybrid": policies,
+def summarise(repeats: list[dict[str, Any]], policies: list[str]) -> dict[str, Any]:
+    """Per policy, over repeats: medians and min-max of p50, p95 and both ratios."""
+    out: dict[str, Any] = {
+        "idle": {
+            "p50_s": harness.spread(r["idle"]["realtime"]["p50_s"] for r in repeats),
+            "p95_s": harness.spread(r["idle"]["realtime"]["p95_s"] for r in repeats),
+            "count": sum(r["idle"]["realtime"]["count"] for r in repeats),
+        },
+        "alone": {
+            "delivered_tokens_per_s": harness.spread(
+                harness.Sample.from_dict(r["alone"]).rate("delivered") for r in repeats
+            )
+        },
     }
-    print(
-        "| real-time policy | real-time p50 / p95 (s) | p95 vs idle (target <= 2) "
-        "| batch tok/s | vs alone (target >= 0.8) |"
+    for policy in policies:
+        runs = [r["policies"][policy] for r in repeats]
+        out[policy] = {
+            "realtime_window": runs[0]["realtime_window"],
+            "p50_s": harness.spread(x["realtime"]["p50_s"] for x in runs),
+            "p95_s": harness.spread(x["realtime"]["p95_s"] for x in runs),
+            "count": sum(x["realtime"]["count"] for x in runs),
+            "min_count": min(x["realtime"]["count"] for x in runs),
+            "delivered_tokens_per_s": harness.spread(
+                harness.Sample.from_dict(x["batch"]).rate("delivered") for x in runs
+            ),
+            "p95_ratio": harness.spread(x["p95_ratio"] for x in runs),
+            "throughput_ratio": harness.spread(x["throughput_ratio"] for x in runs),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = harness.arguments(__doc__, "hybrid", repeats=1)
+    systems.add_engine_arguments(parser)
+    parser.add_argument("--batch-requests", type=int, default=None, help="default 512")
+    parser.add_argument(
+        "--realtime-requests", type=int, default=None, help=f"idle phase (default {MIN_SAMPLES})"
     )
-    print("|---|---|---|---|---|")
-    print(
-        f"| idle engine / batch alone | {idle_summary['p50_s']:.3f} / {idle_summary['p95_s']:.3f} "
-        f"| 1.00 | {alone['tokens_per_s']:.1f} | 1.00 |"
+    parser.add_argument("--arrival", choices=["open", "closed"], default="open")
+    parser.add_argument("--rate", type=float, default=0.5, help="open loop: requests per second")
+    parser.add_argument("--rt-clients", type=int, default=1, help="closed loop: clients")
+    parser.add_argument(
+        "--rt-interval", type=float, default=1.0, help="closed loop: seconds between requests"
     )
-    for name, result in policies.items():
-        rt = result["realtime"]
-        if rt["count"] == 0:
-            print(f"| {name} | no real-time request finished during the batch | | | |")
-            continue
-        result["p95_ratio"] = rt["p95_s"] / idle_summary["p95_s"]
-        result["throughput_ratio"] = result["batch"]["tokens_per_s"] / alone["tokens_per_s"]
-        print(
-            f"| {name} (window {result['realtime_window']}) | {rt['p50_s']:.3f} / "
-            f"{rt['p95_s']:.3f} (n={rt['count']}) | {result['p95_ratio']:.2f} "
-            f"| {result['batch']['tokens_per_s']:.1f} | {result['throughput_ratio']:.2f} |"
-        )
-    return report
+    parser.add_argument("--policies", default="priority,window")
+    args = harness.parse(parser, argv)
+    if args.quick:
+        args.policies = args.policies.split(",")[-1]
+    run = harness.Run("hybrid", args, argv)
+    run.engine = systems.recorded_flags(systems.engine_settings(args))
+    with harness.scratch("freight-hybrid-") as tmp:
+        result = asyncio.run(measure(args, tmp))
+        run.write({"settings": harness.settings(args), **result})
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--batch-requests", type=int, default=512)
-    parser.add_argument("--realtime-requests", type=int, default=20, help="idle phase")
-    parser.add_argument("--rt-clients", type=int, default=1)
-    parser.add_argument("--rt-interval", type=float, default=1.0, help="seconds between requests")
-    parser.add_argument("--policies", default="priority,window")
-    parser.add_argument("--window", type=int, default=None, help="default max_num_seqs / 4")
-    parser.add_argument("--eager", action="store_true", help="skip torch.compile (faster start)")
-    parser.add_argument("--name", default="hybrid", help="results/NAME.json")
-    arguments = parser.parse_args()
-    result = asyncio.run(main(arguments))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{arguments.name}.json").write_text(json.dumps(result, indent=1))
+    main()

@@ -1,153 +1,311 @@
-"""Freight against its peers on the same files, same model, same machine, in one run.
+"""Freight against vLLM's run-batch on the same files, model, flags and machine: two views.
 
-Systems (engine start-up excluded for all, see harness.py):
-  run-batch   vLLM's own run-batch (`vllm.entrypoints.openai.run_batch`'s code)
-  freight     `freight run`'s code path
+Steady throughput (`--view steady`; start-up excluded on every side, benchmarks/systems.py):
+  run-batch   vLLM's own `run_batch()` in a warm subprocess, our clock around it
+  freight     `freight run`'s code path on Freight's warm engine
   api         Freight's HTTP API end to end with the official SDK
-  single      one request at a time through the same engine (on the first
-              --single-limit requests; it is a rate, so a subset measures it)
-Workloads (benchmarks/workloads.py, seeded): mixed, shared-prefix, duplicates, long-tail.
-Systems are interleaved within each repeat; medians and min-max are reported, with each
-system's ratio to run-batch and to one-at-a-time. `--ablate` adds `freight run` with each
-scheduling optimisation switched off in turn.
+  single      one request at a time through Freight's engine (the first --single-limit
+              requests: it is a rate, so a subset measures it)
+  `--ablate` adds `freight run` with each scheduling optimisation off in turn.
+  Workloads (benchmarks/workloads.py, seeded): mixed, shared-prefix, duplicates, long-tail.
 
-    .venv/bin/python -m benchmarks.peers [--repeats 3] [--ablate]
-Writes benchmarks/results/peers.json and peers.png (`--name` changes the stem).
+Wall time as the user waits (`--view wall`; start-up included, benchmarks/processes.py):
+  run-batch      `python -m vllm.entrypoints.openai.run_batch -i IN -o OUT ...` as a process
+  freight-run    `freight run IN -o OUT` as a process
+  freight-serve  IN submitted with the official SDK to an already running `freight serve`
+  on `short` files of 1, 100 and 1,000 lines (a fresh file per repeat); add 10,000
+  with `--wall-sizes 1,100,1000,10000` (about half an hour more here, so files above
+  1,000 lines run `--large-repeats` times: once by default).
+
+Every repeat runs the systems in a fresh seeded random order; every raw sample is
+stored (seconds, requests, prompt tokens, output tokens delivered in result lines and
+computed by the engine, peak RSS of the process tree, time to the first result line).
+Ratios are medians of per-repeat ratios: delivered tokens/s in the steady view, wall
+seconds in the wall view. Result texts are compared with run-batch's, custom_id by
+custom_id (in float32 greedy runs none should differ). `--profile` records a py-spy
+profile of Freight's process during one extra, untimed `freight run` per workload.
+
+    python -m benchmarks.peers [--view both|steady|wall] [--quick] [--repeats 3]
+        [--ablate] [--profile] [--dtype float32] [--compiled] [--name peers]
+Writes RESULTS_DIR/NAME.json (and NAME.png, NAME-profile-WORKLOAD.txt).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import statistics
-import sys
-import tempfile
-import time
+import os
+import shlex
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from benchmarks import workloads
-from benchmarks.harness import REPO, Bench, Sample, machine
+from benchmarks import harness, processes, profiling, systems, workloads
 
 console = Console(stderr=True)
-RESULTS = REPO / "benchmarks" / "results"
-SIZES = {"mixed": 256, "shared-prefix": 1000, "duplicates": 500, "long-tail": 500}
+SIZES = {"mixed": 96, "shared-prefix": 200, "duplicates": 150, "long-tail": 150}
+QUICK_SIZE = 8
 SYSTEMS = ("run-batch", "freight", "api", "single")
 ABLATIONS = {
     "freight (no dedup)": {"deduplicate": False},
     "freight (no prefix grouping)": {"prefix_grouping": False},
     "freight (no length-aware)": {"length_aware": False},
 }
+WALL_SYSTEMS = ("run-batch", "freight-run", "freight-serve")
+WALL_SIZES = "1,100,1000"
+QUICK_WALL_SIZES = "1,100"
+LARGE_LINES = 1000  # wall files above this many lines run --large-repeats times
+Measured = systems.Measured
 
 
-async def measure(bench: Bench, system: str, path: Path, single_limit: int) -> Sample:
+def log_sample(label: str, sample: harness.Sample) -> None:
+    rate = sample.rate("delivered") or 0.0
+    console.print(
+        f"{label:22s} r{sample.repeat + 1} #{sample.position + 1} {sample.system:28s} "
+        f"{sample.seconds:8.2f} s {rate:8.1f} tok/s delivered "
+        f"({sample.output_tokens_delivered} delivered, {sample.output_tokens_computed} computed, "
+        f"{sample.num_requests} lines, rss {sample.peak_rss_mb} MB)"
+    )
+
+
+def agreements(
+    texts: dict[tuple[int, str], dict[str, str]], reference: str = "run-batch"
+) -> dict[str, Any]:
+    """Per system: result texts against the reference's, per repeat and in total."""
+    out: dict[str, Any] = {}
+    for (repeat, system), mine in sorted(texts.items()):
+        if system == reference or (repeat, reference) not in texts:
+            continue
+        entry = out.setdefault(system, {"per_repeat": [], "compared": 0, "differ": 0})
+        result = harness.agreement(mine, texts[(repeat, reference)])
+        entry["per_repeat"].append({"repeat": repeat, **result})
+        entry["compared"] += result["compared"]
+        entry["differ"] += result["differ"]
+    return out
+
+
+# --- steady throughput ---------------------------------------------------------------
+
+
+async def measure(
+    bench: systems.Bench, system: str, path: Path, repeat: int, position: int, single_limit: int
+) -> tuple[harness.Sample, dict[str, str] | None]:
     await bench.cold()
     if system == "run-batch":
-        return await asyncio.to_thread(bench.vllm_run_batch, path)
-    if system == "freight":
-        return await bench.freight_run(path)
-    if system == "api":
-        return await bench.freight_api(path)
-    if system == "single":
-        return await bench.engine_direct(path, one_at_a_time=True, limit=single_limit)
-    return await bench.freight_run(path, scheduler=ABLATIONS[system])
+        sample, delivered = await bench.baseline(
+            "run-batch", path, repeat=repeat, position=position
+        )
+    elif system == "freight":
+        sample, delivered = await bench.freight_run(path, repeat=repeat, position=position)
+    elif system == "api":
+        sample, delivered = await bench.freight_api(path, repeat=repeat, position=position)
+    elif system == "single":
+        single = await bench.engine_direct(
+            path,
+            one_at_a_time=True,
+            limit=single_limit,
+            system="single",
+            repeat=repeat,
+            position=position,
+        )
+        return single, None
+    else:
+        sample, delivered = await bench.freight_run(
+            path, system=system, scheduler=ABLATIONS[system], repeat=repeat, position=position
+        )
+    return sample, delivered.texts
 
 
-async def main(args: argparse.Namespace) -> dict[str, Any]:
-    bench = Bench(Path(tempfile.mkdtemp(prefix="freight-peers-")))
-    console.print("starting and warming Freight's engine (excluded from timings)...")
+async def steady(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    bench = systems.Bench(tmp / "steady", systems.engine_settings(args))
+    bench.tmp.mkdir()
+    console.print("starting Freight's engine and run-batch's, warming both (not timed)...")
     await bench.start()
-    systems = list(SYSTEMS) + (list(ABLATIONS) if args.ablate else [])
-    samples: dict[str, dict[str, list[Sample]]] = {}
+    await bench.start_run_batch()
+    names = list(args.systems) + (list(ABLATIONS) if args.ablate else [])
+    results: dict[str, Any] = {}
     try:
-        for name in args.workloads:
-            size = args.size or SIZES[name]
-            path = workloads.write(workloads.WORKLOADS[name](size), bench.tmp / f"{name}.jsonl")
-            samples[name] = {system: [] for system in systems}
+        for workload in args.workloads:
+            size = args.size or (QUICK_SIZE if args.quick else SIZES[workload])
+            path = workloads.write(
+                workloads.WORKLOADS[workload](size), bench.tmp / f"{workload}.jsonl"
+            )
+            samples: list[harness.Sample] = []
+            texts: dict[tuple[int, str], dict[str, str]] = {}
+            orders = []
             for repeat in range(args.repeats):
-                for system in systems:
-                    sample = await measure(bench, system, path, args.single_limit)
-                    samples[name][system].append(sample)
-                    req_rate = sample.num_requests / sample.seconds
-                    console.print(
-                        f"{name:13s} round {repeat + 1} {system:28s} "
-                        f"{sample.tokens_per_s:8.1f} tok/s {req_rate:7.1f} req/s "
-                        f"({sample.output_tokens} tokens, {sample.seconds:.2f} s)"
+                sequence = harness.order(names, args.seed, repeat, key=workload)
+                orders.append(sequence)
+                for position, system in enumerate(sequence):
+                    sample, found = await measure(
+                        bench, system, path, repeat, position, args.single_limit
                     )
+                    samples.append(sample)
+                    if found is not None:
+                        texts[(repeat, system)] = found
+                    log_sample(workload, sample)
+            results[workload] = {
+                "size": size,
+                "orders": orders,
+                "samples": [s.to_dict() for s in samples],
+                "summary": harness.summarise(samples, baselines=("run-batch", "single")),
+                "agreement": agreements(texts),
+            }
+            if args.profile:
+                results[workload]["profile"] = await profiled_run(bench, path, args, workload)
     finally:
         await bench.stop()
-    return report(samples, args)
-
-
-def report(samples: dict[str, dict[str, list[Sample]]], args: argparse.Namespace) -> dict:
-    result: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "command": "python -m benchmarks.peers " + " ".join(sys.argv[1:]),
-        "workloads": {},
+    return {
+        "workloads": results,
+        "run_batch_flags": systems.vllm_flags(bench.engine_config, bench.weights),
     }
-    print(
-        "| workload | system | generated tok/s, median (min-max) | req/s | x run-batch | "
-        "x one-at-a-time |"
-    )
-    print("|---|---|---|---|---|---|")
-    for name, by_system in samples.items():
-        medians = {s: statistics.median(x.tokens_per_s for x in v) for s, v in by_system.items()}
-        entry = {}
-        for system, runs in by_system.items():
-            rates = [x.tokens_per_s for x in runs]
-            req_rate = statistics.median(x.num_requests / x.seconds for x in runs)
-            entry[system] = {
-                "tokens_per_s": rates,
-                "median": medians[system],
-                "requests_per_s": req_rate,
-                "x_run_batch": medians[system] / medians["run-batch"],
-                "x_single": medians[system] / medians["single"],
+
+
+async def profiled_run(
+    bench: systems.Bench, path: Path, args: argparse.Namespace, workload: str
+) -> dict[str, Any]:
+    """One extra `freight run` of the file under py-spy; not among the timed samples."""
+    profile_path = Path(args.results_dir) / f"{args.name}-profile-{workload}.txt"
+    profile_path.parent.mkdir(parents=True, exist_ok=True)
+    await bench.cold()
+    with profiling.record(os.getpid(), profile_path):
+        sample, _ = await bench.freight_run(path, repeat=-1, position=0, system="freight")
+    log_sample(f"{workload} (profiled)", sample)
+    return {**profiling.summarise(profile_path), "seconds_under_profiler": sample.seconds}
+
+
+# --- wall time as the user waits -----------------------------------------------------
+
+
+def wall_sizes(spec: str, large_repeats: int, repeats: int) -> list[tuple[int, int]]:
+    """(lines, repeats) per file size: above LARGE_LINES lines, `large_repeats`."""
+    sizes = [int(x) for x in spec.split(",") if x]
+    return [(n, large_repeats if n > LARGE_LINES else repeats) for n in sizes]
+
+
+def wall(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    engine = systems.engine_settings(args)
+    here = tmp / "wall"
+    here.mkdir()
+    weights = systems.model_dir(engine)
+    warm = workloads.write(workloads.mixed(32, seed=99), here / "warm.jsonl")
+    commands = processes.Commands(here, engine, weights)
+    serve = processes.Serve(here, engine, warm)
+    spec = args.wall_sizes or (QUICK_WALL_SIZES if args.quick else WALL_SIZES)
+    results: dict[str, Any] = {}
+    console.print("starting `freight serve` and warming it (not timed)...")
+    with serve.running():
+        for size, repeats in wall_sizes(spec, args.large_repeats, args.repeats):
+            samples: list[harness.Sample] = []
+            texts: dict[tuple[int, str], dict[str, str]] = {}
+            orders = []
+            for repeat in range(repeats):
+                path = workloads.write(
+                    workloads.short(size, seed=1000 * (repeat + 1) + size),
+                    here / f"short-{size}-r{repeat}.jsonl",
+                )
+                sequence = harness.order(WALL_SYSTEMS, args.seed, repeat, key=f"wall-{size}")
+                orders.append(sequence)
+                for position, system in enumerate(sequence):
+                    if system == "freight-serve":
+                        sample, found = serve.measure(path, repeat=repeat, position=position)
+                    else:
+                        sample, found = commands.measure(
+                            system, path, repeat=repeat, position=position
+                        )
+                    samples.append(sample)
+                    texts[(repeat, system)] = found.texts
+                    log_sample(f"wall {size} lines", sample)
+            results[str(size)] = {
+                "lines": size,
+                "repeats": repeats,
+                "orders": orders,
+                "samples": [s.to_dict() for s in samples],
+                "summary": harness.summarise(
+                    samples, baselines=("run-batch",), ratio_metric="time"
+                ),
+                "agreement": agreements(texts),
             }
-            print(
-                f"| {name} | {system} | {medians[system]:.1f} ({min(rates):.1f}-"
-                f"{max(rates):.1f}) | {req_rate:.1f} | {entry[system]['x_run_batch']:.2f} | "
-                f"{entry[system]['x_single']:.1f} |"
-            )
-        result["workloads"][name] = entry
-    chart(result, RESULTS / f"{args.name}.png")
-    return result
+    return {
+        "workload": "short",
+        "sizes": results,
+        "commands": {
+            "run-batch": shlex.join(commands.argv("run-batch", Path("IN"), Path("OUT"))),
+            "freight-run": shlex.join(commands.argv("freight-run", Path("IN"), Path("OUT"))),
+        },
+        "freight_toml": processes.freight_toml(engine),
+    }
 
 
-def chart(result: dict[str, Any], path: Path) -> None:
+# --- the chart -----------------------------------------------------------------------
+
+
+def chart(workloads_result: dict[str, Any], path: Path, title: str) -> None:
+    """Delivered tokens/s per system and workload: medians, with min-max bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(result["workloads"])
-    systems = list(next(iter(result["workloads"].values())))
-    width = 0.8 / len(systems)
+    names = list(workloads_result)
+    systems_shown = list(next(iter(workloads_result.values()))["summary"])
+    width = 0.8 / len(systems_shown)
     fig, ax = plt.subplots(figsize=(10, 4.5))
-    for i, system in enumerate(systems):
-        values = [result["workloads"][n][system]["median"] for n in names]
-        ax.bar([x + i * width for x in range(len(names))], values, width, label=system)
-    ax.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(names))], names)
-    ax.set_ylabel("generated tokens/s (median)")
-    ax.set_title(f"Batch throughput, {result['machine']}", fontsize=9)
+    for i, system in enumerate(systems_shown):
+        stats = [workloads_result[n]["summary"][system]["delivered_tokens_per_s"] for n in names]
+        medians = [s["median"] for s in stats]
+        errors = [[s["median"] - s["min"] for s in stats], [s["max"] - s["median"] for s in stats]]
+        xs = [x + i * width for x in range(len(names))]
+        ax.bar(xs, medians, width, yerr=errors, capsize=2, label=system)
+    ax.set_xticks([x + width * (len(systems_shown) - 1) / 2 for x in range(len(names))], names)
+    ax.set_ylabel("delivered output tokens/s (median, min-max)")
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = harness.arguments(__doc__, "peers")
+    systems.add_engine_arguments(parser)
+    parser.add_argument("--view", choices=["both", "steady", "wall"], default="both")
     parser.add_argument("--workloads", type=lambda s: s.split(","), default=list(SIZES))
-    parser.add_argument("--size", type=int, default=None, help="override every workload size")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--single-limit", type=int, default=24)
+    parser.add_argument("--systems", type=lambda s: s.split(","), default=list(SYSTEMS))
+    parser.add_argument("--size", type=int, default=None, help="every steady workload's lines")
+    parser.add_argument("--single-limit", type=int, default=8)
     parser.add_argument("--ablate", action="store_true")
-    parser.add_argument("--name", default="peers", help="results file stem")
-    arguments = parser.parse_args()
-    outcome = asyncio.run(main(arguments))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{arguments.name}.json").write_text(json.dumps(outcome, indent=1))
+    parser.add_argument("--profile", action="store_true", help="py-spy profile per workload")
+    parser.add_argument(
+        "--wall-sizes", default=None, help=f"lines per wall file (default {WALL_SIZES})"
+    )
+    parser.add_argument(
+        "--large-repeats",
+        type=int,
+        default=1,
+        help=f"repeats for wall files above {LARGE_LINES} lines (budget: default 1)",
+    )
+    args = harness.parse(parser, argv)
+    if args.quick:
+        args.single_limit = min(args.single_limit, 2)
+        args.large_repeats = 1
+    run = harness.Run("peers", args, argv)
+    run.engine = systems.recorded_flags(systems.engine_settings(args))
+    with harness.scratch("freight-peers-") as tmp:
+        result: dict[str, Any] = {"settings": harness.settings(args)}
+        if args.view in ("both", "steady"):
+            result["steady"] = asyncio.run(steady(args, tmp))
+            chart(
+                result["steady"]["workloads"],
+                Path(args.results_dir) / f"{args.name}.png",
+                f"Steady throughput, {harness.cpu_model()}, {args.dtype}"
+                + (" (quick)" if args.quick else ""),
+            )
+        if args.view in ("both", "wall"):
+            result["wall"] = wall(args, tmp)
+        run.write(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,24 +7,24 @@ zero-cost requests (the echo engine) goes in through the OpenAI SDK; measured ar
 ingest time and the requests/s from `in_progress` to `completed`, so what is left is
 Freight's own work: claims, leases, result writes and finalisation on a shared database.
 
-    .venv/bin/python -m benchmarks.scale [--requests 20000] [--workers 1 2 4]
-                                         [--admin-url postgresql://postgres@127.0.0.1/test]
+    python -m benchmarks.scale [--requests 10000] [--workers 1 2 4] [--repeats 3]
+        [--admin-url postgresql://postgres@127.0.0.1/test] [--quick] [--name scale]
+
+Worker counts run in a fresh seeded random order every repeat; every measurement is
+stored, and the table shows medians and min-max.
 
 Every process shares the machine's cores with PostgreSQL: on a small machine more
 workers compete for the same CPUs, so read the numbers as coordination cost, not as the
-speed-up of workers on separate machines. Results go to benchmarks/results/scale.json.
+speed-up of workers on separate machines.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,8 +36,8 @@ import openai
 import psycopg
 from psycopg import sql
 
-from benchmarks.control_plane import free_port, write_file
-from benchmarks.harness import REPO, machine
+from benchmarks import harness
+from benchmarks.control_plane import free_port, freight_env, write_file
 
 CONFIG = '[[models]]\nname = "echo"\nengine = "echo"\n'
 
@@ -67,7 +67,7 @@ def process(home: Path, args: list[str], env: dict[str, str]) -> Iterator[subpro
     with open(home / "freight.log", "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "freight.cli", *args, "--home", str(home)],
-            env={**os.environ, **env},
+            env={**freight_env(home), **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -83,8 +83,10 @@ def process(home: Path, args: list[str], env: dict[str, str]) -> Iterator[subpro
             proc.wait()
 
 
-def measure(tmp: Path, admin_url: str, num_workers: int, path: Path, num: int) -> dict[str, Any]:
-    run = tmp / f"workers-{num_workers}"
+def measure(
+    tmp: Path, admin_url: str, num_workers: int, path: Path, num: int, repeat: int
+) -> dict[str, Any]:
+    run = tmp / f"workers-{num_workers}-r{repeat}"
     config = run / "freight.toml"
     run.mkdir()
     config.write_text(CONFIG)
@@ -118,10 +120,12 @@ def measure(tmp: Path, admin_url: str, num_workers: int, path: Path, num: int) -
             if in_progress_at is None and batch.status != "validating":
                 in_progress_at = time.perf_counter()
         done_at = time.perf_counter()
-    assert batch.status == "completed", batch
-    assert batch.request_counts and batch.request_counts.completed == num, batch.request_counts
-    assert in_progress_at is not None
+    if batch.status != "completed" or not batch.request_counts:
+        raise RuntimeError(f"batch ended {batch.status}")
+    if batch.request_counts.completed != num or in_progress_at is None:
+        raise RuntimeError(f"{batch.request_counts.completed} of {num} requests completed")
     return {
+        "repeat": repeat,
         "workers": num_workers,
         "requests": num,
         "ingest_s": round(in_progress_at - created_at, 3),
@@ -130,27 +134,39 @@ def measure(tmp: Path, admin_url: str, num_workers: int, path: Path, num: int) -
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=20_000)
+def main(argv: list[str] | None = None) -> None:
+    parser = harness.arguments(__doc__, "scale")
+    parser.add_argument("--requests", type=int, default=None, help="default 10,000")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/test")
-    args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="freight-scale-"))
-    path = write_file(tmp / "input.jsonl", args.requests)
-    rows = []
-    for num_workers in args.workers:
-        row = measure(tmp, args.admin_url, num_workers, path, args.requests)
-        print(json.dumps(row))
-        rows.append(row)
-    result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "command": "python -m benchmarks.scale " + " ".join(sys.argv[1:]),
-        "results": rows,
-    }
-    (REPO / "benchmarks" / "results").mkdir(exist_ok=True)
-    (REPO / "benchmarks" / "results" / "scale.json").write_text(json.dumps(result, indent=1))
+    args = harness.parse(parser, argv)
+    num = args.requests or (2_000 if args.quick else 10_000)
+    run = harness.Run("scale", args, argv)
+    run.engine = {"engine": "echo", "database": "postgresql", "note": "zero-cost engine"}
+    with harness.scratch("freight-scale-") as tmp:
+        path = write_file(tmp / "input.jsonl", num)
+        rows = []
+        for repeat in range(args.repeats):
+            counts = harness.order([str(w) for w in args.workers], args.seed, repeat, key="scale")
+            for num_workers in counts:
+                row = measure(tmp, args.admin_url, int(num_workers), path, num, repeat)
+                print(json.dumps(row))
+                rows.append(row)
+        summary = {
+            str(w): {
+                key: harness.spread(r[key] for r in rows if r["workers"] == w)
+                for key in ("ingest_s", "run_and_finalise_s", "requests_per_s")
+            }
+            for w in args.workers
+        }
+        run.write(
+            {
+                "settings": harness.settings(args),
+                "requests": num,
+                "results": rows,
+                "summary": summary,
+            }
+        )
 
 
 if __name__ == "__main__":

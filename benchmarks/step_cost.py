@@ -8,26 +8,25 @@ sequences in it. Prefill: 64 distinct prompts of 256 tokens with `max_tokens` 1,
 prompt token. From these, for each N: batch decode tokens/s, and how long a 16-token
 real-time answer takes beside N - 1 batch sequences (17 steps) against the engine alone.
 
-    python -m benchmarks.step_cost [--sizes 1,8,16,32,64,128,256] [--eager]
+Every size is measured --repeats times, sizes in a fresh seeded random order per repeat;
+each raw measurement is stored and the table shows medians and min-max.
+
+    python -m benchmarks.step_cost [--sizes 1,8,16,32,64,128,256] [--repeats 3]
+        [--compiled] [--quick] [--name step_cost]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from benchmarks import harness, workloads
+from benchmarks import harness, systems
 from benchmarks.vllm_offline import offline_llm
-from freight import config
-from freight.models import Registry
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
+SIZES = "1,8,16,32,64,128,256"
+QUICK_SIZES = "1,16"
 
 
 def prompts(num: int, length: int, rng: random.Random) -> list[dict[str, list[int]]]:
@@ -46,52 +45,61 @@ def timed(llm: Any, batch: list[dict[str, list[int]]], max_tokens: int) -> float
     return time.perf_counter() - started
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
-    settings = config.Settings(
-        model_cache=REPO / ".freight" / "models",
-        engine=config.EngineSettings(enforce_eager=args.eager),  # type: ignore[call-arg]
-    )
-    registry = Registry(settings)
-    model_dir = registry.weights_dir(registry.get(workloads.MODEL))
-    e = settings.engine
+def measure(args: Any) -> dict[str, Any]:
+    engine = systems.engine_settings(args)
     # every prompt token is computed
-    llm = offline_llm(str(model_dir), e.model_dump(), enable_prefix_caching=False)
+    llm = offline_llm(
+        str(systems.model_dir(engine)), engine.model_dump(), enable_prefix_caching=False
+    )
     rng = random.Random(0)
     timed(llm, prompts(8, 32, rng), 8)  # warm-up
+    sizes = [int(x) for x in (args.sizes or (QUICK_SIZES if args.quick else SIZES)).split(",")]
+    raw = []
+    for repeat in range(args.repeats):
+        for size in harness.order([str(n) for n in sizes], args.seed, repeat, key="step_cost"):
+            long = timed(llm, prompts(int(size), 32, rng), 64)
+            short = timed(llm, prompts(int(size), 32, rng), 4)
+            step_ms = (long - short) / 60 * 1000
+            raw.append({"repeat": repeat, "sequences": int(size), "step_ms": step_ms})
+            print(f"r{repeat + 1} {size} sequences: {step_ms:.1f} ms per step", file=sys.stderr)
+    prefill = []
+    for repeat in range(args.repeats):
+        seconds = timed(llm, prompts(64, 256, rng), 1)
+        prefill.append({"repeat": repeat, "ms_per_token": seconds / (64 * 256) * 1000})
     decode = []
-    for num in [int(x) for x in args.sizes.split(",")]:
-        long = timed(llm, prompts(num, 32, rng), 64)
-        short = timed(llm, prompts(num, 32, rng), 4)
-        step = (long - short) / 60
-        decode.append({"sequences": num, "step_ms": step * 1000, "decode_tok_s": num / step})
-        print(f"{num} sequences: {step * 1000:.1f} ms per step", file=sys.stderr)
-    prefill_s = timed(llm, prompts(64, 256, rng), 1)
-    per_token_ms = prefill_s / (64 * 256) * 1000
-    alone = decode[0]["step_ms"]
-    print("| sequences in a step | step (ms) | decode tok/s | 16-token answer beside them |")
-    print("|---|---|---|---|")
-    for row in decode:
-        row["realtime_x_alone"] = row["step_ms"] / alone
-        print(
-            f"| {row['sequences']} | {row['step_ms']:.1f} | {row['decode_tok_s']:.0f} "
-            f"| {17 * row['step_ms'] / 1000:.2f} s ({row['realtime_x_alone']:.1f} x) |"
+    for num in sizes:
+        steps = harness.spread(r["step_ms"] for r in raw if r["sequences"] == num)
+        assert steps is not None
+        decode.append(
+            {
+                "sequences": num,
+                "step_ms": steps,
+                "decode_tok_s": num / (steps["median"] / 1000),
+            }
         )
-    print(f"prefill: {per_token_ms:.2f} ms per prompt token (64 x 256 tokens)")
+    alone = decode[0]["step_ms"]["median"]
+    for row in decode:
+        row["realtime_x_alone"] = row["step_ms"]["median"] / alone
+        row["answer_16_tokens_s"] = 17 * row["step_ms"]["median"] / 1000
     return {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": harness.machine(),
-        "command": "python -m benchmarks.step_cost " + " ".join(sys.argv[1:]),
-        "engine": e.model_dump(),
+        "raw": raw,
         "decode": decode,
-        "prefill_ms_per_token": per_token_ms,
+        "prefill": prefill,
+        "prefill_ms_per_token": harness.spread(p["ms_per_token"] for p in prefill),
     }
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = harness.arguments(__doc__, "step_cost")
+    systems.add_engine_arguments(parser)
+    parser.add_argument("--sizes", default=None, help=f"sequences per step (default {SIZES})")
+    args = harness.parse(parser, argv)
+    run = harness.Run("step_cost", args, argv)
+    flags = systems.recorded_flags(systems.engine_settings(args))
+    run.engine = {**flags, "enable_prefix_caching": False, "scheduling_policy": "fcfs"}
+    result = measure(args)
+    run.write({"settings": harness.settings(args), **result})
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--sizes", default="1,8,16,32,64,128,256")
-    parser.add_argument("--eager", action="store_true", help="skip torch.compile (faster start)")
-    arguments = parser.parse_args()
-    result = main(arguments)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "step_cost.json").write_text(json.dumps(result, indent=1))
+    main()

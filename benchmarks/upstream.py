@@ -12,19 +12,18 @@ HTTP engine (engine = "http"). Measured, with the same number of requests:
   `completed` (ingest and finalisation included), with Freight's adaptive concurrency
   finding the level by itself (reported: requests/s and the limit it ended at).
 
-    .venv/bin/python -m benchmarks.upstream [--requests 500] [--concurrency 32]
-                                            [--delay 0.05]
+    python -m benchmarks.upstream [--requests 300] [--concurrency 16] [--delay 0.05]
+        [--repeats 3] [--quick] [--name upstream]
 
-Results go to benchmarks/results/upstream.json. Keep runs short on shared machines.
+The three measurements run in a fresh seeded random order every repeat; every one is
+stored, and the table shows medians and min-max.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,8 +35,8 @@ from typing import Any
 import httpx
 import openai
 
-from benchmarks.control_plane import free_port
-from benchmarks.harness import REPO, machine
+from benchmarks import harness
+from benchmarks.control_plane import free_port, freight_env
 
 
 @contextlib.contextmanager
@@ -46,7 +45,7 @@ def serve(home: Path, config: str) -> Iterator[str]:
     home.mkdir(parents=True)
     (home / "freight.toml").write_text(config)
     port = free_port()
-    env = {**os.environ, "FREIGHT_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
+    env = freight_env(home)
     with open(home / "serve.log", "w") as log:
         proc = subprocess.Popen(
             [
@@ -119,8 +118,10 @@ def batch(base_url: str, model: str, num: int, tmp: Path) -> float:
     while (b := client.batches.retrieve(created.id)).status not in ("completed", "failed"):
         time.sleep(0.05)
     elapsed = time.perf_counter() - start
-    assert b.status == "completed" and b.request_counts is not None, b
-    assert b.request_counts.completed == num, b
+    if b.status != "completed" or b.request_counts is None:
+        raise RuntimeError(f"batch ended {b.status}")
+    if b.request_counts.completed != num:
+        raise RuntimeError(f"{b.request_counts.completed} of {num} requests completed")
     return num / elapsed
 
 
@@ -131,12 +132,20 @@ def concurrency_limit(base_url: str) -> float | None:
     return None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=32)
+MEASURES = ("direct", "through_freight_real_time", "through_freight_batch")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = harness.arguments(__doc__, "upstream")
+    parser.add_argument("--requests", type=int, default=None, help="default 300")
+    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--delay", type=float, default=0.05, help="upstream seconds a request")
-    args = parser.parse_args()
+    args = harness.parse(parser, argv)
+    num = args.requests or (50 if args.quick else 300)
+    run = harness.Run("upstream", args, argv)
+    run.engine = {"engine": "http", "upstream": "echo", "delay_seconds": args.delay}
+    rows: list[dict[str, Any]] = []
+    limits = []
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         upstream_config = (
@@ -148,25 +157,33 @@ def main() -> None:
                 f'base_url = "{up}/v1"\nmodel = "echo"\n'
             )
             with serve(tmp / "down", downstream_config) as down:
-                direct = asyncio.run(real_time(up, "echo", args.requests, args.concurrency))
-                hop = asyncio.run(real_time(down, "up", args.requests, args.concurrency))
-                batched = batch(down, "up", args.requests, tmp)
-                limit = concurrency_limit(down)
-    result = {
-        "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        "machine": machine(),
-        "command": " ".join(sys.argv),
-        "requests": args.requests,
-        "concurrency": args.concurrency,
-        "upstream_delay_seconds": args.delay,
-        "direct_requests_per_second": round(direct, 1),
-        "through_freight_real_time_requests_per_second": round(hop, 1),
-        "through_freight_batch_requests_per_second": round(batched, 1),
-        "adaptive_concurrency_limit_at_end": limit,
+                for repeat in range(args.repeats):
+                    for position, what in enumerate(
+                        harness.order(MEASURES, args.seed, repeat, key="upstream")
+                    ):
+                        if what == "direct":
+                            rate = asyncio.run(real_time(up, "echo", num, args.concurrency))
+                        elif what == "through_freight_real_time":
+                            rate = asyncio.run(real_time(down, "up", num, args.concurrency))
+                        else:
+                            rate = batch(down, "up", num, tmp)
+                            limits.append(concurrency_limit(down))
+                        row = {"repeat": repeat, "position": position, "measure": what}
+                        rows.append({**row, "requests_per_second": rate})
+                        print(json.dumps(rows[-1]))
+    summary = {
+        what: harness.spread(r["requests_per_second"] for r in rows if r["measure"] == what)
+        for what in MEASURES
     }
-    out = REPO / "benchmarks" / "results" / "upstream.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    run.write(
+        {
+            "settings": harness.settings(args),
+            "requests": num,
+            "results": rows,
+            "summary": summary,
+            "adaptive_concurrency_limit_at_end": limits,
+        }
+    )
 
 
 if __name__ == "__main__":

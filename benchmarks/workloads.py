@@ -1,7 +1,7 @@
 """Reproducible batch input files for the benchmarks (seeded: same seed, same file).
 
 python -m benchmarks.workloads NAME COUNT OUT.jsonl      NAME: mixed, shared-prefix,
-                                                         duplicates, long-tail
+                                                         duplicates, long-tail, short
 """
 
 from __future__ import annotations
@@ -169,11 +169,33 @@ def long_tail(num: int, seed: int = 0, share_long: float = 0.05) -> Lines:
     return lines
 
 
+def short(num: int, seed: int = 0, max_tokens: int = 8) -> Lines:
+    """One-sentence questions with short answers: the cheapest realistic line, for the
+    wall-time view's large files. The seed is in every prompt, so files of different
+    seeds share no prompt (a running server's prefix cache cannot serve one from
+    another) beyond the chat template and the question's opening words."""
+    rng = random.Random(seed)
+    return [
+        line(
+            f"short-{i}",
+            [
+                {
+                    "role": "user",
+                    "content": f"In one sentence, what is {rng.choice(TOPICS)}? (case {seed}-{i})",
+                }
+            ],
+            max_tokens,
+        )
+        for i in range(num)
+    ]
+
+
 WORKLOADS: dict[str, Callable[[int], Lines]] = {
     "mixed": mixed,
     "shared-prefix": shared_prefix,
     "duplicates": duplicates,
     "long-tail": long_tail,
+    "short": short,
 }
 
 

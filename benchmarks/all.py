@@ -1,0 +1,135 @@
+"""Every benchmark, one after another, then BENCHMARKS.md rendered from what they wrote.
+
+    python -m benchmarks.all            # the full suite: every table, 3 repeats
+    python -m benchmarks.all --quick    # every benchmark in small form (smoke run)
+    python -m benchmarks.all --only peers,hybrid      # or --skip ...
+
+Each benchmark runs as its own process (its own results file and environment block;
+each waits for the load average left by the one before to settle, see harness.py),
+and a failed one does not stop the others: the exit code says whether all succeeded.
+What ran, and for how long, goes to RESULTS_DIR/all.json (the page's `suite` table).
+
+The budget, in minutes on the 2-core development machine when idle, eager engines. It
+is an estimate (from the earlier results files, and from smoke runs on the busy machine
+where starting a vLLM engine process took 40-50 s); all.json records what each step
+really took, and the page's suite table shows it:
+
+    step                    full    quick   what dominates
+    control_plane            5       1      1,000,000 lines through `freight run`
+    embeddings (2 dtypes)    7       1.5    one text per request, 2,000 texts x 3
+    upstream                 1       0.5
+    scale                    3       1      process starts, 3 worker counts x 3
+    step_cost                5.5     1.5    256 sequences x 64 steps x 3
+    overhead                 5.5     1.5    4 systems x 3 repeats, two engine starts
+    peers (steady + wall)   38       6      wall view: 18 engine starts; long-tail essays
+    peers-fp32 (agreement)   3       -      two float32 engine starts
+    hybrid                  10       1.5    a 512-request batch 3 times (alone, 2 policies)
+    settling between steps   9       0      the load average left by the step before
+    total                  ~87     ~14
+
+Two things are cut to fit: the hybrid comparison runs once (`--repeats 1`), and the
+wall-time view's 10,000-line file is not in the full suite: for three systems it alone
+takes about half an hour here (each spends ~9 minutes on 10,000 prompts), so
+`--with-10000` adds it, once, as `peers-wall-10000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import harness, report
+
+Step = tuple[str, list[str]]
+FULL: list[Step] = [
+    ("control_plane", []),
+    ("embeddings", []),
+    ("embeddings", ["--dtype", "bfloat16", "--name", "embeddings-bf16"]),
+    ("upstream", []),
+    ("scale", []),
+    ("step_cost", []),
+    ("overhead", []),
+    ("peers", ["--profile"]),
+    (
+        "peers",
+        "--view steady --dtype float32 --workloads mixed --size 32 "
+        "--systems run-batch,freight --repeats 1 --name peers-fp32".split(),
+    ),
+    ("hybrid", []),
+]
+TEN_THOUSAND: Step = (
+    "peers",
+    "--view wall --wall-sizes 10000 --large-repeats 1 --name peers-wall-10000".split(),
+)
+
+
+def steps(args: argparse.Namespace) -> list[Step]:
+    chosen = [*FULL, TEN_THOUSAND] if args.with_10000 else list(FULL)
+    if args.quick:  # the agreement check needs float32 engines: not a smoke-run item
+        chosen = [(m, a) for m, a in chosen if "peers-fp32" not in a and TEN_THOUSAND[1] != a]
+    if args.only:
+        chosen = [s for s in chosen if s[0] in args.only or _name(s) in args.only]
+    return [s for s in chosen if s[0] not in args.skip and _name(s) not in args.skip]
+
+
+def _name(step: Step) -> str:
+    module, extra = step
+    return extra[extra.index("--name") + 1] if "--name" in extra else module
+
+
+def run_step(step: Step, args: argparse.Namespace) -> dict[str, Any]:
+    module, extra = step
+    argv = [*extra, "--results-dir", str(args.results_dir)]
+    if args.quick:
+        argv += ["--quick", "--settle-s", "0"]
+    elif args.settle_s is not None:
+        argv += ["--settle-s", str(args.settle_s)]
+    command = [sys.executable, "-m", f"benchmarks.{module}", *argv]
+    print(f"\n=== {harness.command_line(f'benchmarks.{module}', argv)}", file=sys.stderr)
+    started = time.monotonic()
+    code = subprocess.run(command, cwd=harness.REPO).returncode
+    seconds = time.monotonic() - started
+    print(f"=== {module} exited {code} after {seconds / 60:.1f} min", file=sys.stderr)
+    return {
+        "command": harness.command_line(f"benchmarks.{module}", argv),
+        "name": _name(step),
+        "seconds": round(seconds, 1),
+        "returncode": code,
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = harness.arguments(__doc__, "all", repeats=1)
+    parser.add_argument("--only", type=lambda s: s.split(","), default=[])
+    parser.add_argument("--skip", type=lambda s: s.split(","), default=[])
+    parser.add_argument(
+        "--with-10000", action="store_true", help="add the 10,000-line wall file (~30 min)"
+    )
+    parser.set_defaults(settle_s=None)  # each benchmark's own default, unless given
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = harness.parse(parser(), argv)
+    settle_s = args.settle_s
+    args.settle_s = 0  # each benchmark settles for itself
+    run = harness.Run("all", args, argv)
+    args.settle_s = settle_s
+    started = time.monotonic()
+    done = [run_step(step, args) for step in steps(args)]
+    run.write({"steps": done, "seconds": round(time.monotonic() - started, 1)})
+    page = harness.REPO / "BENCHMARKS.md"
+    output = page if Path(args.results_dir) == harness.RESULTS else args.results_dir / page.name
+    report.main(
+        ["--results-dir", str(args.results_dir), "--page", str(page), "--output", str(output)]
+    )
+    print(f"rendered {output}", file=sys.stderr)
+    return 0 if all(step["returncode"] == 0 for step in done) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

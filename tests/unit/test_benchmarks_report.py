@@ -1,0 +1,227 @@
+"""BENCHMARKS.md is its own render from benchmarks/results/*.json, and the renderer labels
+what a reader must know: legacy files, busy machines, quick runs, targets' verdicts."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from benchmarks import report
+
+FIXTURES = Path(__file__).resolve().parent.parent / "data" / "benchmarks"
+
+
+def load_fixtures(kind: str) -> dict[str, dict[str, Any]]:
+    return report.load(FIXTURES / kind)
+
+
+def by_benchmark(docs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Harness fixtures keyed as the page keys them (smoke-peers.json -> peers)."""
+    return {doc["benchmark"]: doc for doc in docs.values()}
+
+
+def clean(doc: dict[str, Any]) -> dict[str, Any]:
+    """The same results, as if from an idle machine and a full run."""
+    doc = copy.deepcopy(doc)
+    doc["environment"]["busy"] = False
+    doc["environment"]["quick"] = False
+    return doc
+
+
+def test_benchmarks_md_is_its_render_from_the_results_files() -> None:
+    page = report.PAGE.read_text()
+    rendered = report.render(page, report.load(report.RESULTS))
+    assert rendered == page, (
+        "BENCHMARKS.md differs from its render: run python -m benchmarks.report"
+    )
+
+
+def test_every_results_file_has_a_table_on_the_page() -> None:
+    keys = {m["key"].split("/")[0] for m in report.BLOCK.finditer(report.PAGE.read_text())}
+    unrendered = {p.stem for p in report.RESULTS.glob("*.json")} - keys
+    assert not unrendered, f"results files without a table on BENCHMARKS.md: {unrendered}"
+
+
+def test_prose_cites_no_figure_outside_the_rendered_tables() -> None:
+    """A decimal figure in the prose would be one no table backs: the prose may only
+    point at the tables (code spans and indented commands are not prose)."""
+    text = report.BLOCK.sub("", report.PAGE.read_text())
+    text = re.sub(r"`[^`]*`", "", text)
+    prose = [line for line in text.splitlines() if not line.startswith("    ")]
+    figures = [line for line in prose if re.search(r"\d+\.\d+", line)]
+    assert figures == []
+
+
+def test_a_block_is_rewritten_from_the_results_not_kept() -> None:
+    page = "intro\n<!-- table:upstream -->\nhand-edited numbers\n<!-- /table:upstream -->\nend\n"
+    rendered = report.render(page, load_fixtures("legacy"))
+    assert "hand-edited" not in rendered
+    assert "| through Freight, batch | 1 | 17.7 |" in rendered
+    assert rendered.startswith("intro\n") and rendered.endswith("end\n")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "overhead",
+        "peers/steady",
+        "peers-repeat/steady",
+        "peers-ablate/steady",
+        "control_plane",
+        "hybrid",
+        "hybrid-small-windows",
+        "hybrid-sparse",
+        "step_cost",
+        "embeddings",
+        "embeddings-bf16",
+        "scale",
+        "upstream",
+    ],
+)
+def test_files_from_before_the_harness_render_labelled_legacy(key: str) -> None:
+    block = report.render_block(key, load_fixtures("legacy"))
+    assert block.startswith(report.LEGACY)
+    assert "\n| " in block  # and still as a table
+
+
+def test_a_view_a_file_does_not_hold_says_not_yet_measured() -> None:
+    block = report.render_block("peers/wall", load_fixtures("legacy"))
+    assert block.startswith("_Not yet measured")
+    assert "--view wall" in block
+
+
+def test_a_missing_file_names_the_command_that_writes_it() -> None:
+    block = report.render_block("peers-wall-10000/wall", {})
+    assert "--name peers-wall-10000" in block
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "smoke-peers/steady",
+        "smoke-peers/wall",
+        "smoke-peers/profile",
+        "smoke-overhead",
+        "smoke-hybrid",
+        "smoke-control",
+        "smoke-embeddings",
+        "smoke-scale",
+        "smoke-upstream",
+    ],
+)
+def test_a_busy_quick_run_is_labelled_so_in_its_table(key: str) -> None:
+    block = report.render_block(key, load_fixtures("harness"))
+    assert block.startswith("**BUSY: load average")
+    assert "**QUICK: smoke run" in block
+    assert "commit 26ad110f78 (dirty)" in block
+    assert "vLLM 0.32.0" in block
+
+
+def test_the_provenance_line_names_engine_flags_repeats_and_load() -> None:
+    docs = load_fixtures("harness")
+    line = report.provenance("peers", clean(docs["smoke-peers"]))
+    assert "BUSY" not in line and "QUICK" not in line
+    assert (
+        "engine: bfloat16, eager, max_num_seqs 256, max_num_batched_tokens 4096, "
+        "KV cache 2.0 GiB, prefix caching on, priority scheduling" in line
+    )
+    assert "1 repeat ·" in line
+    assert "load average 3.91 before, 9.23 after" in line
+    assert line.endswith("--name smoke-peers --settle-s 0`")
+
+
+def test_tables_show_median_and_min_max_and_the_median_of_per_repeat_ratios() -> None:
+    doc = clean(load_fixtures("harness")["smoke-peers"])
+    summary = doc["steady"]["workloads"]["mixed"]["summary"]
+    summary["freight"]["delivered_tokens_per_s"] = {
+        "median": 50.0,
+        "min": 40.0,
+        "max": 60.0,
+        "n": 3,
+    }
+    summary["freight"]["ratios"]["x_run-batch"] = {"median": 0.93, "min": 0.9, "max": 1.1, "n": 3}
+    block = report.render_block("peers/steady", {"peers": doc})
+    row = next(
+        line for line in block.splitlines() if line.startswith("| mixed (4) | `freight run`")
+    )
+    assert f"| 50.0 (40.0{report.DASH}60.0) |" in row
+    assert f"| 0.93 (0.90{report.DASH}1.10) |" in row
+
+
+def test_computed_and_delivered_tokens_are_separate_columns() -> None:
+    block = report.render_block("peers/steady", {"peers": load_fixtures("harness")["smoke-peers"]})
+    row = next(
+        line for line in block.splitlines() if line.startswith("| duplicates (4) | `freight run`")
+    )
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    delivered, computed = float(cells[4]), float(cells[5])
+    assert computed < delivered  # a copy's line was delivered, not computed
+
+
+def test_systems_are_listed_in_a_fixed_order_whatever_order_they_ran_in() -> None:
+    block = report.render_block("peers/steady", {"peers": load_fixtures("harness")["smoke-peers"]})
+    mixed = [line.split("|")[2].strip() for line in block.splitlines() if "| mixed (4) |" in line]
+    assert mixed == ["vLLM run-batch", "`freight run`", "Freight API (SDK)", "one at a time"]
+
+
+def test_targets_give_no_verdict_from_a_busy_or_quick_run() -> None:
+    block = report.targets(by_benchmark(load_fixtures("harness")))
+    verdicts = [line.rsplit("|", 2)[1].strip() for line in block.splitlines()[2:]]
+    assert "**met**" not in verdicts and "**missed**" not in verdicts
+    assert any(v == "not yet re-measured (quick run only)" for v in verdicts)
+
+
+def test_targets_give_met_or_missed_from_a_clean_run() -> None:
+    docs = {k: clean(v) for k, v in by_benchmark(load_fixtures("harness")).items()}
+    lines = report.targets(docs).splitlines()
+    mixed = next(line for line in lines if line.startswith("| mixed:"))
+    assert mixed.endswith("| **missed** |")  # the smoke run read 0.67 x
+    ingest = next(line for line in lines if "validated and ingested" in line)
+    assert ingest.endswith("| **met** |")
+    bf16 = next(line for line in lines if line.startswith("| bfloat16:"))
+    assert "not yet measured" in bf16  # no such file among the fixtures
+
+
+def test_targets_read_legacy_files_as_not_yet_re_measured() -> None:
+    lines = report.targets(load_fixtures("legacy")).splitlines()
+    embeddings = next(line for line in lines if line.startswith("| float32"))
+    assert "| 6.7 x (legacy file) | not yet re-measured (legacy run: missed) |" in embeddings
+
+
+def test_agreement_counts_differing_lines_per_file_and_dtype() -> None:
+    block = report.agreement(load_fixtures("harness"))
+    assert "| smoke-peers | wall | 4 | bfloat16 | `freight run` (process) | 4 | 0 |" in block
+    assert (
+        "| smoke-overhead | vs vLLM offline | mixed | bfloat16 | `freight run` | 4 | 3 |" in block
+    )
+
+
+def test_hybrid_flags_a_phase_with_too_few_samples() -> None:
+    block = report.render_block("smoke-hybrid", load_fixtures("harness"))
+    assert "10 (**< 60 in a repeat**)" in block
+
+
+def test_store_size_per_million_requests_is_labelled_an_extrapolation() -> None:
+    block = report.render_block("smoke-control", load_fixtures("harness"))
+    assert "**extrapolated** linearly" in block
+
+
+def test_check_exits_1_when_the_page_would_change(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("<!-- table:upstream -->\nstale\n<!-- /table:upstream -->\n")
+    args = ["--results-dir", str(FIXTURES / "legacy"), "--page", str(page)]
+    assert report.main([*args, "--check"]) == 1
+    assert report.main(args) == 0
+    assert report.main([*args, "--check"]) == 0
+    assert "stale" not in page.read_text()
+
+
+def test_fixtures_are_what_the_harness_writes() -> None:
+    for path in (FIXTURES / "harness").glob("*.json"):
+        doc = json.loads(path.read_text())
+        assert doc["environment"]["schema"] == 2
+        assert doc["name"] == path.stem  # named by --name, never renamed
