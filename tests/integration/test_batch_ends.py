@@ -172,13 +172,48 @@ def test_attempts_that_died_with_their_worker_count_too(
     calls: list[int] = []
     monkeypatch.setattr(ingest, "iter_lines", always_failing(calls))
     batch_id = submit_api(svc, "openai", ["a"])
-    for _ in range(2):  # two workers died during the ingest, before they could say why
+    for _ in range(5):  # five workers died during its ingest, before they could say why
         with svc.db.write() as conn:
             batches.begin_attempt(conn, batch_id, "ingest")
     record = asyncio.run(run_until(svc, batch_id, TERMINAL))
-    assert calls == []  # no third attempt
+    # one more try: the sixth, 3 x max_batch_step_attempts in all, is the last
+    assert len(calls) == 1
     assert record.status == "failed" and record.errors is not None
-    assert "the worker running it stopped before it ended" in record.errors[0]["message"]
+    assert record.errors[0]["message"] == (
+        "The batch's requests could not be queued: ingest was tried 6 times, 5 of them "
+        f"ending with their worker; the last failure was: RecursionError: {RECURSION}"
+    )
+
+
+def test_a_few_attempts_that_died_with_their_worker_do_not_end_a_batch(
+    tmp_path: Path, database_url: str
+) -> None:
+    svc = echo_service(tmp_path, database_url, max_batch_step_attempts=2)
+    batch_id = submit_api(svc, "openai", ["a", "b"])
+    for _ in range(2):  # as many as failures may be, but these say nothing about the input
+        with svc.db.write() as conn:
+            batches.begin_attempt(conn, batch_id, "ingest")
+    record = asyncio.run(run_until(svc, batch_id, TERMINAL))
+    assert record.status == "completed" and record.num_succeeded == 2
+    history = attempts(svc, batch_id, "ingest")
+    assert (history.num_failed, history.num_died) == (0, 2)
+
+
+def test_attempts_left_by_dead_workers_alone_end_a_batch_without_another_try(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = echo_service(tmp_path, database_url, max_batch_step_attempts=1)
+    calls: list[int] = []
+    monkeypatch.setattr(message_batch_input, "iter_requests", always_failing(calls))
+    batch_id = submit_api(svc, "anthropic", ["a"])
+    for _ in range(3):
+        with svc.db.write() as conn:
+            batches.begin_attempt(conn, batch_id, "ingest")
+    record = asyncio.run(run_until(svc, batch_id, TERMINAL))
+    assert calls == []
+    (result,) = results(svc, batch_id).values()
+    assert "its worker died during it" in result["error"]["error"]["message"]
+    assert record.num_errored == 1
 
 
 def test_storage_faults_during_ingest_do_not_use_up_its_attempts(

@@ -303,10 +303,18 @@ MAX_REASON_CHARS = 1000
 
 @dataclass(frozen=True)
 class StepAttempts:
-    """The counted attempts of one step of one batch so far."""
+    """The attempts of one step of one batch that count so far."""
 
-    num_attempts: int
+    num_failed: int  # ended in an error, which they record
+    num_died: int  # never ended: their worker died during them
     last_failure: str | None  # why the latest one failed, if one did
+
+    @property
+    def num_attempts(self) -> int:
+        return self.num_failed + self.num_died
+
+
+_FAILED = ": failed: "
 
 
 def _attempt_prefix(step: str) -> str:
@@ -315,9 +323,10 @@ def _attempt_prefix(step: str) -> str:
     return f"{step} attempt"
 
 
-def _attempts_query(batch_id: str, step: str) -> sa.Select[Any]:
-    return (
-        sa.select(batch_events.c.id, batch_events.c.detail)
+def step_attempts(conn: sa.Connection, batch_id: str, step: str) -> StepAttempts:
+    """The attempts of `step` that count against the batch, and why the latest failed."""
+    query = (
+        sa.select(batch_events.c.detail)
         .where(
             batch_events.c.batch_id == batch_id,
             batch_events.c.from_status == batch_events.c.to_status,
@@ -325,20 +334,12 @@ def _attempts_query(batch_id: str, step: str) -> sa.Select[Any]:
         )
         .order_by(batch_events.c.id)
     )
-
-
-def step_attempts(conn: sa.Connection, batch_id: str, step: str) -> StepAttempts:
-    """How many attempts of `step` have counted against the batch, and the last reason."""
-    rows = conn.execute(_attempts_query(batch_id, step)).all()
-    if not rows:
-        return StepAttempts(0, None)
-    detail = rows[-1].detail
-    marker = ": failed: "
-    if marker in detail:
-        reason = detail.split(marker, 1)[1]
-    else:  # written at its start and never finished: its process died during it
-        reason = "the worker running it stopped before it ended"
-    return StepAttempts(len(rows), reason)
+    details = list(conn.execute(query).scalars())
+    failures = [d.split(_FAILED, 1)[1] for d in details if _FAILED in d]
+    last = None
+    if details:
+        last = failures[-1] if _FAILED in details[-1] else "its worker died during it"
+    return StepAttempts(len(failures), len(details) - len(failures), last)
 
 
 def begin_attempt(conn: sa.Connection, batch_id: str, step: str) -> int:
@@ -356,7 +357,7 @@ def attempt_failed(conn: sa.Connection, event_id: int, reason: str) -> None:
     """Say why the attempt that `event_id` records failed (it keeps counting)."""
     if len(reason) > MAX_REASON_CHARS:
         reason = reason[: MAX_REASON_CHARS - 3] + "..."
-    detail = batch_events.c.detail + f": failed: {reason}"
+    detail = batch_events.c.detail + f"{_FAILED}{reason}"
     conn.execute(batch_events.update().where(batch_events.c.id == event_id).values(detail=detail))
 
 

@@ -2,11 +2,14 @@
 
 The worker runs at most one background step per batch at a time, in its own task. A
 step that fails is tried again after a pause (exponential with full jitter, as request
-retries are), up to `[worker] max_batch_step_attempts` attempts in all, counted in the
-database (store/batches.py `begin_attempt`) so that a restart, another worker or a
-process killed mid-attempt does not reset the count. Once they are used up, the step's
-`give_up` ends the batch instead, with the reason (worker/ingest.py `give_up`,
-worker/finalize.py `give_up`): no batch waits forever on a step that cannot succeed.
+retries are), up to `[worker] max_batch_step_attempts` failed attempts, counted in the
+database (store/batches.py `begin_attempt`) so that a restart or another worker does not
+reset the count. An attempt is recorded as it starts, so one that takes its worker down
+with it (an input that crashes the process) counts too; those are allowed three times as
+many tries, so that a few unrelated crashes (a SIGKILL mid-ingest) do not end a batch.
+Once the tries are used up, the step's `give_up` ends the batch instead, with the reason
+(worker/ingest.py `give_up`, worker/finalize.py `give_up`): no batch waits forever on a
+step that cannot succeed.
 
 Not counted, because none is the batch's fault and each passes: storage faults (store/
 faults.py; waited out with a growing pause, as everywhere in the worker) and the worker
@@ -31,6 +34,24 @@ log = logging.getLogger(__name__)
 Run = Callable[[], Awaitable[object]]
 GiveUp = Callable[[str], Awaitable[object]]
 Backoff = Callable[[int], float]
+DIED_FACTOR = 3  # attempts in all, counting those whose worker died, per allowed failure
+
+
+def is_exhausted(history: batches.StepAttempts, max_attempts: int) -> bool:
+    """Whether a step has used up its tries (see the module docstring)."""
+    return history.num_failed >= max_attempts or history.num_attempts >= DIED_FACTOR * max_attempts
+
+
+def why_given_up(step: str, history: batches.StepAttempts) -> str:
+    """The reason a batch ends without its step, in words for its users."""
+    if history.num_died:
+        tries = (
+            f"{step} was tried {history.num_attempts} times, {history.num_died} of them "
+            "ending with their worker"
+        )
+    else:
+        tries = f"{step} failed {history.num_failed} times"
+    return f"{tries}; the last failure was: {history.last_failure}"
 
 
 @dataclass(frozen=True)
@@ -132,7 +153,6 @@ class Steps:
         if event_id is None:
             await self._give_up(batch_id, step, history, give_up)
             return None
-        number = history.num_attempts + 1
         try:
             await run()
         except asyncio.CancelledError:
@@ -145,27 +165,28 @@ class Steps:
             reason = f"{type(exc).__name__}: {exc}"
             self.num_failed_attempts += 1
             await asyncio.to_thread(self._write, batches.attempt_failed, event_id, reason)
-            if number < self.max_attempts:
-                pause = self.backoff(number)
+            history = batches.StepAttempts(history.num_failed + 1, history.num_died, reason)
+            if not is_exhausted(history, self.max_attempts):
+                pause = self.backoff(history.num_failed)
                 log.error(
-                    "batch %s: %s attempt %d of %d failed; trying again in %.1f s",
+                    "batch %s: %s attempt failed (%d of %d); trying again in %.1f s",
                     batch_id,
                     step,
-                    number,
+                    history.num_failed,
                     self.max_attempts,
                     pause,
                     exc_info=True,
                 )
                 return pause
             log.error(
-                "batch %s: %s attempt %d of %d failed; giving up",
+                "batch %s: %s attempt failed (%d of %d); giving up",
                 batch_id,
                 step,
-                number,
+                history.num_failed,
                 self.max_attempts,
                 exc_info=True,
             )
-            await self._give_up(batch_id, step, batches.StepAttempts(number, reason), give_up)
+            await self._give_up(batch_id, step, history, give_up)
             return None
         await self._forget(event_id)  # it succeeded: only failures are kept
         return None
@@ -177,17 +198,14 @@ class Steps:
         """The attempts so far, and the new attempt's event id (None: none are left)."""
         with self.db.write() as conn:
             history = batches.step_attempts(conn, batch_id, step)
-            if history.num_attempts >= self.max_attempts:
+            if is_exhausted(history, self.max_attempts):
                 return history, None
             return history, batches.begin_attempt(conn, batch_id, step)
 
     async def _give_up(
         self, batch_id: str, step: str, history: batches.StepAttempts, give_up: GiveUp
     ) -> None:
-        reason = (
-            f"{step} failed {history.num_attempts} times; the last failure was: "
-            f"{history.last_failure}"
-        )
+        reason = why_given_up(step, history)
         log.error("batch %s: %s; ending it", batch_id, reason)
         await give_up(reason)  # a storage fault: _run waits it out, and this runs again
         self.num_given_up += 1
