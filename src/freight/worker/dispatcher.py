@@ -80,7 +80,9 @@ class Worker:
         # Large batches go to a Ray cluster when one is configured (cluster/handoff.py).
         self.ray = RayHandOff(settings, db, self.owner) if settings.ray.address else None
         # Models routed to an upstream Batch API (worker/passthrough.py).
-        self.passthrough = passthrough.Passthrough(settings, db, registry, self.owner)
+        self.passthrough = passthrough.Passthrough(
+            settings, db, registry, self.owner, backoff=backoff_seconds
+        )
         engines.realtime.subscribe(self._kick.set)
 
     def kick(self) -> None:

@@ -31,8 +31,8 @@ import contextlib
 import dataclasses
 import json
 import logging
-import random
 import time
+from collections.abc import Callable
 
 from freight.config import Settings
 from freight.models import ModelSpec, Registry
@@ -62,8 +62,17 @@ def url_problem(spec: ModelSpec, url: str) -> str | None:
 class Passthrough:
     """Sends the requests of passthrough models to their upstream Batch APIs."""
 
-    def __init__(self, settings: Settings, db: Database, registry: Registry, owner: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        registry: Registry,
+        owner: str,
+        *,
+        backoff: Callable[[int], float],
+    ) -> None:
         self.settings = settings
+        self.backoff = backoff  # the pause after a request's n-th try failed
         self.db = db
         self.registry = registry
         self.owner = owner
@@ -193,13 +202,14 @@ class Passthrough:
     async def _after_failure(self, record: upstream.UpstreamBatch, reason: str) -> None:
         """Give the requests back to be adopted again, or, out of tries, end them."""
         carried = await asyncio.to_thread(self._read, upstream.requests_of, record.id)
+        current = await asyncio.to_thread(self._read, upstream.get, record.id)
         max_attempts = self.settings.worker.max_attempts
         attempts = max((r.attempts for r in carried), default=max_attempts)
         if attempts < max_attempts:
             await asyncio.to_thread(
                 self._write, requests.requeue_many, self.owner, [r.id for r in carried]
             )
-            pause = random.uniform(0, min(30.0, 0.5 * 2**attempts))  # as request retries
+            pause = self.backoff(attempts)
             self._adopt_after[record.id] = time.monotonic() + pause
             log.warning(
                 "upstream batch %s: try %d of %d failed (%s); adopted again in %.1f s",
@@ -219,9 +229,9 @@ class Passthrough:
             requests.Outcome(r.id, r.batch_id, requests.ERRORED, error_json=error) for r in carried
         ]
         await asyncio.to_thread(self._import, record, outcomes, "failed")
-        if record.upstream_id is not None:  # stop paying for what nobody will collect
+        if current is not None and current.upstream_id is not None:  # stop paying for it
             with contextlib.suppress(Exception):
-                await self._client(record.model).cancel(record.upstream_id)
+                await self._client(record.model).cancel(current.upstream_id)
 
     async def _follow(self, record: upstream.UpstreamBatch) -> None:
         """Submit (if not yet), poll until the provider ends it, import its results."""
