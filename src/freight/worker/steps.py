@@ -13,8 +13,8 @@ step that cannot succeed.
 
 Not counted, because none is the batch's fault and each passes: storage faults (store/
 faults.py; waited out with a growing pause, as everywhere in the worker) and the worker
-stopping. Steps given no name (the Ray hand-off, which falls back to this worker on
-its first failure) are retried without a count.
+stopping. A step without a `give_up` (the Ray hand-off, which falls back to this worker
+on its first failure) is retried without a count.
 """
 
 from __future__ import annotations
