@@ -22,10 +22,10 @@ from freight.config import ModelSettings, UpstreamSettings
 from freight.engines.echo import EchoEngine
 from freight.protocol import message_batch_input, views
 from freight.service import Service
-from freight.store import batches
+from freight.store import batches, files
 from freight.store import blobs as blob_names
 from freight.store import requests as store_requests
-from freight.worker import dispatcher, finalize, ingest, passthrough
+from freight.worker import dispatcher, finalize, ingest, passthrough, unqueued
 from tests.conftest import FAST_WORKER, chat_line, make_settings
 from tests.integration.test_message_batch_worker import results
 from tests.integration.test_message_batch_worker import submit as submit_message_batch
@@ -115,6 +115,25 @@ def test_message_batch_ingest_that_always_fails_ends_with_every_request_errored(
     assert not svc.blobs.exists(blob_names.message_batch_requests(batch_id))
     with svc.db.write() as conn:
         batches.delete_ended(conn, batch_id, "default", api="anthropic")
+
+
+@pytest.mark.parametrize("what", ["file", "contents"])
+def test_openai_batch_whose_input_is_gone_fails_at_once(
+    tmp_path: Path, database_url: str, what: str
+) -> None:
+    svc = echo_service(tmp_path, database_url)
+    batch_id = submit_api(svc, "openai", ["a"])
+    with svc.db.write() as conn:
+        record = batches.get(conn, batch_id)
+        input_file = files.get(conn, record.input_file_id or "")
+        if what == "file":  # its files row deleted after the create
+            files.delete(conn, input_file.id)
+    svc.blobs.delete(input_file.blob)  # a missing blob is not a storage fault to wait out
+    record = asyncio.run(run_until(svc, batch_id, TERMINAL))
+    assert record.status == "failed" and record.errors is not None
+    (error,) = record.errors
+    assert error["code"] == "input_missing" and "no longer exists" in error["message"]
+    assert attempts(svc, batch_id, "ingest").num_attempts == 0  # one attempt, which ended it
 
 
 def deep_message_batch(svc: Service, depth: int) -> str:
@@ -366,7 +385,7 @@ def test_cancel_that_always_fails_still_ends_the_batch_cancelled(
 ) -> None:
     svc = echo_service(tmp_path, database_url, max_batch_step_attempts=2)
     calls: list[int] = []
-    monkeypatch.setattr(ingest, "iter_custom_ids", always_failing(calls))
+    monkeypatch.setattr(unqueued, "iter_custom_ids", always_failing(calls))
     batch_id = submit_api(svc, "anthropic", ["a", "b"])
     with svc.db.write() as conn:
         batches.request_cancel(conn, batch_id, "default", api="anthropic")

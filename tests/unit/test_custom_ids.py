@@ -1,4 +1,4 @@
-"""worker/ingest.py `iter_custom_ids`: the custom_ids of a Message Batch body, and nothing
+"""worker/unqueued.py `iter_custom_ids`: the custom_ids of a Message Batch body, and nothing
 else, from one flat pass that the depth or size of the `params` cannot break."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 
-from freight.worker.ingest import iter_custom_ids
+from freight.worker.unqueued import iter_custom_ids
 
 
 def custom_ids(body: bytes) -> list[str]:

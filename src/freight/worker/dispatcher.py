@@ -32,7 +32,7 @@ from freight.store import batches, faults, requests
 from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStorage
 from freight.store.db import Database
-from freight.worker import finalize, ingest, passthrough, runner, scheduler, steps
+from freight.worker import finalize, ingest, passthrough, runner, scheduler, steps, unqueued
 
 log = logging.getLogger(__name__)
 
@@ -403,7 +403,7 @@ class Worker:
 
     async def _give_up_ingest(self, batch: batches.BatchRecord, reason: str) -> None:
         message = f"The batch's requests could not be queued: {reason}"
-        await asyncio.to_thread(ingest.give_up, self.db, self.blobs, batch, message)
+        await asyncio.to_thread(unqueued.give_up, self.db, self.blobs, batch, message)
 
     def _model_problem(self, model: str, url: str) -> str | None:
         """Why `model` cannot serve `url` (an embeddings model asked to chat, ...), if so."""
@@ -416,8 +416,8 @@ class Worker:
         await self._end_early(batch.id, requests.CANCELLED)
 
     async def _cancel_uningested(self, batch: batches.BatchRecord) -> None:
-        """Cancelled before its requests were queued (worker/ingest.py), then finalised."""
-        await asyncio.to_thread(ingest.cancel_uningested, self.db, self.blobs, batch)
+        """Cancelled before its requests were queued (worker/unqueued.py), then finalised."""
+        await asyncio.to_thread(unqueued.cancel_uningested, self.db, self.blobs, batch)
         await asyncio.to_thread(finalize.finalize, self.db, self.blobs, batch.id, "cancelled")
         await self._delete_create_body(batch)
 

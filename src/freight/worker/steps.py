@@ -8,7 +8,7 @@ reset the count. An attempt is recorded as it starts, so one that takes its work
 with it (an input that crashes the process) counts too; those are allowed three times as
 many tries, so that a few unrelated crashes (a SIGKILL mid-ingest) do not end a batch.
 Once the tries are used up, the step's `give_up` ends the batch instead, with the reason
-(worker/ingest.py `give_up`, worker/finalize.py `give_up`): no batch waits forever on a
+(worker/unqueued.py `give_up`, worker/finalize.py `give_up`): no batch waits forever on a
 step that cannot succeed.
 
 Not counted, because none is the batch's fault and each passes: storage faults (store/
