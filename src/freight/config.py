@@ -120,6 +120,12 @@ class WorkerSettings(_Section):
     )
     flush_seconds: float = Field(0.1, gt=0, description="Results are written in groups this often.")
     max_attempts: int = Field(3, ge=1, description="Tries per request for transient failures.")
+    max_batch_step_attempts: int = Field(
+        3,
+        ge=1,
+        description="Tries of a batch's ingest, finalize, cancel or expiry before the batch "
+        "ends anyway, with the reason (worker/steps.py).",
+    )
     request_timeout_seconds: float | None = Field(
         None,
         gt=0,

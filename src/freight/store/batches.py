@@ -7,6 +7,12 @@ derived from it in the protocol layer.
         │              ├──────────────────────► expired      (past expires_at)
         ├─► failed     └─► cancelling ─► cancelled
         └──────────────────► cancelling
+
+The background steps the worker runs on a batch (ingest, finalize, cancel, expire) have
+a bounded number of attempts, counted here durably as events that change no status
+(`begin_attempt`): an attempt is recorded when it starts, so one that kills its process
+counts too, and the worker ends the batch once a step has used them all
+(worker/steps.py).
 """
 
 from __future__ import annotations
@@ -272,8 +278,8 @@ def events(conn: sa.Connection, batch_id: str) -> list[dict[str, Any]]:
 
 def _event(
     conn: sa.Connection, batch_id: str, from_status: str | None, to_status: str, detail: str | None
-) -> None:
-    conn.execute(
+) -> int:
+    result = conn.execute(
         batch_events.insert().values(
             batch_id=batch_id,
             from_status=from_status,
@@ -282,3 +288,79 @@ def _event(
             detail=detail,
         )
     )
+    return int(result.inserted_primary_key[0])  # type: ignore[index]  # set by any insert
+
+
+# --- attempts of background steps --------------------------------------------------------
+#
+# An attempt is an event whose from_status equals its to_status (no transition has one)
+# and whose detail starts with "<step> attempt". It is written when the attempt starts,
+# rewritten with the reason when the attempt fails, and deleted when the attempt succeeds
+# or was not the batch's fault (a storage fault, the worker stopping): what is left counts.
+
+MAX_REASON_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class StepAttempts:
+    """The attempts of one step of one batch that count so far."""
+
+    num_failed: int  # ended in an error, which they record
+    num_died: int  # never ended: their worker died during them
+    last_failure: str | None  # why the latest one failed, if one did
+
+    @property
+    def num_attempts(self) -> int:
+        return self.num_failed + self.num_died
+
+
+_FAILED = ": failed: "
+
+
+def _attempt_prefix(step: str) -> str:
+    if not step.isalpha():  # the name goes into a LIKE pattern: no wildcards
+        raise ValueError(f"a step name is letters only, not {step!r}")
+    return f"{step} attempt"
+
+
+def step_attempts(conn: sa.Connection, batch_id: str, step: str) -> StepAttempts:
+    """The attempts of `step` that count against the batch, and why the latest failed."""
+    query = (
+        sa.select(batch_events.c.detail)
+        .where(
+            batch_events.c.batch_id == batch_id,
+            batch_events.c.from_status == batch_events.c.to_status,
+            batch_events.c.detail.like(f"{_attempt_prefix(step)}%"),
+        )
+        .order_by(batch_events.c.id)
+    )
+    details = list(conn.execute(query).scalars())
+    failures = [d.split(_FAILED, 1)[1] for d in details if _FAILED in d]
+    last = None
+    if details:
+        last = failures[-1] if _FAILED in details[-1] else "its worker died during it"
+    return StepAttempts(len(failures), len(details) - len(failures), last)
+
+
+def begin_attempt(conn: sa.Connection, batch_id: str, step: str) -> int:
+    """Record that an attempt of `step` starts now; returns its event id.
+
+    The attempt counts from here on, unless `forget_attempt` takes it back.
+    """
+    current = get(conn, batch_id)
+    number = step_attempts(conn, batch_id, step).num_attempts + 1
+    detail = f"{_attempt_prefix(step)} {number}"
+    return _event(conn, batch_id, current.status, current.status, detail)
+
+
+def attempt_failed(conn: sa.Connection, event_id: int, reason: str) -> None:
+    """Say why the attempt that `event_id` records failed (it keeps counting)."""
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 3] + "..."
+    detail = batch_events.c.detail + f"{_FAILED}{reason}"
+    conn.execute(batch_events.update().where(batch_events.c.id == event_id).values(detail=detail))
+
+
+def forget_attempt(conn: sa.Connection, event_id: int) -> None:
+    """Take back an attempt that succeeded, or that failed through no fault of the batch."""
+    conn.execute(batch_events.delete().where(batch_events.c.id == event_id))

@@ -274,6 +274,22 @@ def requeue(conn: sa.Connection, request_id: str) -> bool:
     return bool(result.rowcount)
 
 
+def requeue_many(conn: sa.Connection, owner: str, request_ids: list[str]) -> int:
+    """Put those of `request_ids` that `owner` runs back in the queue (the tries count)."""
+    where = [
+        requests.c.lease_owner == owner,
+        requests.c.status == RUNNING,
+        requests.c.id.in_(request_ids),
+    ]
+    return _update_count(
+        conn,
+        _locked_update(conn, where),
+        status=QUEUED,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+
+
 def reclaim_expired(conn: sa.Connection) -> int:
     """Return requests whose lease ran out (their worker died) to the queue."""
     update = _locked_update(
@@ -373,6 +389,35 @@ def close_open(conn: sa.Connection, batch_id: str, status: str, error_json: str)
     )
     batches.add_counts(conn, batch_id, **{_COUNTER[status]: num_closed})
     return list(running)
+
+
+def recount(conn: sa.Connection, batch_id: str) -> None:
+    """Set the batch's total and finished counters from its rows, as they are."""
+    by_status = count_by_status(conn, batch_id)
+    counters = {name: by_status.get(status, 0) for status, name in _COUNTER.items()}
+    batches.set_values(conn, batch_id, num_total=sum(by_status.values()), **counters)
+
+
+def replace_result(conn: sa.Connection, batch_id: str, request_id: str, error_json: str) -> None:
+    """Turn a finished request's stored result into the error `error_json` (`errored`).
+
+    For a result that cannot be written out (worker/finalize.py): the line says why
+    instead, and the batch's counters move with it, so they still match the lines.
+    """
+    row = conn.execute(
+        sa.select(requests.c.status).where(
+            requests.c.id == request_id, requests.c.batch_id == batch_id
+        )
+    ).first()
+    if row is None or row.status in OPEN:
+        return
+    conn.execute(
+        requests.update()
+        .where(requests.c.id == request_id)
+        .values(status=ERRORED, status_code=None, response_json=None, error_json=error_json)
+    )
+    if row.status != ERRORED:
+        batches.add_counts(conn, batch_id, **{_COUNTER[row.status]: -1, "num_errored": 1})
 
 
 def _running_among(conn: sa.Connection, ids: list[str], *, lock: bool = False) -> set[str]:

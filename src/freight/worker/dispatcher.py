@@ -6,12 +6,15 @@ continuous batch never runs dry and never grows without bound; while real-time r
 share the engine the window shrinks (worker/scheduler.py explains why and how). Results are buffered
 and written in one transaction every `flush_seconds`; database work runs in threads so
 the event loop (shared with the HTTP API in `freight serve`) never blocks on it.
+Each batch's own steps (ingest, finalize, cancel, expiry) run in the background with a
+bounded number of attempts, after which the batch ends anyway (worker/steps.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -29,7 +32,7 @@ from freight.store import batches, faults, requests
 from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStorage
 from freight.store.db import Database
-from freight.worker import finalize, ingest, passthrough, runner, scheduler
+from freight.worker import finalize, ingest, passthrough, runner, scheduler, steps, unqueued
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +63,10 @@ class Worker:
         self._shared = runner.SharedResults()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._pending: list[requests.Outcome] = []
-        self._background: dict[str, asyncio.Task[None]] = {}  # ingest/finalize, by batch id
-        self._background_backoff: dict[str, faults.Backoff] = {}  # by batch id, after failures
+        # Each batch's ingest, finalize, cancel or expiry, with bounded attempts.
+        self.steps = steps.Steps(
+            db, settings.worker.max_batch_step_attempts, backoff_seconds, self._step_done
+        )
         self._storage_backoff = faults.Backoff()  # the loop's own store reads and writes
         self._flush_backoff = faults.Backoff()
         self._kick = asyncio.Event()
@@ -75,7 +80,9 @@ class Worker:
         # Large batches go to a Ray cluster when one is configured (cluster/handoff.py).
         self.ray = RayHandOff(settings, db, self.owner) if settings.ray.address else None
         # Models routed to an upstream Batch API (worker/passthrough.py).
-        self.passthrough = passthrough.Passthrough(settings, db, registry, self.owner)
+        self.passthrough = passthrough.Passthrough(
+            settings, db, registry, self.owner, backoff=backoff_seconds
+        )
         engines.realtime.subscribe(self._kick.set)
 
     def kick(self) -> None:
@@ -187,7 +194,7 @@ class Worker:
             scheduler.RunnableBatch(b.id, b.project, b.created_at, b.expires_at, b.num_open)
             for b in rows
             if b.expires_at > now
-            and b.id not in self._background
+            and not self.steps.is_running(b.id)
             and not (self.ray is not None and self.ray.wants(b))
         ]
 
@@ -325,30 +332,41 @@ class Worker:
         await self.passthrough.step(active)
         wall = time.time()
         for batch in active:
-            if batch.id in self._background:
-                continue
-            backoff = self._background_backoff.get(batch.id)
-            if backoff is not None and not backoff.can_try(now):
-                continue
-            if batch.status == "validating":
-                self._in_background(batch.id, self._ingest, batch)
-            elif batch.status == "cancelling" and self._is_uningested(batch):
-                # Cancelled before its requests were queued: queue them first, so that
-                # each one gets its `canceled` result.
-                self._in_background(batch.id, self._ingest, batch)
-            elif batch.status == "cancelling":
-                self._in_background(batch.id, self._end_early, batch.id, requests.CANCELLED)
-            elif batch.status == "in_progress" and wall >= batch.expires_at:
-                self._in_background(batch.id, self._end_early, batch.id, requests.EXPIRED)
-            elif self.ray is not None and self.ray.wants(batch):
-                self._in_background(batch.id, self.ray.run, batch.id)
-            elif batch.status == "finalizing" or batch.num_open == 0:
-                self._in_background(batch.id, self._finalize, batch.id, "completed")
+            step = self._next_step(batch, wall)
+            if step is not None and self.steps.can_start(batch.id, step.name, now):
+                self.steps.start(batch.id, step)
 
-    def _is_uningested(self, batch: batches.BatchRecord) -> bool:
-        """A Message Batch whose create body still waits to become request rows."""
-        name = blob_names.message_batch_requests(batch.id)
-        return batch.api == "anthropic" and self.blobs.exists(name)
+    def _next_step(self, batch: batches.BatchRecord, wall: float) -> steps.Step | None:
+        """What the batch needs next from this worker, if anything (at most one at a time)."""
+        run = functools.partial
+        if batch.status == "validating":
+            return steps.Step("ingest", run(self._ingest, batch), run(self._give_up_ingest, batch))
+        if batch.status == "cancelling":
+            # Never `in_progress`: no request ran, and its rows (if any) may not all be
+            # there; the cancel makes them, one `cancelled` row per request.
+            cancel = self._cancel_uningested if batch.in_progress_at is None else self._cancel
+            return steps.Step(
+                "cancel", run(cancel, batch), run(self._give_up_end, batch, "cancelled")
+            )
+        if batch.status == "in_progress" and wall >= batch.expires_at:
+            return steps.Step(
+                "expire",
+                run(self._end_early, batch.id, requests.EXPIRED),
+                run(self._give_up_end, batch, "expired"),
+            )
+        if self.ray is not None and self.ray.wants(batch):
+            return steps.Step("handoff", run(self.ray.run, batch.id), give_up=None)
+        if batch.status == "finalizing" or batch.num_open == 0:
+            return steps.Step(
+                "finalize",
+                run(self._finalize, batch.id, "completed"),
+                run(self._give_up_end, batch, "completed"),
+            )
+        return None
+
+    def _step_done(self) -> None:
+        self._last_housekeeping = 0.0  # the batch's next step may start at once
+        self._kick.set()
 
     def _active(self) -> list[batches.BatchRecord]:
         with self.db.read() as conn:
@@ -357,32 +375,6 @@ class Worker:
     def _write(self, fn, *args):  # type: ignore[no-untyped-def]
         with self.db.write() as conn:
             return fn(conn, *args)
-
-    def _in_background(self, batch_id: str, fn, *args) -> None:  # type: ignore[no-untyped-def]
-        async def run() -> None:
-            try:
-                await fn(*args)
-                self._background_backoff.pop(batch_id, None)
-            except faults.STORAGE_ERRORS as exc:
-                backoff = self._background_backoff.setdefault(batch_id, faults.Backoff())
-                pause = backoff.failed(time.monotonic())
-                log.error(
-                    "batch %s: %s could not finish: %s; nothing was half-written, and it "
-                    "starts again in %.1f s",
-                    batch_id,
-                    fn.__name__.strip("_"),
-                    faults.describe(exc),
-                    pause,
-                )
-            except Exception:
-                backoff = self._background_backoff.setdefault(batch_id, faults.Backoff())
-                backoff.failed(time.monotonic())
-                log.exception("batch %s: %s failed; will retry", batch_id, fn.__name__)
-            finally:
-                self._background.pop(batch_id, None)
-                self._kick.set()
-
-        self._background[batch_id] = asyncio.create_task(run())
 
     async def _ingest(self, batch: batches.BatchRecord) -> None:
         if batch.api == "anthropic":
@@ -408,7 +400,10 @@ class Worker:
                 check_model=self._model_problem,
                 route=self.passthrough.route,
             )
-        self._last_housekeeping = 0.0
+
+    async def _give_up_ingest(self, batch: batches.BatchRecord, reason: str) -> None:
+        message = f"The batch's requests could not be queued: {reason}"
+        await asyncio.to_thread(unqueued.give_up, self.db, self.blobs, batch, message)
 
     def _model_problem(self, model: str, url: str) -> str | None:
         """Why `model` cannot serve `url` (an embeddings model asked to chat, ...), if so."""
@@ -417,22 +412,50 @@ class Worker:
             return passthrough.url_problem(spec, url)
         return endpoints.model_problem(url, model, self.registry.get(model).task)
 
+    async def _cancel(self, batch: batches.BatchRecord) -> None:
+        await self._end_early(batch.id, requests.CANCELLED)
+
+    async def _cancel_uningested(self, batch: batches.BatchRecord) -> None:
+        """Cancelled before its requests were queued (worker/unqueued.py), then finalised."""
+        await asyncio.to_thread(unqueued.cancel_uningested, self.db, self.blobs, batch)
+        await asyncio.to_thread(finalize.finalize, self.db, self.blobs, batch.id, "cancelled")
+        await self._delete_create_body(batch)
+
     async def _end_early(self, batch_id: str, status: str) -> None:
         """Cancel or expire: finished lines stay, every open request gets its error line."""
-        error = finalize.CANCELLED_ERROR if status == requests.CANCELLED else finalize.EXPIRED_ERROR
         await self.passthrough.end_batch(batch_id)  # cancel upstream; keep what it finished
+        await self._close_open(batch_id, status)
+        end = "cancelled" if status == requests.CANCELLED else "expired"
+        await self._flush()
+        await asyncio.to_thread(finalize.finalize, self.db, self.blobs, batch_id, end)
+
+    async def _close_open(self, batch_id: str, status: str) -> None:
+        """End the batch's open requests as `status`, aborting those running here."""
+        error = finalize.CANCELLED_ERROR if status == requests.CANCELLED else finalize.EXPIRED_ERROR
         running = await asyncio.to_thread(self._write, requests.close_open, batch_id, status, error)
         for request_id in running:
             task = self._in_flight.get(request_id)
             if task is not None:
                 task.cancel()  # aborts the request inside the engine
-        end = "cancelled" if status == requests.CANCELLED else "expired"
-        await self._flush()
-        await asyncio.to_thread(finalize.finalize, self.db, self.blobs, batch_id, end)
 
     async def _finalize(self, batch_id: str, end_status: str) -> None:
         await self._flush()
         await asyncio.to_thread(finalize.finalize, self.db, self.blobs, batch_id, end_status)
+
+    async def _give_up_end(self, batch: batches.BatchRecord, end_status: str, reason: str) -> None:
+        """Finalising, cancelling or expiring failed every attempt: end it all the same."""
+        if end_status != "completed":  # without the upstream cancel, which may be what fails
+            status = requests.CANCELLED if end_status == "cancelled" else requests.EXPIRED
+            await self._close_open(batch.id, status)
+        await self._flush()
+        await asyncio.to_thread(finalize.give_up, self.db, self.blobs, batch.id, end_status, reason)
+        await self._delete_create_body(batch)
+
+    async def _delete_create_body(self, batch: batches.BatchRecord) -> None:
+        """A Message Batch's stored create body, once it has ended (if it is still there)."""
+        if batch.api == "anthropic":
+            name = blob_names.message_batch_requests(batch.id)
+            await asyncio.to_thread(self.blobs.delete, name)
 
     # --- shutdown --------------------------------------------------------------------
 
@@ -450,9 +473,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*leftover, return_exceptions=True)
         await self.passthrough.stop()
-        for task in list(self._background.values()):
-            task.cancel()
-        await asyncio.gather(*self._background.values(), return_exceptions=True)
+        await self.steps.stop()
         self._flush_backoff = faults.Backoff()  # one last try, whatever the pause
         await self._flush()
         try:

@@ -13,18 +13,31 @@ status change commit in one transaction. A crash before that commit leaves the b
 where it was, and the next worker starts over. When several workers finalise the same
 batch at once, the conditional status change lets exactly one commit; the others roll
 back their file rows, delete their blobs and step aside (`_another_worker_won`).
+
+When finalising has failed every attempt (worker/steps.py), two ends remain, and the
+batch reaches its end status either way:
+
+- `finalize(..., salvage=...)` writes every result line it can. A result that cannot be
+  written (its stored JSON does not load or format) becomes an error line for its
+  custom_id, saying why, and the request is recorded `errored`, so the counts still
+  match the lines. This is what the worker tries first.
+- `end_without_results`, if even that fails: the batch ends with no result files (an
+  empty results file for a Message Batch) and `errors` saying why. The requests' rows
+  are kept; nothing is deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from freight.errors import IllegalTransition
 from freight.protocol import anthropic
-from freight.store import batches, files, requests
+from freight.store import batches, faults, files, requests
 from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStorage
 from freight.store.db import Database
@@ -82,18 +95,80 @@ def format_message_result(row: Any) -> bytes:
     return f'{{"custom_id":{custom_id},"result":{result}}}\n'.encode()
 
 
+class ResultRow(NamedTuple):
+    """What a result line is made from (the columns requests.iter_finished reads)."""
+
+    id: str
+    line: int
+    custom_id: str
+    status: str
+    status_code: int | None
+    response_json: str | None
+    error_json: str | None
+
+
+class _Lines:
+    """Formats result lines; when salvaging, one that fails becomes an error line."""
+
+    def __init__(self, salvage: str | None) -> None:
+        self.salvage = salvage
+        self.replaced: dict[str, str] = {}  # request id -> the error_json it now carries
+
+    def format(self, fmt: Callable[[Any], bytes], row: Any) -> bytes:
+        if self.salvage is None:
+            return fmt(row)
+        try:
+            return fmt(row)
+        except Exception as exc:
+            if faults.is_storage_fault(exc):
+                raise
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            error_json = json.dumps(
+                {
+                    "code": "result_unwritable",
+                    "message": f"This request's result could not be written ({reason}).",
+                }
+            )
+            self.replaced[row.id] = error_json
+            errored = ResultRow(
+                row.id, row.line, row.custom_id, requests.ERRORED, None, None, error_json
+            )
+            return fmt(errored)
+
+    def is_replaced(self, row: Any) -> bool:
+        return row.id in self.replaced
+
+    def record(self, conn: Any, batch_id: str) -> None:
+        """Store the replaced results as the errors their lines say (same transaction)."""
+        for request_id, error_json in self.replaced.items():
+            requests.replace_result(conn, batch_id, request_id, error_json)
+        if self.replaced:
+            log.error(
+                "batch %s: %d results could not be written; their lines say so",
+                batch_id,
+                len(self.replaced),
+            )
+
+
 def _finalize_message_batch(
-    db: Database, blobs: BlobStorage, batch: batches.BatchRecord, end_status: str
+    db: Database,
+    blobs: BlobStorage,
+    batch: batches.BatchRecord,
+    end_status: str,
+    salvage: str | None,
 ) -> batches.BatchRecord:
     num_lines = 0
+    lines = _Lines(salvage)
     with blobs.create(blob_names.message_batch_results(batch.id)) as fh, db.read() as conn:
         for row in requests.iter_finished(conn, batch.id):
             if row.status not in requests.OPEN:
-                fh.write(format_message_result(row))
+                fh.write(lines.format(format_message_result, row))
                 num_lines += 1
     try:
         with db.write() as conn:
-            batch = batches.transition(conn, batch.id, end_status, detail=f"{num_lines} results")
+            lines.record(conn, batch.id)
+            detail = _detail(num_lines, salvage)
+            batch = batches.transition(conn, batch.id, end_status, detail=detail)
     except IllegalTransition:
         return _another_worker_won(db, batch.id)
     log.info("message batch %s %s: %d results", batch.id, end_status, num_lines)
@@ -120,10 +195,24 @@ def _new_file(blobs: BlobStorage, batch: batches.BatchRecord, name: str) -> file
     )
 
 
+def _detail(num_lines: int, salvage: str | None) -> str:
+    detail = f"{num_lines} results"
+    return detail if salvage is None else f"{detail}, salvaged after {salvage}"
+
+
 def finalize(
-    db: Database, blobs: BlobStorage, batch_id: str, end_status: str
+    db: Database,
+    blobs: BlobStorage,
+    batch_id: str,
+    end_status: str,
+    *,
+    salvage: str | None = None,
 ) -> batches.BatchRecord:
-    """Write the result files and move the batch to `end_status` (from its current status)."""
+    """Write the result files and move the batch to `end_status` (from its current status).
+
+    `salvage`: why earlier attempts failed, when this is the last one; then a result that
+    cannot be written becomes an error line (see the module docstring).
+    """
     with db.read() as conn:
         batch = batches.get(conn, batch_id)
     if batch.is_terminal:
@@ -135,10 +224,11 @@ def finalize(
         except IllegalTransition:
             return _another_worker_won(db, batch_id)
     if batch.api == "anthropic":
-        return _finalize_message_batch(db, blobs, batch, end_status)
+        return _finalize_message_batch(db, blobs, batch, end_status, salvage)
     output = _new_file(blobs, batch, f"{batch_id}_output.jsonl")
     error = _new_file(blobs, batch, f"{batch_id}_error.jsonl")
     num_output = num_error = 0
+    lines = _Lines(salvage)
     with (
         blobs.create(output.blob) as out_fh,
         blobs.create(error.blob) as err_fh,
@@ -147,11 +237,12 @@ def finalize(
         for row in requests.iter_finished(conn, batch_id):
             if row.status in requests.OPEN:
                 continue  # cannot happen once num_open is 0; never write half a result
-            if row.status == requests.SUCCEEDED:
-                out_fh.write(format_line(row))
+            line = lines.format(format_line, row)
+            if row.status == requests.SUCCEEDED and not lines.is_replaced(row):
+                out_fh.write(line)
                 num_output += 1
             else:
-                err_fh.write(format_line(row))
+                err_fh.write(line)
                 num_error += 1
     kept = []
     values: dict[str, Any] = {"output_file_id": None, "error_file_id": None}
@@ -168,13 +259,11 @@ def finalize(
         with db.write() as conn:
             for record in kept:
                 files.insert(conn, record)
-            batch = batches.transition(
-                conn,
-                batch_id,
-                end_status,
-                detail=f"{num_output} output lines, {num_error} error lines",
-                **values,
-            )
+            lines.record(conn, batch_id)
+            detail = f"{num_output} output lines, {num_error} error lines"
+            if salvage is not None:
+                detail += f", salvaged after {salvage}"
+            batch = batches.transition(conn, batch_id, end_status, detail=detail, **values)
     except Exception as exc:
         for record in kept:
             blobs.delete(record.blob)
@@ -182,4 +271,74 @@ def finalize(
             return _another_worker_won(db, batch_id)
         raise
     log.info("batch %s %s: %d ok, %d errors", batch_id, end_status, num_output, num_error)
+    return batch
+
+
+# A batch's end status -> how its open requests end with it.
+_CLOSING = {
+    "cancelled": (requests.CANCELLED, CANCELLED_ERROR),
+    "expired": (requests.EXPIRED, EXPIRED_ERROR),
+}
+
+
+def give_up(
+    db: Database, blobs: BlobStorage, batch_id: str, end_status: str, reason: str
+) -> batches.BatchRecord:
+    """End a batch whose finalising (or cancel, or expiry) failed every attempt.
+
+    Open requests end as `end_status` says; then every result that can be written is,
+    and if even that fails the batch ends without results (see the module docstring).
+    """
+    if end_status in _CLOSING:
+        with db.write() as conn:
+            if not batches.lock(conn, batch_id).is_terminal:
+                requests.close_open(conn, batch_id, *_CLOSING[end_status])
+                requests.recount(conn, batch_id)
+    try:
+        return finalize(db, blobs, batch_id, end_status, salvage=reason)
+    except Exception as exc:
+        if faults.is_storage_fault(exc):
+            raise
+        log.exception("batch %s: salvaging its results failed", batch_id)
+        why = f"{reason}; writing what could be written failed too ({type(exc).__name__}: {exc})"
+        return end_without_results(db, blobs, batch_id, end_status, why)
+
+
+def end_without_results(
+    db: Database, blobs: BlobStorage, batch_id: str, end_status: str, reason: str
+) -> batches.BatchRecord:
+    """The last resort: end the batch as `end_status` with no result lines.
+
+    Open requests end as the cancel or expiry would end them; `errors` (OpenAI's batch
+    errors shape, also stored for a Message Batch) says why there are no results.
+    """
+    with db.read() as conn:
+        batch = batches.get(conn, batch_id)
+    if batch.is_terminal:
+        return batch
+    if batch.api == "anthropic":  # so that GET .../results answers, if only with nothing
+        name = blob_names.message_batch_results(batch_id)
+        with contextlib.suppress(Exception), blobs.create(name):
+            pass
+    message = f"The batch's results could not be written: {reason}"
+    error = {"code": "results_unavailable", "message": message, "param": None, "line": None}
+    with db.write() as conn:
+        batch = batches.lock(conn, batch_id)
+        if batch.is_terminal:
+            return batch
+        if end_status in _CLOSING:
+            requests.close_open(conn, batch_id, *_CLOSING[end_status])
+        requests.recount(conn, batch_id)  # a never-ingested batch's total: the rows there are
+        if batch.status == "in_progress" and end_status == "completed":
+            batches.transition(conn, batch_id, "finalizing")
+        batch = batches.transition(
+            conn,
+            batch_id,
+            end_status,
+            detail="no results: " + reason[:200],
+            errors_json=json.dumps([error]),
+            output_file_id=None,
+            error_file_id=None,
+        )
+    log.error("batch %s ended %s without results: %s", batch_id, end_status, reason)
     return batch

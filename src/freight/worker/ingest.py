@@ -8,7 +8,10 @@ Several workers may see the same `validating` batch. Each ingest starts and ends
 the batch row locked: it starts only while the batch still needs ingesting, and it
 commits (last rows, totals, status) only if the rows present are exactly the lines it
 accepted; otherwise another worker's ingest interfered, and the batch is left for the
-next attempt, which starts over or finds the work done.
+next attempt, which starts over or finds the work done. Every chunk of rows goes in only
+while the batch is still `validating`: once it is cancelled, its rows are the cancel's.
+A batch whose ingest cannot finish, or that is cancelled first, ends without one:
+worker/unqueued.py.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import sqlalchemy as sa
 
 from freight import ids
 from freight.config import LimitSettings
-from freight.errors import FreightError, IllegalTransition
+from freight.errors import FreightError, IllegalTransition, NotFound
 from freight.protocol import message_batch_input
 from freight.protocol.batch_input import AcceptedLine, FileValidator, iter_lines
 from freight.store import batches, files, requests
@@ -92,11 +95,20 @@ def ingest_openai_batch(
     with db.write() as conn:
         if not _start_over(conn, batch.id):
             return batches.get(conn, batch.id)
-        input_file = files.get(conn, batch.input_file_id or "")
+        try:
+            input_file = files.get(conn, batch.input_file_id or "")
+        except NotFound:
+            input_file = None
+    if input_file is None:  # deleted after the create: nothing will bring it back
+        return fail(db, batch.id, [_input_missing(f"input file {batch.input_file_id}")])
     validator = FileValidator(batch.endpoint, limits, has_model=has_model, check_model=check_model)
     num_total = num_invalid = 0
     chunk: list[dict[str, Any]] = []
-    with blobs.open(input_file.blob) as fh:
+    try:
+        fh = blobs.open(input_file.blob)
+    except FileNotFoundError:  # not a passing storage fault: the contents are gone
+        return fail(db, batch.id, [_input_missing(f"the contents of {input_file.id}")])
+    with fh:
         for line_no, raw in iter_lines(fh, limits.max_line_bytes):
             accepted = validator.feed(line_no, raw)
             if validator.is_truncated:
@@ -107,8 +119,8 @@ def ingest_openai_batch(
             num_total += 1
             num_invalid += accepted.error_body is not None
             if len(chunk) >= CHUNK:
-                with db.write() as conn:
-                    requests.insert_many(conn, chunk)
+                if not insert_chunk(db, batch.id, chunk):
+                    return moved_on(db, batch.id)
                 chunk = []
     problems = validator.finish()
     return _commit(
@@ -156,11 +168,11 @@ def ingest_message_batch(
                 num_invalid += accepted.error_body is not None
                 models.add(accepted.model)
                 if len(chunk) >= CHUNK:
-                    with db.write() as conn:
-                        requests.insert_many(conn, chunk)
+                    if not insert_chunk(db, batch.id, chunk):
+                        return moved_on(db, batch.id)
                     chunk = []
     except FileNotFoundError:
-        errors = [{"code": "input_missing", "message": "The batch's requests were not stored."}]
+        errors = [_input_missing("the batch's requests")]
     except FreightError as exc:  # cannot happen for a body that passed check_envelope
         errors = [{"code": "invalid_request", "message": exc.message, "param": exc.param}]
     record = _commit(
@@ -172,22 +184,54 @@ def ingest_message_batch(
         num_invalid=num_invalid,
         errors=errors,
     )
-    if record.status != "validating":
+    if record.status in ("in_progress", "failed"):  # a cancel still needs the custom_ids
         blobs.delete(name)
     return record
+
+
+def _input_missing(what: str) -> dict[str, Any]:
+    return {
+        "code": "input_missing",
+        "message": f"The batch's input is gone: {what} no longer exists.",
+        "param": None,
+        "line": None,
+    }
 
 
 def _start_over(conn: sa.Connection, batch_id: str) -> bool:
     """Delete what an earlier attempt inserted, if the batch still needs its requests."""
     current = batches.lock(conn, batch_id)
-    if current.status not in ("validating", "cancelling"):
-        log.info("batch %s was ingested meanwhile (now %s)", batch_id, current.status)
+    if current.status != "validating":
+        log.info("batch %s was ingested or cancelled meanwhile (now %s)", batch_id, current.status)
         return False
     requests.delete_for_batch(conn, batch_id)
     return True
 
 
-def _check_complete(conn: sa.Connection, batch_id: str, num_total: int, num_last: int) -> None:
+def insert_chunk(
+    db: Database, batch_id: str, chunk: list[dict[str, Any]], status: str = "validating"
+) -> bool:
+    """Insert rows while the batch is still `status`; False (nothing written) otherwise.
+
+    Once a batch has moved on (cancelled, or ingested by another worker), no late chunk
+    of an ingest can add to its rows.
+    """
+    with db.write() as conn:
+        if batches.lock(conn, batch_id).status != status:
+            return False
+        requests.insert_many(conn, chunk)
+        return True
+
+
+def moved_on(db: Database, batch_id: str) -> batches.BatchRecord:
+    """The batch as it is now, after it left the status a step began in (logged)."""
+    with db.read() as conn:
+        current = batches.get(conn, batch_id)
+    log.info("batch %s moved on meanwhile (now %s); stopping", batch_id, current.status)
+    return current
+
+
+def check_complete(conn: sa.Connection, batch_id: str, num_total: int, num_last: int) -> None:
     """Refuse to commit unless the stored rows plus the last chunk are every line."""
     num_stored = requests.count_for_batch(conn, batch_id)
     if num_stored + num_last != num_total:
@@ -210,19 +254,12 @@ def _commit(
     """Insert the last rows and move the batch on: in_progress, or failed with `errors`."""
     with db.write() as conn:
         current = batches.lock(conn, batch_id)
-        if current.status not in ("validating", "cancelling"):
-            log.info("batch %s was ingested meanwhile (now %s)", batch_id, current.status)
+        if current.status != "validating":
+            # Ingested by another worker, or cancelled: the cancel queues its own rows.
+            log.info("batch %s left validating meanwhile (now %s)", batch_id, current.status)
             return current
         if not errors:
-            _check_complete(conn, batch_id, num_total, len(chunk))
-        if current.status == "cancelling":
-            # Cancelled while validating: keep what is valid so each line gets its
-            # batch_cancelled line; the cancel path finishes the batch.
-            requests.insert_many(conn, chunk)
-            batches.set_values(
-                conn, batch_id, model=model, num_total=num_total, num_errored=num_invalid
-            )
-            return batches.get(conn, batch_id)
+            check_complete(conn, batch_id, num_total, len(chunk))
         if errors:
             requests.delete_for_batch(conn, batch_id)
             log.info("batch %s failed validation: %s", batch_id, errors[0]["message"])
@@ -238,3 +275,20 @@ def _commit(
             conn, batch_id, model=model, num_total=num_total, num_errored=num_invalid
         )
         return batches.transition(conn, batch_id, "in_progress", detail=f"{num_total} requests")
+
+
+def fail(db: Database, batch_id: str, errors: list[dict[str, Any]]) -> batches.BatchRecord:
+    """Move a `validating` batch to `failed` with `errors` (OpenAI's batch `errors` items)."""
+    with db.write() as conn:
+        current = batches.lock(conn, batch_id)
+        if current.status != "validating":
+            return current
+        requests.delete_for_batch(conn, batch_id)
+        log.info("batch %s failed: %s", batch_id, errors[0]["message"])
+        return batches.transition(
+            conn,
+            batch_id,
+            "failed",
+            detail=f"{len(errors)} errors",
+            errors_json=json.dumps(errors),
+        )

@@ -15,15 +15,24 @@ worker's heartbeat renews the leases like any other. A worker that stops gives t
 back still tied to their upstream batch, and the next one adopts and polls that batch
 instead of creating another. When the Freight batch is cancelled or expires, the
 upstream batches are cancelled too, and what the provider finished first is kept.
+
+Following an upstream batch has bounded attempts, as running a request has: each pack
+or adoption counts a try on its requests, and an unexpected failure gives them back to
+be adopted again after a pause, until `[worker] max_attempts`; then each gets an error
+line saying why, and the upstream batch is cancelled (worker/steps.py says the same of
+a batch's own steps). An upstream that is down is waited for, not counted: its batch
+ends at the latest when the Freight batch expires.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 
 from freight.config import Settings
 from freight.models import ModelSpec, Registry
@@ -53,14 +62,25 @@ def url_problem(spec: ModelSpec, url: str) -> str | None:
 class Passthrough:
     """Sends the requests of passthrough models to their upstream Batch APIs."""
 
-    def __init__(self, settings: Settings, db: Database, registry: Registry, owner: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        registry: Registry,
+        owner: str,
+        *,
+        backoff: Callable[[int], float],
+    ) -> None:
         self.settings = settings
+        self.backoff = backoff  # the pause after a request's n-th try failed
         self.db = db
         self.registry = registry
         self.owner = owner
         self._tasks: dict[str, asyncio.Task[None]] = {}  # by upstream batch id
         self._clients: dict[str, ProviderBatches] = {}  # by model
+        self._adopt_after: dict[str, float] = {}  # by upstream batch id, after a failure
         self.num_submitted = 0
+        self.num_failures = 0
 
     def route(self, model: str | None) -> str | None:
         """The ingest route: the model's name if it runs upstream, else None."""
@@ -104,11 +124,21 @@ class Passthrough:
                 packed = await asyncio.to_thread(self._pack_all, entry.batch_id, entry.model)
                 for record in packed:
                     self._start(record)
-            elif entry.upstream_batch_id not in self._tasks:
+            elif entry.upstream_batch_id not in self._tasks and self._may_adopt(
+                entry.upstream_batch_id
+            ):
                 adopted = await asyncio.to_thread(self._adopt, entry.upstream_batch_id)
                 if adopted is not None:
                     log.info("batch %s: adopted upstream batch %s", adopted.batch_id, adopted.id)
                     self._start(adopted)
+
+    def _may_adopt(self, upstream_batch_id: str) -> bool:
+        """No pause after a failure holds the upstream batch back (here; others may adopt)."""
+        after = self._adopt_after.get(upstream_batch_id)
+        if after is None or time.monotonic() >= after:
+            self._adopt_after.pop(upstream_batch_id, None)
+            return True
+        return False
 
     def _read(self, fn, *args):  # type: ignore[no-untyped-def]
         with self.db.read() as conn:
@@ -159,10 +189,49 @@ class Passthrough:
             await self._follow(record)
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug: leave the requests leased; a later worker adopts them
+        except Exception as exc:  # a bug, or input it cannot handle: a counted try
             log.exception("upstream batch %s failed unexpectedly", record.id)
+            self.num_failures += 1
+            try:
+                await self._after_failure(record, f"{type(exc).__name__}: {exc}")
+            except Exception:  # the store is down: the leases run out and it is adopted
+                log.exception("upstream batch %s: could not give its requests back", record.id)
         finally:
             self._tasks.pop(record.id, None)
+
+    async def _after_failure(self, record: upstream.UpstreamBatch, reason: str) -> None:
+        """Give the requests back to be adopted again, or, out of tries, end them."""
+        carried = await asyncio.to_thread(self._read, upstream.requests_of, record.id)
+        current = await asyncio.to_thread(self._read, upstream.get, record.id)
+        max_attempts = self.settings.worker.max_attempts
+        attempts = max((r.attempts for r in carried), default=max_attempts)
+        if attempts < max_attempts:
+            await asyncio.to_thread(
+                self._write, requests.requeue_many, self.owner, [r.id for r in carried]
+            )
+            pause = self.backoff(attempts)
+            self._adopt_after[record.id] = time.monotonic() + pause
+            log.warning(
+                "upstream batch %s: try %d of %d failed (%s); adopted again in %.1f s",
+                record.id,
+                attempts,
+                max_attempts,
+                reason,
+                pause,
+            )
+            return
+        message = (
+            f"The request failed after {attempts} attempts at the upstream Batch API; "
+            f"the last failure was: {reason}"
+        )
+        error = json.dumps({"code": "upstream_failed", "message": message})
+        outcomes = [
+            requests.Outcome(r.id, r.batch_id, requests.ERRORED, error_json=error) for r in carried
+        ]
+        await asyncio.to_thread(self._import, record, outcomes, "failed")
+        if current is not None and current.upstream_id is not None:  # stop paying for it
+            with contextlib.suppress(Exception):
+                await self._client(record.model).cancel(current.upstream_id)
 
     async def _follow(self, record: upstream.UpstreamBatch) -> None:
         """Submit (if not yet), poll until the provider ends it, import its results."""

@@ -1,0 +1,200 @@
+"""Batches whose requests were never queued, and how they end anyway.
+
+Two cases, each for a batch that never was `in_progress`, so none of its requests ran:
+
+- `give_up`: its ingest failed every attempt (worker/steps.py decides when). An OpenAI
+  batch ends `failed`, its `errors` saying why (`ingest_failed`). A Message Batch gets
+  one `errored` request per custom_id its create accepted, each saying why, and goes
+  `in_progress` with nothing left open, so the worker finalises it like any other: it
+  ends with its results, and can be deleted. If even its custom_ids cannot be read, it
+  fails like an OpenAI batch.
+- `cancel_uningested`: it was cancelled first. Whatever rows an interrupted ingest left
+  are replaced: a Message Batch gets one `cancelled` request per custom_id, without
+  validating anything; an OpenAI batch keeps none (as OpenAI's: a batch cancelled while
+  validating counts no requests). The caller finalises it.
+
+Both read only the custom_ids of a Message Batch body, with one flat streaming pass
+(`iter_custom_ids`), so a body whose `params` broke the ingest cannot break them. Rows go
+in chunks, as at ingest, each only while the batch is still in the status the step
+began in, and the last chunk commits with the counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import ijson
+
+from freight import ids
+from freight.store import batches, faults, requests
+from freight.store import blobs as blob_names
+from freight.store.blobs import BlobStorage
+from freight.store.db import Database
+from freight.worker import finalize, ingest
+
+log = logging.getLogger(__name__)
+
+
+def give_up(
+    db: Database, blobs: BlobStorage, batch: batches.BatchRecord, message: str
+) -> batches.BatchRecord:
+    """End a `validating` batch whose ingest failed every attempt; `message` says why.
+
+    An OpenAI batch fails with `message` as its `ingest_failed` error. A Message Batch
+    gets one `errored` request per custom_id of its body, each carrying `message`, and
+    goes `in_progress` with nothing left open, so the worker finalises it as usual. If
+    even its custom_ids cannot be read, it fails like an OpenAI batch.
+    """
+    error = {"code": "ingest_failed", "message": message, "param": None, "line": None}
+    if batch.api != "anthropic":
+        return ingest.fail(db, batch.id, [error])
+    error_json = json.dumps({"code": "ingest_failed", "message": message})
+    try:
+        queued = _queue_closed(db, blobs, batch.id, "validating", requests.ERRORED, error_json)
+    except Exception as exc:
+        if isinstance(exc, faults.STORAGE_ERRORS) and not isinstance(exc, FileNotFoundError):
+            raise  # passes; the worker tries again
+        log.exception("batch %s: its custom_ids cannot be read either", batch.id)
+        return ingest.fail(db, batch.id, [error])
+    if queued is None:
+        return ingest.moved_on(db, batch.id)
+    num, chunk = queued
+    with db.write() as conn:
+        current = batches.lock(conn, batch.id)
+        if current.status != "validating":
+            return current
+        ingest.check_complete(conn, batch.id, num, len(chunk))
+        requests.insert_many(conn, chunk)
+        batches.set_values(conn, batch.id, model=None, **_counts(num, num_errored=num))
+        record = batches.transition(
+            conn, batch.id, "in_progress", detail=f"ingest failed: {num} requests errored"
+        )
+    blobs.delete(blob_names.message_batch_requests(batch.id))
+    return record
+
+
+def cancel_uningested(
+    db: Database, blobs: BlobStorage, batch: batches.BatchRecord
+) -> batches.BatchRecord:
+    """Give a batch cancelled before its requests were queued its rows, all `cancelled`.
+
+    No request of such a batch ever ran (it never was `in_progress`), so whatever rows an
+    interrupted ingest left are replaced. A Message Batch gets one `cancelled` row per
+    custom_id its create accepted; an OpenAI batch keeps none. The caller finalises.
+    """
+    with db.write() as conn:
+        current = batches.lock(conn, batch.id)
+        if current.status != "cancelling" or current.in_progress_at is not None:
+            return current
+        if batch.api != "anthropic":
+            requests.delete_for_batch(conn, batch.id)
+            batches.set_values(conn, batch.id, **_counts(0))
+            return batches.get(conn, batch.id)
+    try:
+        queued = _queue_closed(
+            db, blobs, batch.id, "cancelling", requests.CANCELLED, finalize.CANCELLED_ERROR
+        )
+    except FileNotFoundError:  # an older worker queued the rows and deleted the body
+        return _cancel_queued(db, batch.id)
+    if queued is None:
+        return ingest.moved_on(db, batch.id)
+    num, chunk = queued
+    with db.write() as conn:
+        current = batches.lock(conn, batch.id)
+        if current.status != "cancelling":
+            return current
+        ingest.check_complete(conn, batch.id, num, len(chunk))
+        requests.insert_many(conn, chunk)
+        batches.set_values(conn, batch.id, **_counts(num, num_cancelled=num))
+        return batches.get(conn, batch.id)
+
+
+def _cancel_queued(db: Database, batch_id: str) -> batches.BatchRecord:
+    """Cancel the rows there are, the counters recounted from them."""
+    with db.write() as conn:
+        current = batches.lock(conn, batch_id)
+        if current.status != "cancelling":
+            return current
+        requests.recount(conn, batch_id)
+        requests.close_open(conn, batch_id, requests.CANCELLED, finalize.CANCELLED_ERROR)
+        return batches.get(conn, batch_id)
+
+
+def _counts(num_total: int, **counts: int) -> dict[str, int]:
+    values = dict.fromkeys(("num_succeeded", "num_errored", "num_cancelled", "num_expired"), 0)
+    return {"num_total": num_total, **values, **counts}
+
+
+def _queue_closed(
+    db: Database, blobs: BlobStorage, batch_id: str, while_status: str, status: str, error: str
+) -> tuple[int, list[dict[str, Any]]] | None:
+    """Replace a Message Batch's rows by one finished `status` row per custom_id.
+
+    Rows go in chunks while the batch stays `while_status`; returns how many rows there
+    are and the last chunk, for the caller to commit with its status change (None: the
+    batch left `while_status` meanwhile). FileNotFoundError, before anything changed,
+    if the body is gone.
+    """
+    with blobs.open(blob_names.message_batch_requests(batch_id)) as fh:
+        with db.write() as conn:
+            if batches.lock(conn, batch_id).status != while_status:
+                return None
+            requests.delete_for_batch(conn, batch_id)
+        num = 0
+        chunk: list[dict[str, Any]] = []
+        now = time.time()
+        for num, custom_id in enumerate(iter_custom_ids(fh), start=1):
+            chunk.append(_closed_row(batch_id, num, custom_id, status, error, now))
+            if len(chunk) >= ingest.CHUNK:
+                if not ingest.insert_chunk(db, batch_id, chunk, while_status):
+                    return None
+                chunk = []
+    return num, chunk
+
+
+def _closed_row(
+    batch_id: str, line: int, custom_id: str, status: str, error_json: str, now: float
+) -> dict[str, Any]:
+    return {
+        "id": ids.new_request_id(),
+        "batch_id": batch_id,
+        "line": line,
+        "custom_id": custom_id,
+        "url": "/v1/messages",
+        "body": "{}",  # never run: its params were not (or could not be) read
+        "status": status,
+        "attempts": 0,
+        "error_json": error_json,
+        "finished_at": now,
+    }
+
+
+def iter_custom_ids(fh: BinaryIO) -> Iterator[str]:
+    """The custom_ids of a Message Batch body, in order, from one flat streaming pass.
+
+    Only for a body whose envelope was checked at create (every request an object with
+    a valid, unique custom_id). Nothing is built but the custom_ids, and no prefix paths
+    are kept, so neither the depth nor the size of the `params` matters.
+    """
+    depth = 0  # 1: the body; 2: the requests array; 3: one request
+    top_key: str | None = None
+    item_key: str | None = None
+    for event, value in ijson.basic_parse(fh, use_float=True):
+        if event == "map_key":
+            if depth == 1:
+                top_key = value
+            elif depth == 3:
+                item_key = value
+            continue
+        if depth == 3 and top_key == "requests":
+            if item_key == "custom_id" and event == "string":
+                yield value
+            item_key = None
+        if event in ("start_map", "start_array"):
+            depth += 1
+        elif event in ("end_map", "end_array"):
+            depth -= 1
