@@ -30,7 +30,6 @@ import sys
 import threading
 from pathlib import Path
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Run in the child before `exec`: join the cgroup, or set the rlimit, then become the server.
 _LAUNCHER = """
 import os, resource, sys
@@ -44,6 +43,8 @@ os.execv(sys.argv[3], sys.argv[3:])
 """
 
 
+# FREIGHT_TEST_MEMORY_BACKSTOP=rlimit|none tries a fallback where a cgroup would be used.
+BACKSTOP_CHOICE = os.environ.get("FREIGHT_TEST_MEMORY_BACKSTOP", "auto")
 CGROUP_HEADROOM_BYTES = 512 * 1024**2
 RLIMIT_AS_FACTOR = 3
 _serial = itertools.count(1)
@@ -60,7 +61,9 @@ class MemoryCap:
         self.killed_at_kib: int | None = None  # the RSS the watchdog killed the process at
         self._stop = threading.Event()
         hard = limit_bytes + CGROUP_HEADROOM_BYTES
-        for version, parent in _own_cgroups():
+        if BACKSTOP_CHOICE == "none":
+            return
+        for version, parent in _own_cgroups() if BACKSTOP_CHOICE == "auto" else []:
             group = _make_group(parent, f"{name}-{os.getpid()}-{next(_serial)}", version, hard)
             if group is not None:
                 self.group, self.version = group, version

@@ -4,8 +4,9 @@ FastAPI documents a 422 `{"detail": ...}` for validation failures, which Freight
 sends (api/errors.py answers 400 in the API's own error shape), and knows nothing of the
 routes that read their bodies as streams. This fills in, for every operation: the error
 responses in OpenAI's or Anthropic's shape, the multipart upload and the streamed Message
-Batch body, and the media types of downloads and streams. The fuzz tests
-(tests/fuzz/test_openapi.py) hold every response to this document.
+Batch body, the media types of downloads and streams, and the values the webhook inputs
+accept. The fuzz tests (tests/fuzz/test_openapi.py) hold every response to this
+document, and generate requests from it: the stricter it is, the deeper they reach.
 """
 
 from __future__ import annotations
@@ -174,7 +175,6 @@ def _document_webhook_inputs(schemas: dict[str, Any]) -> None:
             prop = properties[field]
             nullable = [s for s in prop.get("anyOf", []) if s.get("type") == "null"]
             keep = {k: v for k, v in prop.items() if k in ("title", "description", "default")}
-            typed = {**constraints}
             properties[field] = (
-                {**keep, "anyOf": [typed, *nullable]} if nullable else {**keep, **typed}
+                {**keep, "anyOf": [constraints, *nullable]} if nullable else {**keep, **constraints}
             )
