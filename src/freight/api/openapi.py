@@ -4,8 +4,9 @@ FastAPI documents a 422 `{"detail": ...}` for validation failures, which Freight
 sends (api/errors.py answers 400 in the API's own error shape), and knows nothing of the
 routes that read their bodies as streams. This fills in, for every operation: the error
 responses in OpenAI's or Anthropic's shape, the multipart upload and the streamed Message
-Batch body, and the media types of downloads and streams. The fuzz tests
-(tests/fuzz/test_openapi.py) hold every response to this document.
+Batch body, the media types of downloads and streams, and the values the webhook inputs
+accept. The fuzz tests (tests/fuzz/test_openapi.py) hold every response to this
+document, and generate requests from it: the stricter it is, the deeper they reach.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
 from freight.api.errors import is_anthropic_path
+from freight.protocol import anthropic
+from freight.protocol import webhooks as webhook_wire
 from freight.store import files
+from freight.store.webhooks import EVENT_TYPES
 
 ERROR_STATUSES = {
     "400": "The request is invalid: the message names what, where, and what is accepted.",
@@ -121,26 +125,56 @@ def complete(schema: dict[str, Any]) -> None:
             elif (path, method) == ("/v1/messages/batches", "post"):
                 operation["requestBody"] = {
                     "required": True,
-                    "content": {"application/json": {"schema": _MESSAGE_BATCH_BODY}},
+                    "content": {"application/json": {"schema": _message_batch_body(schemas)}},
                 }
+    _document_webhook_inputs(schemas)
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
 
 
-_MESSAGE_BATCH_BODY: dict[str, Any] = {
-    "type": "object",
-    "required": ["requests"],
-    "properties": {
-        "requests": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["custom_id", "params"],
-                "properties": {
-                    "custom_id": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
-                    "params": {"type": "object"},
+def _message_batch_body(schemas: dict[str, Any]) -> dict[str, Any]:
+    """The streamed create body, as strict as the envelope check (protocol/
+    message_batch_input.py): unknown fields are refused; `params` are checked per request."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["requests"],
+        "properties": {
+            "requests": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["custom_id", "params"],
+                    "properties": {
+                        "custom_id": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+                        "params": _ref(anthropic.MessageCreateParams, schemas),
+                    },
                 },
-            },
-        }
-    },
-}
+            }
+        },
+    }
+
+
+def _document_webhook_inputs(schemas: dict[str, Any]) -> None:
+    """What the webhook routes accept beyond their field types (protocol/webhooks.py
+    checks them in code): an http(s) URL, and event types from EVENT_TYPES."""
+    url = {"type": "string", "format": "uri", "maxLength": webhook_wire.MAX_URL_CHARS}
+    event_type = {"type": "string", "enum": list(EVENT_TYPES)}
+    event_types = {"type": "array", "items": event_type, "minItems": 1}
+    for name, fields in (
+        ("CreateWebhookEndpoint", {"url": url, "event_types": event_types}),
+        ("UpdateWebhookEndpoint", {"url": url, "event_types": event_types}),
+        ("TestWebhookEndpoint", {"event_type": event_type}),
+    ):
+        properties = schemas.get(name, {}).get("properties", {})
+        for field, constraints in fields.items():
+            if field not in properties:
+                continue
+            prop = properties[field]
+            nullable = [s for s in prop.get("anyOf", []) if s.get("type") == "null"]
+            keep = {k: v for k, v in prop.items() if k in ("title", "description", "default")}
+            properties[field] = (
+                {**keep, "anyOf": [constraints, *nullable]} if nullable else {**keep, **constraints}
+            )
