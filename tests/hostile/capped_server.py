@@ -56,6 +56,12 @@ lease_seconds = 10
 
 [webhooks]
 timeout_seconds = 2
+
+# Shorter than the defaults (10 s, 30 s) so that test_headers' waits stay short; the
+# behaviour under test is the same.
+[server]
+header_timeout_seconds = 5
+body_timeout_seconds = 5
 """
 VALID_LINE = {
     "custom_id": "seed",
