@@ -24,7 +24,12 @@ from freight.store.s3 import S3BlobStore
 from tests.s3 import new_bucket, s3_server
 
 GRACE = 3600.0
-LATER = time.time() + GRACE + 60  # a sweep clock past the grace period of anything written now
+
+
+def later() -> float:
+    """A sweep clock past the grace period of anything written until now (read at call
+    time: the suite may import this module long before the test runs)."""
+    return time.time() + GRACE + 60
 
 
 @pytest.fixture
@@ -75,7 +80,7 @@ def test_a_crashed_upload_counts_toward_the_quota_until_the_sweep_collects_it(
     second.release()
     assert sweep(db, blobs).num_holds_collected == 0  # within the grace period: kept
     assert blobs.exists(blob)
-    result = sweep(db, blobs, now=LATER)
+    result = sweep(db, blobs, now=later())
     assert result.num_holds_collected == 1
     assert not blobs.exists(blob)
     with db.read() as conn:
@@ -113,7 +118,7 @@ def test_blobs_without_rows_are_collected_and_every_kept_blob_stays(
         write(blobs, ids.new_id("blob-")),
     }
     assert sweep(db, blobs).num_blobs_collected == 0  # too young: maybe still in progress
-    result = sweep(db, blobs, now=LATER)
+    result = sweep(db, blobs, now=later())
     assert result.num_blobs_collected == len(orphaned)
     assert {b.name for b in blobs.list(None, 100)} == kept
 
@@ -128,8 +133,9 @@ def test_a_stopped_local_write_is_collected_once_stale(db: Database, tmp_path: P
     # A killed process leaves its temporary file behind (the `finally` never ran).
     tmp.write_bytes(b"half")
     assert sweep(db, store).num_blobs_collected == 0
-    os.utime(tmp, (LATER - 2 * GRACE, LATER - 2 * GRACE))
-    assert sweep(db, store, now=LATER).num_blobs_collected == 1
+    at = later()
+    os.utime(tmp, (at - 2 * GRACE, at - 2 * GRACE))
+    assert sweep(db, store, now=at).num_blobs_collected == 1
     assert list((tmp_path / "files").iterdir()) == []
 
 
@@ -140,7 +146,7 @@ def test_each_pass_examines_a_bounded_number_and_the_next_continues(
     after = None
     passes = []
     while True:
-        result = sweep(db, blobs, now=LATER, after=after, num_blobs=3)
+        result = sweep(db, blobs, now=later(), after=after, num_blobs=3)
         passes.append(result.num_blobs_examined)
         after = result.next_after
         if after is None:
