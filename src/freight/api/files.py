@@ -1,4 +1,9 @@
-"""/v1/files: upload, list, retrieve, content, delete."""
+"""/v1/files: upload, list, retrieve, content, delete.
+
+The upload streams to the blob store in blob threads (api/uploads.py); the routes that
+read or delete a blob are plain `def`s, which FastAPI runs in its threadpool, so a slow
+store never holds up the event loop (tests/e2e/test_event_loop.py).
+"""
 
 from __future__ import annotations
 

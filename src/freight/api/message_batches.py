@@ -1,5 +1,9 @@
 """/v1/messages/batches: Anthropic's Message Batches API (create, retrieve, list, results,
-cancel, delete), on the same store and worker as OpenAI batches (see submit.py)."""
+cancel, delete), on the same store and worker as OpenAI batches (see submit.py).
+
+Blob calls stay off the event loop: the create body streams in through api/uploads.py,
+and the routes that read or delete a blob are plain `def`s (FastAPI's threadpool).
+"""
 
 from __future__ import annotations
 

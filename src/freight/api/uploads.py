@@ -7,6 +7,9 @@ the hold grows, or the upload is refused, if more arrives than was held.
 
 A form names each field once: a second `file` part, or a field sent twice, is refused
 rather than one of the values silently winning.
+
+The bytes go to the store in blob threads (store/blobs.py AsyncBlobs), so a slow disk or
+bucket holds up only this upload, not the event loop.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
@@ -25,7 +28,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from freight.errors import InvalidRequest, PayloadTooLarge
 from freight.quotas import StorageHold
-from freight.store.blobs import BlobStorage
+from freight.store.blobs import AsyncBlobs, BlobStorage
 
 if TYPE_CHECKING:
     from freight.service import Service
@@ -55,10 +58,11 @@ class Upload:
 
 
 class _FormReader:
-    """python-multipart callbacks: the file part to `out`, small fields to `upload.fields`."""
+    """python-multipart callbacks: the file part to `file_data`, small fields to
+    `upload.fields`. The caller empties `file_data` into the blob after each chunk."""
 
-    def __init__(self, out: BinaryIO, max_bytes: int) -> None:
-        self.out = out
+    def __init__(self, max_bytes: int) -> None:
+        self.file_data = bytearray()
         self.max_bytes = max_bytes
         self.upload = Upload()
         self._headers: dict[str, bytes] = {}
@@ -104,7 +108,7 @@ class _FormReader:
                 raise PayloadTooLarge(
                     f"The file is larger than the limit of {self.max_bytes} bytes.", param="file"
                 )
-            self.out.write(data[start:end])
+            self.file_data += data[start:end]
         else:
             self._buffer.extend(data[start:end])
             if len(self._buffer) > MAX_FIELD_BYTES:
@@ -150,21 +154,26 @@ async def holding(
     try:
         yield hold
     except BaseException:
-        abandon(svc.blobs, hold)
+        await abandon(AsyncBlobs(svc.blobs), hold)
         raise
 
 
-def abandon(blobs: BlobStorage, hold: StorageHold) -> None:
+async def abandon(blobs: AsyncBlobs, hold: StorageHold) -> None:
     """Delete a failed upload's blob and release its hold.
 
-    Synchronous: it also runs while the request is being cancelled (a client that went
-    away), when awaiting would be cancelled again. Whatever fails here is left to
-    store/orphans.py, which collects stale holds and their blobs.
+    Both run in threads to their end even while the request is being cancelled (a client
+    that went away), when the awaiting here may be cancelled again. Whatever fails is left
+    to store/orphans.py, which collects stale holds and their blobs.
     """
     try:
-        blobs.delete(hold.blob)
+        await blobs.delete(hold.blob)
     except Exception:
         log.exception("could not delete the failed upload %s; the orphan sweep will", hold.blob)
+    finally:
+        await asyncio.shield(asyncio.to_thread(_release, hold))
+
+
+def _release(hold: StorageHold) -> None:
     try:
         hold.release()
     except Exception:
@@ -190,15 +199,18 @@ async def receive(
             "Expected a multipart/form-data body with fields 'file' and 'purpose'.",
             param="file",
         )
-    with blobs.create(blob_name) as out:
-        reader = _FormReader(out, max_bytes)
+    async with AsyncBlobs(blobs).create(blob_name) as out:
+        reader = _FormReader(max_bytes)
         parser = MultipartParser(boundary, reader.callbacks())  # type: ignore[arg-type]
         try:
             async for chunk in request.stream():
                 parser.write(chunk)
                 if hold is not None and reader.upload.num_bytes > hold.num_bytes:
                     await asyncio.to_thread(hold.cover, reader.upload.num_bytes)
+                await out.write(reader.file_data)
+                reader.file_data.clear()
             parser.finalize()
+            await out.write(reader.file_data)
         except FormParserError as exc:
             raise InvalidRequest(
                 f"The multipart/form-data body is malformed: {exc}. Send the fields "
@@ -230,7 +242,7 @@ async def receive_json_body(
     if declared is not None and declared > max_bytes:
         raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
     num_bytes = 0
-    with blobs.create(blob_name) as out:
+    async with AsyncBlobs(blobs).create(blob_name) as out:
         async for chunk in request.stream():
             num_bytes += len(chunk)
             if num_bytes > max_bytes:
@@ -239,5 +251,5 @@ async def receive_json_body(
                 )
             if hold is not None and num_bytes > hold.num_bytes:
                 await asyncio.to_thread(hold.cover, num_bytes)
-            out.write(chunk)
+            await out.write(chunk)
     return num_bytes

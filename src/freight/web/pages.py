@@ -4,6 +4,9 @@ Server-rendered (Jinja2, templates/), with one small script (static/app.js) that
 `/ui/progress` to move the progress bars. Every page is scoped to the signed-in
 browser's project (web/session.py) and reads a bounded amount: one page of batches by
 the same cursor the API uses, one batch's aggregates, or per-day batch totals.
+
+Blob calls stay off the event loop: the upload streams in through api/uploads.py, and
+the pages that look at or serve a blob are plain `def`s (FastAPI's threadpool).
 """
 
 from __future__ import annotations
