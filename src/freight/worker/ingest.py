@@ -173,8 +173,12 @@ def ingest_message_batch(
                     chunk = []
     except FileNotFoundError:
         errors = [_input_missing("the batch's requests")]
-    except FreightError as exc:  # cannot happen for a body that passed check_envelope
-        errors = [{"code": "invalid_request", "message": exc.message, "param": exc.param}]
+    except FreightError as exc:
+        # The body passed check_envelope at create, but a request in it still cannot be
+        # read here (stored by an older version, or nested past the most any setting
+        # allows). Trying again cannot help; the step's give-up (worker/unqueued.py)
+        # then ends the batch with one `errored` line per custom_id, saying why.
+        raise RuntimeError(f"its requests cannot be read: {exc.message}") from exc
     record = _commit(
         db,
         batch.id,
