@@ -38,6 +38,7 @@ from freight.config import Settings
 from freight.models import ModelSpec, Registry
 from freight.store import batches, requests, upstream
 from freight.store.db import Database
+from freight.store.statuses import BatchStatus, RequestStatus
 from freight.worker import provider_batches
 from freight.worker.provider_batches import ProviderBatches, UpstreamRefused, UpstreamUnavailable
 
@@ -110,7 +111,9 @@ class Passthrough:
 
     async def _step(self, active: list[batches.BatchRecord]) -> None:
         now = time.time()
-        running = {b.id for b in active if b.status == "in_progress" and b.expires_at > now}
+        running = {
+            b.id for b in active if b.status == BatchStatus.IN_PROGRESS and b.expires_at > now
+        }
         if not running:
             return
         models = [s.name for s in self.registry.specs() if s.batch_style is not None]
@@ -226,7 +229,8 @@ class Passthrough:
         )
         error = json.dumps({"code": "upstream_failed", "message": message})
         outcomes = [
-            requests.Outcome(r.id, r.batch_id, requests.ERRORED, error_json=error) for r in carried
+            requests.Outcome(r.id, r.batch_id, RequestStatus.ERRORED, error_json=error)
+            for r in carried
         ]
         await asyncio.to_thread(self._import, record, outcomes, "failed")
         if current is not None and current.upstream_id is not None:  # stop paying for it
@@ -345,7 +349,9 @@ class Passthrough:
                     carried = await asyncio.to_thread(self._read, upstream.requests_of, record.id)
                     outcomes = await client.results(record.upstream_id, state, carried)
                     finished = [
-                        o for o in outcomes if o.status in (requests.SUCCEEDED, requests.ERRORED)
+                        o
+                        for o in outcomes
+                        if o.status in (RequestStatus.SUCCEEDED, RequestStatus.ERRORED)
                     ]
                     await asyncio.to_thread(self._import, record, finished, state.status)
                     return
@@ -373,6 +379,6 @@ def _refused(request: requests.ClaimedRequest, message: str) -> requests.Outcome
     return requests.Outcome(
         request.id,
         request.batch_id,
-        requests.ERRORED,
+        RequestStatus.ERRORED,
         error_json=json.dumps(error, separators=(",", ":")),
     )

@@ -25,7 +25,9 @@ import httpx
 from freight.config import UpstreamSettings
 from freight.engines.http import error_message, is_transient, open_client
 from freight.errors import FreightError
-from freight.store.requests import CANCELLED, ERRORED, EXPIRED, SUCCEEDED, ClaimedRequest, Outcome
+from freight.store import batches
+from freight.store.requests import ClaimedRequest, Outcome
+from freight.store.statuses import BatchStatus, RequestStatus
 from freight.worker.finalize import CANCELLED_ERROR, EXPIRED_ERROR
 
 OPENAI_MAX_REQUESTS = 50_000
@@ -115,7 +117,7 @@ def _succeeded(request: ClaimedRequest, body: Any) -> Outcome:
     return Outcome(
         request.id,
         request.batch_id,
-        SUCCEEDED,
+        RequestStatus.SUCCEEDED,
         status_code=200,
         response_json=_compact(body),
         input_tokens=int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0),
@@ -130,13 +132,17 @@ def _compact(value: Any) -> str:
 
 def _missing(request: ClaimedRequest, state: UpstreamState) -> Outcome:
     """The outcome of a request the provider returned no result for."""
-    if state.status in ("expired",):
-        return Outcome(request.id, request.batch_id, EXPIRED, error_json=EXPIRED_ERROR)
-    if state.status in ("cancelled", "canceled"):
-        return Outcome(request.id, request.batch_id, CANCELLED, error_json=CANCELLED_ERROR)
+    if state.status == BatchStatus.EXPIRED:
+        return Outcome(
+            request.id, request.batch_id, RequestStatus.EXPIRED, error_json=EXPIRED_ERROR
+        )
+    if state.status in (BatchStatus.CANCELLED, "canceled"):
+        return Outcome(
+            request.id, request.batch_id, RequestStatus.CANCELLED, error_json=CANCELLED_ERROR
+        )
     reason = state.detail or f"the upstream batch ended '{state.status}' without a result for it"
     error = {"code": "upstream_batch_failed", "message": reason}
-    return Outcome(request.id, request.batch_id, ERRORED, error_json=_compact(error))
+    return Outcome(request.id, request.batch_id, RequestStatus.ERRORED, error_json=_compact(error))
 
 
 def with_missing(
@@ -205,14 +211,14 @@ class OpenAIBatches(_ProviderBatches):
                 "metadata": {"freight_upstream_batch": name},
             },
         )
-        return str(created["id"]), str(created.get("status", "validating"))
+        return str(created["id"]), str(created.get("status", BatchStatus.VALIDATING))
 
     async def state(self, upstream_id: str) -> UpstreamState:
         batch = await self._call("GET", f"batches/{upstream_id}", "poll the batch")
         status = str(batch.get("status"))
         errors = (batch.get("errors") or {}).get("data") or []
         detail = "; ".join(str(e.get("message")) for e in errors) or None
-        ended = status in ("completed", "failed", "expired", "cancelled")
+        ended = status in batches.TERMINAL  # OpenAI's statuses are Freight's own
         return UpstreamState(status, ended, detail)
 
     async def cancel(self, upstream_id: str) -> None:
@@ -301,16 +307,20 @@ def openai_outcome(request: ClaimedRequest, line: dict[str, Any]) -> Outcome:
         return Outcome(
             request.id,
             request.batch_id,
-            ERRORED,
+            RequestStatus.ERRORED,
             status_code=status_code,
             response_json=_compact(body),
         )
     error = line.get("error") or {"code": "unknown", "message": "no result"}
     if error.get("code") == "batch_expired":
-        return Outcome(request.id, request.batch_id, EXPIRED, error_json=EXPIRED_ERROR)
+        return Outcome(
+            request.id, request.batch_id, RequestStatus.EXPIRED, error_json=EXPIRED_ERROR
+        )
     if error.get("code") == "batch_cancelled":
-        return Outcome(request.id, request.batch_id, CANCELLED, error_json=CANCELLED_ERROR)
-    return Outcome(request.id, request.batch_id, ERRORED, error_json=_compact(error))
+        return Outcome(
+            request.id, request.batch_id, RequestStatus.CANCELLED, error_json=CANCELLED_ERROR
+        )
+    return Outcome(request.id, request.batch_id, RequestStatus.ERRORED, error_json=_compact(error))
 
 
 def anthropic_outcome(request: ClaimedRequest, result: dict[str, Any]) -> Outcome:
@@ -319,9 +329,13 @@ def anthropic_outcome(request: ClaimedRequest, result: dict[str, Any]) -> Outcom
     if kind == "succeeded":
         return _succeeded(request, result.get("message"))
     if kind == "expired":
-        return Outcome(request.id, request.batch_id, EXPIRED, error_json=EXPIRED_ERROR)
+        return Outcome(
+            request.id, request.batch_id, RequestStatus.EXPIRED, error_json=EXPIRED_ERROR
+        )
     if kind == "canceled":
-        return Outcome(request.id, request.batch_id, CANCELLED, error_json=CANCELLED_ERROR)
+        return Outcome(
+            request.id, request.batch_id, RequestStatus.CANCELLED, error_json=CANCELLED_ERROR
+        )
     error = result.get("error") or {
         "type": "error",
         "error": {"type": "api_error", "message": "no result"},
@@ -332,7 +346,7 @@ def anthropic_outcome(request: ClaimedRequest, result: dict[str, Any]) -> Outcom
     return Outcome(
         request.id,
         request.batch_id,
-        ERRORED,
+        RequestStatus.ERRORED,
         status_code=status,
         response_json=_compact(error),
     )
