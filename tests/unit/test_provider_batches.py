@@ -10,7 +10,8 @@ import pytest
 from freight.config import ModelSettings, UpstreamSettings
 from freight.errors import ConfigError
 from freight.models import Registry
-from freight.store.requests import CANCELLED, ERRORED, EXPIRED, SUCCEEDED, ClaimedRequest
+from freight.store.requests import ClaimedRequest
+from freight.store.statuses import RequestStatus
 from freight.worker import passthrough, provider_batches
 from freight.worker.provider_batches import (
     UpstreamState,
@@ -20,6 +21,8 @@ from freight.worker.provider_batches import (
 )
 from tests.conftest import make_settings
 
+SUCCEEDED, ERRORED = RequestStatus.SUCCEEDED, RequestStatus.ERRORED
+CANCELLED, EXPIRED = RequestStatus.CANCELLED, RequestStatus.EXPIRED
 REQUEST = ClaimedRequest("batch_req_1", "batch_1", 1, "my-id", "/v1/chat/completions", "{}", 1)
 
 
