@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from freight import ids
-from freight.config import ModelSettings, UpstreamSettings
+from freight.config import ModelSettings, OpenAIBatchUpstream
 from freight.engines.echo import EchoEngine
 from freight.protocol import message_batch_input, views
 from freight.service import Service
@@ -423,7 +423,7 @@ class BrokenUpstream:
 def test_upstream_batch_that_always_fails_ends_its_requests_after_their_attempts(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    upstream = UpstreamSettings(base_url="http://127.0.0.1:9/v1", model="echo")
+    upstream = OpenAIBatchUpstream(base_url="http://127.0.0.1:9/v1", model="echo")
     settings = make_settings(
         tmp_path,
         database_url=database_url,

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from freight.config import UpstreamSettings
+from freight.config import AnthropicBatchUpstream, BatchUpstream, OpenAIBatchUpstream
 from freight.engines.http import error_message, is_transient, open_client
 from freight.errors import FreightError
 from freight.store import batches
@@ -54,7 +54,6 @@ class UpstreamState:
 
 
 class ProviderBatches(Protocol):
-    style: str
     max_requests: int
 
     async def submit(self, name: str, requests: list[ClaimedRequest]) -> tuple[str, str]:
@@ -74,9 +73,10 @@ class ProviderBatches(Protocol):
     async def close(self) -> None: ...
 
 
-def max_requests(style: str, upstream: UpstreamSettings) -> int:
+def max_requests(upstream: BatchUpstream) -> int:
     """Requests per upstream batch: the configured limit, else the provider's own."""
-    default = ANTHROPIC_MAX_REQUESTS if style == "anthropic" else OPENAI_MAX_REQUESTS
+    is_anthropic = isinstance(upstream, AnthropicBatchUpstream)
+    default = ANTHROPIC_MAX_REQUESTS if is_anthropic else OPENAI_MAX_REQUESTS
     return upstream.max_requests_per_batch or default
 
 
@@ -84,10 +84,9 @@ def urls_for(style: str) -> tuple[str, ...]:
     return ANTHROPIC_URLS if style == "anthropic" else OPENAI_URLS
 
 
-def client_for(
-    style: str, upstream: UpstreamSettings, model: str, *, transport: Any = None
-) -> ProviderBatches:
-    if style == "anthropic":
+def client_for(upstream: BatchUpstream, model: str, *, transport: Any = None) -> ProviderBatches:
+    """The client of the provider's Batch API that `upstream` configures."""
+    if isinstance(upstream, AnthropicBatchUpstream):
         return AnthropicBatches(upstream, model, transport=transport)
     return OpenAIBatches(upstream, model, transport=transport)
 
@@ -155,13 +154,10 @@ def with_missing(
 class _ProviderBatches:
     """What both providers' clients share: settings, the HTTP client, checked calls."""
 
-    style: str
-
-    def __init__(self, upstream: UpstreamSettings, model: str, *, transport: Any = None) -> None:
-        self.upstream = upstream
+    def __init__(self, upstream: BatchUpstream, model: str, *, transport: Any = None) -> None:
         self.model = model
-        self.max_requests = max_requests(self.style, upstream)
-        self.client = open_client(upstream, self.style, transport=transport)
+        self.max_requests = max_requests(upstream)
+        self.client = open_client(upstream, transport=transport)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -177,7 +173,9 @@ class _ProviderBatches:
 class OpenAIBatches(_ProviderBatches):
     """OpenAI's Batch API: upload a JSONL file, create a batch, read its output files."""
 
-    style = "openai"
+    def __init__(self, upstream: OpenAIBatchUpstream, model: str, *, transport: Any = None) -> None:
+        super().__init__(upstream, model, transport=transport)
+        self.completion_window = upstream.completion_window
 
     async def submit(self, name: str, requests: list[ClaimedRequest]) -> tuple[str, str]:
         endpoint = requests[0].url
@@ -207,7 +205,7 @@ class OpenAIBatches(_ProviderBatches):
             json={
                 "input_file_id": uploaded["id"],
                 "endpoint": endpoint,
-                "completion_window": self.upstream.completion_window,
+                "completion_window": self.completion_window,
                 "metadata": {"freight_upstream_batch": name},
             },
         )
@@ -252,8 +250,6 @@ class OpenAIBatches(_ProviderBatches):
 
 class AnthropicBatches(_ProviderBatches):
     """Anthropic's Message Batches API: one create call, results as JSONL."""
-
-    style = "anthropic"
 
     async def submit(self, name: str, requests: list[ClaimedRequest]) -> tuple[str, str]:
         body = {
