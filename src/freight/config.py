@@ -187,7 +187,7 @@ class S3Settings(_Section):
 
 
 class RaySettings(_Section):
-    """Handing large batches to a Ray cluster (executors/ray_data.py)."""
+    """Handing large batches to a Ray cluster (cluster/handoff.py, cluster/executor.py)."""
 
     address: str | None = Field(
         None,
