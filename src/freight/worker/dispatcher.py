@@ -3,9 +3,9 @@
 One asyncio task per running request keeps at most `max_in_flight` requests (default
 2 x the engine's max_num_seqs, as vLLM's own run-batch does) inside the engine, so its
 continuous batch never runs dry and never grows without bound; while real-time requests
-share the engine the window shrinks (worker/scheduler.py explains why and how). Results are buffered
-and written in one transaction every `flush_seconds`; database work runs in threads so
-the event loop (shared with the HTTP API in `freight serve`) never blocks on it.
+share the engine the window shrinks (worker/scheduler.py). Results are buffered and
+written in one transaction every `flush_seconds`; database work runs in threads so the
+event loop (shared with the HTTP API in `freight serve`) never blocks on it.
 Each batch's own steps (ingest, finalize, cancel, expiry) run in the background with a
 bounded number of attempts, after which the batch ends anyway (worker/steps.py).
 """
