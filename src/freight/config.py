@@ -237,6 +237,7 @@ class _Upstream(_Section):
     @model_validator(mode="before")
     @classmethod
     def _only_keys_of_this_style(cls, data: Any) -> Any:
+        """A key of another style names where it belongs (not just "extra inputs")."""
         if not isinstance(data, dict):
             return data
         unknown = sorted(set(data) - set(cls.model_fields))
@@ -261,7 +262,7 @@ class HTTPUpstream(_Upstream):
     """An `http` model's upstream: any OpenAI-compatible server, called per request, with
     adaptive concurrency and optional rate limits (engines/flow.py)."""
 
-    engine: Literal["http"] = "http"
+    engine: Literal["http"] = Field("http", description="The model's engine (copied from it).")
     initial_concurrency: int = Field(4, ge=1, description="Requests in flight at start.")
     min_concurrency: int = Field(1, ge=1, description="The limit never backs off below this.")
     max_concurrency: int = Field(256, ge=1, description="The limit never grows past this.")
@@ -302,14 +303,18 @@ class _BatchUpstream(_Upstream):
 class OpenAIBatchUpstream(_BatchUpstream):
     """An `openai-batch` model's upstream: an OpenAI-style Batch API (files + batches)."""
 
-    engine: Literal["openai-batch"] = "openai-batch"
+    engine: Literal["openai-batch"] = Field(
+        "openai-batch", description="The model's engine (copied from it)."
+    )
     completion_window: str = Field("24h", description="The completion_window of upstream batches.")
 
 
 class AnthropicBatchUpstream(_BatchUpstream):
     """An `anthropic-batch` model's upstream: an Anthropic-style Message Batches API."""
 
-    engine: Literal["anthropic-batch"] = "anthropic-batch"
+    engine: Literal["anthropic-batch"] = Field(
+        "anthropic-batch", description="The model's engine (copied from it)."
+    )
     anthropic_version: str = Field("2023-06-01", description="The anthropic-version header.")
 
 
