@@ -9,6 +9,7 @@ from typing import Any
 from freight import ids
 from freight.store import batches, requests, usage
 from freight.store.db import Database
+from freight.store.statuses import RequestStatus
 
 DAY1 = 1_767_225_600  # 2026-01-01T00:00:00Z
 DAY2 = DAY1 + 86_400
@@ -53,8 +54,8 @@ def add_batch(
             output_tokens=num_output,
         )
         rows: list[dict[str, Any]] = []
-        outcomes = [(f, requests.SUCCEEDED) for f in finished]
-        outcomes += [((created_at + 1.0, 0, 0), requests.ERRORED)] * num_errored
+        outcomes = [(f, RequestStatus.SUCCEEDED) for f in finished]
+        outcomes += [((created_at + 1.0, 0, 0), RequestStatus.ERRORED)] * num_errored
         for line, ((at, num_in, num_out), status_) in enumerate(outcomes, 1):
             rows.append(
                 {
@@ -66,7 +67,7 @@ def add_batch(
                     "body": json.dumps({"model": model}),
                     "status": status_,
                     "attempts": 1,
-                    "status_code": 200 if status_ == requests.SUCCEEDED else 400,
+                    "status_code": 200 if status_ == RequestStatus.SUCCEEDED else 400,
                     "input_tokens": num_in,
                     "cached_tokens": 0,
                     "output_tokens": num_out,

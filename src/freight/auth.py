@@ -7,7 +7,7 @@ used to sign in, nor (the keys being random) to recover a key. The server secret
 mode 0600); nodes sharing one database must share it.
 
 While no key has ever been created, Freight is single-user: every caller is the default
-project. Once one exists, every /v1 call needs a valid key (api/auth.py).
+project. Once one exists, every /v1 call needs a valid key (api/authentication.py).
 """
 
 from __future__ import annotations

@@ -13,14 +13,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from freight.store import batches
+from freight.store.statuses import BatchStatus
+
 files_app = typer.Typer(help="Upload, list and download files.", no_args_is_help=True)
 batches_app = typer.Typer(
     help="Create, inspect, cancel and wait for batches.", no_args_is_help=True
 )
 out = Console()
 err = Console(stderr=True)
-
-TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 BaseUrl = Annotated[
     str,
@@ -194,7 +195,7 @@ def batches_wait(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=err) as progress:
-        task = progress.add_task("validating", total=None)
+        task = progress.add_task(BatchStatus.VALIDATING, total=None)
         while True:
             batch = _call(base_url, api_key, "GET", f"/batches/{batch_id}")
             counts = batch["request_counts"]
@@ -204,7 +205,7 @@ def batches_wait(
                 total=counts["total"] or None,
                 completed=counts["completed"] + counts["failed"],
             )
-            if batch["status"] in TERMINAL:
+            if batch["status"] in batches.TERMINAL:
                 break
             time.sleep(interval)
     for file_id, path in (
@@ -215,7 +216,7 @@ def batches_wait(
             path.write_bytes(_call(base_url, api_key, "GET", f"/files/{file_id}/content"))
             err.print(f"wrote {path}")
     _show(batch, quiet=False)
-    if batch["status"] != "completed":
+    if batch["status"] != BatchStatus.COMPLETED:
         raise typer.Exit(1)
     raise typer.Exit(3 if batch["request_counts"]["failed"] else 0)
 

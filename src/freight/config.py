@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -180,7 +187,7 @@ class S3Settings(_Section):
 
 
 class RaySettings(_Section):
-    """Handing large batches to a Ray cluster (executors/ray_data.py)."""
+    """Handing large batches to a Ray cluster (cluster/handoff.py, cluster/executor.py)."""
 
     address: str | None = Field(
         None,
@@ -206,9 +213,13 @@ class RaySettings(_Section):
     )
 
 
-class UpstreamSettings(_Section):
-    """Another server a model is routed to: `[models.upstream]` of an `http`,
-    `openai-batch` or `anthropic-batch` model (README, Upstreams)."""
+class _Upstream(_Section):
+    """What every upstream takes: where it is, its key, its model name, how long to wait.
+
+    Each engine style has its own `[models.upstream]` keys (the subclasses below);
+    `engine` picks the style and is copied from the model's own `engine`, so a table
+    never needs to say it.
+    """
 
     base_url: str = Field(
         description="The upstream's API root, e.g. https://api.openai.com/v1 (OpenAI styles) "
@@ -222,41 +233,23 @@ class UpstreamSettings(_Section):
         None, description="The upstream's name for the model (default: ours)."
     )
     timeout_seconds: float = Field(600.0, gt=0, description="Longest wait for one upstream call.")
-    # http: adaptive concurrency and rate limits (engines/flow.py)
-    initial_concurrency: int = Field(4, ge=1, description="http: requests in flight at start.")
-    min_concurrency: int = Field(1, ge=1, description="http: the limit never backs off below this.")
-    max_concurrency: int = Field(256, ge=1, description="http: the limit never grows past this.")
-    latency_tolerance: float = Field(
-        2.0,
-        gt=1,
-        description="http: the limit grows while seconds per output token stay within this "
-        "factor of the best seen.",
-    )
-    backoff_factor: float = Field(
-        0.5, gt=0, lt=1, description="http: the limit is multiplied by this on 429/5xx/timeouts."
-    )
-    requests_per_minute: int | None = Field(None, ge=1, description="http: RPM limit, if any.")
-    tokens_per_minute: int | None = Field(
-        None, ge=1, description="http: TPM limit (prompt estimate + max_tokens), if any."
-    )
-    # openai-batch / anthropic-batch: provider batch passthrough (worker/passthrough.py)
-    max_requests_per_batch: int | None = Field(
-        None,
-        ge=1,
-        description="Batch styles: requests per upstream batch (default 50,000 "
-        "for OpenAI, 100,000 for Anthropic).",
-    )
-    max_batch_bytes: int = Field(
-        190 * MiB, ge=1, description="Batch styles: bytes of requests per upstream batch."
-    )
-    completion_window: str = Field(
-        "24h", description="openai-batch: the completion_window of upstream batches."
-    )
-    poll_seconds: float = Field(
-        5.0, gt=0, description="Batch styles: first wait between polls; doubles per poll."
-    )
-    max_poll_seconds: float = Field(300.0, gt=0, description="Batch styles: longest poll wait.")
-    anthropic_version: str = Field("2023-06-01", description="anthropic-batch: API version header.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_keys_of_this_style(cls, data: Any) -> Any:
+        """A key of another style names where it belongs (not just "extra inputs")."""
+        if not isinstance(data, dict):
+            return data
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            engine, key = cls.model_fields["engine"].default, unknown[0]
+            owners = [c.model_fields["engine"].default for c in _UPSTREAMS if key in c.model_fields]
+            where = f"it is a setting of {' and '.join(owners)}" if owners else "no such setting"
+            raise ValueError(
+                f"'{key}' does not apply to an upstream of engine '{engine}' ({where}); "
+                f"'{engine}' takes: {', '.join(k for k in cls.model_fields if k != 'engine')}"
+            )
+        return data
 
     def key(self) -> str | None:
         """The API key: `api_key`, else the environment variable `api_key_env` names."""
@@ -265,7 +258,76 @@ class UpstreamSettings(_Section):
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
+class HTTPUpstream(_Upstream):
+    """An `http` model's upstream: any OpenAI-compatible server, called per request, with
+    adaptive concurrency and optional rate limits (engines/flow.py)."""
+
+    engine: Literal["http"] = Field("http", description="The model's engine (copied from it).")
+    initial_concurrency: int = Field(4, ge=1, description="Requests in flight at start.")
+    min_concurrency: int = Field(1, ge=1, description="The limit never backs off below this.")
+    max_concurrency: int = Field(256, ge=1, description="The limit never grows past this.")
+    latency_tolerance: float = Field(
+        2.0,
+        gt=1,
+        description="The limit grows while seconds per output token stay within this "
+        "factor of the best seen.",
+    )
+    backoff_factor: float = Field(
+        0.5, gt=0, lt=1, description="The limit is multiplied by this on 429/5xx/timeouts."
+    )
+    requests_per_minute: int | None = Field(None, ge=1, description="RPM limit, if any.")
+    tokens_per_minute: int | None = Field(
+        None, ge=1, description="TPM limit (prompt estimate + max_tokens), if any."
+    )
+
+
+class _BatchUpstream(_Upstream):
+    """What both provider Batch APIs take: how work is packed and polled
+    (worker/passthrough.py)."""
+
+    max_requests_per_batch: int | None = Field(
+        None,
+        ge=1,
+        description="Requests per upstream batch (default 50,000 for OpenAI, 100,000 for "
+        "Anthropic).",
+    )
+    max_batch_bytes: int = Field(
+        190 * MiB, ge=1, description="Bytes of requests per upstream batch."
+    )
+    poll_seconds: float = Field(
+        5.0, gt=0, description="First wait between polls; doubles per poll."
+    )
+    max_poll_seconds: float = Field(300.0, gt=0, description="Longest poll wait.")
+
+
+class OpenAIBatchUpstream(_BatchUpstream):
+    """An `openai-batch` model's upstream: an OpenAI-style Batch API (files + batches)."""
+
+    engine: Literal["openai-batch"] = Field(
+        "openai-batch", description="The model's engine (copied from it)."
+    )
+    completion_window: str = Field("24h", description="The completion_window of upstream batches.")
+
+
+class AnthropicBatchUpstream(_BatchUpstream):
+    """An `anthropic-batch` model's upstream: an Anthropic-style Message Batches API."""
+
+    engine: Literal["anthropic-batch"] = Field(
+        "anthropic-batch", description="The model's engine (copied from it)."
+    )
+    anthropic_version: str = Field("2023-06-01", description="The anthropic-version header.")
+
+
+_UPSTREAMS: tuple[type[_Upstream], ...] = (
+    HTTPUpstream,
+    OpenAIBatchUpstream,
+    AnthropicBatchUpstream,
+)
 UPSTREAM_ENGINES = ("http", "openai-batch", "anthropic-batch")
+# `[models.upstream]` of an `http`, `openai-batch` or `anthropic-batch` model (README,
+# Upstreams), one class per engine style.
+UpstreamSettings: TypeAlias = HTTPUpstream | OpenAIBatchUpstream | AnthropicBatchUpstream
+BatchUpstream: TypeAlias = OpenAIBatchUpstream | AnthropicBatchUpstream
 
 
 class WebhookSettings(_Section):
@@ -316,8 +378,10 @@ class ModelSettings(_Section):
             "server, `openai-batch`/`anthropic-batch` an upstream Batch API (`upstream`).",
         )
     )
-    upstream: UpstreamSettings | None = Field(
-        None, description="For `http`, `openai-batch`, `anthropic-batch`: where to send work."
+    upstream: Annotated[UpstreamSettings, Field(discriminator="engine")] | None = Field(
+        None,
+        description="For `http`, `openai-batch`, `anthropic-batch`: where to send work; "
+        "each takes its own keys.",
     )
     path: Path | None = Field(
         None,
@@ -334,6 +398,39 @@ class ModelSettings(_Section):
     )
     output_price: float | None = Field(
         None, ge=0, description="Real-time list price, $ per million output tokens ([pricing])."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upstream_of_its_engine(cls, data: Any) -> Any:
+        """Give `[models.upstream]` the model's engine, which decides the keys it takes."""
+        if not isinstance(data, dict):
+            return data
+        engine, upstream = data.get("engine", "vllm"), data.get("upstream")
+        if upstream is None or not isinstance(engine, str):
+            return data
+        if engine not in UPSTREAM_ENGINES:
+            raise ValueError(_upstream_rule(data.get("name"), engine))
+        if isinstance(upstream, dict) and "engine" not in upstream:
+            return {**data, "upstream": {**upstream, "engine": engine}}
+        return data
+
+    @model_validator(mode="after")
+    def _upstream_where_needed(self) -> ModelSettings:
+        if self.engine in UPSTREAM_ENGINES and self.upstream is None:
+            raise ValueError(_upstream_rule(self.name, self.engine))
+        if self.upstream is not None and self.upstream.engine != self.engine:
+            raise ValueError(
+                f"models: '{self.name}' (engine '{self.engine}'): its [models.upstream] is "
+                f"for engine '{self.upstream.engine}'"
+            )
+        return self
+
+
+def _upstream_rule(name: object, engine: str) -> str:
+    return (
+        f"models: '{name}' (engine '{engine}'): a [models.upstream] table is needed by, "
+        f"and only allowed for, the engines {', '.join(UPSTREAM_ENGINES)}"
     )
 
 

@@ -22,8 +22,10 @@ from pathlib import Path
 from freight.config import (
     DEFAULT_CHAT_MODEL,
     DEFAULT_EMBEDDING_MODEL,
-    UPSTREAM_ENGINES,
+    AnthropicBatchUpstream,
+    BatchUpstream,
     ModelSettings,
+    OpenAIBatchUpstream,
     Settings,
     UpstreamSettings,
 )
@@ -51,6 +53,13 @@ class ModelSpec:
     @property
     def is_embedded_default(self) -> bool:
         return self.path is None and self.engine in ("vllm", "embeddings")
+
+    @property
+    def batch_upstream(self) -> BatchUpstream | None:
+        """The upstream Batch API of a model routed to one, else None."""
+        if isinstance(self.upstream, (OpenAIBatchUpstream, AnthropicBatchUpstream)):
+            return self.upstream
+        return None
 
     @property
     def batch_style(self) -> str | None:
@@ -109,11 +118,6 @@ def _spec_from_settings(entry: ModelSettings) -> ModelSpec:
         raise ConfigError(f"models: '{entry.name}' needs a `path` to a local model directory")
     if entry.path is not None and not entry.path.is_dir():
         raise ConfigError(f"models: '{entry.name}' path {entry.path} is not a directory")
-    if (entry.engine in UPSTREAM_ENGINES) != (entry.upstream is not None):
-        raise ConfigError(
-            f"models: '{entry.name}' (engine '{entry.engine}'): a [models.upstream] table "
-            f"is needed by, and only allowed for, the engines {', '.join(UPSTREAM_ENGINES)}"
-        )
     return ModelSpec(
         entry.name,
         entry.engine,

@@ -30,6 +30,7 @@ from freight.protocol import openai as wire
 from freight.service import Service
 from freight.store import batches, files, requests
 from freight.store.blobs import BlobStore
+from freight.store.statuses import BatchStatus, RequestStatus
 from freight.submit import create_openai_batch
 from freight.worker import finalize, ingest, scheduler
 
@@ -188,11 +189,11 @@ async def _run_on_ray(
                     break
         else:
             with svc.db.write() as conn:
-                requests.close_open(conn, batch_id, requests.ERRORED, RAY_GAVE_UP)
-        finalize.finalize(svc.db, svc.blobs, batch_id, "completed")
+                requests.close_open(conn, batch_id, RequestStatus.ERRORED, RAY_GAVE_UP)
+        finalize.finalize(svc.db, svc.blobs, batch_id, BatchStatus.COMPLETED)
 
     batch = await asyncio.to_thread(validate)
-    if batch.status != "in_progress":
+    if batch.status != BatchStatus.IN_PROGRESS:
         return batch  # failed validation: nothing runs, no cluster is needed
     executor.connect(address)  # in the main thread, where Ray may install signal handlers
     job = asyncio.create_task(asyncio.to_thread(execute))
@@ -215,7 +216,7 @@ async def _watch(svc: Service, batch_id: str, console: Console) -> batches.Batch
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("validating", total=None, rate="")
+        task = progress.add_task(BatchStatus.VALIDATING, total=None, rate="")
         while True:
             with svc.db.read() as conn:
                 batch = batches.get(conn, batch_id)
@@ -235,7 +236,7 @@ async def _watch(svc: Service, batch_id: str, console: Console) -> batches.Batch
 def _report(
     svc: Service, batch: batches.BatchRecord, output: Path, errors: Path | None, console: Console
 ) -> int:
-    if batch.status == "failed":
+    if batch.status == BatchStatus.FAILED:
         table = Table("line", "code", "message", title="The input file is invalid")
         for e in batch.errors or []:
             table.add_row(str(e.get("line") or ""), e.get("code") or "", e.get("message") or "")
@@ -262,6 +263,6 @@ def _report(
         f"{batch.input_tokens} input and {batch.output_tokens} output tokens -> {output}"
         + (f" (errors -> {errors})" if errors is not None and num_failed else "")
     )
-    if batch.status != "completed":
+    if batch.status != BatchStatus.COMPLETED:
         return 1
     return 3 if num_failed else 0

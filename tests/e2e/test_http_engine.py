@@ -26,7 +26,7 @@ from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
 from openai.types.chat import ChatCompletion as SDKChatCompletion
 
-from freight.config import ModelSettings, UpstreamSettings, WorkerSettings
+from freight.config import HTTPUpstream, ModelSettings, WorkerSettings
 from freight.service import Service
 from tests.conftest import (
     CHAT_MODEL,
@@ -67,7 +67,7 @@ class AppServer:
 
 def http_model(name: str, base_url: str, **upstream: Any) -> ModelSettings:
     return ModelSettings(
-        name=name, engine="http", upstream=UpstreamSettings(base_url=base_url, **upstream)
+        name=name, engine="http", upstream=HTTPUpstream(base_url=base_url, **upstream)
     )
 
 

@@ -21,7 +21,7 @@ from anthropic.types.messages import MessageBatchIndividualResponse as SDKResult
 from openai.types import Batch as SDKBatch
 from openai.types.chat import ChatCompletion as SDKChatCompletion
 
-from freight.config import ModelSettings, UpstreamSettings, WorkerSettings
+from freight.config import ModelSettings, OpenAIBatchUpstream, WorkerSettings
 from freight.service import Service
 from freight.store import batches as store_batches
 from freight.store import upstream as store_upstream
@@ -55,7 +55,8 @@ def start_downstream(home: Path, upstream: LiveServer, **overrides: Any) -> Live
     lacks) and the local `echo`."""
 
     def model(name: str, engine: str, base_url: str, **extra: Any) -> ModelSettings:
-        settings = UpstreamSettings(base_url=base_url, model="echo", **FAST_POLL, **extra)
+        # a table as freight.toml gives it: the model's engine decides the keys it takes
+        settings = {"base_url": base_url, "model": "echo", **FAST_POLL, **extra}
         return ModelSettings(name=name, engine=engine, upstream=settings)
 
     v1 = f"{upstream.base_url}/v1"
@@ -68,7 +69,7 @@ def start_downstream(home: Path, upstream: LiveServer, **overrides: Any) -> Live
             ModelSettings(  # the upstream has no such model: its batches fail validation
                 name="gpt-nope",
                 engine="openai-batch",
-                upstream=UpstreamSettings(base_url=v1, model="nope", **FAST_POLL),
+                upstream=OpenAIBatchUpstream(base_url=v1, model="nope", **FAST_POLL),
             ),
             model(
                 "claude-up",

@@ -23,6 +23,7 @@ import pytest
 
 from freight.store import batches, requests
 from freight.store.db import Database
+from freight.store.statuses import RequestStatus
 from tests.conftest import (
     TEST_ENGINE_ENV,
     chat_line,
@@ -99,17 +100,17 @@ def test_sigterm_lets_in_flight_requests_finish_releases_leases_and_exits_0(
         wait_http(f"{base}/health", proc=proc)
         batch_id = create_batch(base)
         in_flight = wait_in_flight(base, proc)
-        before = request_counts(home, batch_id).get(requests.SUCCEEDED, 0)
+        before = request_counts(home, batch_id).get(RequestStatus.SUCCEEDED, 0)
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         took = time.monotonic() - signalled
     counts = request_counts(home, batch_id)
-    assert requests.RUNNING not in counts, counts  # every lease given back
+    assert RequestStatus.RUNNING not in counts, counts  # every lease given back
     # What was in the engine finished (0.5 s each, well within the 10 s drain), and
     # nothing new was claimed: the rest is queued for the next start.
-    assert counts.get(requests.SUCCEEDED, 0) >= before + in_flight
-    assert counts.get(requests.QUEUED, 0) > 0
+    assert counts.get(RequestStatus.SUCCEEDED, 0) >= before + in_flight
+    assert counts.get(RequestStatus.QUEUED, 0) > 0
     assert sum(counts.values()) == NUM_REQUESTS
     assert took < 10 + 5, f"shutdown took {took:.1f} s, past the drain bound"
 
@@ -129,7 +130,7 @@ def test_second_sigterm_exits_at_once_and_the_restart_loses_nothing(tmp_path: Pa
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) != 0  # exits now, not after the drain
         assert time.monotonic() - signalled < 5
-    assert request_counts(home, batch_id).get(requests.RUNNING, 0) > 0  # leases left behind
+    assert request_counts(home, batch_id).get(RequestStatus.RUNNING, 0) > 0  # leases left behind
 
     with serve_process(home, port, "--no-preload", env=config(tmp_path, 0.01, 10)) as proc:
         wait_http(f"{base}/health", proc=proc)
@@ -161,7 +162,7 @@ def start_worker(home: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 def wait_running(home: Path, batch_id: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
-    while request_counts(home, batch_id).get(requests.RUNNING, 0) == 0:
+    while request_counts(home, batch_id).get(RequestStatus.RUNNING, 0) == 0:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
 
@@ -179,7 +180,7 @@ def test_worker_command_drains_on_sigterm_and_exits_at_once_on_a_second(tmp_path
         wait_running(home, batch_id, worker)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
-        assert requests.RUNNING not in request_counts(home, batch_id)
+        assert RequestStatus.RUNNING not in request_counts(home, batch_id)
         # Two: the second ends the drain of 3 s requests at once.
         worker = start_worker(home, config(tmp_path, delay=3, drain=60))
         wait_running(home, batch_id, worker)

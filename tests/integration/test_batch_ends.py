@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 
 from freight import ids
-from freight.config import ModelSettings, UpstreamSettings
+from freight.config import ModelSettings, OpenAIBatchUpstream
 from freight.engines.echo import EchoEngine
 from freight.protocol import message_batch_input, views
 from freight.service import Service
 from freight.store import batches, files
 from freight.store import blobs as blob_names
 from freight.store import requests as store_requests
+from freight.store.statuses import RequestStatus
 from freight.worker import dispatcher, finalize, ingest, passthrough, unqueued
 from tests.conftest import FAST_WORKER, chat_line, make_settings
 from tests.integration.test_message_batch_worker import results
@@ -269,7 +270,7 @@ def test_finalize_that_always_fails_on_one_result_ends_with_every_other_result(
     calls: list[int] = []
 
     def fails_on_bad(row: Any) -> bytes:
-        if row.custom_id == "bad" and row.status == store_requests.SUCCEEDED:
+        if row.custom_id == "bad" and row.status == RequestStatus.SUCCEEDED:
             calls.append(1)
             raise RecursionError(RECURSION)
         return bytes(real_format(row))
@@ -369,7 +370,7 @@ def test_cancel_of_a_never_ingested_message_batch_replaces_rows_a_dead_ingest_le
                     "custom_id": "a",
                     "url": "/v1/messages",
                     "body": "{}",
-                    "status": store_requests.QUEUED,
+                    "status": RequestStatus.QUEUED,
                 }
             ],
         )
@@ -422,7 +423,7 @@ class BrokenUpstream:
 def test_upstream_batch_that_always_fails_ends_its_requests_after_their_attempts(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    upstream = UpstreamSettings(base_url="http://127.0.0.1:9/v1", model="echo")
+    upstream = OpenAIBatchUpstream(base_url="http://127.0.0.1:9/v1", model="echo")
     settings = make_settings(
         tmp_path,
         database_url=database_url,

@@ -12,6 +12,7 @@ import pytest
 from freight.errors import Conflict, IllegalTransition, NotFound
 from freight.store import batches, files, requests
 from freight.store.db import Database, open_database
+from freight.store.statuses import RequestStatus
 from tests.sqlite_plans import plans_of
 
 
@@ -47,7 +48,7 @@ def new_batch(
                 "custom_id": f"c{i}",
                 "url": "/v1/chat/completions",
                 "body": "{}",
-                "status": requests.QUEUED,
+                "status": RequestStatus.QUEUED,
                 "attempts": 0,
             }
             for i in range(num_requests)
@@ -142,7 +143,9 @@ def test_claims_and_records_seek_indexes_not_every_queued_request(tmp_path: Path
     with db.write() as conn:
         claimed = requests.claim(conn, "batch_1", "w1", 512, lease_seconds=60)
     plans = plans_of(db, lambda conn: requests.claim(conn, "batch_1", "w1", 512, 60))
-    outcomes = [requests.Outcome(c.id, "batch_1", requests.SUCCEEDED, 200, "{}") for c in claimed]
+    outcomes = [
+        requests.Outcome(c.id, "batch_1", RequestStatus.SUCCEEDED, 200, "{}") for c in claimed
+    ]
     plans |= plans_of(db, lambda conn: requests.record(conn, outcomes))
     db.dispose()
     assert len(plans) >= 4, plans  # claim: select, update; record: select, update
@@ -156,7 +159,7 @@ def test_result_is_recorded_once_even_if_two_workers_race(db: Database) -> None:
     outcome = requests.Outcome(
         claimed.id,
         "batch_1",
-        requests.SUCCEEDED,
+        RequestStatus.SUCCEEDED,
         status_code=200,
         response_json='{"usage": {}}',
         input_tokens=3,
@@ -194,7 +197,7 @@ def test_close_open_ends_queued_and_running_and_counts_them(db: Database) -> Non
     new_batch(db, num_requests=3)
     with db.write() as conn:
         (running,) = requests.claim(conn, "batch_1", "w1", 1, lease_seconds=60)
-        ids = requests.close_open(conn, "batch_1", requests.CANCELLED, '{"code": "x"}')
+        ids = requests.close_open(conn, "batch_1", RequestStatus.CANCELLED, '{"code": "x"}')
         record = batches.get(conn, "batch_1")
     assert ids == [running.id]
     assert record.num_cancelled == 3
@@ -253,7 +256,7 @@ def test_claims_follow_the_admission_key_then_the_line(db: Database) -> None:
                     "custom_id": f"c{i}",
                     "url": "/v1/chat/completions",
                     "body": "{}",
-                    "status": requests.QUEUED,
+                    "status": RequestStatus.QUEUED,
                     "attempts": 0,
                     "admission_key": key,
                 }

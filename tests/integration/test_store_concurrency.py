@@ -28,6 +28,7 @@ from freight.store import batches, files, project_usage, requests
 from freight.store import db as db_module
 from freight.store.blobs import BlobStore
 from freight.store.db import Database, open_database
+from freight.store.statuses import RequestStatus
 from tests.conftest import REPO
 from tests.integration.test_store import new_batch
 
@@ -127,7 +128,7 @@ def shuffled_batch(db: Database, batch_id: str, num_requests: int) -> None:
                     "custom_id": f"c{i}",
                     "url": "/v1/chat/completions",
                     "body": "{}",
-                    "status": requests.QUEUED,
+                    "status": RequestStatus.QUEUED,
                     "attempts": 0,
                 }
                 for i, rid in enumerate(ids)
@@ -146,7 +147,7 @@ def test_racing_results_renewals_and_cancel_count_each_request_once(
     with db.write() as conn:
         claimed = requests.claim(conn, "batch_1", "w1", 600, lease_seconds=60)
     outcomes = [
-        requests.Outcome(c.id, "batch_1", requests.SUCCEEDED, status_code=200, output_tokens=1)
+        requests.Outcome(c.id, "batch_1", RequestStatus.SUCCEEDED, status_code=200, output_tokens=1)
         for c in claimed
     ]
     random.shuffle(outcomes)
@@ -160,7 +161,9 @@ def test_racing_results_renewals_and_cancel_count_each_request_once(
 
     def cancel() -> int:
         with db.write() as conn:
-            return len(requests.close_open(conn, "batch_1", requests.CANCELLED, '{"code":"x"}'))
+            return len(
+                requests.close_open(conn, "batch_1", RequestStatus.CANCELLED, '{"code":"x"}')
+            )
 
     def renew() -> int:
         with db.write() as conn:

@@ -12,6 +12,7 @@ import pytest
 
 from freight.store import batches, requests, upstream
 from freight.store.db import Database, open_database
+from freight.store.statuses import RequestStatus
 from tests.sqlite_plans import plans_of
 
 
@@ -32,7 +33,7 @@ def new_batch(db: Database, *, num_upstream: int, num_local: int) -> None:
             "custom_id": f"c{i}",
             "url": "/v1/chat/completions",
             "body": '{"model":"up","messages":[]}' if i < num_upstream else "{}",
-            "status": requests.QUEUED,
+            "status": RequestStatus.QUEUED,
             "attempts": 0,
             "upstream": "up" if i < num_upstream else None,
         }
@@ -136,7 +137,7 @@ def test_given_back_requests_are_adopted_with_their_upstream_batch(db: Database)
         assert upstream.num_running(conn, record.id, "w2") == 3
         assert upstream.waiting(conn, ["up"]) == []
     outcomes = [
-        requests.Outcome(f"r0{i}", "batch_1", requests.SUCCEEDED, 200, "{}") for i in range(3)
+        requests.Outcome(f"r0{i}", "batch_1", RequestStatus.SUCCEEDED, 200, "{}") for i in range(3)
     ]
     with db.write() as conn:
         assert requests.record(conn, outcomes) == 3

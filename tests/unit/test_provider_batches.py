@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from freight.config import ModelSettings, UpstreamSettings
+from freight import config
+from freight.config import AnthropicBatchUpstream, ModelSettings, OpenAIBatchUpstream
 from freight.errors import ConfigError
 from freight.models import Registry
-from freight.store.requests import CANCELLED, ERRORED, EXPIRED, SUCCEEDED, ClaimedRequest
+from freight.store.requests import ClaimedRequest
+from freight.store.statuses import RequestStatus
 from freight.worker import passthrough, provider_batches
 from freight.worker.provider_batches import (
     UpstreamState,
@@ -20,6 +22,8 @@ from freight.worker.provider_batches import (
 )
 from tests.conftest import make_settings
 
+SUCCEEDED, ERRORED = RequestStatus.SUCCEEDED, RequestStatus.ERRORED
+CANCELLED, EXPIRED = RequestStatus.CANCELLED, RequestStatus.EXPIRED
 REQUEST = ClaimedRequest("batch_req_1", "batch_1", 1, "my-id", "/v1/chat/completions", "{}", 1)
 
 
@@ -78,27 +82,30 @@ def test_anthropic_results_map_each_type() -> None:
 
 
 def test_passthrough_models_carry_only_their_styles_urls(tmp_path: Path) -> None:
-    upstream = UpstreamSettings(base_url="http://upstream.invalid/v1")
+    table = {"base_url": "http://upstream.invalid/v1"}
     settings = make_settings(
         tmp_path,
         models=[
-            ModelSettings(name="o", engine="openai-batch", upstream=upstream),
-            ModelSettings(name="a", engine="anthropic-batch", upstream=upstream),
+            ModelSettings(name="o", engine="openai-batch", upstream=table),
+            ModelSettings(name="a", engine="anthropic-batch", upstream=table),
         ],
     )
     registry = Registry(settings)
     assert passthrough.url_problem(registry.get("o"), "/v1/embeddings") is None
     assert "not /v1/messages" in (passthrough.url_problem(registry.get("o"), "/v1/messages") or "")
     assert passthrough.url_problem(registry.get("a"), "/v1/messages") is None
-    assert provider_batches.max_requests("anthropic", upstream) == 100_000
-    assert provider_batches.max_requests("openai", upstream) == 50_000
+    assert provider_batches.max_requests(AnthropicBatchUpstream(**table)) == 100_000
+    assert provider_batches.max_requests(OpenAIBatchUpstream(**table)) == 50_000
 
 
-def test_the_upstream_table_is_needed_by_upstream_engines_and_only_by_them(tmp_path: Path) -> None:
-    upstream = UpstreamSettings(base_url="http://upstream.invalid/v1")
+def test_the_upstream_table_is_needed_by_upstream_engines_and_only_by_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FREIGHT_CONFIG", "/nonexistent/freight.toml")
+    table = {"base_url": "http://upstream.invalid/v1"}
     for model in (
-        ModelSettings(name="h", engine="http"),
-        ModelSettings(name="e", engine="echo", upstream=upstream),
+        {"name": "h", "engine": "http"},
+        {"name": "e", "engine": "echo", "upstream": table},
     ):
         with pytest.raises(ConfigError, match=r"\[models.upstream\] table"):
-            Registry(make_settings(tmp_path, models=[model]))
+            config.load(models=[model])

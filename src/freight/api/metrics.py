@@ -29,8 +29,9 @@ from freight.api.deps import service
 from freight.engines.flow import OVERLOAD_REASONS
 from freight.engines.metering import KINDS, REALTIME, EngineMeter, Histogram
 from freight.service import Service
-from freight.store import requests, usage
+from freight.store import usage
 from freight.store.batches import ACTIVE, TERMINAL
+from freight.store.statuses import BatchStatus, RequestStatus
 
 router = APIRouter(tags=["metrics"])
 BATCH_STATUSES = sorted(ACTIVE | TERMINAL)
@@ -46,10 +47,10 @@ class _Families:
         yield from self.families
 
 
-def _store_gauges(svc: Service) -> tuple[int, dict[str, int]]:
+def _store_gauges(svc: Service) -> tuple[int, dict[BatchStatus, int]]:
     with svc.db.read() as conn:
         return (
-            usage.num_requests_with_status(conn, requests.QUEUED),
+            usage.num_requests_with_status(conn, RequestStatus.QUEUED),
             usage.batches_by_status(conn),
         )
 
@@ -67,7 +68,9 @@ async def metrics(svc: Service = Depends(service)) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _queue_families(svc: Service, num_queued: int, by_status: dict[str, int]) -> Iterable[Metric]:
+def _queue_families(
+    svc: Service, num_queued: int, by_status: dict[BatchStatus, int]
+) -> Iterable[Metric]:
     meter = svc.engines.meter
     depth = GaugeMetricFamily(
         "freight_queue_depth",

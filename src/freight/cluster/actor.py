@@ -22,6 +22,7 @@ from freight.config import Settings
 from freight.engines.pool import EnginePool
 from freight.models import Registry
 from freight.store import requests
+from freight.store.statuses import RequestStatus
 from freight.worker import runner
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def outcome(row: dict[str, Any]) -> requests.Outcome:
     return requests.Outcome(
         row["request_id"],
         row["batch_id"],
-        row["status"],
+        RequestStatus(row["status"]),
         status_code=row["status_code"],
         response_json=row["response_json"],
         error_json=row["error_json"],

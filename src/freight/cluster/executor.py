@@ -24,6 +24,7 @@ from typing import Any
 from freight.config import Settings
 from freight.store import batches, requests
 from freight.store.db import Database
+from freight.store.statuses import BatchStatus
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,11 @@ def run_batch(
             if on_recorded is not None:
                 on_recorded(num)
             # Cancelled or past its window: stop here; the worker ends the batch as usual.
-            if stop.is_set() or batch.status != "in_progress" or time.time() >= batch.expires_at:
+            if (
+                stop.is_set()
+                or batch.status != BatchStatus.IN_PROGRESS
+                or time.time() >= batch.expires_at
+            ):
                 log.info("batch %s: the Ray run stops early (%s)", batch_id, batch.status)
                 break
     finally:

@@ -17,6 +17,7 @@ import threading
 from freight.config import Settings
 from freight.store import batches
 from freight.store.db import Database
+from freight.store.statuses import BatchStatus
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class RayHandOff:
 
     def wants(self, batch: batches.BatchRecord) -> bool:
         return (
-            batch.status == "in_progress"
+            batch.status == BatchStatus.IN_PROGRESS
             and batch.id not in self.failed
             and is_large(batch.num_open, self.settings.ray.min_requests)
         )

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from freight.config import UpstreamSettings
+from freight.config import AnthropicBatchUpstream, HTTPUpstream, UpstreamSettings
 from freight.engines.base import (
     Choice,
     Delta,
@@ -74,7 +74,7 @@ def is_transient(status_code: int) -> bool:
     return status_code in (408, 409, 425, 429) or status_code >= 500
 
 
-def headers_for(upstream: UpstreamSettings, style: str = "openai") -> dict[str, str]:
+def headers_for(upstream: UpstreamSettings) -> dict[str, str]:
     """Authentication (and version) headers in the upstream API's style."""
     key = upstream.key()
     if key is None and upstream.api_key_env:
@@ -84,7 +84,7 @@ def headers_for(upstream: UpstreamSettings, style: str = "openai") -> dict[str, 
             upstream.base_url,
             upstream.api_key_env,
         )
-    if style == "anthropic":
+    if isinstance(upstream, AnthropicBatchUpstream):
         headers = {"anthropic-version": upstream.anthropic_version}
         if key:
             headers["x-api-key"] = key
@@ -94,7 +94,6 @@ def headers_for(upstream: UpstreamSettings, style: str = "openai") -> dict[str, 
 
 def open_client(
     upstream: UpstreamSettings,
-    style: str = "openai",
     *,
     max_connections: int = 100,
     transport: httpx.AsyncBaseTransport | None = None,
@@ -102,7 +101,7 @@ def open_client(
     timeout = upstream.timeout_seconds
     return httpx.AsyncClient(
         base_url=upstream.base_url,
-        headers=headers_for(upstream, style),
+        headers=headers_for(upstream),
         timeout=httpx.Timeout(timeout, connect=min(10.0, timeout), pool=None),
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=64),
         transport=transport,
@@ -119,7 +118,7 @@ class HTTPEngine:
     def __init__(
         self,
         name: str,
-        upstream: UpstreamSettings,
+        upstream: HTTPUpstream,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import cast
 
-from freight.config import Settings
+from freight.config import HTTPUpstream, Settings
 from freight.engines.base import EmbeddingEngine, Engine, Task
 from freight.engines.echo import EchoEngine
 from freight.engines.metering import EngineMeter, MeteredEngine
@@ -143,7 +143,7 @@ class EnginePool:
         engine: Engine | EmbeddingEngine
         if spec.engine == "echo":
             engine = EchoEngine(spec.name, delay_seconds=spec.delay_seconds)
-        elif spec.engine == "http" and spec.upstream is not None:
+        elif isinstance(spec.upstream, HTTPUpstream):
             from freight.engines.http import HTTPEngine
 
             engine = HTTPEngine(spec.name, spec.upstream)

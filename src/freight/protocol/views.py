@@ -6,6 +6,7 @@ from freight.protocol import anthropic
 from freight.protocol import openai as wire
 from freight.store.batches import BatchRecord
 from freight.store.files import FileRecord
+from freight.store.statuses import BatchStatus
 
 
 def file_object(record: FileRecord) -> wire.FileObject:
@@ -69,11 +70,11 @@ def list_page(items: list[wire.FileObject] | list[wire.Batch], has_more: bool) -
 
 
 # One lifecycle, two views: Anthropic sees in_progress / canceling / ended.
-_PROCESSING_STATUS: dict[str, anthropic.ProcessingStatus] = {
-    "validating": "in_progress",
-    "in_progress": "in_progress",
-    "finalizing": "in_progress",
-    "cancelling": "canceling",
+_PROCESSING_STATUS: dict[BatchStatus, anthropic.ProcessingStatus] = {
+    BatchStatus.VALIDATING: "in_progress",
+    BatchStatus.IN_PROGRESS: "in_progress",
+    BatchStatus.FINALIZING: "in_progress",
+    BatchStatus.CANCELLING: "canceling",
 }
 
 
@@ -92,13 +93,13 @@ def message_batch(record: BatchRecord, base_url: str) -> anthropic.MessageBatch:
         )
     else:
         counts = anthropic.MessageBatchRequestCounts(
-            processing=record.num_open if record.status != "failed" else 0,
+            processing=record.num_open if record.status != BatchStatus.FAILED else 0,
             succeeded=record.num_succeeded,
-            errored=record.num_errored if record.status != "failed" else record.num_total,
+            errored=record.num_errored if record.status != BatchStatus.FAILED else record.num_total,
             canceled=record.num_cancelled,
             expired=record.num_expired,
         )
-    has_results = is_ended and record.status != "failed"
+    has_results = is_ended and record.status != BatchStatus.FAILED
     return anthropic.MessageBatch(
         id=record.id,
         processing_status=status,

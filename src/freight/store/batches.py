@@ -27,16 +27,30 @@ import sqlalchemy as sa
 from freight.errors import Conflict, IllegalTransition, NotFound
 from freight.store import webhooks
 from freight.store.schema import batch_events, batches, requests
+from freight.store.statuses import BatchStatus
 
-ALLOWED: dict[str, frozenset[str]] = {
-    "validating": frozenset({"in_progress", "failed", "cancelling"}),
-    "in_progress": frozenset({"finalizing", "cancelling", "expired"}),
-    "finalizing": frozenset({"completed", "expired"}),
-    "cancelling": frozenset({"cancelled"}),
+ALLOWED: dict[BatchStatus, frozenset[BatchStatus]] = {
+    BatchStatus.VALIDATING: frozenset(
+        {BatchStatus.IN_PROGRESS, BatchStatus.FAILED, BatchStatus.CANCELLING}
+    ),
+    BatchStatus.IN_PROGRESS: frozenset(
+        {BatchStatus.FINALIZING, BatchStatus.CANCELLING, BatchStatus.EXPIRED}
+    ),
+    BatchStatus.FINALIZING: frozenset({BatchStatus.COMPLETED, BatchStatus.EXPIRED}),
+    BatchStatus.CANCELLING: frozenset({BatchStatus.CANCELLED}),
 }
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+TERMINAL = frozenset(
+    {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED}
+)
 # Statuses in which requests may still run.
-ACTIVE = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+ACTIVE = frozenset(
+    {
+        BatchStatus.VALIDATING,
+        BatchStatus.IN_PROGRESS,
+        BatchStatus.FINALIZING,
+        BatchStatus.CANCELLING,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,7 @@ class BatchRecord:
     endpoint: str
     input_file_id: str | None
     completion_window: str
-    status: str
+    status: BatchStatus
     model: str | None
     metadata_json: str | None
     errors_json: str | None
@@ -103,11 +117,13 @@ _COLUMNS = [f.name for f in fields(BatchRecord)]
 
 
 def _record(row: Any) -> BatchRecord:
-    return BatchRecord(**{name: row[name] for name in _COLUMNS})
+    values = {name: row[name] for name in _COLUMNS}
+    values["status"] = BatchStatus(values["status"])
+    return BatchRecord(**values)
 
 
 def insert(conn: sa.Connection, **values: Any) -> BatchRecord:
-    values.setdefault("status", "validating")
+    values.setdefault("status", BatchStatus.VALIDATING)
     values.setdefault("created_ns", time.time_ns())
     conn.execute(batches.insert().values(**values))
     _event(conn, values["id"], None, values["status"], "created")
@@ -178,7 +194,7 @@ def lock(conn: sa.Connection, batch_id: str) -> BatchRecord:
     return _record(row)
 
 
-def with_status(conn: sa.Connection, *statuses: str) -> list[BatchRecord]:
+def with_status(conn: sa.Connection, *statuses: BatchStatus) -> list[BatchRecord]:
     query = batches.select().where(batches.c.status.in_(statuses)).order_by(batches.c.expires_at)
     return [_record(r) for r in conn.execute(query).mappings()]
 
@@ -186,7 +202,7 @@ def with_status(conn: sa.Connection, *statuses: str) -> list[BatchRecord]:
 def transition(
     conn: sa.Connection,
     batch_id: str,
-    to_status: str,
+    to_status: BatchStatus,
     *,
     detail: str | None = None,
     **values: Any,
@@ -222,15 +238,15 @@ def request_cancel(
 ) -> BatchRecord:
     """The API's cancel: idempotent while cancelling, a 409 once the batch has ended."""
     batch = get(conn, batch_id, project, api)
-    if batch.status == "cancelling":
+    if batch.status == BatchStatus.CANCELLING:
         return batch
-    if batch.status not in ("validating", "in_progress"):
+    if batch.status not in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS):
         raise Conflict(
             f"Cannot cancel batch {batch_id}: it is already {batch.status}.",
             param="batch_id",
             code="batch_not_cancellable",
         )
-    return transition(conn, batch_id, "cancelling", detail="cancel requested")
+    return transition(conn, batch_id, BatchStatus.CANCELLING, detail="cancel requested")
 
 
 def add_counts(conn: sa.Connection, batch_id: str, **deltas: int) -> None:
@@ -277,7 +293,11 @@ def events(conn: sa.Connection, batch_id: str) -> list[dict[str, Any]]:
 
 
 def _event(
-    conn: sa.Connection, batch_id: str, from_status: str | None, to_status: str, detail: str | None
+    conn: sa.Connection,
+    batch_id: str,
+    from_status: BatchStatus | None,
+    to_status: BatchStatus,
+    detail: str | None,
 ) -> int:
     result = conn.execute(
         batch_events.insert().values(

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from freight.store.batches import ACTIVE
 from freight.store.schema import batches, files
+from freight.store.statuses import BatchStatus
 
 
 def stored_bytes(conn: sa.Connection, project: str) -> int:
@@ -40,7 +41,7 @@ def open_work(conn: sa.Connection, project: str) -> OpenWork:
     pending = conn.execute(
         sa.select(files.c.blob)
         .select_from(batches.join(files, files.c.id == batches.c.input_file_id))
-        .where(active, batches.c.status == "validating", batches.c.num_total == 0)
+        .where(active, batches.c.status == BatchStatus.VALIDATING, batches.c.num_total == 0)
     ).scalars()
     unvalidated = list(pending)
     finished = (

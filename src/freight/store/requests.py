@@ -25,20 +25,17 @@ import sqlalchemy as sa
 
 from freight.store import batches
 from freight.store.schema import requests
+from freight.store.statuses import RequestStatus
 
-QUEUED = "queued"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-ERRORED = "errored"
-CANCELLED = "cancelled"
-EXPIRED = "expired"
-OPEN = (QUEUED, RUNNING)
+OPEN = (RequestStatus.QUEUED, RequestStatus.RUNNING)
+# A finished request's status -> the batch counter it adds to.
 _COUNTER = {
-    SUCCEEDED: "num_succeeded",
-    ERRORED: "num_errored",
-    CANCELLED: "num_cancelled",
-    EXPIRED: "num_expired",
+    RequestStatus.SUCCEEDED: "num_succeeded",
+    RequestStatus.ERRORED: "num_errored",
+    RequestStatus.CANCELLED: "num_cancelled",
+    RequestStatus.EXPIRED: "num_expired",
 }
+FINISHED = tuple(_COUNTER)
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,7 @@ class Outcome:
 
     request_id: str
     batch_id: str
-    status: str  # SUCCEEDED or ERRORED
+    status: RequestStatus  # a finished one: succeeded, errored, cancelled or expired
     status_code: int | None = None
     response_json: str | None = None
     error_json: str | None = None
@@ -120,7 +117,7 @@ def claim(
         sa.select(*_CLAIMED_COLUMNS)
         .where(
             requests.c.batch_id == batch_id,
-            requests.c.status == QUEUED,
+            requests.c.status == RequestStatus.QUEUED,
             requests.c.upstream.is_(None),  # upstream Batch API requests: store/upstream.py
         )
         .order_by(requests.c.admission_key, requests.c.line)
@@ -138,7 +135,7 @@ def claim(
         requests.update()
         .where(requests.c.id.in_([r.id for r in rows]))
         .values(
-            status=RUNNING,
+            status=RequestStatus.RUNNING,
             lease_owner=owner,
             lease_expires_at=time.time() + lease_seconds,
             attempts=requests.c.attempts + 1,
@@ -201,13 +198,13 @@ def claim_all(
     """
     where = [
         requests.c.batch_id == batch_id,
-        requests.c.status == QUEUED,
+        requests.c.status == RequestStatus.QUEUED,
         requests.c.upstream.is_(None),
     ]
     num = _update_count(
         conn,
         _locked_update(conn, where, skip_locked=True),
-        status=RUNNING,
+        status=RequestStatus.RUNNING,
         lease_owner=owner,
         lease_expires_at=time.time() + lease_seconds,
         attempts=requests.c.attempts + 1,
@@ -218,7 +215,7 @@ def claim_all(
         sa.select(sa.func.min(requests.c.line), sa.func.max(requests.c.line)).where(
             requests.c.batch_id == batch_id,
             requests.c.lease_owner == owner,
-            requests.c.status == RUNNING,
+            requests.c.status == RequestStatus.RUNNING,
         )
     ).one()
     return LeasedLines(num, int(first), int(last))
@@ -233,7 +230,7 @@ def leased_lines(
         .where(
             requests.c.batch_id == batch_id,
             requests.c.lease_owner == owner,
-            requests.c.status == RUNNING,
+            requests.c.status == RequestStatus.RUNNING,
             requests.c.line.between(first_line, last_line),
         )
         .order_by(requests.c.line)
@@ -244,20 +241,22 @@ def leased_lines(
 def renew(conn: sa.Connection, owner: str, lease_seconds: float) -> int:
     """Extend every lease `owner` holds (the heartbeat)."""
     update = _locked_update(
-        conn, [requests.c.lease_owner == owner, requests.c.status == RUNNING], skip_locked=True
+        conn,
+        [requests.c.lease_owner == owner, requests.c.status == RequestStatus.RUNNING],
+        skip_locked=True,
     )
     return _update_count(conn, update, lease_expires_at=time.time() + lease_seconds)
 
 
 def release(conn: sa.Connection, owner: str, request_ids: list[str] | None = None) -> int:
     """Give leased requests back to the queue unrun (shutdown, retry); the try is not counted."""
-    where = [requests.c.lease_owner == owner, requests.c.status == RUNNING]
+    where = [requests.c.lease_owner == owner, requests.c.status == RequestStatus.RUNNING]
     if request_ids is not None:
         where.append(requests.c.id.in_(request_ids))
     return _update_count(
         conn,
         _locked_update(conn, where),
-        status=QUEUED,
+        status=RequestStatus.QUEUED,
         lease_owner=None,
         lease_expires_at=None,
         attempts=requests.c.attempts - 1,
@@ -268,8 +267,8 @@ def requeue(conn: sa.Connection, request_id: str) -> bool:
     """Put a running request back in the queue after a transient failure (the try counts)."""
     result = conn.execute(
         requests.update()
-        .where(requests.c.id == request_id, requests.c.status == RUNNING)
-        .values(status=QUEUED, lease_owner=None, lease_expires_at=None)
+        .where(requests.c.id == request_id, requests.c.status == RequestStatus.RUNNING)
+        .values(status=RequestStatus.QUEUED, lease_owner=None, lease_expires_at=None)
     )
     return bool(result.rowcount)
 
@@ -278,13 +277,13 @@ def requeue_many(conn: sa.Connection, owner: str, request_ids: list[str]) -> int
     """Put those of `request_ids` that `owner` runs back in the queue (the tries count)."""
     where = [
         requests.c.lease_owner == owner,
-        requests.c.status == RUNNING,
+        requests.c.status == RequestStatus.RUNNING,
         requests.c.id.in_(request_ids),
     ]
     return _update_count(
         conn,
         _locked_update(conn, where),
-        status=QUEUED,
+        status=RequestStatus.QUEUED,
         lease_owner=None,
         lease_expires_at=None,
     )
@@ -294,16 +293,18 @@ def reclaim_expired(conn: sa.Connection) -> int:
     """Return requests whose lease ran out (their worker died) to the queue."""
     update = _locked_update(
         conn,
-        [requests.c.status == RUNNING, requests.c.lease_expires_at < time.time()],
+        [requests.c.status == RequestStatus.RUNNING, requests.c.lease_expires_at < time.time()],
         skip_locked=True,
     )
-    return _update_count(conn, update, status=QUEUED, lease_owner=None, lease_expires_at=None)
+    return _update_count(
+        conn, update, status=RequestStatus.QUEUED, lease_owner=None, lease_expires_at=None
+    )
 
 
 _IN_CHUNK = 500  # ids per IN (...) list, well under every driver's parameter limit
 _RECORD = (
     requests.update()
-    .where(requests.c.id == sa.bindparam("rid"), requests.c.status == RUNNING)
+    .where(requests.c.id == sa.bindparam("rid"), requests.c.status == RequestStatus.RUNNING)
     .values(
         status=sa.bindparam("new_status"),
         status_code=sa.bindparam("new_status_code"),
@@ -363,7 +364,9 @@ def record(conn: sa.Connection, outcomes: list[Outcome]) -> int:
     return len(rows)
 
 
-def close_open(conn: sa.Connection, batch_id: str, status: str, error_json: str) -> list[str]:
+def close_open(
+    conn: sa.Connection, batch_id: str, status: RequestStatus, error_json: str
+) -> list[str]:
     """End every unfinished request of a batch as `status` (cancelled/expired).
 
     Returns the ids of those that were running, so their worker can abort them.
@@ -372,7 +375,7 @@ def close_open(conn: sa.Connection, batch_id: str, status: str, error_json: str)
     running = (
         conn.execute(
             sa.select(requests.c.id).where(
-                requests.c.batch_id == batch_id, requests.c.status == RUNNING
+                requests.c.batch_id == batch_id, requests.c.status == RequestStatus.RUNNING
             )
         )
         .scalars()
@@ -414,9 +417,14 @@ def replace_result(conn: sa.Connection, batch_id: str, request_id: str, error_js
     conn.execute(
         requests.update()
         .where(requests.c.id == request_id)
-        .values(status=ERRORED, status_code=None, response_json=None, error_json=error_json)
+        .values(
+            status=RequestStatus.ERRORED,
+            status_code=None,
+            response_json=None,
+            error_json=error_json,
+        )
     )
-    if row.status != ERRORED:
+    if row.status != RequestStatus.ERRORED:
         batches.add_counts(conn, batch_id, **{_COUNTER[row.status]: -1, "num_errored": 1})
 
 
@@ -429,7 +437,7 @@ def _running_among(conn: sa.Connection, ids: list[str], *, lock: bool = False) -
     query = sa.select(requests.c.id, requests.c.status).where(requests.c.id.in_(ids))
     if lock:
         query = query.order_by(requests.c.id).with_for_update()
-    return {r.id for r in conn.execute(query) if r.status == RUNNING}
+    return {r.id for r in conn.execute(query) if r.status == RequestStatus.RUNNING}
 
 
 def iter_finished(conn: sa.Connection, batch_id: str, chunk: int = 2000) -> Iterator[Any]:
@@ -456,10 +464,10 @@ def iter_finished(conn: sa.Connection, batch_id: str, chunk: int = 2000) -> Iter
         last_line = rows[-1].line
 
 
-def count_by_status(conn: sa.Connection, batch_id: str) -> dict[str, int]:
+def count_by_status(conn: sa.Connection, batch_id: str) -> dict[RequestStatus, int]:
     query = (
         sa.select(requests.c.status, sa.func.count())
         .where(requests.c.batch_id == batch_id)
         .group_by(requests.c.status)
     )
-    return {status: int(n) for status, n in conn.execute(query).all()}
+    return {RequestStatus(status): int(n) for status, n in conn.execute(query).all()}

@@ -23,8 +23,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from freight import ids
-from freight.store.requests import _CLAIMED_COLUMNS, QUEUED, RUNNING, ClaimedRequest
+from freight.store.requests import _CLAIMED_COLUMNS, ClaimedRequest
 from freight.store.schema import requests, upstream_batches
+from freight.store.statuses import RequestStatus
 
 PENDING = "pending"
 SUBMITTED = "submitted"
@@ -73,7 +74,7 @@ def waiting(conn: sa.Connection, models: list[str]) -> list[Waiting]:
         return []
     rows = conn.execute(
         sa.select(requests.c.batch_id, requests.c.upstream, requests.c.upstream_batch_id)
-        .where(requests.c.upstream.in_(models), requests.c.status == QUEUED)
+        .where(requests.c.upstream.in_(models), requests.c.status == RequestStatus.QUEUED)
         .distinct()
     ).all()
     return [Waiting(*row) for row in rows]
@@ -97,7 +98,7 @@ def pack(
         .where(
             requests.c.batch_id == batch_id,
             requests.c.upstream == model,
-            requests.c.status == QUEUED,
+            requests.c.status == RequestStatus.QUEUED,
             requests.c.upstream_batch_id.is_(None),
         )
         .order_by(requests.c.line)
@@ -135,7 +136,7 @@ def pack(
         requests.update()
         .where(requests.c.id.in_([r.id for r in chosen]))  # still queued: see requests.claim
         .values(
-            status=RUNNING,
+            status=RequestStatus.RUNNING,
             lease_owner=owner,
             lease_expires_at=now + lease_seconds,
             attempts=requests.c.attempts + 1,
@@ -157,9 +158,12 @@ def adopt(
     None if there were none left to lease (another worker adopted it first)."""
     result = conn.execute(
         requests.update()
-        .where(requests.c.upstream_batch_id == upstream_batch_id, requests.c.status == QUEUED)
+        .where(
+            requests.c.upstream_batch_id == upstream_batch_id,
+            requests.c.status == RequestStatus.QUEUED,
+        )
         .values(
-            status=RUNNING,
+            status=RequestStatus.RUNNING,
             lease_owner=owner,
             lease_expires_at=time.time() + lease_seconds,
             attempts=requests.c.attempts + 1,
@@ -182,7 +186,7 @@ def num_running(conn: sa.Connection, upstream_batch_id: str, owner: str) -> int:
     """How many of its requests `owner` still holds (0: another worker or the end took them)."""
     query = sa.select(sa.func.count()).where(
         requests.c.upstream_batch_id == upstream_batch_id,
-        requests.c.status == RUNNING,
+        requests.c.status == RequestStatus.RUNNING,
         requests.c.lease_owner == owner,
     )
     return int(conn.execute(query).scalar_one())

@@ -17,8 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from freight.store import requests as request_rows
 from freight.store.schema import batches, engine_usage, requests
+from freight.store.statuses import BatchStatus, RequestStatus
 
 DAY_SECONDS = 86400
 _COUNTERS = ("seconds", "num_requests", "input_tokens", "cached_tokens", "output_tokens")
@@ -130,7 +130,7 @@ def delivered_by_bucket(
             sa.func.sum(requests.c.output_tokens).label("output_tokens"),
         )
         .select_from(requests.join(batches, batches.c.id == requests.c.batch_id))
-        .where(requests.c.status == request_rows.SUCCEEDED, requests.c.finished_at >= since)
+        .where(requests.c.status == RequestStatus.SUCCEEDED, requests.c.finished_at >= since)
         .group_by(bucket, batches.c.project, batches.c.model)
         .order_by(bucket, batches.c.project, batches.c.model)
     )
@@ -253,12 +253,12 @@ def batch_finish_span(conn: sa.Connection, batch_id: str) -> tuple[float, float]
 # --- gauges ---------------------------------------------------------------------------------
 
 
-def num_requests_with_status(conn: sa.Connection, status: str) -> int:
+def num_requests_with_status(conn: sa.Connection, status: RequestStatus) -> int:
     """Requests in `status` across all batches (the queue depth, for `queued`)."""
     query = sa.select(sa.func.count()).where(requests.c.status == status)
     return int(conn.execute(query).scalar_one())
 
 
-def batches_by_status(conn: sa.Connection) -> dict[str, int]:
+def batches_by_status(conn: sa.Connection) -> dict[BatchStatus, int]:
     query = sa.select(batches.c.status, sa.func.count()).group_by(batches.c.status)
-    return {status: int(n) for status, n in conn.execute(query).all()}
+    return {BatchStatus(status): int(n) for status, n in conn.execute(query).all()}

@@ -3,9 +3,9 @@
 One asyncio task per running request keeps at most `max_in_flight` requests (default
 2 x the engine's max_num_seqs, as vLLM's own run-batch does) inside the engine, so its
 continuous batch never runs dry and never grows without bound; while real-time requests
-share the engine the window shrinks (worker/scheduler.py explains why and how). Results are buffered
-and written in one transaction every `flush_seconds`; database work runs in threads so
-the event loop (shared with the HTTP API in `freight serve`) never blocks on it.
+share the engine the window shrinks (worker/scheduler.py). Results are buffered and
+written in one transaction every `flush_seconds`; database work runs in threads so the
+event loop (shared with the HTTP API in `freight serve`) never blocks on it.
 Each batch's own steps (ingest, finalize, cancel, expiry) run in the background with a
 bounded number of attempts, after which the batch ends anyway (worker/steps.py).
 """
@@ -32,6 +32,7 @@ from freight.store import batches, faults, requests
 from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStorage
 from freight.store.db import Database
+from freight.store.statuses import BatchStatus, RequestStatus
 from freight.worker import finalize, ingest, passthrough, runner, scheduler, steps, unqueued
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ class Worker:
     def _runnable(self) -> list[scheduler.RunnableBatch]:
         now = time.time()
         with self.db.read() as conn:
-            rows = batches.with_status(conn, "in_progress")
+            rows = batches.with_status(conn, BatchStatus.IN_PROGRESS)
         return [
             scheduler.RunnableBatch(b.id, b.project, b.created_at, b.expires_at, b.num_open)
             for b in rows
@@ -339,28 +340,28 @@ class Worker:
     def _next_step(self, batch: batches.BatchRecord, wall: float) -> steps.Step | None:
         """What the batch needs next from this worker, if anything (at most one at a time)."""
         run = functools.partial
-        if batch.status == "validating":
+        if batch.status == BatchStatus.VALIDATING:
             return steps.Step("ingest", run(self._ingest, batch), run(self._give_up_ingest, batch))
-        if batch.status == "cancelling":
+        if batch.status == BatchStatus.CANCELLING:
             # Never `in_progress`: no request ran, and its rows (if any) may not all be
             # there; the cancel makes them, one `cancelled` row per request.
             cancel = self._cancel_uningested if batch.in_progress_at is None else self._cancel
             return steps.Step(
-                "cancel", run(cancel, batch), run(self._give_up_end, batch, "cancelled")
+                "cancel", run(cancel, batch), run(self._give_up_end, batch, BatchStatus.CANCELLED)
             )
-        if batch.status == "in_progress" and wall >= batch.expires_at:
+        if batch.status == BatchStatus.IN_PROGRESS and wall >= batch.expires_at:
             return steps.Step(
                 "expire",
-                run(self._end_early, batch.id, requests.EXPIRED),
-                run(self._give_up_end, batch, "expired"),
+                run(self._end_early, batch.id, RequestStatus.EXPIRED),
+                run(self._give_up_end, batch, BatchStatus.EXPIRED),
             )
         if self.ray is not None and self.ray.wants(batch):
             return steps.Step("handoff", run(self.ray.run, batch.id), give_up=None)
-        if batch.status == "finalizing" or batch.num_open == 0:
+        if batch.status == BatchStatus.FINALIZING or batch.num_open == 0:
             return steps.Step(
                 "finalize",
-                run(self._finalize, batch.id, "completed"),
-                run(self._give_up_end, batch, "completed"),
+                run(self._finalize, batch.id, BatchStatus.COMPLETED),
+                run(self._give_up_end, batch, BatchStatus.COMPLETED),
             )
         return None
 
@@ -413,39 +414,53 @@ class Worker:
         return endpoints.model_problem(url, model, self.registry.get(model).task)
 
     async def _cancel(self, batch: batches.BatchRecord) -> None:
-        await self._end_early(batch.id, requests.CANCELLED)
+        await self._end_early(batch.id, RequestStatus.CANCELLED)
 
     async def _cancel_uningested(self, batch: batches.BatchRecord) -> None:
         """Cancelled before its requests were queued (worker/unqueued.py), then finalised."""
         await asyncio.to_thread(unqueued.cancel_uningested, self.db, self.blobs, batch)
-        await asyncio.to_thread(finalize.finalize, self.db, self.blobs, batch.id, "cancelled")
+        await asyncio.to_thread(
+            finalize.finalize, self.db, self.blobs, batch.id, BatchStatus.CANCELLED
+        )
         await self._delete_create_body(batch)
 
-    async def _end_early(self, batch_id: str, status: str) -> None:
+    async def _end_early(self, batch_id: str, status: RequestStatus) -> None:
         """Cancel or expire: finished lines stay, every open request gets its error line."""
         await self.passthrough.end_batch(batch_id)  # cancel upstream; keep what it finished
         await self._close_open(batch_id, status)
-        end = "cancelled" if status == requests.CANCELLED else "expired"
+        end = BatchStatus.CANCELLED if status == RequestStatus.CANCELLED else BatchStatus.EXPIRED
         await self._flush()
         await asyncio.to_thread(finalize.finalize, self.db, self.blobs, batch_id, end)
 
-    async def _close_open(self, batch_id: str, status: str) -> None:
+    async def _close_open(self, batch_id: str, status: RequestStatus) -> None:
         """End the batch's open requests as `status`, aborting those running here."""
-        error = finalize.CANCELLED_ERROR if status == requests.CANCELLED else finalize.EXPIRED_ERROR
+        error = (
+            finalize.CANCELLED_ERROR
+            if status == RequestStatus.CANCELLED
+            else finalize.EXPIRED_ERROR
+        )
         running = await asyncio.to_thread(self._write, requests.close_open, batch_id, status, error)
         for request_id in running:
             task = self._in_flight.get(request_id)
             if task is not None:
                 task.cancel()  # aborts the request inside the engine
 
-    async def _finalize(self, batch_id: str, end_status: str) -> None:
+    async def _finalize(self, batch_id: str, end_status: BatchStatus) -> None:
         await self._flush()
         await asyncio.to_thread(finalize.finalize, self.db, self.blobs, batch_id, end_status)
 
-    async def _give_up_end(self, batch: batches.BatchRecord, end_status: str, reason: str) -> None:
+    async def _give_up_end(
+        self, batch: batches.BatchRecord, end_status: BatchStatus, reason: str
+    ) -> None:
         """Finalising, cancelling or expiring failed every attempt: end it all the same."""
-        if end_status != "completed":  # without the upstream cancel, which may be what fails
-            status = requests.CANCELLED if end_status == "cancelled" else requests.EXPIRED
+        if (
+            end_status != BatchStatus.COMPLETED
+        ):  # without the upstream cancel, which may be what fails
+            status = (
+                RequestStatus.CANCELLED
+                if end_status == BatchStatus.CANCELLED
+                else RequestStatus.EXPIRED
+            )
             await self._close_open(batch.id, status)
         await self._flush()
         await asyncio.to_thread(finalize.give_up, self.db, self.blobs, batch.id, end_status, reason)
@@ -503,6 +518,6 @@ def _gave_up(request: requests.ClaimedRequest, reason: str) -> requests.Outcome:
     return requests.Outcome(
         request.id,
         request.batch_id,
-        requests.ERRORED,
+        RequestStatus.ERRORED,
         error_json=json.dumps({"code": "engine_error", "message": message}),
     )

@@ -41,6 +41,7 @@ from freight.store import batches, faults, files, requests
 from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStorage
 from freight.store.db import Database
+from freight.store.statuses import BatchStatus, RequestStatus
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,11 @@ def format_line(row: Any) -> bytes:
 def format_message_result(row: Any) -> bytes:
     """One Anthropic result line (MessageBatchIndividualResponse) from a finished request."""
     custom_id = json.dumps(row.custom_id, ensure_ascii=False)
-    if row.status == requests.SUCCEEDED:
+    if row.status == RequestStatus.SUCCEEDED:
         result = f'{{"type":"succeeded","message":{row.response_json}}}'
-    elif row.status == requests.CANCELLED:
+    elif row.status == RequestStatus.CANCELLED:
         result = '{"type":"canceled"}'
-    elif row.status == requests.EXPIRED:
+    elif row.status == RequestStatus.EXPIRED:
         result = '{"type":"expired"}'
     else:
         request_id = "req_" + row.id.removeprefix("batch_req_")
@@ -131,7 +132,7 @@ class _Lines:
             )
             self.replaced[row.id] = error_json
             errored = ResultRow(
-                row.id, row.line, row.custom_id, requests.ERRORED, None, None, error_json
+                row.id, row.line, row.custom_id, RequestStatus.ERRORED, None, None, error_json
             )
             return fmt(errored)
 
@@ -154,7 +155,7 @@ def _finalize_message_batch(
     db: Database,
     blobs: BlobStorage,
     batch: batches.BatchRecord,
-    end_status: str,
+    end_status: BatchStatus,
     salvage: str | None,
 ) -> batches.BatchRecord:
     num_lines = 0
@@ -179,7 +180,7 @@ def _another_worker_won(db: Database, batch_id: str) -> batches.BatchRecord:
     """After a lost status change: step aside if another worker moved the batch on."""
     with db.read() as conn:
         batch = batches.get(conn, batch_id)
-    if batch.status != "finalizing" and not batch.is_terminal:
+    if batch.status != BatchStatus.FINALIZING and not batch.is_terminal:
         raise IllegalTransition(f"batch {batch_id} is {batch.status}; it cannot be finalised")
     log.info("batch %s: another worker is finalising it (now %s)", batch_id, batch.status)
     return batch
@@ -204,7 +205,7 @@ def finalize(
     db: Database,
     blobs: BlobStorage,
     batch_id: str,
-    end_status: str,
+    end_status: BatchStatus,
     *,
     salvage: str | None = None,
 ) -> batches.BatchRecord:
@@ -217,10 +218,10 @@ def finalize(
         batch = batches.get(conn, batch_id)
     if batch.is_terminal:
         return batch  # another worker finished it since this one looked
-    if batch.status == "in_progress" and end_status == "completed":
+    if batch.status == BatchStatus.IN_PROGRESS and end_status == BatchStatus.COMPLETED:
         try:
             with db.write() as conn:
-                batch = batches.transition(conn, batch_id, "finalizing")
+                batch = batches.transition(conn, batch_id, BatchStatus.FINALIZING)
         except IllegalTransition:
             return _another_worker_won(db, batch_id)
     if batch.api == "anthropic":
@@ -238,7 +239,7 @@ def finalize(
             if row.status in requests.OPEN:
                 continue  # cannot happen once num_open is 0; never write half a result
             line = lines.format(format_line, row)
-            if row.status == requests.SUCCEEDED and not lines.is_replaced(row):
+            if row.status == RequestStatus.SUCCEEDED and not lines.is_replaced(row):
                 out_fh.write(line)
                 num_output += 1
             else:
@@ -276,13 +277,13 @@ def finalize(
 
 # A batch's end status -> how its open requests end with it.
 _CLOSING = {
-    "cancelled": (requests.CANCELLED, CANCELLED_ERROR),
-    "expired": (requests.EXPIRED, EXPIRED_ERROR),
+    BatchStatus.CANCELLED: (RequestStatus.CANCELLED, CANCELLED_ERROR),
+    BatchStatus.EXPIRED: (RequestStatus.EXPIRED, EXPIRED_ERROR),
 }
 
 
 def give_up(
-    db: Database, blobs: BlobStorage, batch_id: str, end_status: str, reason: str
+    db: Database, blobs: BlobStorage, batch_id: str, end_status: BatchStatus, reason: str
 ) -> batches.BatchRecord:
     """End a batch whose finalising (or cancel, or expiry) failed every attempt.
 
@@ -305,7 +306,7 @@ def give_up(
 
 
 def end_without_results(
-    db: Database, blobs: BlobStorage, batch_id: str, end_status: str, reason: str
+    db: Database, blobs: BlobStorage, batch_id: str, end_status: BatchStatus, reason: str
 ) -> batches.BatchRecord:
     """The last resort: end the batch as `end_status` with no result lines.
 
@@ -329,8 +330,8 @@ def end_without_results(
         if end_status in _CLOSING:
             requests.close_open(conn, batch_id, *_CLOSING[end_status])
         requests.recount(conn, batch_id)  # a never-ingested batch's total: the rows there are
-        if batch.status == "in_progress" and end_status == "completed":
-            batches.transition(conn, batch_id, "finalizing")
+        if batch.status == BatchStatus.IN_PROGRESS and end_status == BatchStatus.COMPLETED:
+            batches.transition(conn, batch_id, BatchStatus.FINALIZING)
         batch = batches.transition(
             conn,
             batch_id,

@@ -32,6 +32,7 @@ from freight.store import batches, files, requests
 from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStorage
 from freight.store.db import Database
+from freight.store.statuses import BatchStatus, RequestStatus
 from freight.worker import scheduler
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def _row(
         "custom_id": accepted.custom_id,
         "url": accepted.url,
         "body": accepted.body_json,
-        "status": requests.QUEUED,
+        "status": RequestStatus.QUEUED,
         "attempts": 0,
         "status_code": None,
         "response_json": None,
@@ -68,7 +69,7 @@ def _row(
     }
     if accepted.error_body is not None:
         row.update(
-            status=requests.ERRORED,
+            status=RequestStatus.ERRORED,
             status_code=accepted.error_status,
             response_json=json.dumps(accepted.error_body, separators=(",", ":")),
         )
@@ -188,7 +189,10 @@ def ingest_message_batch(
         num_invalid=num_invalid,
         errors=errors,
     )
-    if record.status in ("in_progress", "failed"):  # a cancel still needs the custom_ids
+    if record.status in (
+        BatchStatus.IN_PROGRESS,
+        BatchStatus.FAILED,
+    ):  # a cancel still needs the custom_ids
         blobs.delete(name)
     return record
 
@@ -205,7 +209,7 @@ def _input_missing(what: str) -> dict[str, Any]:
 def _start_over(conn: sa.Connection, batch_id: str) -> bool:
     """Delete what an earlier attempt inserted, if the batch still needs its requests."""
     current = batches.lock(conn, batch_id)
-    if current.status != "validating":
+    if current.status != BatchStatus.VALIDATING:
         log.info("batch %s was ingested or cancelled meanwhile (now %s)", batch_id, current.status)
         return False
     requests.delete_for_batch(conn, batch_id)
@@ -213,7 +217,10 @@ def _start_over(conn: sa.Connection, batch_id: str) -> bool:
 
 
 def insert_chunk(
-    db: Database, batch_id: str, chunk: list[dict[str, Any]], status: str = "validating"
+    db: Database,
+    batch_id: str,
+    chunk: list[dict[str, Any]],
+    status: BatchStatus = BatchStatus.VALIDATING,
 ) -> bool:
     """Insert rows while the batch is still `status`; False (nothing written) otherwise.
 
@@ -258,7 +265,7 @@ def _commit(
     """Insert the last rows and move the batch on: in_progress, or failed with `errors`."""
     with db.write() as conn:
         current = batches.lock(conn, batch_id)
-        if current.status != "validating":
+        if current.status != BatchStatus.VALIDATING:
             # Ingested by another worker, or cancelled: the cancel queues its own rows.
             log.info("batch %s left validating meanwhile (now %s)", batch_id, current.status)
             return current
@@ -270,7 +277,7 @@ def _commit(
             return batches.transition(
                 conn,
                 batch_id,
-                "failed",
+                BatchStatus.FAILED,
                 detail=f"{len(errors)} validation errors",
                 errors_json=json.dumps(errors),
             )
@@ -278,21 +285,23 @@ def _commit(
         batches.set_values(
             conn, batch_id, model=model, num_total=num_total, num_errored=num_invalid
         )
-        return batches.transition(conn, batch_id, "in_progress", detail=f"{num_total} requests")
+        return batches.transition(
+            conn, batch_id, BatchStatus.IN_PROGRESS, detail=f"{num_total} requests"
+        )
 
 
 def fail(db: Database, batch_id: str, errors: list[dict[str, Any]]) -> batches.BatchRecord:
     """Move a `validating` batch to `failed` with `errors` (OpenAI's batch `errors` items)."""
     with db.write() as conn:
         current = batches.lock(conn, batch_id)
-        if current.status != "validating":
+        if current.status != BatchStatus.VALIDATING:
             return current
         requests.delete_for_batch(conn, batch_id)
         log.info("batch %s failed: %s", batch_id, errors[0]["message"])
         return batches.transition(
             conn,
             batch_id,
-            "failed",
+            BatchStatus.FAILED,
             detail=f"{len(errors)} errors",
             errors_json=json.dumps(errors),
         )

@@ -34,10 +34,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from freight.config import Settings
+from freight.config import BatchUpstream, Settings
 from freight.models import ModelSpec, Registry
 from freight.store import batches, requests, upstream
 from freight.store.db import Database
+from freight.store.statuses import BatchStatus, RequestStatus
 from freight.worker import provider_batches
 from freight.worker.provider_batches import ProviderBatches, UpstreamRefused, UpstreamUnavailable
 
@@ -88,14 +89,17 @@ class Passthrough:
             return None
         return model if self.registry.get(model).batch_style is not None else None
 
+    def _settings(self, model: str) -> BatchUpstream:
+        """The `[models.upstream]` of a model that runs through an upstream Batch API."""
+        settings = self.registry.get(model).batch_upstream
+        assert settings is not None  # only such models' requests are routed here
+        return settings
+
     def _client(self, model: str) -> ProviderBatches:
         client = self._clients.get(model)
         if client is None:
-            spec = self.registry.get(model)
-            assert spec.upstream is not None and spec.batch_style is not None  # config checks
-            client = provider_batches.client_for(
-                spec.batch_style, spec.upstream, spec.upstream.model or spec.name
-            )
+            settings = self._settings(model)
+            client = provider_batches.client_for(settings, settings.model or model)
             self._clients[model] = client
         return client
 
@@ -110,7 +114,9 @@ class Passthrough:
 
     async def _step(self, active: list[batches.BatchRecord]) -> None:
         now = time.time()
-        running = {b.id for b in active if b.status == "in_progress" and b.expires_at > now}
+        running = {
+            b.id for b in active if b.status == BatchStatus.IN_PROGRESS and b.expires_at > now
+        }
         if not running:
             return
         models = [s.name for s in self.registry.specs() if s.batch_style is not None]
@@ -146,8 +152,9 @@ class Passthrough:
 
     def _pack_all(self, batch_id: str, model: str) -> list[upstream.UpstreamBatch]:
         spec = self.registry.get(model)
-        assert spec.upstream is not None and spec.batch_style is not None
-        max_requests = provider_batches.max_requests(spec.batch_style, spec.upstream)
+        settings, style = spec.batch_upstream, spec.batch_style
+        assert settings is not None and style is not None  # config checks
+        max_requests = provider_batches.max_requests(settings)
         packed_all: list[upstream.UpstreamBatch] = []
         while True:
             with self.db.write() as conn:
@@ -155,11 +162,11 @@ class Passthrough:
                     conn,
                     batch_id,
                     model,
-                    spec.batch_style,
+                    style,
                     self.owner,
                     self.settings.worker.lease_seconds,
                     max_requests=max_requests,
-                    max_bytes=spec.upstream.max_batch_bytes,
+                    max_bytes=settings.max_batch_bytes,
                 )
             if packed is None:
                 return packed_all
@@ -226,7 +233,8 @@ class Passthrough:
         )
         error = json.dumps({"code": "upstream_failed", "message": message})
         outcomes = [
-            requests.Outcome(r.id, r.batch_id, requests.ERRORED, error_json=error) for r in carried
+            requests.Outcome(r.id, r.batch_id, RequestStatus.ERRORED, error_json=error)
+            for r in carried
         ]
         await asyncio.to_thread(self._import, record, outcomes, "failed")
         if current is not None and current.upstream_id is not None:  # stop paying for it
@@ -236,10 +244,9 @@ class Passthrough:
     async def _follow(self, record: upstream.UpstreamBatch) -> None:
         """Submit (if not yet), poll until the provider ends it, import its results."""
         client = self._client(record.model)
-        spec = self.registry.get(record.model)
-        assert spec.upstream is not None
+        settings = self._settings(record.model)
         carried = await asyncio.to_thread(self._read, upstream.requests_of, record.id)
-        delay = spec.upstream.poll_seconds
+        delay = settings.poll_seconds
         num_refused = 0
         while True:
             try:
@@ -284,7 +291,7 @@ class Passthrough:
             if held == 0:
                 return  # the Freight batch ended early (end_batch), or another worker has it
             await asyncio.sleep(delay)
-            delay = min(2 * delay, spec.upstream.max_poll_seconds)
+            delay = min(2 * delay, settings.max_poll_seconds)
 
     def _write(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         with self.db.write() as conn:
@@ -334,10 +341,8 @@ class Passthrough:
             await asyncio.to_thread(self._import, record, [], "never submitted")
             return
         client = self._client(record.model)
-        spec = self.registry.get(record.model)
-        assert spec.upstream is not None
         deadline = time.monotonic() + CANCEL_WAIT_SECONDS
-        delay = min(spec.upstream.poll_seconds, 1.0)
+        delay = min(self._settings(record.model).poll_seconds, 1.0)
         while True:
             try:
                 state = await client.state(record.upstream_id)
@@ -345,7 +350,9 @@ class Passthrough:
                     carried = await asyncio.to_thread(self._read, upstream.requests_of, record.id)
                     outcomes = await client.results(record.upstream_id, state, carried)
                     finished = [
-                        o for o in outcomes if o.status in (requests.SUCCEEDED, requests.ERRORED)
+                        o
+                        for o in outcomes
+                        if o.status in (RequestStatus.SUCCEEDED, RequestStatus.ERRORED)
                     ]
                     await asyncio.to_thread(self._import, record, finished, state.status)
                     return
@@ -373,6 +380,6 @@ def _refused(request: requests.ClaimedRequest, message: str) -> requests.Outcome
     return requests.Outcome(
         request.id,
         request.batch_id,
-        requests.ERRORED,
+        RequestStatus.ERRORED,
         error_json=json.dumps(error, separators=(",", ":")),
     )

@@ -22,10 +22,12 @@ from typing import Any, Protocol
 
 import httpx
 
-from freight.config import UpstreamSettings
+from freight.config import AnthropicBatchUpstream, BatchUpstream, OpenAIBatchUpstream
 from freight.engines.http import error_message, is_transient, open_client
 from freight.errors import FreightError
-from freight.store.requests import CANCELLED, ERRORED, EXPIRED, SUCCEEDED, ClaimedRequest, Outcome
+from freight.store import batches
+from freight.store.requests import ClaimedRequest, Outcome
+from freight.store.statuses import BatchStatus, RequestStatus
 from freight.worker.finalize import CANCELLED_ERROR, EXPIRED_ERROR
 
 OPENAI_MAX_REQUESTS = 50_000
@@ -52,7 +54,6 @@ class UpstreamState:
 
 
 class ProviderBatches(Protocol):
-    style: str
     max_requests: int
 
     async def submit(self, name: str, requests: list[ClaimedRequest]) -> tuple[str, str]:
@@ -72,9 +73,10 @@ class ProviderBatches(Protocol):
     async def close(self) -> None: ...
 
 
-def max_requests(style: str, upstream: UpstreamSettings) -> int:
+def max_requests(upstream: BatchUpstream) -> int:
     """Requests per upstream batch: the configured limit, else the provider's own."""
-    default = ANTHROPIC_MAX_REQUESTS if style == "anthropic" else OPENAI_MAX_REQUESTS
+    is_anthropic = isinstance(upstream, AnthropicBatchUpstream)
+    default = ANTHROPIC_MAX_REQUESTS if is_anthropic else OPENAI_MAX_REQUESTS
     return upstream.max_requests_per_batch or default
 
 
@@ -82,10 +84,9 @@ def urls_for(style: str) -> tuple[str, ...]:
     return ANTHROPIC_URLS if style == "anthropic" else OPENAI_URLS
 
 
-def client_for(
-    style: str, upstream: UpstreamSettings, model: str, *, transport: Any = None
-) -> ProviderBatches:
-    if style == "anthropic":
+def client_for(upstream: BatchUpstream, model: str, *, transport: Any = None) -> ProviderBatches:
+    """The client of the provider's Batch API that `upstream` configures."""
+    if isinstance(upstream, AnthropicBatchUpstream):
         return AnthropicBatches(upstream, model, transport=transport)
     return OpenAIBatches(upstream, model, transport=transport)
 
@@ -115,7 +116,7 @@ def _succeeded(request: ClaimedRequest, body: Any) -> Outcome:
     return Outcome(
         request.id,
         request.batch_id,
-        SUCCEEDED,
+        RequestStatus.SUCCEEDED,
         status_code=200,
         response_json=_compact(body),
         input_tokens=int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0),
@@ -130,13 +131,17 @@ def _compact(value: Any) -> str:
 
 def _missing(request: ClaimedRequest, state: UpstreamState) -> Outcome:
     """The outcome of a request the provider returned no result for."""
-    if state.status in ("expired",):
-        return Outcome(request.id, request.batch_id, EXPIRED, error_json=EXPIRED_ERROR)
-    if state.status in ("cancelled", "canceled"):
-        return Outcome(request.id, request.batch_id, CANCELLED, error_json=CANCELLED_ERROR)
+    if state.status == BatchStatus.EXPIRED:
+        return Outcome(
+            request.id, request.batch_id, RequestStatus.EXPIRED, error_json=EXPIRED_ERROR
+        )
+    if state.status in (BatchStatus.CANCELLED, "canceled"):
+        return Outcome(
+            request.id, request.batch_id, RequestStatus.CANCELLED, error_json=CANCELLED_ERROR
+        )
     reason = state.detail or f"the upstream batch ended '{state.status}' without a result for it"
     error = {"code": "upstream_batch_failed", "message": reason}
-    return Outcome(request.id, request.batch_id, ERRORED, error_json=_compact(error))
+    return Outcome(request.id, request.batch_id, RequestStatus.ERRORED, error_json=_compact(error))
 
 
 def with_missing(
@@ -149,13 +154,10 @@ def with_missing(
 class _ProviderBatches:
     """What both providers' clients share: settings, the HTTP client, checked calls."""
 
-    style: str
-
-    def __init__(self, upstream: UpstreamSettings, model: str, *, transport: Any = None) -> None:
-        self.upstream = upstream
+    def __init__(self, upstream: BatchUpstream, model: str, *, transport: Any = None) -> None:
         self.model = model
-        self.max_requests = max_requests(self.style, upstream)
-        self.client = open_client(upstream, self.style, transport=transport)
+        self.max_requests = max_requests(upstream)
+        self.client = open_client(upstream, transport=transport)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -171,7 +173,9 @@ class _ProviderBatches:
 class OpenAIBatches(_ProviderBatches):
     """OpenAI's Batch API: upload a JSONL file, create a batch, read its output files."""
 
-    style = "openai"
+    def __init__(self, upstream: OpenAIBatchUpstream, model: str, *, transport: Any = None) -> None:
+        super().__init__(upstream, model, transport=transport)
+        self.completion_window = upstream.completion_window
 
     async def submit(self, name: str, requests: list[ClaimedRequest]) -> tuple[str, str]:
         endpoint = requests[0].url
@@ -201,18 +205,18 @@ class OpenAIBatches(_ProviderBatches):
             json={
                 "input_file_id": uploaded["id"],
                 "endpoint": endpoint,
-                "completion_window": self.upstream.completion_window,
+                "completion_window": self.completion_window,
                 "metadata": {"freight_upstream_batch": name},
             },
         )
-        return str(created["id"]), str(created.get("status", "validating"))
+        return str(created["id"]), str(created.get("status", BatchStatus.VALIDATING))
 
     async def state(self, upstream_id: str) -> UpstreamState:
         batch = await self._call("GET", f"batches/{upstream_id}", "poll the batch")
         status = str(batch.get("status"))
         errors = (batch.get("errors") or {}).get("data") or []
         detail = "; ".join(str(e.get("message")) for e in errors) or None
-        ended = status in ("completed", "failed", "expired", "cancelled")
+        ended = status in batches.TERMINAL  # OpenAI's statuses are Freight's own
         return UpstreamState(status, ended, detail)
 
     async def cancel(self, upstream_id: str) -> None:
@@ -246,8 +250,6 @@ class OpenAIBatches(_ProviderBatches):
 
 class AnthropicBatches(_ProviderBatches):
     """Anthropic's Message Batches API: one create call, results as JSONL."""
-
-    style = "anthropic"
 
     async def submit(self, name: str, requests: list[ClaimedRequest]) -> tuple[str, str]:
         body = {
@@ -301,16 +303,20 @@ def openai_outcome(request: ClaimedRequest, line: dict[str, Any]) -> Outcome:
         return Outcome(
             request.id,
             request.batch_id,
-            ERRORED,
+            RequestStatus.ERRORED,
             status_code=status_code,
             response_json=_compact(body),
         )
     error = line.get("error") or {"code": "unknown", "message": "no result"}
     if error.get("code") == "batch_expired":
-        return Outcome(request.id, request.batch_id, EXPIRED, error_json=EXPIRED_ERROR)
+        return Outcome(
+            request.id, request.batch_id, RequestStatus.EXPIRED, error_json=EXPIRED_ERROR
+        )
     if error.get("code") == "batch_cancelled":
-        return Outcome(request.id, request.batch_id, CANCELLED, error_json=CANCELLED_ERROR)
-    return Outcome(request.id, request.batch_id, ERRORED, error_json=_compact(error))
+        return Outcome(
+            request.id, request.batch_id, RequestStatus.CANCELLED, error_json=CANCELLED_ERROR
+        )
+    return Outcome(request.id, request.batch_id, RequestStatus.ERRORED, error_json=_compact(error))
 
 
 def anthropic_outcome(request: ClaimedRequest, result: dict[str, Any]) -> Outcome:
@@ -319,9 +325,13 @@ def anthropic_outcome(request: ClaimedRequest, result: dict[str, Any]) -> Outcom
     if kind == "succeeded":
         return _succeeded(request, result.get("message"))
     if kind == "expired":
-        return Outcome(request.id, request.batch_id, EXPIRED, error_json=EXPIRED_ERROR)
+        return Outcome(
+            request.id, request.batch_id, RequestStatus.EXPIRED, error_json=EXPIRED_ERROR
+        )
     if kind == "canceled":
-        return Outcome(request.id, request.batch_id, CANCELLED, error_json=CANCELLED_ERROR)
+        return Outcome(
+            request.id, request.batch_id, RequestStatus.CANCELLED, error_json=CANCELLED_ERROR
+        )
     error = result.get("error") or {
         "type": "error",
         "error": {"type": "api_error", "message": "no result"},
@@ -332,7 +342,7 @@ def anthropic_outcome(request: ClaimedRequest, result: dict[str, Any]) -> Outcom
     return Outcome(
         request.id,
         request.batch_id,
-        ERRORED,
+        RequestStatus.ERRORED,
         status_code=status,
         response_json=_compact(error),
     )

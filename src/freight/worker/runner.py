@@ -18,7 +18,8 @@ from freight.engines.base import EngineDied, RequestRejected
 from freight.engines.pool import EnginePool
 from freight.errors import EngineUnavailable, FreightError
 from freight.protocol import endpoints
-from freight.store.requests import ERRORED, SUCCEEDED, ClaimedRequest, Outcome
+from freight.store.requests import ClaimedRequest, Outcome
+from freight.store.statuses import RequestStatus
 
 R = TypeVar("R")
 
@@ -104,7 +105,7 @@ def _error_outcome(
     return Outcome(
         claimed.id,
         claimed.batch_id,
-        ERRORED,
+        RequestStatus.ERRORED,
         status_code=status_code,
         response_json=json.dumps(body, separators=(",", ":")),
     )
@@ -141,7 +142,7 @@ async def execute(
     return Outcome(
         claimed.id,
         claimed.batch_id,
-        SUCCEEDED,
+        RequestStatus.SUCCEEDED,
         status_code=200,
         response_json=json.dumps(answer.body, separators=(",", ":"), ensure_ascii=False),
         input_tokens=answer.tokens.num_input,

@@ -1,35 +1,32 @@
 """Scheduling policy: which batch requests to admit, in what order, and how many. Pure:
-plain data in, decisions out.
+plain data in, decisions out; the worker (worker/dispatcher.py) acts on them.
 
-Batch work is shared fairly between projects (`fair_claims`: an equal part of every
-refill each), then ordered across a project's batches earliest deadline (`expires_at`)
-first, then oldest; within a batch, by admission key (shared prefixes together, long
-outputs first) with identical deterministic requests computed once.
+Order. Batch work is shared fairly between projects (`fair_claims`: an equal part of
+every refill each), then ordered across a project's batches earliest deadline
+(`expires_at`) first, then oldest. Within a batch, requests are claimed by admission key
+(shared prompt prefixes together, long outputs first) and identical deterministic
+requests are computed once; `[scheduler]` switches each of these off. Claims refill the
+engine in chunks (`claim_size`).
 
-Real-time first. Real-time requests never pass through the worker: the API sends them
-straight to the shared engine with REALTIME_PRIORITY, and vLLM's priority scheduler puts
-them ahead of every queued batch request (engines/vllm.py). That alone bounds how long
-one waits to *start*: the next free slot of the running batch. It does not bound how
-fast it then *runs*: it shares each engine step with every running batch sequence, and
-a step's time grows with what is in it (on CPU with its tokens: each decoding sequence,
-and above all each batch prompt being prefilled). So the worker keeps a real-time
-window (`batch_window`):
+Real time first. Real-time requests never pass through the worker: the API sends them
+straight to the shared engine with REALTIME_PRIORITY, and vLLM's priority scheduler
+puts them ahead of every queued batch request (engines/vllm.py). They still share each
+engine step with the batch sequences running beside them, so the worker also keeps a
+real-time window (`batch_window`, settings in `[worker]`):
 - while real-time requests run, and for `realtime_hold_seconds` after the last one, at
-  most `realtime_batch_window` batch requests stay in the engine;
-- while a real-time request is *in* the engine, no new batch request is admitted: the
-  running ones decode beside it and drain, and the prompts of their replacements are
-  prefilled in the gaps between real-time requests rather than in the steps a
-  real-time request waits on (one that arrives during a refill still waits for it);
+  most `realtime_batch_window` batch requests (default max_num_seqs / 4) stay in the
+  engine;
+- while a real-time request is in the engine, no new batch request is admitted: the
+  running ones decode beside it and drain, and their replacements' prompts are prefilled
+  between real-time requests (one that arrives during a refill waits for it);
 - when real-time traffic starts, the batch requests beyond the window come back out of
   the engine at once (`num_to_give_back`), running or not: they return to the queue
-  with their try not counted and run again later from the start (a running one loses
-  the tokens it had generated, once per start of real-time traffic; the prefix cache
-  usually still holds its prompt). With `realtime_preempt = false` only those not yet
-  started come back, and the rest drain as they finish.
-When real-time traffic stops for `realtime_hold_seconds`, batch work fills the engine
-again. Batch throughput pays while real-time traffic lasts, the more the smaller the
-window: BENCHMARKS.md (hybrid) measures the trade; on a 2-core CPU no window keeps both
-real-time p95 within 2 x idle and the batch at 0.8 x its speed alone.
+  with their try not counted and later run again from the start. With
+  `realtime_preempt = false` only those not yet started come back; the rest finish;
+- a window of `max_in_flight` or more is no window: priority scheduling alone.
+When real-time traffic has stopped for `realtime_hold_seconds`, batch work fills the
+engine again. What each window costs the batch and gains real-time requests is
+measured in BENCHMARKS.md (Real time beside batch work).
 """
 
 from __future__ import annotations

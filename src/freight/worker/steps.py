@@ -11,10 +11,10 @@ Once the tries are used up, the step's `give_up` ends the batch instead, with th
 (worker/unqueued.py `give_up`, worker/finalize.py `give_up`): no batch waits forever on a
 step that cannot succeed.
 
-Not counted, because none is the batch's fault and each passes: storage faults (store/
-faults.py; waited out with a growing pause, as everywhere in the worker) and the worker
-stopping. A step without a `give_up` (the Ray hand-off, which falls back to this worker
-on its first failure) is retried without a count.
+Not counted, because none is the batch's fault and each passes: storage faults
+(store/faults.py; waited out with a growing pause, as everywhere in the worker) and the
+worker stopping. A step without a `give_up` (the Ray hand-off, which falls back to this
+worker on its first failure) is retried without a count.
 """
 
 from __future__ import annotations

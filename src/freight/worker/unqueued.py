@@ -34,6 +34,7 @@ from freight.store import batches, faults, requests
 from freight.store import blobs as blob_names
 from freight.store.blobs import BlobStorage
 from freight.store.db import Database
+from freight.store.statuses import BatchStatus, RequestStatus
 from freight.worker import finalize, ingest
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,9 @@ def give_up(
         return ingest.fail(db, batch.id, [error])
     error_json = json.dumps({"code": "ingest_failed", "message": message})
     try:
-        queued = _queue_closed(db, blobs, batch.id, "validating", requests.ERRORED, error_json)
+        queued = _queue_closed(
+            db, blobs, batch.id, BatchStatus.VALIDATING, RequestStatus.ERRORED, error_json
+        )
     except Exception as exc:
         if isinstance(exc, faults.STORAGE_ERRORS) and not isinstance(exc, FileNotFoundError):
             raise  # passes; the worker tries again
@@ -65,13 +68,13 @@ def give_up(
     num, chunk = queued
     with db.write() as conn:
         current = batches.lock(conn, batch.id)
-        if current.status != "validating":
+        if current.status != BatchStatus.VALIDATING:
             return current
         ingest.check_complete(conn, batch.id, num, len(chunk))
         requests.insert_many(conn, chunk)
         batches.set_values(conn, batch.id, model=None, **_counts(num, num_errored=num))
         record = batches.transition(
-            conn, batch.id, "in_progress", detail=f"ingest failed: {num} requests errored"
+            conn, batch.id, BatchStatus.IN_PROGRESS, detail=f"ingest failed: {num} requests errored"
         )
     blobs.delete(blob_names.message_batch_requests(batch.id))
     return record
@@ -88,7 +91,7 @@ def cancel_uningested(
     """
     with db.write() as conn:
         current = batches.lock(conn, batch.id)
-        if current.status != "cancelling" or current.in_progress_at is not None:
+        if current.status != BatchStatus.CANCELLING or current.in_progress_at is not None:
             return current
         if batch.api != "anthropic":
             requests.delete_for_batch(conn, batch.id)
@@ -96,7 +99,12 @@ def cancel_uningested(
             return batches.get(conn, batch.id)
     try:
         queued = _queue_closed(
-            db, blobs, batch.id, "cancelling", requests.CANCELLED, finalize.CANCELLED_ERROR
+            db,
+            blobs,
+            batch.id,
+            BatchStatus.CANCELLING,
+            RequestStatus.CANCELLED,
+            finalize.CANCELLED_ERROR,
         )
     except FileNotFoundError:  # an older worker queued the rows and deleted the body
         return _cancel_queued(db, batch.id)
@@ -105,7 +113,7 @@ def cancel_uningested(
     num, chunk = queued
     with db.write() as conn:
         current = batches.lock(conn, batch.id)
-        if current.status != "cancelling":
+        if current.status != BatchStatus.CANCELLING:
             return current
         ingest.check_complete(conn, batch.id, num, len(chunk))
         requests.insert_many(conn, chunk)
@@ -117,10 +125,10 @@ def _cancel_queued(db: Database, batch_id: str) -> batches.BatchRecord:
     """Cancel the rows there are, the counters recounted from them."""
     with db.write() as conn:
         current = batches.lock(conn, batch_id)
-        if current.status != "cancelling":
+        if current.status != BatchStatus.CANCELLING:
             return current
         requests.recount(conn, batch_id)
-        requests.close_open(conn, batch_id, requests.CANCELLED, finalize.CANCELLED_ERROR)
+        requests.close_open(conn, batch_id, RequestStatus.CANCELLED, finalize.CANCELLED_ERROR)
         return batches.get(conn, batch_id)
 
 
@@ -130,7 +138,12 @@ def _counts(num_total: int, **counts: int) -> dict[str, int]:
 
 
 def _queue_closed(
-    db: Database, blobs: BlobStorage, batch_id: str, while_status: str, status: str, error: str
+    db: Database,
+    blobs: BlobStorage,
+    batch_id: str,
+    while_status: BatchStatus,
+    status: RequestStatus,
+    error: str,
 ) -> tuple[int, list[dict[str, Any]]] | None:
     """Replace a Message Batch's rows by one finished `status` row per custom_id.
 
@@ -157,7 +170,7 @@ def _queue_closed(
 
 
 def _closed_row(
-    batch_id: str, line: int, custom_id: str, status: str, error_json: str, now: float
+    batch_id: str, line: int, custom_id: str, status: RequestStatus, error_json: str, now: float
 ) -> dict[str, Any]:
     return {
         "id": ids.new_request_id(),
