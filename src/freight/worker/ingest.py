@@ -174,7 +174,7 @@ def ingest_message_batch(
     except FileNotFoundError:
         errors = [_input_missing("the batch's requests")]
     except FreightError as exc:  # cannot happen for a body that passed check_envelope
-        errors = [{"code": "invalid_request", "message": exc.message, "param": exc.param}]
+        errors = [{"code": exc.line_code, "message": exc.message, "param": exc.param}]
     record = _commit(
         db,
         batch.id,
