@@ -37,9 +37,7 @@ class AuthGate:
         try:
             identity = await asyncio.to_thread(self.keys.identify, presented_key(request))
         except Unauthorized as exc:
-            response = errors.error_response(
-                request, exc.status_code, exc.message, error_type=exc.error_type, code=exc.code
-            )
+            response = errors.freight_error_response(request, exc)
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["identity"] = identity

@@ -25,8 +25,8 @@ from freight.protocol import errors as protocol_errors
 from freight.store import faults
 
 log = logging.getLogger(__name__)
-# FastAPI's 400 for a body its json.loads raised on (other than a syntax error); the
-# exception it chains says why.
+# FastAPI's 400 for a body whose reading raised (json.loads other than on a syntax error,
+# or a middleware's `receive` refusing it); the exception it chains says why.
 FASTAPI_UNPARSEABLE_BODY = "There was an error parsing the body"
 
 
@@ -39,15 +39,14 @@ def error_body(
     status: int,
     message: str,
     *,
-    error_type: str | None = None,
     param: str | None = None,
-    code: str | None = None,
 ) -> dict[str, Any]:
-    """The error body for `path`'s API (also the `error` event of a broken stream)."""
+    """The error body for `path`'s API (also the `error` event of a broken stream), its
+    type the one for `status` (a FreightError's response is `freight_error_response`)."""
     if is_anthropic_path(path):
         return anthropic.error_body(status, message, ids.new_id("req_"))
-    kind = error_type or ("invalid_request_error" if status < 500 else "server_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
 
 
 def error_response(
@@ -55,27 +54,36 @@ def error_response(
     status: int,
     message: str,
     *,
-    error_type: str | None = None,
     param: str | None = None,
-    code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = error_body(
-        request.url.path, status, message, error_type=error_type, param=param, code=code
-    )
+    body = error_body(request.url.path, status, message, param=param)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-class RejectedBody(StarletteHTTPException):
-    """A request body refused while it arrives, with the error's `code`.
-
-    Raised from a middleware's `receive`: an HTTPException passes through FastAPI's body
-    reading unchanged, and is rendered in the path's API shape by `on_http_error`.
-    """
-
-    def __init__(self, status_code: int, message: str, *, code: str | None = None) -> None:
-        super().__init__(status_code, message)
-        self.code = code
+def freight_error_response(request: Request, exc: FreightError) -> JSONResponse:
+    """`exc` as the response to `request`, from the exception's own attributes: its
+    status, its type in the path's API, its message (and advice), param and code."""
+    message = exc.api_message
+    if is_anthropic_path(request.url.path):
+        body = anthropic.error_body(
+            exc.status_code, message, ids.new_id("req_"), error_type=exc.anthropic_type
+        )
+    else:
+        body = {
+            "error": {
+                "message": message,
+                "type": exc.openai_type,
+                "param": exc.param,
+                "code": exc.code,
+            }
+        }
+    # Both SDKs retry a 409 by default (a lock timeout upstream); ours are state
+    # conflicts that a retry cannot resolve.
+    headers = {"x-should-retry": "false"} if exc.status_code == 409 else None
+    if isinstance(exc, QuotaExceeded):
+        headers = {"retry-after": str(math.ceil(exc.retry_after))}
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 _NOT_AN_OBJECT = "The request body must be a JSON object of the endpoint's parameters, not "
@@ -131,21 +139,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(FreightError)
     async def on_freight_error(request: Request, exc: FreightError) -> JSONResponse:
         if exc.status_code >= 500:
-            log.error("%s %s: %s", request.method, request.url.path, exc.message)
-        # Both SDKs retry a 409 by default (a lock timeout upstream); ours are state
-        # conflicts that a retry cannot resolve.
-        headers = {"x-should-retry": "false"} if exc.status_code == 409 else None
-        if isinstance(exc, QuotaExceeded):
-            headers = {"retry-after": str(math.ceil(exc.retry_after))}
-        return error_response(
-            request,
-            exc.status_code,
-            exc.message,
-            error_type=exc.error_type,
-            param=exc.param,
-            code=exc.code,
-            headers=headers,
-        )
+            log.error("%s %s: %s", request.method, request.url.path, exc.api_message)
+        return freight_error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -159,16 +154,12 @@ def install(app: FastAPI) -> None:
         elif exc.status_code == 405:
             message = f"Method {request.method} is not allowed on {request.url.path}"
         elif exc.status_code == 400 and exc.detail == FASTAPI_UNPARSEABLE_BODY:
+            if isinstance(exc.__cause__, FreightError):  # refused as it arrived (json_bodies)
+                return freight_error_response(request, exc.__cause__)
             message = _unparseable_body(exc.__cause__)
         else:
             message = str(exc.detail)
-        return error_response(
-            request,
-            exc.status_code,
-            message,
-            code=exc.code if isinstance(exc, RejectedBody) else None,
-            headers=dict(exc.headers or {}),
-        )
+        return error_response(request, exc.status_code, message, headers=dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

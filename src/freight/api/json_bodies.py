@@ -17,8 +17,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from freight.api import errors
 from freight.config import Settings
+from freight.errors import InvalidRequest
 from freight.protocol import json_budget
 
 STREAMED_ROUTES = frozenset({("POST", "/v1/messages/batches")})
@@ -72,7 +72,8 @@ class JsonBudget:
                     chunks.clear()
                     why = problem(body, self.max_depth)
                     if why is not None:
-                        raise errors.RejectedBody(400, why, code="invalid_body")
+                        # FastAPI chains it to its own 400; api/errors.py renders it.
+                        raise InvalidRequest(why, code="invalid_body")
             return message
 
         await self.app(scope, checked, send)

@@ -21,8 +21,7 @@ event.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -32,8 +31,8 @@ from pydantic import BaseModel
 from freight import ids
 from freight.api import errors, sse
 from freight.api.deps import anthropic_headers, project, service
-from freight.engines.base import REALTIME_PRIORITY, EngineDied, RequestRejected
-from freight.errors import EngineUnavailable, FreightError, InvalidRequest
+from freight.engines.base import REALTIME_PRIORITY
+from freight.errors import FreightError, InvalidRequest
 from freight.protocol import endpoints, stream
 from freight.service import Service
 from freight.store.files import DEFAULT_PROJECT
@@ -41,23 +40,9 @@ from freight.store.files import DEFAULT_PROJECT
 router = APIRouter(tags=["real-time"])
 
 
-@contextlib.contextmanager
-def _engine_errors() -> Iterator[None]:
-    """Engine failures as API errors: a rejected request is the caller's 400."""
-    try:
-        yield
-    except RequestRejected as exc:
-        raise InvalidRequest(str(exc), code=exc.code) from exc
-    except EngineDied as exc:
-        raise EngineUnavailable(f"{exc}. Retry the request.") from exc
-
-
 def _parse(endpoint: endpoints.AnyEndpoint, body: dict[str, Any], svc: Service) -> BaseModel:
     """The validated body, whose model exists (else 404) and serves `endpoint` (else 400)."""
-    try:
-        parsed = endpoints.parse_body(endpoint, body, in_batch=False)
-    except endpoints.BodyError as exc:
-        raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
+    parsed = endpoints.parse_body(endpoint, body, in_batch=False)
     is_streamed = bool(getattr(parsed, "stream", False))
     if not is_streamed and getattr(parsed, "stream_options", None) is not None:
         raise InvalidRequest(
@@ -86,26 +71,23 @@ async def serve(
     request_id = ids.new_id("rt-")
     load = svc.engines.realtime
     if not getattr(parsed, "stream", False):
-        with load.track(), _engine_errors():
+        with load.track():
             answer = await endpoint.run(svc.engines, parsed, request_id, priority=REALTIME_PRIORITY)
         svc.quotas.record_tokens(owner, answer.tokens.num_input + answer.tokens.num_output)
         return JSONResponse(answer.body)
 
     if not isinstance(endpoint, endpoints.Endpoint):  # only text generation streams
         raise InvalidRequest(f"{endpoint.url} does not support stream: true.", param="stream")
-    with load.track(), _engine_errors():
-        try:
-            events = await endpoint.start_stream(
-                svc.engines,
-                parsed,
-                request_id,
-                priority=REALTIME_PRIORITY,
-                on_generation=lambda g: svc.quotas.record_tokens(
-                    owner, g.num_prompt_tokens + g.num_output_tokens
-                ),
-            )
-        except endpoints.BodyError as exc:
-            raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
+    with load.track():
+        events = await endpoint.start_stream(
+            svc.engines,
+            parsed,
+            request_id,
+            priority=REALTIME_PRIORITY,
+            on_generation=lambda g: svc.quotas.record_tokens(
+                owner, g.num_prompt_tokens + g.num_output_tokens
+            ),
+        )
 
     async def tracked() -> AsyncIterator[stream.ServerSentEvent]:
         with load.track():
@@ -117,12 +99,8 @@ async def serve(
 
 
 def _error_event(path: str, exc: Exception) -> stream.ServerSentEvent:
-    if isinstance(exc, RequestRejected):
-        status, message = 400, str(exc)
-    elif isinstance(exc, FreightError):
+    if isinstance(exc, FreightError):  # an engine that died or refused: its own status
         status, message = exc.status_code, exc.message
-    elif isinstance(exc, EngineDied):
-        status, message = 503, str(exc)
     else:
         status, message = 500, "The server had an internal error while streaming."
     body = errors.error_body(path, status, message)

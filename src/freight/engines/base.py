@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from freight.errors import EngineUnavailable, InvalidRequest
+
 FinishReason = Literal["stop", "length"]
 Task = Literal["generate", "embed"]  # what a model does; each endpoint needs one of these
 
@@ -105,22 +107,30 @@ class Delta:
     num_cached_tokens: int | None = None
 
 
-class RequestRejected(Exception):
+class RequestRejected(InvalidRequest):
     """The engine refused the request itself (e.g. the prompt exceeds the context).
 
     Permanent: retrying cannot help. The message names the limit; `code` is the
-    OpenAI error code to report, if there is a specific one; `status_code` the HTTP
-    status of the request's error line (an upstream server's own 4xx, for example).
+    OpenAI error code to report, if there is a specific one. A real-time caller gets a
+    400; `upstream_status` is an upstream server's own 4xx, which the request's batch
+    error line reports as its status (`line_status`).
     """
 
-    def __init__(self, message: str, *, code: str | None = None, status_code: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status_code = status_code
+    def __init__(
+        self, message: str, *, code: str | None = None, upstream_status: int | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.upstream_status = upstream_status
+
+    @property
+    def line_status(self) -> int:
+        return self.upstream_status or self.status_code
 
 
-class EngineDied(Exception):
+class EngineDied(EngineUnavailable):
     """The engine stopped while the request was running. Transient: retry elsewhere."""
+
+    advice = "Retry the request."  # a real-time caller's; the worker retries batch requests
 
 
 class Engine(Protocol):

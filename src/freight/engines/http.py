@@ -236,7 +236,7 @@ class HTTPEngine:
             self._count("transient")
             return EngineDied(message)
         self._count("rejected")
-        return RequestRejected(message, code="upstream_error", status_code=status)
+        return RequestRejected(message, code="upstream_error", upstream_status=status)
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Delta | Generation]:
         return self._run(request, is_streamed=True)

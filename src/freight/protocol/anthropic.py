@@ -40,11 +40,20 @@ def error_type_for(status_code: int) -> str:
     return ERROR_TYPES.get(status_code, default)
 
 
-def error_body(status_code: int, message: str, request_id: str | None = None) -> dict[str, Any]:
-    """Anthropic's ErrorResponse: `{"type": "error", "error": {type, message}, request_id}`."""
+def error_body(
+    status_code: int,
+    message: str,
+    request_id: str | None = None,
+    *,
+    error_type: str | None = None,
+) -> dict[str, Any]:
+    """Anthropic's ErrorResponse: `{"type": "error", "error": {type, message}, request_id}`.
+
+    The type is `error_type`, else the one Anthropic gives `status_code`.
+    """
     body: dict[str, Any] = {
         "type": "error",
-        "error": {"type": error_type_for(status_code), "message": message},
+        "error": {"type": error_type or error_type_for(status_code), "message": message},
     }
     if request_id is not None:
         body["request_id"] = request_id

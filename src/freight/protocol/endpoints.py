@@ -29,6 +29,7 @@ from freight.engines.base import (
     GenerationRequest,
     Task,
 )
+from freight.errors import FreightError
 from freight.protocol import (
     anthropic,
     completions,
@@ -39,7 +40,7 @@ from freight.protocol import (
     stream,
 )
 from freight.protocol import openai as wire
-from freight.protocol.errors import BodyError, json_type
+from freight.protocol.errors import BodyError, json_type, openai_body
 from freight.protocol.stream import ServerSentEvent
 
 if TYPE_CHECKING:
@@ -62,8 +63,9 @@ R = TypeVar("R")
 Api = Literal["openai", "anthropic"]
 
 
-def openai_error_body(error: BodyError, status_code: int) -> dict[str, Any]:
-    return error.body()
+def openai_error_body(error: FreightError, status_code: int) -> dict[str, Any]:
+    """How a rejected request is stored for its errored result line, in OpenAI's shape."""
+    return openai_body(error)
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ class Endpoint:
     to_generations: Callable[[Any, str], list[GenerationRequest]]
     to_response: Callable[[Any, list[Generation]], dict[str, Any]]
     to_stream: Callable[[Any, stream.EngineEvents], AsyncIterator[ServerSentEvent]] | None = None
-    error_body: Callable[[BodyError, int], dict[str, Any]] = openai_error_body
+    error_body: Callable[[FreightError, int], dict[str, Any]] = openai_error_body
     api: Api = "openai"
     task: ClassVar[Task] = "generate"
 
@@ -178,7 +180,7 @@ class EmbeddingsEndpoint:
     request_model: type[BaseModel]
     to_request: Callable[[Any, str], EmbeddingRequest]
     to_response: Callable[[Any, Embeddings], dict[str, Any]]
-    error_body: Callable[[BodyError, int], dict[str, Any]] = openai_error_body
+    error_body: Callable[[FreightError, int], dict[str, Any]] = openai_error_body
     api: Api = "openai"
     task: ClassVar[Task] = "embed"
 

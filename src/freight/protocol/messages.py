@@ -26,8 +26,8 @@ from freight.engines.base import (
     Message,
     Sampling,
 )
+from freight.errors import FreightError
 from freight.protocol import anthropic as wire
-from freight.protocol.errors import BodyError
 from freight.protocol.stream import EngineEvents, ServerSentEvent
 
 URL = "/v1/messages"
@@ -96,8 +96,12 @@ def to_response(body: wire.MessageCreateParams, generations: list[Generation]) -
     ).model_dump()
 
 
-def error_body(error: BodyError, status_code: int) -> dict[str, Any]:
-    """How a rejected request is stored for its errored result line."""
+def error_body(error: FreightError, status_code: int) -> dict[str, Any]:
+    """How a rejected request is stored for its errored result line, in Anthropic's shape.
+
+    Its type is the one Anthropic gives `status_code`: the error's own `anthropic_type`,
+    unless the line reports an upstream's status (`FreightError.line_status`).
+    """
     return wire.error_body(status_code, error.message)
 
 

@@ -1,7 +1,8 @@
 """Run one claimed request: parse its body, run it through its endpoint, record an Outcome.
 
 Identical deterministic requests of one batch share their engine work (SharedResults);
-errors are stored in the endpoint's own API shape (OpenAI's, or Anthropic's for
+a FreightError is stored as the request's error line with the status it carries
+(`line_status`), in the endpoint's own API shape (OpenAI's, or Anthropic's for
 /v1/messages).
 """
 
@@ -14,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from freight.engines.base import EngineDied, RequestRejected
 from freight.engines.pool import EnginePool
 from freight.errors import EngineUnavailable, FreightError
 from freight.protocol import endpoints
@@ -96,12 +96,11 @@ class SharedResults:
 
 
 def _error_outcome(
-    claimed: ClaimedRequest,
-    endpoint: endpoints.AnyEndpoint,
-    status_code: int,
-    error: endpoints.BodyError,
+    claimed: ClaimedRequest, endpoint: endpoints.AnyEndpoint, error: FreightError
 ) -> Outcome:
-    body = endpoint.error_body(error, status_code)  # in the endpoint's own API shape
+    """The errored line for `error`: its status, and its body in the endpoint's API shape."""
+    status_code = error.line_status
+    body = endpoint.error_body(error, status_code)
     return Outcome(
         claimed.id,
         claimed.batch_id,
@@ -114,10 +113,10 @@ def _error_outcome(
 async def execute(
     claimed: ClaimedRequest, engines: EnginePool, shared: SharedResults
 ) -> Outcome | Transient:
-    """Run `claimed` to an Outcome; engine deaths come back as Transient.
+    """Run `claimed` to an Outcome; an engine that died or is not running is Transient.
 
-    Everything else is permanent, and its line says why: a body the engine rejects
-    (a prompt plus max_tokens longer than the context) is a 400 naming the limit.
+    Every other FreightError is permanent, and its line says why: a body the engine
+    rejects (a prompt plus max_tokens longer than the context) is a 400 naming the limit.
     """
     endpoint = endpoints.ENDPOINTS[claimed.url]
     key = f"{claimed.batch_id}:{claimed.dedup_key}" if claimed.dedup_key else None
@@ -126,18 +125,10 @@ async def execute(
         answer = await endpoint.run(
             engines, body, f"{claimed.id}-{claimed.attempts}", share=shared.sharing(key)
         )
-    except RequestRejected as exc:
-        error = endpoints.BodyError(str(exc), code=exc.code)
-        return _error_outcome(claimed, endpoint, exc.status_code, error)
-    except endpoints.BodyError as exc:
-        return _error_outcome(claimed, endpoint, 400, exc)
-    except EngineDied as exc:
-        return Transient(claimed.id, str(exc))
-    except EngineUnavailable as exc:  # not started, or could not start (a restart failed)
+    except EngineUnavailable as exc:  # died, not started, or could not start: may pass
         return Transient(claimed.id, exc.message)
     except FreightError as exc:
-        error = endpoints.BodyError(exc.message, param=exc.param, code=exc.code)
-        return _error_outcome(claimed, endpoint, exc.status_code, error)
+        return _error_outcome(claimed, endpoint, exc)
     # Token totals from the engine's own counts, whatever the wire shape calls them.
     return Outcome(
         claimed.id,
