@@ -26,7 +26,8 @@ from freight.engines.pool import EnginePool
 from freight.errors import FreightError
 from freight.protocol import anthropic
 from freight.protocol.errors import BodyError
-from freight.store.requests import ERRORED, ClaimedRequest, Outcome
+from freight.store.requests import ClaimedRequest, Outcome
+from freight.store.statuses import RequestStatus
 from freight.worker import runner
 
 OPENAI_TYPES = {"invalid_request_error", "rate_limit_error", "server_error"}
@@ -188,7 +189,7 @@ def run_line(url: str, body: dict[str, Any], error: Exception) -> Outcome | runn
 
 
 def line(outcome: Outcome | runner.Transient) -> tuple[int | None, Any]:
-    assert isinstance(outcome, Outcome) and outcome.status == ERRORED
+    assert isinstance(outcome, Outcome) and outcome.status == RequestStatus.ERRORED
     assert outcome.response_json is not None and outcome.error_json is None
     return outcome.status_code, json.loads(outcome.response_json)
 
