@@ -31,6 +31,7 @@ from schemathesis.specs.openapi.formats import unregister_string_format
 from starlette.testclient import TestClient
 
 from freight.api.app import create_app
+from freight.config import WebhookSettings
 from freight.service import Service
 from tests.conftest import make_settings
 
@@ -52,7 +53,13 @@ def test_every_endpoint_answers_generated_requests_within_its_schema(
 ) -> None:
     # No worker: the API is what is fuzzed, and a background task drawing on `random`
     # (retry jitter) while hypothesis generates makes hypothesis call the run flaky.
-    svc = Service(make_settings(tmp_path / "home", default_model="echo"), with_worker=False)
+    # Webhook URLs point at a closed loopback port, which must be allow-listed to be accepted.
+    freight_settings = make_settings(
+        tmp_path / "home",
+        default_model="echo",
+        webhooks=WebhookSettings(allow_hosts=["127.0.0.1"]),
+    )
+    svc = Service(freight_settings, with_worker=False)
     schemathesis.openapi.format("uri", LOOPBACK_URLS)
     try:
         app = create_app(svc)
