@@ -33,12 +33,13 @@ import uvicorn
 from rich.console import Console
 
 from benchmarks import harness, workloads
-from freight import config, offline
+from freight import config
 from freight.api.app import create_app
 from freight.engines.pool import EnginePool
-from freight.models import Registry
+from freight.engines.registry import Registry
 from freight.protocol import endpoints
-from freight.service import Service
+from freight.service import offline
+from freight.service.runtime import Service
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 MODEL_CACHE = harness.REPO / ".freight" / "models"

@@ -35,7 +35,7 @@ from freight.config import (
     Settings,
     WorkerSettings,
 )
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store.db import Database
 from tests.netstubs import StubResolver
 
@@ -229,7 +229,7 @@ def run_cli(
     """Run the `freight` command as a user would, in a subprocess."""
     full_env = {**os.environ, **TEST_ENGINE_ENV, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "freight.cli", *args],
+        [sys.executable, "-m", "freight.cli.main", *args],
         env=full_env,
         capture_output=True,
         text=True,
@@ -249,7 +249,7 @@ def serve_process(
             [
                 sys.executable,
                 "-m",
-                "freight.cli",
+                "freight.cli.main",
                 "serve",
                 "--home",
                 str(home),

@@ -1,4 +1,4 @@
-"""Seeding a store directly (batches, finished requests, metered engine time) for tests of
+"""Seeding a store directly (batches, finished batch_requests, metered engine time) for tests of
 reports and pages, so their numbers are known exactly without running an engine."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from freight import ids
-from freight.store import batches, requests, usage
+from freight.store import batch_requests, batches, usage
 from freight.store.db import Database
 from freight.store.statuses import RequestStatus
 
@@ -74,7 +74,7 @@ def add_batch(
                     "finished_at": at,
                 }
             )
-        requests.insert_many(conn, rows)
+        batch_requests.insert_many(conn, rows)
     return batch_id
 
 

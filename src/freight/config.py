@@ -283,7 +283,7 @@ class HTTPUpstream(_Upstream):
 
 class _BatchUpstream(_Upstream):
     """What both provider Batch APIs take: how work is packed and polled
-    (worker/passthrough.py)."""
+    (upstream/passthrough.py)."""
 
     max_requests_per_batch: int | None = Field(
         None,
@@ -331,7 +331,7 @@ BatchUpstream: TypeAlias = OpenAIBatchUpstream | AnthropicBatchUpstream
 
 
 class WebhookSettings(_Section):
-    """Delivery of signed batch webhooks (worker/webhooks.py)."""
+    """Delivery of signed batch webhooks (service/webhook_sender.py)."""
 
     timeout_seconds: float = Field(
         10.0, gt=0, description="How long one delivery POST may take before it counts as failed."

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from freight.protocol import openai as wire
-from freight.store import batches, requests
+from freight.protocol import openai_wire
+from freight.store import batch_requests, batches
 from freight.store.db import Database
 from tests.conftest import chat_line, free_port, read_jsonl, serve_process, wait_http
 
@@ -139,7 +139,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
 
     assert batch["status"] == "completed"
     for line in output + errors:
-        wire.BatchRequestOutput.model_validate(line)
+        openai_wire.BatchRequestOutput.model_validate(line)
     seen = collections.Counter(line["custom_id"] for line in output + errors)
     assert set(seen) == {line["custom_id"] for line in lines}  # none lost
     assert max(seen.values()) == 1, [c for c, n in seen.items() if n > 1]  # none twice
@@ -153,7 +153,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     db = Database(f"sqlite:///{home / 'freight.db'}")
     try:
         with db.read() as conn:
-            by_status = requests.count_by_status(conn, batch["id"])
+            by_status = batch_requests.count_by_status(conn, batch["id"])
     finally:
         db.dispose()
-    assert not set(by_status) & set(requests.OPEN), by_status
+    assert not set(by_status) & set(batch_requests.OPEN), by_status

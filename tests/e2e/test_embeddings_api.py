@@ -20,8 +20,8 @@ import pytest
 from openai.types import CreateEmbeddingResponse as SDKEmbeddingResponse
 
 from freight.config import DEFAULT_EMBEDDING_MODEL
-from freight.models import find_minilm_dir
-from freight.protocol import openai as wire
+from freight.engines.registry import find_minilm_dir
+from freight.protocol import openai_wire
 from tests.conftest import LiveServer, chat_line, read_jsonl, wait_for_batch, write_jsonl
 from tests.spec import assert_matches
 
@@ -192,7 +192,7 @@ def test_embeddings_batch_round_trips_the_sdk_types(
     assert sorted(by_id) == sorted(x["custom_id"] for x in lines)
     texts = {x["custom_id"]: x["body"]["input"] for x in lines}
     for line in results:
-        assert wire.BatchRequestOutput.model_validate(line).model_dump() == line
+        assert openai_wire.BatchRequestOutput.model_validate(line).model_dump() == line
         body = line["response"]["body"]
         check_round_trip(body)
         inputs = texts[line["custom_id"]]

@@ -19,7 +19,7 @@ import pytest
 from anthropic.types.messages import MessageBatch as SDKMessageBatch
 from anthropic.types.messages import MessageBatchIndividualResponse as SDKResult
 
-from freight.service import Service
+from freight.service.runtime import Service
 from tests.conftest import LiveServer, make_settings
 from tests.sdk import assert_round_trip
 

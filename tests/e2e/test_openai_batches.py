@@ -12,7 +12,7 @@ from openai.types import Completion as SDKCompletion
 from openai.types import FileObject as SDKFileObject
 from openai.types.chat import ChatCompletion as SDKChatCompletion
 
-from freight.protocol import openai as wire
+from freight.protocol import openai_wire
 from tests.conftest import (
     CHAT_MODEL,
     LiveServer,
@@ -48,7 +48,7 @@ def download_results(client: Any, batch: Any) -> list[dict[str, Any]]:
             assert_matches("OpenAIFile", file.model_dump())
             lines += read_jsonl(client.files.content(file_id).text)
     for line in lines:
-        assert wire.BatchRequestOutput.model_validate(line).model_dump() == line
+        assert openai_wire.BatchRequestOutput.model_validate(line).model_dump() == line
     return lines
 
 

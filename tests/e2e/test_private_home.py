@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store import db as db_module
 from tests.conftest import LiveServer, chat_line, make_settings, wait_for_batch
 

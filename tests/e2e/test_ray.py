@@ -17,7 +17,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from freight.protocol import openai as wire
+from freight.protocol import openai_wire
 from freight.store.db import Database
 from freight.store.schema import requests as requests_table
 from tests.conftest import (
@@ -54,7 +54,7 @@ def comparable(path: Path) -> list[dict[str, Any]]:
     """
     lines = read_jsonl(path.read_text())
     for line in lines:
-        assert wire.BatchRequestOutput.model_validate(line).model_dump() == line
+        assert openai_wire.BatchRequestOutput.model_validate(line).model_dump() == line
         del line["id"]
         if line["response"] is not None:
             del line["response"]["request_id"]

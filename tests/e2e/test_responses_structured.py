@@ -18,7 +18,7 @@ from openai.types.chat import ChatCompletion as SDKChatCompletion
 from openai.types.responses import Response as SDKResponse
 from pydantic import BaseModel, Field
 
-from freight.protocol import openai as wire
+from freight.protocol import openai_wire
 from tests.conftest import (
     CHAT_MODEL,
     LiveServer,
@@ -69,7 +69,7 @@ def run_batch(client: Any, tmp_path: Path, endpoint: str, lines: list[dict[str, 
         if file_id:
             results += read_jsonl(client.files.content(file_id).text)
     for line in results:
-        assert wire.BatchRequestOutput.model_validate(line).model_dump() == line
+        assert openai_wire.BatchRequestOutput.model_validate(line).model_dump() == line
     assert sorted(r["custom_id"] for r in results) == sorted(x["custom_id"] for x in lines)
     return batch, {r["custom_id"]: r for r in results}
 

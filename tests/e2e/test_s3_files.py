@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store import files
 from tests.conftest import LiveServer, chat_line, make_settings, read_jsonl, wait_for_batch
 from tests.s3 import new_bucket, s3_server

@@ -25,7 +25,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from freight.protocol import openai as wire
+from freight.protocol import openai_wire
 from freight.store import batches
 from freight.store.db import Database
 from freight.store.schema import requests as requests_table
@@ -60,7 +60,7 @@ def freight_process(home: Path, *args: str, env: dict[str, str]) -> Iterator[sub
     home.mkdir(parents=True, exist_ok=True)
     with open(home / "freight.log", "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "freight.cli", *args, "--home", str(home)],
+            [sys.executable, "-m", "freight.cli.main", *args, "--home", str(home)],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -159,7 +159,7 @@ def test_three_workers_share_a_batch_and_survive_one_killed(tmp_path: Path) -> N
 
         output = read_jsonl(client.files.content(batch.output_file_id).text)
         for line in output:
-            wire.BatchRequestOutput.model_validate(line)
+            openai_wire.BatchRequestOutput.model_validate(line)
         custom_ids = [line["custom_id"] for line in output]
         assert len(custom_ids) == NUM_REQUESTS
         assert set(custom_ids) == {f"r{i}" for i in range(NUM_REQUESTS)}  # each exactly once

@@ -32,7 +32,7 @@ from starlette.testclient import TestClient
 
 from freight.api.app import create_app
 from freight.config import WebhookSettings
-from freight.service import Service
+from freight.service.runtime import Service
 from tests.conftest import make_settings
 
 CHECKS = [

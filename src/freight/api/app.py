@@ -11,24 +11,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from freight import __version__, web
-from freight.api import (
-    authentication,
-    batches,
-    body_limit,
-    errors,
-    files,
-    json_bodies,
-    message_batches,
-    meta,
-    metrics,
-    openapi,
-    realtime,
-)
-from freight.api import webhooks as webhook_routes
-from freight.service import Service
+from freight.api import authentication, body_limit, errors, json_bodies, openapi
+from freight.api.routes import batches, files, message_batches, meta, metrics, realtime, webhooks
+from freight.service.runtime import Service
+from freight.service.webhook_sender import WebhookSender
 from freight.store import orphans
-from freight.worker.usage import UsageRecorder
-from freight.worker.webhooks import WebhookSender
+from freight.usage.recorder import UsageRecorder
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +70,7 @@ def create_app(svc: Service, *, preload: list[str] | None = None) -> FastAPI:
     errors.install(app)
     for module in (files, batches, message_batches, realtime, meta, metrics):
         app.include_router(module.router)
-    app.include_router(webhook_routes.router)
+    app.include_router(webhooks.router)
     web.install(app, svc.settings)  # the dashboard at / and /ui/...
     openapi.install(app)  # error shapes and streamed bodies in /openapi.json
     # Added last = runs first: CORS (preflights need no key), the key gate, body limits,

@@ -24,9 +24,9 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from freight import auth
 from freight.api import slow_clients
 from freight.config import Settings
+from freight.service import access
 
 log = logging.getLogger(__name__)
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -124,5 +124,5 @@ def serve(app: FastAPI, settings: Settings) -> None:
     """Run `app` under uvicorn until a signal, with Freight's limits and shutdown contract."""
     config = uvicorn_config(app, settings)
     raise_open_file_limit(settings.server.max_connections)
-    auth.redact_logs()  # uvicorn has configured its log handlers by now
+    access.redact_logs()  # uvicorn has configured its log handlers by now
     FreightServer(config).run()

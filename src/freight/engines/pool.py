@@ -23,8 +23,8 @@ from freight.config import HTTPUpstream, Settings
 from freight.engines.base import EmbeddingEngine, Engine, Task
 from freight.engines.echo import EchoEngine
 from freight.engines.metering import EngineMeter, MeteredEngine
+from freight.engines.registry import ModelSpec, Registry
 from freight.errors import EngineUnavailable, InvalidRequest
-from freight.models import ModelSpec, Registry
 
 log = logging.getLogger(__name__)
 DEAD_ENGINE_SHUTDOWN_SECONDS = 30.0  # a dead engine's cleanup must not hold up its successor

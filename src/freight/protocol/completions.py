@@ -14,16 +14,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from freight import ids
-from freight.engines.base import (
-    Delta,
-    Generation,
-    GenerationRequest,
-    JsonOutput,
-    Message,
-    Sampling,
-)
-from freight.protocol import openai as wire
-from freight.protocol.errors import BodyError
+from freight.engines.base import Delta, Generation, GenerationRequest, JsonOutput, Message, Sampling
+from freight.protocol import openai_wire
+from freight.protocol.body_errors import BodyError
 from freight.protocol.stream import DONE, EngineEvents, ServerSentEvent
 
 CHAT_URL = "/v1/chat/completions"
@@ -31,7 +24,10 @@ COMPLETIONS_URL = "/v1/completions"
 
 
 def sampling_from(
-    body: wire._SamplingBody, max_tokens: int | None, *, json_output: JsonOutput | None = None
+    body: openai_wire._SamplingBody,
+    max_tokens: int | None,
+    *,
+    json_output: JsonOutput | None = None,
 ) -> Sampling:
     stop = body.stop
     return Sampling(
@@ -47,14 +43,14 @@ def sampling_from(
     )
 
 
-def usage_of(generations: list[Generation]) -> wire.Usage:
+def usage_of(generations: list[Generation]) -> openai_wire.Usage:
     num_prompt = sum(g.num_prompt_tokens for g in generations)
     num_output = sum(g.num_output_tokens for g in generations)
-    return wire.Usage(
+    return openai_wire.Usage(
         prompt_tokens=num_prompt,
         completion_tokens=num_output,
         total_tokens=num_prompt + num_output,
-        prompt_tokens_details=wire.PromptTokensDetails(
+        prompt_tokens_details=openai_wire.PromptTokensDetails(
             cached_tokens=sum(g.num_cached_tokens for g in generations)
         ),
     )
@@ -63,14 +59,16 @@ def usage_of(generations: list[Generation]) -> wire.Usage:
 # --- /v1/chat/completions -----------------------------------------------------------------
 
 
-def _chat_messages(body: wire.ChatCompletionRequest) -> tuple[Message, ...]:
+def _chat_messages(body: openai_wire.ChatCompletionRequest) -> tuple[Message, ...]:
     # Chat templates know system/user/assistant; OpenAI's newer `developer` is a system turn.
     return tuple(
         Message("system" if m.role == "developer" else m.role, m.text()) for m in body.messages
     )
 
 
-def chat_generations(body: wire.ChatCompletionRequest, request_id: str) -> list[GenerationRequest]:
+def chat_generations(
+    body: openai_wire.ChatCompletionRequest, request_id: str
+) -> list[GenerationRequest]:
     return [
         GenerationRequest(
             request_id=request_id,
@@ -86,17 +84,17 @@ def chat_generations(body: wire.ChatCompletionRequest, request_id: str) -> list[
 
 
 def chat_response(
-    body: wire.ChatCompletionRequest, generations: list[Generation]
+    body: openai_wire.ChatCompletionRequest, generations: list[Generation]
 ) -> dict[str, Any]:
     (generation,) = generations
-    return wire.ChatCompletion(
+    return openai_wire.ChatCompletion(
         id=ids.new_id("chatcmpl-"),
         created=int(time.time()),
         model=body.model,
         choices=[
-            wire.ChatChoice(
+            openai_wire.ChatChoice(
                 index=i,
-                message=wire.AssistantMessage(content=c.text),
+                message=openai_wire.AssistantMessage(content=c.text),
                 finish_reason=c.finish_reason,
             )
             for i, c in enumerate(generation.choices)
@@ -108,7 +106,7 @@ def chat_response(
 class _ChunkStream:
     """What every OpenAI chunk of one stream shares; `usage: null` when usage will follow."""
 
-    def __init__(self, obj: str, id_prefix: str, body: wire._SamplingBody) -> None:
+    def __init__(self, obj: str, id_prefix: str, body: openai_wire._SamplingBody) -> None:
         self.head = {
             "id": ids.new_id(id_prefix),
             "object": obj,
@@ -133,7 +131,7 @@ class _ChunkStream:
 
 
 async def chat_stream(
-    body: wire.ChatCompletionRequest, events: EngineEvents
+    body: openai_wire.ChatCompletionRequest, events: EngineEvents
 ) -> AsyncIterator[ServerSentEvent]:
     """chat.completion.chunk events as OpenAI sends them: per choice a role chunk, content
     chunks, and a chunk with an empty delta and the finish_reason."""
@@ -163,7 +161,7 @@ async def chat_stream(
 # --- /v1/completions ------------------------------------------------------------------------
 
 
-def completion_prompts(body: wire.CompletionRequest) -> list[str | tuple[int, ...]]:
+def completion_prompts(body: openai_wire.CompletionRequest) -> list[str | tuple[int, ...]]:
     prompt = body.prompt
     if isinstance(prompt, str):
         return [prompt]
@@ -175,7 +173,7 @@ def completion_prompts(body: wire.CompletionRequest) -> list[str | tuple[int, ..
 
 
 def completion_generations(
-    body: wire.CompletionRequest, request_id: str
+    body: openai_wire.CompletionRequest, request_id: str
 ) -> list[GenerationRequest]:
     sampling = sampling_from(body, body.output_limit)
     requests = []
@@ -189,19 +187,19 @@ def completion_generations(
 
 
 def completion_response(
-    body: wire.CompletionRequest, generations: list[Generation]
+    body: openai_wire.CompletionRequest, generations: list[Generation]
 ) -> dict[str, Any]:
     prompts = completion_prompts(body)
-    choices: list[wire.CompletionChoice] = []
+    choices: list[openai_wire.CompletionChoice] = []
     for prompt, generation in zip(prompts, generations, strict=True):
         prefix = prompt if body.echo and isinstance(prompt, str) else ""
         for c in generation.choices:
             choices.append(
-                wire.CompletionChoice(
+                openai_wire.CompletionChoice(
                     index=len(choices), text=prefix + c.text, finish_reason=c.finish_reason
                 )
             )
-    return wire.TextCompletion(
+    return openai_wire.TextCompletion(
         id=ids.new_id("cmpl-"),
         created=int(time.time()),
         model=body.model,
@@ -211,7 +209,7 @@ def completion_response(
 
 
 async def completion_stream(
-    body: wire.CompletionRequest, events: EngineEvents
+    body: openai_wire.CompletionRequest, events: EngineEvents
 ) -> AsyncIterator[ServerSentEvent]:
     """text_completion chunks: choice index = prompt index x n + choice; with `echo`, each
     choice's first chunk carries its prompt."""

@@ -18,22 +18,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from freight import ids
-from freight.engines.base import (
-    Choice,
-    Delta,
-    Generation,
-    GenerationRequest,
-    Message,
-    Sampling,
-)
+from freight.engines.base import Choice, Delta, Generation, GenerationRequest, Message, Sampling
 from freight.errors import FreightError
-from freight.protocol import anthropic as wire
+from freight.protocol import anthropic_wire
 from freight.protocol.stream import EngineEvents, ServerSentEvent
 
 URL = "/v1/messages"
 
 
-def _turns(body: wire.MessageCreateParams) -> tuple[Message, ...]:
+def _turns(body: anthropic_wire.MessageCreateParams) -> tuple[Message, ...]:
     turns: list[Message] = []
     system = body.system_text()
     if system is not None:
@@ -47,7 +40,9 @@ def _turns(body: wire.MessageCreateParams) -> tuple[Message, ...]:
     return tuple(turns)
 
 
-def to_generations(body: wire.MessageCreateParams, request_id: str) -> list[GenerationRequest]:
+def to_generations(
+    body: anthropic_wire.MessageCreateParams, request_id: str
+) -> list[GenerationRequest]:
     sampling = Sampling(
         max_tokens=body.max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,
@@ -66,14 +61,14 @@ def to_generations(body: wire.MessageCreateParams, request_id: str) -> list[Gene
     ]
 
 
-def stop_reason(choice: Choice) -> wire.StopReason:
+def stop_reason(choice: Choice) -> anthropic_wire.StopReason:
     if choice.finish_reason == "length":
         return "max_tokens"
     return "stop_sequence" if choice.stop_sequence is not None else "end_turn"
 
 
-def usage(num_prompt: int, num_cached: int, num_output: int) -> wire.Usage:
-    return wire.Usage(
+def usage(num_prompt: int, num_cached: int, num_output: int) -> anthropic_wire.Usage:
+    return anthropic_wire.Usage(
         input_tokens=num_prompt - num_cached,
         output_tokens=num_output,
         cache_creation_input_tokens=0,
@@ -81,13 +76,15 @@ def usage(num_prompt: int, num_cached: int, num_output: int) -> wire.Usage:
     )
 
 
-def to_response(body: wire.MessageCreateParams, generations: list[Generation]) -> dict[str, Any]:
+def to_response(
+    body: anthropic_wire.MessageCreateParams, generations: list[Generation]
+) -> dict[str, Any]:
     (generation,) = generations
     (choice,) = generation.choices
-    return wire.Message(
+    return anthropic_wire.Message(
         id=ids.new_id("msg_"),
         model=body.model,
-        content=[wire.TextBlock(text=choice.text)],
+        content=[anthropic_wire.TextBlock(text=choice.text)],
         stop_reason=stop_reason(choice),
         stop_sequence=choice.stop_sequence,
         usage=usage(
@@ -102,7 +99,7 @@ def error_body(error: FreightError, status_code: int) -> dict[str, Any]:
     Its type is the one Anthropic gives `status_code`: the error's own `anthropic_type`,
     unless the line reports an upstream's status (`FreightError.line_status`).
     """
-    return wire.error_body(status_code, error.message)
+    return anthropic_wire.error_body(status_code, error.message)
 
 
 def _event(model: Any) -> ServerSentEvent:
@@ -111,7 +108,7 @@ def _event(model: Any) -> ServerSentEvent:
 
 
 async def to_stream(
-    body: wire.MessageCreateParams, events: EngineEvents
+    body: anthropic_wire.MessageCreateParams, events: EngineEvents
 ) -> AsyncIterator[ServerSentEvent]:
     """Anthropic's event sequence: message_start, content_block_start, content_block_delta
     (one per piece of text), content_block_stop, message_delta (stop reason and the final,
@@ -130,44 +127,56 @@ async def to_stream(
         if not is_started:
             yield _start(body, message_id, item)
             yield _event(
-                wire.ContentBlockStartEvent(index=0, content_block=wire.TextBlock(text=""))
+                anthropic_wire.ContentBlockStartEvent(
+                    index=0, content_block=anthropic_wire.TextBlock(text="")
+                )
             )
             is_started = True
         if item.text:
-            yield _event(wire.ContentBlockDeltaEvent(index=0, delta=wire.TextDelta(text=item.text)))
+            yield _event(
+                anthropic_wire.ContentBlockDeltaEvent(
+                    index=0, delta=anthropic_wire.TextDelta(text=item.text)
+                )
+            )
     if generation is None:
         raise RuntimeError("the engine stream ended without its final Generation")
     if not is_started:
         yield _start(body, message_id, Delta(0, "", None, generation.num_prompt_tokens))
-        yield _event(wire.ContentBlockStartEvent(index=0, content_block=wire.TextBlock(text="")))
+        yield _event(
+            anthropic_wire.ContentBlockStartEvent(
+                index=0, content_block=anthropic_wire.TextBlock(text="")
+            )
+        )
     (choice,) = generation.choices
     final = usage(
         generation.num_prompt_tokens, generation.num_cached_tokens, generation.num_output_tokens
     )
-    yield _event(wire.ContentBlockStopEvent(index=0))
+    yield _event(anthropic_wire.ContentBlockStopEvent(index=0))
     yield _event(
-        wire.MessageDeltaEvent(
-            delta=wire.MessageDelta(
+        anthropic_wire.MessageDeltaEvent(
+            delta=anthropic_wire.MessageDelta(
                 stop_reason=stop_reason(choice), stop_sequence=choice.stop_sequence
             ),
-            usage=wire.MessageDeltaUsage(
+            usage=anthropic_wire.MessageDeltaUsage(
                 input_tokens=final.input_tokens,
                 output_tokens=final.output_tokens,
                 cache_read_input_tokens=final.cache_read_input_tokens or 0,
             ),
         )
     )
-    yield _event(wire.MessageStopEvent())
+    yield _event(anthropic_wire.MessageStopEvent())
 
 
-def _start(body: wire.MessageCreateParams, message_id: str, first: Delta) -> ServerSentEvent:
+def _start(
+    body: anthropic_wire.MessageCreateParams, message_id: str, first: Delta
+) -> ServerSentEvent:
     num_prompt = first.num_prompt_tokens or 0
     num_cached = first.num_cached_tokens or 0
-    message = wire.Message(
+    message = anthropic_wire.Message(
         id=message_id,
         model=body.model,
         content=[],
         stop_reason=None,
         usage=usage(num_prompt, num_cached, 0),
     )
-    return _event(wire.MessageStartEvent(message=message))
+    return _event(anthropic_wire.MessageStartEvent(message=message))

@@ -3,7 +3,7 @@
 Both are `StrEnum`s: a member is equal to its string, so the database holds and the wire
 carries the same values as before, while the code names each status once. Which status
 may follow which is the store's business (`batches.ALLOWED`; the request lifecycle in
-store/requests.py); the Anthropic view derives its own names from these
+store/batch_requests.py); the Anthropic view derives its own names from these
 (protocol/views.py).
 """
 

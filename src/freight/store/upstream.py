@@ -2,7 +2,7 @@
 
 A request whose model runs through an upstream Batch API is queued with `upstream` set
 to that model (worker/ingest.py), so ordinary claims pass it by. The passthrough runner
-(worker/passthrough.py) packs such requests into upstream batches: `pack` leases them
+(upstream/passthrough.py) packs such requests into upstream batches: `pack` leases them
 to the worker, exactly as a claim does, and ties them to a new `upstream_batches` row in
 the same transaction. The worker's heartbeat renews those leases like any other, so an
 upstream batch belongs to whichever worker holds its requests. When a worker stops (or
@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from freight import ids
-from freight.store.requests import _CLAIMED_COLUMNS, ClaimedRequest
+from freight.store.batch_requests import _CLAIMED_COLUMNS, ClaimedRequest
 from freight.store.schema import requests, upstream_batches
 from freight.store.statuses import RequestStatus
 

@@ -20,15 +20,15 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from freight import auth, ids, pricing, quotas, submit
+from freight import ids
 from freight.api import downloads, uploads
 from freight.api.deps import service
 from freight.errors import FreightError, InvalidRequest, NotFound
-from freight.protocol import endpoints
-from freight.protocol import openai as wire
-from freight.service import Service
-from freight.store import batches, files, usage
-from freight.store import blobs as blob_names
+from freight.protocol import endpoints, openai_wire
+from freight.service import access, intake, quotas
+from freight.service.runtime import Service
+from freight.store import batches, blob_store, files, usage
+from freight.usage import pricing
 from freight.web import charts, economics, session
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -139,7 +139,7 @@ def index(
     after: str | None = None,
     before: str | None = None,
     svc: Service = Depends(service),
-    who: auth.Identity = Depends(session.identity),
+    who: access.Identity = Depends(session.identity),
 ) -> Response:
     try:
         return _index(request, svc, who.project, who.scope, after=after, before=before)
@@ -151,7 +151,7 @@ def index(
 async def create_batch(
     request: Request,
     svc: Service = Depends(service),
-    who: auth.Identity = Depends(session.identity),
+    who: access.Identity = Depends(session.identity),
 ) -> Response:
     """Upload a JSONL file and create a batch from it, in one form."""
     owner = who.project
@@ -172,7 +172,7 @@ async def create_batch(
                 raise InvalidRequest(
                     "The file is empty: choose a JSONL file with one request a line."
                 )
-            create = wire.CreateBatch(
+            create = openai_wire.CreateBatch(
                 input_file_id=record.id,
                 endpoint=upload.fields.get("endpoint") or "/v1/chat/completions",
                 completion_window=upload.fields.get("completion_window") or "24h",
@@ -192,14 +192,14 @@ def _create(
     owner: str,
     hold: quotas.StorageHold,
     record: files.FileRecord,
-    create: wire.CreateBatch,
+    create: openai_wire.CreateBatch,
 ) -> batches.BatchRecord:
     """The held upload becomes the input file; if the batch is refused, the file goes too
     (the caller deletes its blob)."""
     with svc.db.write() as conn:
         hold.complete(conn, record)
     try:
-        return submit.create_openai_batch(svc, owner, create)
+        return intake.create_openai_batch(svc, owner, create)
     except FreightError:
         with svc.db.write() as conn:
             files.delete(conn, record.id)
@@ -211,7 +211,7 @@ def batch_page(
     request: Request,
     batch_id: str,
     svc: Service = Depends(service),
-    who: auth.Identity = Depends(session.identity),
+    who: access.Identity = Depends(session.identity),
 ) -> Response:
     owner, visible = who.project, who.scope
     with svc.db.read() as conn:
@@ -233,7 +233,7 @@ def batch_page(
     has_message_results = (
         batch.api == "anthropic"
         and batch.is_terminal
-        and svc.blobs.exists(blob_names.message_batch_results(batch.id))
+        and svc.blobs.exists(blob_store.message_batch_results(batch.id))
     )
     context = {
         "project": owner,
@@ -317,7 +317,7 @@ def message_batch_results(
         raise missing
     return downloads.blob_response(
         svc.blobs,
-        blob_names.message_batch_results(batch.id),
+        blob_store.message_batch_results(batch.id),
         media_type="application/jsonl",
         filename=f"{batch_id}_results.jsonl",
         missing=missing,
@@ -331,7 +331,7 @@ def message_batch_results(
 def cost_page(
     request: Request,
     svc: Service = Depends(service),
-    who: auth.Identity = Depends(session.identity),
+    who: access.Identity = Depends(session.identity),
 ) -> Response:
     now = int(time.time())
     since = now - now % usage.DAY_SECONDS - (COST_DAYS - 1) * usage.DAY_SECONDS

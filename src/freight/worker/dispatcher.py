@@ -1,8 +1,8 @@
-"""The worker loop: claim requests, keep the engine full, record results, end batches.
+"""The worker loop: claim batch_requests, keep the engine full, record results, end batches.
 
 One asyncio task per running request keeps at most `max_in_flight` requests (default
 2 x the engine's max_num_seqs, as vLLM's own run-batch does) inside the engine, so its
-continuous batch never runs dry and never grows without bound; while real-time requests
+continuous batch never runs dry and never grows without bound; while real-time batch_requests
 share the engine the window shrinks (worker/scheduler.py). Results are buffered and
 written in one transaction every `flush_seconds`; database work runs in threads so the
 event loop (shared with the HTTP API in `freight serve`) never blocks on it.
@@ -26,14 +26,14 @@ from freight import ids
 from freight.cluster.handoff import RayHandOff
 from freight.config import Settings
 from freight.engines.pool import EnginePool
-from freight.models import Registry
+from freight.engines.registry import Registry
 from freight.protocol import endpoints
-from freight.store import batches, faults, requests
-from freight.store import blobs as blob_names
-from freight.store.blobs import BlobStorage
+from freight.store import batch_requests, batches, blob_store, faults
+from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
-from freight.worker import finalize, ingest, passthrough, runner, scheduler, steps, unqueued
+from freight.upstream import passthrough
+from freight.worker import finalize, ingest, runner, scheduler, steps, unqueued
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Worker:
         self.policy = scheduler.OrderPolicy(**settings.scheduler.model_dump())
         self._shared = runner.SharedResults()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
-        self._pending: list[requests.Outcome] = []
+        self._pending: list[batch_requests.Outcome] = []
         # Each batch's ingest, finalize, cancel or expiry, with bounded attempts.
         self.steps = steps.Steps(
             db, settings.worker.max_batch_step_attempts, backoff_seconds, self._step_done
@@ -80,7 +80,7 @@ class Worker:
         self.num_given_back = 0  # batch requests taken back out of the engine for real-time
         # Large batches go to a Ray cluster when one is configured (cluster/handoff.py).
         self.ray = RayHandOff(settings, db, self.owner) if settings.ray.address else None
-        # Models routed to an upstream Batch API (worker/passthrough.py).
+        # Models routed to an upstream Batch API (upstream/passthrough.py).
         self.passthrough = passthrough.Passthrough(
             settings, db, registry, self.owner, backoff=backoff_seconds
         )
@@ -184,7 +184,7 @@ class Worker:
         await asyncio.gather(*tasks, return_exceptions=True)
         for request_id in request_ids:  # a task cancelled before its first step never ran
             self._in_flight.pop(request_id, None)
-        await asyncio.to_thread(self._write, requests.release, self.owner, request_ids)
+        await asyncio.to_thread(self._write, batch_requests.release, self.owner, request_ids)
         self.num_given_back += num
 
     def _runnable(self) -> list[scheduler.RunnableBatch]:
@@ -199,17 +199,17 @@ class Worker:
             and not (self.ray is not None and self.ray.wants(b))
         ]
 
-    def _claim(self, batch_id: str, limit: int) -> list[requests.ClaimedRequest]:
+    def _claim(self, batch_id: str, limit: int) -> list[batch_requests.ClaimedRequest]:
         with self.db.write() as conn:
-            return requests.claim(
+            return batch_requests.claim(
                 conn, batch_id, self.owner, limit, self.settings.worker.lease_seconds
             )
 
-    def _start(self, request: requests.ClaimedRequest) -> None:
+    def _start(self, request: batch_requests.ClaimedRequest) -> None:
         task = asyncio.create_task(self._run_one(request))
         self._in_flight[request.id] = task
 
-    async def _run_one(self, request: requests.ClaimedRequest) -> None:
+    async def _run_one(self, request: batch_requests.ClaimedRequest) -> None:
         max_attempts = self.settings.worker.max_attempts
         try:
             if request.attempts > max_attempts:
@@ -245,8 +245,8 @@ class Worker:
                 self._kick.set()
 
     async def _execute(
-        self, request: requests.ClaimedRequest
-    ) -> requests.Outcome | runner.Transient:
+        self, request: batch_requests.ClaimedRequest
+    ) -> batch_requests.Outcome | runner.Transient:
         timeout = self.settings.worker.request_timeout_seconds
         if timeout is None:
             return await runner.execute(request, self.engines, self._shared)
@@ -260,7 +260,7 @@ class Worker:
 
     def _requeue(self, request_id: str) -> None:
         with self.db.write() as conn:
-            requests.requeue(conn, request_id)
+            batch_requests.requeue(conn, request_id)
 
     async def _until_stored(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
         """Run a store write in a thread, waiting out storage faults (store/faults.py)."""
@@ -309,9 +309,9 @@ class Worker:
         self._flush_backoff = faults.Backoff()
         self.num_recorded += num_written
 
-    def _record(self, outcomes: list[requests.Outcome]) -> int:
+    def _record(self, outcomes: list[batch_requests.Outcome]) -> int:
         with self.db.write() as conn:
-            return requests.record(conn, outcomes)
+            return batch_requests.record(conn, outcomes)
 
     # --- batch lifecycle -------------------------------------------------------------
 
@@ -323,10 +323,10 @@ class Worker:
         lease = self.settings.worker.lease_seconds
         if now - self._last_renew > lease / 3:
             self._last_renew = now
-            await asyncio.to_thread(self._write, requests.renew, self.owner, lease)
+            await asyncio.to_thread(self._write, batch_requests.renew, self.owner, lease)
         if now - self._last_reclaim > lease / 4:
             self._last_reclaim = now
-            num = await asyncio.to_thread(self._write, requests.reclaim_expired)
+            num = await asyncio.to_thread(self._write, batch_requests.reclaim_expired)
             if num:
                 log.warning("reclaimed %d requests whose worker lost its lease", num)
         active = await asyncio.to_thread(self._active)
@@ -439,7 +439,9 @@ class Worker:
             if status == RequestStatus.CANCELLED
             else finalize.EXPIRED_ERROR
         )
-        running = await asyncio.to_thread(self._write, requests.close_open, batch_id, status, error)
+        running = await asyncio.to_thread(
+            self._write, batch_requests.close_open, batch_id, status, error
+        )
         for request_id in running:
             task = self._in_flight.get(request_id)
             if task is not None:
@@ -469,7 +471,7 @@ class Worker:
     async def _delete_create_body(self, batch: batches.BatchRecord) -> None:
         """A Message Batch's stored create body, once it has ended (if it is still there)."""
         if batch.api == "anthropic":
-            name = blob_names.message_batch_requests(batch.id)
+            name = blob_store.message_batch_requests(batch.id)
             await asyncio.to_thread(self.blobs.delete, name)
 
     # --- shutdown --------------------------------------------------------------------
@@ -492,10 +494,10 @@ class Worker:
         self._flush_backoff = faults.Backoff()  # one last try, whatever the pause
         await self._flush()
         try:
-            num = await asyncio.to_thread(self._write, requests.release, self.owner)
+            num = await asyncio.to_thread(self._write, batch_requests.release, self.owner)
         except faults.STORAGE_ERRORS as exc:
             log.error(
-                "could not give back unfinished requests: %s; their leases expire in %g s "
+                "could not give back unfinished batch_requests: %s; their leases expire in %g s "
                 "and another worker runs them",
                 faults.describe(exc),
                 self.settings.worker.lease_seconds,
@@ -511,11 +513,11 @@ def backoff_seconds(attempt: int, *, cap: float = 30.0) -> float:
     return random.uniform(0, min(cap, 0.5 * 2**attempt))
 
 
-def _gave_up(request: requests.ClaimedRequest, reason: str) -> requests.Outcome:
+def _gave_up(request: batch_requests.ClaimedRequest, reason: str) -> batch_requests.Outcome:
     message = (
         f"The request failed after {request.attempts} attempts; the last failure was: {reason}"
     )
-    return requests.Outcome(
+    return batch_requests.Outcome(
         request.id,
         request.batch_id,
         RequestStatus.ERRORED,

@@ -36,10 +36,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from freight.errors import IllegalTransition
-from freight.protocol import anthropic
-from freight.store import batches, faults, files, requests
-from freight.store import blobs as blob_names
-from freight.store.blobs import BlobStorage
+from freight.protocol import anthropic_wire
+from freight.store import batch_requests, batches, blob_store, faults, files
+from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
 
@@ -91,13 +90,13 @@ def format_message_result(row: Any) -> bytes:
             error["request_id"] = request_id
         else:  # the worker gave up on it (error_json: {code, message})
             reason = json.loads(row.error_json or "{}").get("message", "no result")
-            error = anthropic.error_body(500, reason, request_id)
+            error = anthropic_wire.error_body(500, reason, request_id)
         result = json.dumps({"type": "errored", "error": error}, ensure_ascii=False)
     return f'{{"custom_id":{custom_id},"result":{result}}}\n'.encode()
 
 
 class ResultRow(NamedTuple):
-    """What a result line is made from (the columns requests.iter_finished reads)."""
+    """What a result line is made from (the columns batch_requests.iter_finished reads)."""
 
     id: str
     line: int
@@ -142,7 +141,7 @@ class _Lines:
     def record(self, conn: Any, batch_id: str) -> None:
         """Store the replaced results as the errors their lines say (same transaction)."""
         for request_id, error_json in self.replaced.items():
-            requests.replace_result(conn, batch_id, request_id, error_json)
+            batch_requests.replace_result(conn, batch_id, request_id, error_json)
         if self.replaced:
             log.error(
                 "batch %s: %d results could not be written; their lines say so",
@@ -160,9 +159,9 @@ def _finalize_message_batch(
 ) -> batches.BatchRecord:
     num_lines = 0
     lines = _Lines(salvage)
-    with blobs.create(blob_names.message_batch_results(batch.id)) as fh, db.read() as conn:
-        for row in requests.iter_finished(conn, batch.id):
-            if row.status not in requests.OPEN:
+    with blobs.create(blob_store.message_batch_results(batch.id)) as fh, db.read() as conn:
+        for row in batch_requests.iter_finished(conn, batch.id):
+            if row.status not in batch_requests.OPEN:
                 fh.write(lines.format(format_message_result, row))
                 num_lines += 1
     try:
@@ -235,8 +234,8 @@ def finalize(
         blobs.create(error.blob) as err_fh,
         db.read() as conn,
     ):
-        for row in requests.iter_finished(conn, batch_id):
-            if row.status in requests.OPEN:
+        for row in batch_requests.iter_finished(conn, batch_id):
+            if row.status in batch_requests.OPEN:
                 continue  # cannot happen once num_open is 0; never write half a result
             line = lines.format(format_line, row)
             if row.status == RequestStatus.SUCCEEDED and not lines.is_replaced(row):
@@ -293,8 +292,8 @@ def give_up(
     if end_status in _CLOSING:
         with db.write() as conn:
             if not batches.lock(conn, batch_id).is_terminal:
-                requests.close_open(conn, batch_id, *_CLOSING[end_status])
-                requests.recount(conn, batch_id)
+                batch_requests.close_open(conn, batch_id, *_CLOSING[end_status])
+                batch_requests.recount(conn, batch_id)
     try:
         return finalize(db, blobs, batch_id, end_status, salvage=reason)
     except Exception as exc:
@@ -318,7 +317,7 @@ def end_without_results(
     if batch.is_terminal:
         return batch
     if batch.api == "anthropic":  # so that GET .../results answers, if only with nothing
-        name = blob_names.message_batch_results(batch_id)
+        name = blob_store.message_batch_results(batch_id)
         with contextlib.suppress(Exception), blobs.create(name):
             pass
     message = f"The batch's results could not be written: {reason}"
@@ -328,8 +327,8 @@ def end_without_results(
         if batch.is_terminal:
             return batch
         if end_status in _CLOSING:
-            requests.close_open(conn, batch_id, *_CLOSING[end_status])
-        requests.recount(conn, batch_id)  # a never-ingested batch's total: the rows there are
+            batch_requests.close_open(conn, batch_id, *_CLOSING[end_status])
+        batch_requests.recount(conn, batch_id)  # a never-ingested batch's total: the rows there are
         if batch.status == BatchStatus.IN_PROGRESS and end_status == BatchStatus.COMPLETED:
             batches.transition(conn, batch_id, BatchStatus.FINALIZING)
         batch = batches.transition(

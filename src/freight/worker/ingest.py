@@ -1,7 +1,7 @@
 """Turn a `validating` batch into request rows: one streaming pass over its input.
 
 OpenAI batches read their input file; Anthropic Message Batches read the create body
-stored beside them (store/blobs.py). Both end the same way: rows queued (invalid ones
+stored beside them (store/blob_store.py). Both end the same way: rows queued (invalid ones
 already `errored`), totals set, and the batch moved to `in_progress`.
 
 Several workers may see the same `validating` batch. Each ingest starts and ends with
@@ -28,9 +28,8 @@ from freight.config import LimitSettings
 from freight.errors import FreightError, IllegalTransition, NotFound
 from freight.protocol import message_batch_input
 from freight.protocol.batch_input import AcceptedLine, FileValidator, iter_lines
-from freight.store import batches, files, requests
-from freight.store import blobs as blob_names
-from freight.store.blobs import BlobStorage
+from freight.store import batch_requests, batches, blob_store, files
+from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
 from freight.worker import scheduler
@@ -64,7 +63,7 @@ def _row(
         "response_json": None,
         "admission_key": scheduler.admission_key(accepted.body, policy),
         "dedup_key": scheduler.dedup_key(accepted.url, accepted.body, policy),
-        # the model, when it runs through an upstream Batch API (worker/passthrough.py)
+        # the model, when it runs through an upstream Batch API (upstream/passthrough.py)
         "upstream": route(accepted.model) if accepted.error_body is None else None,
     }
     if accepted.error_body is not None:
@@ -154,7 +153,7 @@ def ingest_message_batch(
     with db.write() as conn:
         if not _start_over(conn, batch.id):
             return batches.get(conn, batch.id)
-    name = blob_names.message_batch_requests(batch.id)
+    name = blob_store.message_batch_requests(batch.id)
     num_total = num_invalid = 0
     models: set[str | None] = set()
     chunk: list[dict[str, Any]] = []
@@ -212,7 +211,7 @@ def _start_over(conn: sa.Connection, batch_id: str) -> bool:
     if current.status != BatchStatus.VALIDATING:
         log.info("batch %s was ingested or cancelled meanwhile (now %s)", batch_id, current.status)
         return False
-    requests.delete_for_batch(conn, batch_id)
+    batch_requests.delete_for_batch(conn, batch_id)
     return True
 
 
@@ -230,7 +229,7 @@ def insert_chunk(
     with db.write() as conn:
         if batches.lock(conn, batch_id).status != status:
             return False
-        requests.insert_many(conn, chunk)
+        batch_requests.insert_many(conn, chunk)
         return True
 
 
@@ -244,7 +243,7 @@ def moved_on(db: Database, batch_id: str) -> batches.BatchRecord:
 
 def check_complete(conn: sa.Connection, batch_id: str, num_total: int, num_last: int) -> None:
     """Refuse to commit unless the stored rows plus the last chunk are every line."""
-    num_stored = requests.count_for_batch(conn, batch_id)
+    num_stored = batch_requests.count_for_batch(conn, batch_id)
     if num_stored + num_last != num_total:
         raise IllegalTransition(
             f"batch {batch_id}: another worker's ingest interfered "
@@ -272,7 +271,7 @@ def _commit(
         if not errors:
             check_complete(conn, batch_id, num_total, len(chunk))
         if errors:
-            requests.delete_for_batch(conn, batch_id)
+            batch_requests.delete_for_batch(conn, batch_id)
             log.info("batch %s failed validation: %s", batch_id, errors[0]["message"])
             return batches.transition(
                 conn,
@@ -281,7 +280,7 @@ def _commit(
                 detail=f"{len(errors)} validation errors",
                 errors_json=json.dumps(errors),
             )
-        requests.insert_many(conn, chunk)
+        batch_requests.insert_many(conn, chunk)
         batches.set_values(
             conn, batch_id, model=model, num_total=num_total, num_errored=num_invalid
         )
@@ -296,7 +295,7 @@ def fail(db: Database, batch_id: str, errors: list[dict[str, Any]]) -> batches.B
         current = batches.lock(conn, batch_id)
         if current.status != BatchStatus.VALIDATING:
             return current
-        requests.delete_for_batch(conn, batch_id)
+        batch_requests.delete_for_batch(conn, batch_id)
         log.info("batch %s failed: %s", batch_id, errors[0]["message"])
         return batches.transition(
             conn,

@@ -11,7 +11,7 @@ Two cases, each for a batch that never was `in_progress`, so none of its request
 - `cancel_uningested`: it was cancelled first. Whatever rows an interrupted ingest left
   are replaced: a Message Batch gets one `cancelled` request per custom_id, without
   validating anything; an OpenAI batch keeps none (as OpenAI's: a batch cancelled while
-  validating counts no requests). The caller finalises it.
+  validating counts no batch_requests). The caller finalises it.
 
 Both read only the custom_ids of a Message Batch body, with one flat streaming pass
 (`iter_custom_ids`), so a body whose `params` broke the ingest cannot break them. Rows go
@@ -30,9 +30,8 @@ from typing import Any, BinaryIO
 import ijson
 
 from freight import ids
-from freight.store import batches, faults, requests
-from freight.store import blobs as blob_names
-from freight.store.blobs import BlobStorage
+from freight.store import batch_requests, batches, blob_store, faults
+from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
 from freight.worker import finalize, ingest
@@ -71,12 +70,12 @@ def give_up(
         if current.status != BatchStatus.VALIDATING:
             return current
         ingest.check_complete(conn, batch.id, num, len(chunk))
-        requests.insert_many(conn, chunk)
+        batch_requests.insert_many(conn, chunk)
         batches.set_values(conn, batch.id, model=None, **_counts(num, num_errored=num))
         record = batches.transition(
             conn, batch.id, BatchStatus.IN_PROGRESS, detail=f"ingest failed: {num} requests errored"
         )
-    blobs.delete(blob_names.message_batch_requests(batch.id))
+    blobs.delete(blob_store.message_batch_requests(batch.id))
     return record
 
 
@@ -94,7 +93,7 @@ def cancel_uningested(
         if current.status != BatchStatus.CANCELLING or current.in_progress_at is not None:
             return current
         if batch.api != "anthropic":
-            requests.delete_for_batch(conn, batch.id)
+            batch_requests.delete_for_batch(conn, batch.id)
             batches.set_values(conn, batch.id, **_counts(0))
             return batches.get(conn, batch.id)
     try:
@@ -116,7 +115,7 @@ def cancel_uningested(
         if current.status != BatchStatus.CANCELLING:
             return current
         ingest.check_complete(conn, batch.id, num, len(chunk))
-        requests.insert_many(conn, chunk)
+        batch_requests.insert_many(conn, chunk)
         batches.set_values(conn, batch.id, **_counts(num, num_cancelled=num))
         return batches.get(conn, batch.id)
 
@@ -127,8 +126,8 @@ def _cancel_queued(db: Database, batch_id: str) -> batches.BatchRecord:
         current = batches.lock(conn, batch_id)
         if current.status != BatchStatus.CANCELLING:
             return current
-        requests.recount(conn, batch_id)
-        requests.close_open(conn, batch_id, RequestStatus.CANCELLED, finalize.CANCELLED_ERROR)
+        batch_requests.recount(conn, batch_id)
+        batch_requests.close_open(conn, batch_id, RequestStatus.CANCELLED, finalize.CANCELLED_ERROR)
         return batches.get(conn, batch_id)
 
 
@@ -152,11 +151,11 @@ def _queue_closed(
     batch left `while_status` meanwhile). FileNotFoundError, before anything changed,
     if the body is gone.
     """
-    with blobs.open(blob_names.message_batch_requests(batch_id)) as fh:
+    with blobs.open(blob_store.message_batch_requests(batch_id)) as fh:
         with db.write() as conn:
             if batches.lock(conn, batch_id).status != while_status:
                 return None
-            requests.delete_for_batch(conn, batch_id)
+            batch_requests.delete_for_batch(conn, batch_id)
         num = 0
         chunk: list[dict[str, Any]] = []
         now = time.time()

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from freight.api.deps import service
-from freight.protocol import webhooks as wire
-from freight.service import Service
-from freight.store import webhooks
+from freight.protocol import webhook_wire
+from freight.service.runtime import Service
+from freight.store import webhook_store
 from freight.web import session
 from freight.web.pages import templates
 
@@ -23,9 +23,9 @@ def webhooks_page(
     request: Request, svc: Service = Depends(service), owner: str = Depends(session.project)
 ) -> Response:
     with svc.db.read() as conn:
-        endpoints = webhooks.list_endpoints(conn, owner)
-        deliveries = webhooks.list_deliveries(conn, project=owner, limit=NUM_RECENT)
+        endpoints = webhook_store.list_endpoints(conn, owner)
+        deliveries = webhook_store.list_deliveries(conn, project=owner, limit=NUM_RECENT)
     # URLs stored before credentials were refused are shown without them.
-    shown = [dataclasses.replace(e, url=wire.display_url(e.url)) for e in endpoints]
+    shown = [dataclasses.replace(e, url=webhook_wire.display_url(e.url)) for e in endpoints]
     context = {"project": owner, "endpoints": shown, "deliveries": deliveries}
     return templates.TemplateResponse(request, "webhooks.html", context)

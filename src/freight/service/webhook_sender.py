@@ -1,11 +1,11 @@
 """The webhook sender: POSTs queued batch events to their endpoints, signed, with retries.
 
 Every process that runs the batch worker (`freight serve` unless `--no-worker`, `freight
-worker`) runs one. Senders share the outbox (store/webhooks.py) and lease each delivery
+worker`) runs one. Senders share the outbox (store/webhook_store.py) and lease each delivery
 before POSTing it, so with any number of processes one attempt at a time is made for
 each delivery, and a delivered event is not sent again. A 2xx answer delivers it;
 anything else (another status, a refused connection, a timeout) is retried with
-exponential backoff and jitter until `[webhooks] max_retry_seconds` after the event,
+exponential backoff and jitter until `[webhook_store] max_retry_seconds` after the event,
 then the delivery is marked failed. Connections go only to addresses `netguard` allows,
 checked as they are made.
 """
@@ -23,10 +23,10 @@ import httpx
 
 from freight import __version__, ids, netguard
 from freight.config import WebhookSettings
-from freight.protocol import webhooks as wire
-from freight.store import webhooks
+from freight.protocol import webhook_wire
+from freight.store import webhook_store
 from freight.store.db import Database
-from freight.worker.usage import node_name
+from freight.usage.recorder import node_name
 
 log = logging.getLogger(__name__)
 # A lease outlasts the POST's timeout by this much, so it never runs out mid-attempt.
@@ -68,7 +68,7 @@ async def post_event(
     if httpx.URL(url).userinfo:  # an endpoint stored before they were refused
         return None, "refused: the url carries credentials (user:password@); remove them"
     body = payload.encode()
-    headers = wire.signature_headers(secret, event_id, int(time.time()), body)
+    headers = webhook_wire.signature_headers(secret, event_id, int(time.time()), body)
     headers["content-type"] = "application/json"
     started = time.monotonic()
     try:
@@ -99,7 +99,7 @@ def http_client(
     resolver: netguard.Resolver | None = None,
     network: httpcore.AsyncNetworkBackend | None = None,
 ) -> httpx.AsyncClient:
-    """The client webhooks are sent with: it connects only where `[webhooks]` allows.
+    """The client webhooks are sent with: it connects only where `[webhook_store]` allows.
 
     `resolver` and `network` (name resolution, opening connections) are the system's
     unless a test stubs them.
@@ -109,7 +109,7 @@ def http_client(
         timeout=settings.timeout_seconds,
         follow_redirects=False,  # a redirect is a failure, as in Standard Webhooks
         trust_env=False,  # no proxy from the environment: it would connect unchecked
-        headers={"user-agent": f"Freight/{__version__} (webhooks)"},
+        headers={"user-agent": f"Freight/{__version__} (webhook_store)"},
         transport=netguard.GuardedTransport(policy, resolver=resolver, network=network),
     )
 
@@ -159,12 +159,14 @@ class WebhookSender:
                 log.error("webhook delivery %s: %r", delivery.id, outcome)
         return len(due)
 
-    def _claim(self) -> list[webhooks.DueDelivery]:
+    def _claim(self) -> list[webhook_store.DueDelivery]:
         lease = self.settings.timeout_seconds + LEASE_MARGIN_SECONDS
         with self.db.write() as conn:
-            return webhooks.claim_due(conn, self.owner, self.settings.max_concurrent, lease)
+            return webhook_store.claim_due(conn, self.owner, self.settings.max_concurrent, lease)
 
-    async def _attempt(self, client: httpx.AsyncClient, delivery: webhooks.DueDelivery) -> None:
+    async def _attempt(
+        self, client: httpx.AsyncClient, delivery: webhook_store.DueDelivery
+    ) -> None:
         status_code, error = await post_event(
             client,
             delivery.url,
@@ -189,7 +191,7 @@ class WebhookSender:
                 "webhook %s to endpoint %s (%s), attempt %d failed: %s (%s)",
                 delivery.event_id,
                 delivery.endpoint_id,
-                wire.display_url(delivery.url),
+                webhook_wire.display_url(delivery.url),
                 delivery.attempts,
                 error,
                 "will retry" if next_at is not None else "giving up",
@@ -204,7 +206,7 @@ class WebhookSender:
         self, delivery_id: str, status_code: int | None, error: str | None, next_at: float | None
     ) -> bool:
         with self.db.write() as conn:
-            return webhooks.record_attempt(
+            return webhook_store.record_attempt(
                 conn,
                 delivery_id,
                 self.owner,

@@ -23,8 +23,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from freight.errors import InvalidRequest
-from freight.store import webhooks as store
-from freight.store.webhooks import EVENT_TYPES
+from freight.store import webhook_store
+from freight.store.webhook_store import EVENT_TYPES
 
 SECRET_PREFIX = "whsec_"
 MAX_URL_CHARS = 2048
@@ -192,7 +192,7 @@ def signature_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> 
     }
 
 
-def endpoint_object(record: store.EndpointRecord) -> WebhookEndpoint:
+def endpoint_object(record: webhook_store.EndpointRecord) -> WebhookEndpoint:
     return WebhookEndpoint(
         id=record.id,
         name=record.name,
@@ -204,7 +204,7 @@ def endpoint_object(record: store.EndpointRecord) -> WebhookEndpoint:
     )
 
 
-def endpoint_with_secret(record: store.EndpointRecord) -> WebhookEndpointWithSecret:
+def endpoint_with_secret(record: webhook_store.EndpointRecord) -> WebhookEndpointWithSecret:
     return WebhookEndpointWithSecret(
         **endpoint_object(record).model_dump(), signing_secret=record.secret
     )
@@ -214,7 +214,7 @@ def _seconds(unix: float | None) -> int | None:
     return None if unix is None else int(unix)
 
 
-def delivery_object(record: store.DeliveryRecord) -> WebhookDelivery:
+def delivery_object(record: webhook_store.DeliveryRecord) -> WebhookDelivery:
     return WebhookDelivery(
         id=record.id,
         endpoint_id=record.endpoint_id,
@@ -226,7 +226,7 @@ def delivery_object(record: store.DeliveryRecord) -> WebhookDelivery:
         created_at=int(record.created_at),
         last_attempt_at=_seconds(record.last_attempt_at),
         next_attempt_at=(
-            _seconds(record.next_attempt_at) if record.status == store.PENDING else None
+            _seconds(record.next_attempt_at) if record.status == webhook_store.PENDING else None
         ),
         last_status_code=record.last_status_code,
         last_error=record.last_error,

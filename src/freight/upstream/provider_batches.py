@@ -26,7 +26,7 @@ from freight.config import AnthropicBatchUpstream, BatchUpstream, OpenAIBatchUps
 from freight.engines.http import error_message, is_transient, open_client
 from freight.errors import FreightError
 from freight.store import batches
-from freight.store.requests import ClaimedRequest, Outcome
+from freight.store.batch_requests import ClaimedRequest, Outcome
 from freight.store.statuses import BatchStatus, RequestStatus
 from freight.worker.finalize import CANCELLED_ERROR, EXPIRED_ERROR
 

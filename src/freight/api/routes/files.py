@@ -13,22 +13,22 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from freight import ids, quotas
+from freight import ids
 from freight.api import downloads, uploads
 from freight.api.deps import project, scope, service
 from freight.errors import InvalidRequest, NotFound
-from freight.protocol import openai as wire
-from freight.protocol import views
-from freight.service import Service
+from freight.protocol import openai_wire, views
+from freight.service import quotas
+from freight.service.runtime import Service
 from freight.store import files
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
-@router.post("", response_model=wire.FileObject)
+@router.post("", response_model=openai_wire.FileObject)
 async def upload_file(
     request: Request, svc: Service = Depends(service), owner: str = Depends(project)
-) -> wire.FileObject:
+) -> openai_wire.FileObject:
     """Stream the file to the blob store under a storage hold that becomes its row."""
     blob = ids.new_id("blob-")
     max_bytes = svc.settings.limits.max_file_bytes
@@ -78,7 +78,7 @@ def _expires_after(fields: dict[str, str]) -> int | None:
     return value
 
 
-@router.get("", response_model=wire.ListPage)
+@router.get("", response_model=openai_wire.ListPage)
 def list_files(
     svc: Service = Depends(service),
     visible: str | None = Depends(scope),
@@ -86,7 +86,7 @@ def list_files(
     limit: int = Query(10000, ge=1, le=10000),
     order: Literal["asc", "desc"] = "desc",
     purpose: str | None = None,
-) -> wire.ListPage:
+) -> openai_wire.ListPage:
     with svc.db.read() as conn:
         records, has_more = files.list_page(
             conn,
@@ -99,10 +99,10 @@ def list_files(
     return views.list_page([views.file_object(r) for r in records], has_more)
 
 
-@router.get("/{file_id}", response_model=wire.FileObject)
+@router.get("/{file_id}", response_model=openai_wire.FileObject)
 def retrieve_file(
     file_id: str, svc: Service = Depends(service), visible: str | None = Depends(scope)
-) -> wire.FileObject:
+) -> openai_wire.FileObject:
     with svc.db.read() as conn:
         return views.file_object(files.get(conn, file_id, visible))
 
@@ -122,11 +122,11 @@ def file_content(
     )
 
 
-@router.delete("/{file_id}", response_model=wire.FileDeleted)
+@router.delete("/{file_id}", response_model=openai_wire.FileDeleted)
 def delete_file(
     file_id: str, svc: Service = Depends(service), visible: str | None = Depends(scope)
-) -> wire.FileDeleted:
+) -> openai_wire.FileDeleted:
     with svc.db.write() as conn:
         record = files.delete(conn, file_id, visible)
     svc.blobs.delete(record.blob)
-    return wire.FileDeleted(id=file_id)
+    return openai_wire.FileDeleted(id=file_id)

@@ -34,7 +34,7 @@ from freight.api.deps import anthropic_headers, project, service
 from freight.engines.base import REALTIME_PRIORITY
 from freight.errors import FreightError, InvalidRequest
 from freight.protocol import endpoints, stream
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store.files import DEFAULT_PROJECT
 
 router = APIRouter(tags=["real-time"])

@@ -28,7 +28,7 @@ from prometheus_client.core import (
 from freight.api.deps import service
 from freight.engines.flow import OVERLOAD_REASONS
 from freight.engines.metering import KINDS, REALTIME, EngineMeter, Histogram
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store import usage
 from freight.store.batches import ACTIVE, TERMINAL
 from freight.store.statuses import BatchStatus, RequestStatus

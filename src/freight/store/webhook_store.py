@@ -6,7 +6,7 @@ event. The status change and its notifications commit together or not at all, so
 event is never lost (a crash after the commit leaves the rows for the next sender) and
 never announced for a change that rolled back.
 
-Deliveries are a queue like requests (store/requests.py): `claim_due` leases due rows,
+Deliveries are a queue like requests (store/batch_requests.py): `claim_due` leases due rows,
 skipping rows another sender holds (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite's
 write transaction excludes other writers), by moving `next_attempt_at` to the end of the
 lease. An attempt's outcome is recorded only by the lease's owner; a sender that dies

@@ -13,8 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from freight import auth, config
+from freight import config
 from freight.errors import FreightError
+from freight.service import access
 from freight.store import api_keys
 from freight.store.db import Database, open_database
 
@@ -64,7 +65,7 @@ def create(
     """Create a key and print it, once: it is stored only as a keyed hash."""
     settings, db = _open(home)
     try:
-        record, key = auth.KeyRing(settings, db).create(
+        record, key = access.KeyRing(settings, db).create(
             project, is_admin=admin, expires_in_days=expires_in
         )
     except FreightError as exc:

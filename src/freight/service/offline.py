@@ -26,12 +26,12 @@ from rich.table import Table
 from freight import ids
 from freight.config import Settings
 from freight.engines.pool import EnginePool
-from freight.protocol import openai as wire
-from freight.service import Service
-from freight.store import batches, files, requests
-from freight.store.blobs import BlobStore
+from freight.protocol import openai_wire
+from freight.service.intake import create_openai_batch
+from freight.service.runtime import Service
+from freight.store import batch_requests, batches, files
+from freight.store.blob_store import BlobStore
 from freight.store.statuses import BatchStatus, RequestStatus
-from freight.submit import create_openai_batch
 from freight.worker import finalize, ingest, scheduler
 
 RUN_WINDOW = "3650d"  # an offline run has no deadline
@@ -67,7 +67,7 @@ def run_file(
     console: Console,
     ray_address: str | None = None,
 ) -> int:
-    """Run `input_path`; write results; return the exit code (see freight.cli).
+    """Run `input_path`; write results; return the exit code (see freight.cli.main).
 
     `ray_address`: run on that Ray cluster ('local': start one here) instead of here.
     """
@@ -138,7 +138,7 @@ async def _run(
         batch = create_openai_batch(
             svc,
             files.DEFAULT_PROJECT,
-            wire.CreateBatch(
+            openai_wire.CreateBatch(
                 input_file_id=record.id, endpoint=endpoint, completion_window=RUN_WINDOW
             ),
             is_bounded=False,
@@ -189,7 +189,7 @@ async def _run_on_ray(
                     break
         else:
             with svc.db.write() as conn:
-                requests.close_open(conn, batch_id, RequestStatus.ERRORED, RAY_GAVE_UP)
+                batch_requests.close_open(conn, batch_id, RequestStatus.ERRORED, RAY_GAVE_UP)
         finalize.finalize(svc.db, svc.blobs, batch_id, BatchStatus.COMPLETED)
 
     batch = await asyncio.to_thread(validate)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from freight.errors import FreightError, InvalidRequest
-from freight.protocol import openai as wire
+from freight.protocol import openai_wire
 
 
 class BodyError(InvalidRequest):
@@ -24,10 +24,10 @@ class BodyError(InvalidRequest):
 
 def openai_body(error: FreightError) -> dict[str, Any]:
     """`error` as an OpenAI error body: `{"error": {message, type, param, code}}`."""
-    detail = wire.ErrorDetail(
+    detail = openai_wire.ErrorDetail(
         message=error.message, type=error.openai_type, param=error.param, code=error.code
     )
-    return wire.ErrorBody(error=detail).model_dump()
+    return openai_wire.ErrorBody(error=detail).model_dump()
 
 
 def json_type(value: Any) -> str:

@@ -13,14 +13,13 @@ import time
 
 import sqlalchemy as sa
 
-from freight import ids, quotas
+from freight import ids
 from freight.config import LimitSettings
 from freight.errors import InvalidRequest
-from freight.protocol import endpoints, message_batch_input
-from freight.protocol import openai as wire
-from freight.service import Service
-from freight.store import batches, files
-from freight.store import blobs as blob_names
+from freight.protocol import endpoints, message_batch_input, openai_wire
+from freight.service import quotas
+from freight.service.runtime import Service
+from freight.store import batches, blob_store, files
 
 _WINDOW = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -75,12 +74,12 @@ def check_metadata(metadata: dict[str, str] | None, limits: LimitSettings) -> No
 
 
 def create_openai_batch(
-    svc: Service, owner: str, req: wire.CreateBatch, *, is_bounded: bool = True
+    svc: Service, owner: str, req: openai_wire.CreateBatch, *, is_bounded: bool = True
 ) -> batches.BatchRecord:
     """Check a create-batch request and insert the batch as `validating`.
 
     `is_bounded=False` lifts `[limits] max_completion_window` (`freight run` has no
-    deadline). The queue quota is checked in the transaction that inserts (quotas.py).
+    deadline). The queue quota is checked in the transaction that inserts (service/quotas.py).
     """
     endpoints.get(req.endpoint, api="openai")  # a 400 naming the endpoints there are
     if is_bounded:
@@ -144,7 +143,7 @@ def create_message_batch(
     `hold`, the storage held while the body arrived, is released in the transaction that
     inserts the batch: from then on the batch row is what keeps the body.
     """
-    name = blob_names.message_batch_requests(batch_id)
+    name = blob_store.message_batch_requests(batch_id)
     try:
         with svc.blobs.open(name) as fh:
             num_requests = message_batch_input.check_envelope(fh, svc.settings.limits)

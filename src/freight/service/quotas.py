@@ -40,7 +40,7 @@ from freight.config import QuotaSettings
 from freight.errors import QuotaExceeded, StorageUnavailable
 from freight.protocol import batch_input
 from freight.store import files, project_usage
-from freight.store.blobs import BlobStorage
+from freight.store.blob_store import BlobStorage
 from freight.store.db import Database, lock
 
 COUNT_LINE_BYTES = 1024 * 1024  # counting only: longer lines are read in pieces

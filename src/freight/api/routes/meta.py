@@ -8,16 +8,18 @@ from fastapi import APIRouter, Depends
 
 from freight import __version__
 from freight.api.deps import service
-from freight.protocol import openai as wire
-from freight.service import Service
+from freight.protocol import openai_wire
+from freight.service.runtime import Service
 
 router = APIRouter(tags=["meta"])
 
 
-@router.get("/v1/models", response_model=wire.ListPage)
-def list_models(svc: Service = Depends(service)) -> wire.ListPage:
-    cards = [wire.ModelCard(id=spec.name, created=spec.created) for spec in svc.registry.specs()]
-    return wire.ListPage(
+@router.get("/v1/models", response_model=openai_wire.ListPage)
+def list_models(svc: Service = Depends(service)) -> openai_wire.ListPage:
+    cards = [
+        openai_wire.ModelCard(id=spec.name, created=spec.created) for spec in svc.registry.specs()
+    ]
+    return openai_wire.ListPage(
         data=cards,
         first_id=cards[0].id if cards else None,
         last_id=cards[-1].id if cards else None,
@@ -25,10 +27,10 @@ def list_models(svc: Service = Depends(service)) -> wire.ListPage:
     )
 
 
-@router.get("/v1/models/{model}", response_model=wire.ModelCard)
-def retrieve_model(model: str, svc: Service = Depends(service)) -> wire.ModelCard:
+@router.get("/v1/models/{model}", response_model=openai_wire.ModelCard)
+def retrieve_model(model: str, svc: Service = Depends(service)) -> openai_wire.ModelCard:
     spec = svc.registry.get(model)
-    return wire.ModelCard(id=spec.name, created=spec.created)
+    return openai_wire.ModelCard(id=spec.name, created=spec.created)
 
 
 @router.get("/health")

@@ -1,7 +1,7 @@
 """Provider batch passthrough: a model's batch requests run in an upstream Batch API.
 
 A model with `engine = "openai-batch"` or `"anthropic-batch"` is not run here. Its
-requests are queued like any other, marked with the model (`requests.upstream`), so the
+requests are queued like any other, marked with the model (`batch_requests.upstream`), so the
 worker's ordinary claims pass them by. Each housekeeping round, `Passthrough.step` packs
 the queued ones of every running batch into upstream batches, within the upstream's
 limits on requests and bytes per batch (store/upstream.py), and starts one task per
@@ -17,7 +17,7 @@ instead of creating another. When the Freight batch is cancelled or expires, the
 upstream batches are cancelled too, and what the provider finished first is kept.
 
 Following an upstream batch has bounded attempts, as running a request has: each pack
-or adoption counts a try on its requests, and an unexpected failure gives them back to
+or adoption counts a try on its batch_requests, and an unexpected failure gives them back to
 be adopted again after a pause, until `[worker] max_attempts`; then each gets an error
 line saying why, and the upstream batch is cancelled (worker/steps.py says the same of
 a batch's own steps). An upstream that is down is waited for, not counted: its batch
@@ -35,12 +35,12 @@ import time
 from collections.abc import Callable
 
 from freight.config import BatchUpstream, Settings
-from freight.models import ModelSpec, Registry
-from freight.store import batches, requests, upstream
+from freight.engines.registry import ModelSpec, Registry
+from freight.store import batch_requests, batches, upstream
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
-from freight.worker import provider_batches
-from freight.worker.provider_batches import ProviderBatches, UpstreamRefused, UpstreamUnavailable
+from freight.upstream import provider_batches
+from freight.upstream.provider_batches import ProviderBatches, UpstreamRefused, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class Passthrough:
         attempts = max((r.attempts for r in carried), default=max_attempts)
         if attempts < max_attempts:
             await asyncio.to_thread(
-                self._write, requests.requeue_many, self.owner, [r.id for r in carried]
+                self._write, batch_requests.requeue_many, self.owner, [r.id for r in carried]
             )
             pause = self.backoff(attempts)
             self._adopt_after[record.id] = time.monotonic() + pause
@@ -233,7 +233,7 @@ class Passthrough:
         )
         error = json.dumps({"code": "upstream_failed", "message": message})
         outcomes = [
-            requests.Outcome(r.id, r.batch_id, RequestStatus.ERRORED, error_json=error)
+            batch_requests.Outcome(r.id, r.batch_id, RequestStatus.ERRORED, error_json=error)
             for r in carried
         ]
         await asyncio.to_thread(self._import, record, outcomes, "failed")
@@ -260,7 +260,7 @@ class Passthrough:
                     )
                     self.num_submitted += 1
                     log.info(
-                        "upstream batch %s created as %s (%d requests)",
+                        "upstream batch %s created as %s (%d batch_requests)",
                         record.id,
                         created,
                         len(carried),
@@ -298,14 +298,14 @@ class Passthrough:
             return fn(conn, *args, **kwargs)
 
     def _import(
-        self, record: upstream.UpstreamBatch, outcomes: list[requests.Outcome], status: str
+        self, record: upstream.UpstreamBatch, outcomes: list[batch_requests.Outcome], status: str
     ) -> int:
         counts: dict[str, int] = {}
         for outcome in outcomes:
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
         detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         with self.db.write() as conn:
-            num = requests.record(conn, outcomes)
+            num = batch_requests.record(conn, outcomes)
             upstream.ended(conn, record.id, status, detail)
         log.info("upstream batch %s ended %s: %s", record.id, status, detail)
         return num
@@ -375,9 +375,9 @@ class Passthrough:
             await client.close()
 
 
-def _refused(request: requests.ClaimedRequest, message: str) -> requests.Outcome:
+def _refused(request: batch_requests.ClaimedRequest, message: str) -> batch_requests.Outcome:
     error = {"code": "upstream_refused", "message": f"The upstream Batch API refused it: {message}"}
-    return requests.Outcome(
+    return batch_requests.Outcome(
         request.id,
         request.batch_id,
         RequestStatus.ERRORED,

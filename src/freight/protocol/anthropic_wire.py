@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from freight.protocol.errors import json_type
+from freight.protocol.body_errors import json_type
 from freight.protocol.request_model import Items, RequestModel
 
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence"]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from freight import auth, quotas
 from freight.config import Settings
 from freight.engines import reaper
 from freight.engines.pool import EnginePool
-from freight.models import Registry
-from freight.store import blobs as blob_storage
-from freight.store.blobs import BlobStorage
+from freight.engines.registry import Registry
+from freight.service import access, quotas
+from freight.store import blob_store
+from freight.store.blob_store import BlobStorage
 from freight.store.db import open_database
 from freight.worker.dispatcher import Worker
 
@@ -27,9 +27,9 @@ class Service:
         self.settings = settings
         reaper.reap(settings.run_dir)
         self.db = open_database(settings.sqlalchemy_url, settings.home)
-        self.blobs = blobs or blob_storage.open_blob_storage(settings)
+        self.blobs = blobs or blob_store.open_blob_storage(settings)
         self.registry = Registry(settings)
-        self.keys = auth.KeyRing(settings, self.db)
+        self.keys = access.KeyRing(settings, self.db)
         self.quotas = quotas.Quotas(settings.quotas)
         self.owns_engines = engines is None
         self.engines = engines or EnginePool(settings, self.registry)

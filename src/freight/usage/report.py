@@ -6,7 +6,7 @@ the model but not the project (shown as `*`). Columns:
 
 - requests, input/output tokens: what was delivered;
 - realtime_cost: the same tokens at the model's list prices; batch_cost: with the batch
-  discount; savings: the difference (pricing.py). Unpriced models show none;
+  discount; savings: the difference (usage/pricing.py). Unpriced models show none;
 - tokens_per_second: generated tokens per second of engine time spent on that kind of
   work that day; utilization: the engine's busy / up time that day; measured_usd_per_mtok:
   the machine's price (`[pricing] hardware_per_hour`) for that engine time over the
@@ -29,11 +29,11 @@ from typing import Any
 
 from rich.table import Table
 
-from freight import pricing
 from freight.config import Settings
 from freight.engines.metering import BATCH, IDLE, KINDS, REALTIME
 from freight.store import usage
 from freight.store.db import Database
+from freight.usage import pricing
 
 ALL_PROJECTS = "*"
 

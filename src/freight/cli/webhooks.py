@@ -22,13 +22,13 @@ from rich.table import Table
 
 from freight import config, netguard
 from freight.errors import FreightError, NotFound
-from freight.protocol import webhooks as wire
-from freight.store import webhooks
+from freight.protocol import webhook_wire
+from freight.store import webhook_store
 from freight.store.db import Database, open_database
 from freight.store.files import DEFAULT_PROJECT
 
 webhooks_app = typer.Typer(
-    help="Signed batch webhooks: add, list and remove endpoints; see deliveries.",
+    help="Signed batch webhook_store: add, list and remove endpoints; see deliveries.",
     no_args_is_help=True,
 )
 out = Console()
@@ -84,7 +84,7 @@ def add(
         typer.Option(
             "--events",
             help=f"Event types to send, repeated or comma-separated (default: all of "
-            f"{', '.join(webhooks.EVENT_TYPES)}).",
+            f"{', '.join(webhook_store.EVENT_TYPES)}).",
         ),
     ] = None,
     home: HomeOption = None,
@@ -96,20 +96,20 @@ def add(
     settings = _settings(home).webhooks
     policy = netguard.AddressPolicy.from_allow_hosts(settings.allow_hosts)
     try:
-        url = wire.check_url(url)
-        event_types = wire.check_event_types(wanted)
+        url = webhook_wire.check_url(url)
+        event_types = webhook_wire.check_event_types(wanted)
         asyncio.run(netguard.check_url_destination(url, policy, timeout=settings.timeout_seconds))
     except FreightError as exc:
         err.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from None
     with _store(home) as db, db.write() as conn:
-        record = webhooks.add_endpoint(
+        record = webhook_store.add_endpoint(
             conn,
             project=project,
             name=name,
             url=url,
             event_types=event_types,
-            secret=wire.new_secret(),
+            secret=webhook_wire.new_secret(),
         )
     out.print(f"Added webhook endpoint [bold]{record.id}[/bold] for project {record.project}")
     out.print(f"  url:    {record.url}", highlight=False)
@@ -124,9 +124,11 @@ def list_(
 ) -> None:
     """List endpoints, newest first (without their secrets)."""
     with _store(home) as db, db.read() as conn:
-        records = webhooks.list_endpoints(conn, project)
+        records = webhook_store.list_endpoints(conn, project)
     if as_json:
-        items = [{**wire.endpoint_object(r).model_dump(), "project": r.project} for r in records]
+        items = [
+            {**webhook_wire.endpoint_object(r).model_dump(), "project": r.project} for r in records
+        ]
         print(json.dumps(items, indent=2))
         return
     table = Table("id", "project", "name", "url", "events", "created (UTC)")
@@ -135,7 +137,7 @@ def list_(
             r.id,
             r.project,
             r.name,
-            wire.display_url(r.url),
+            webhook_wire.display_url(r.url),
             ", ".join(r.event_types),
             _when(r.created_at),
         )
@@ -151,12 +153,13 @@ def remove(
     with _store(home) as db:
         try:
             with db.write() as conn:
-                record = webhooks.remove_endpoint(conn, endpoint_id)
+                record = webhook_store.remove_endpoint(conn, endpoint_id)
         except NotFound as exc:
             err.print(f"[red]error:[/red] {exc.message}")
             raise typer.Exit(1) from None
     out.print(
-        f"Removed webhook endpoint {record.id} ({wire.display_url(record.url)})", highlight=False
+        f"Removed webhook endpoint {record.id} ({webhook_wire.display_url(record.url)})",
+        highlight=False,
     )
 
 
@@ -174,15 +177,15 @@ def deliveries(
     with _store(home) as db, db.read() as conn:
         try:
             if endpoint_id is not None:
-                webhooks.get_endpoint(conn, endpoint_id, project)
+                webhook_store.get_endpoint(conn, endpoint_id, project)
         except NotFound as exc:
             err.print(f"[red]error:[/red] {exc.message}")
             raise typer.Exit(1) from None
-        records = webhooks.list_deliveries(
+        records = webhook_store.list_deliveries(
             conn, endpoint_id=endpoint_id, project=project, limit=limit
         )
     if as_json:
-        print(json.dumps([wire.delivery_object(r).model_dump() for r in records], indent=2))
+        print(json.dumps([webhook_wire.delivery_object(r).model_dump() for r in records], indent=2))
         return
     table = Table(
         "event",

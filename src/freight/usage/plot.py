@@ -13,11 +13,11 @@ from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
 
-from freight import pricing
 from freight.config import Settings
 from freight.engines.metering import BATCH, REALTIME
 from freight.store import usage
 from freight.store.db import Database
+from freight.usage import pricing
 
 
 def bucket_for(span_seconds: float) -> int:

@@ -1,0 +1,94 @@
+"""`freight serve` (the API, and by default the worker) and `freight worker` (the worker alone)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Annotated
+
+import typer
+
+from freight.cli import keys
+from freight.cli.common import HomeOption, err, load_settings, setup_logging
+
+
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1; IPv6: ::1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    home: HomeOption = None,
+    worker: Annotated[bool, typer.Option(help="Run the batch worker in this process.")] = True,
+    preload: Annotated[
+        bool, typer.Option(help="Start the default model's engine at startup.")
+    ] = True,
+) -> None:
+    """Run the HTTP API (and, by default, the batch worker) until SIGTERM or Ctrl-C."""
+    from freight.api import server
+    from freight.api.app import create_app
+    from freight.service.runtime import Service
+
+    settings = load_settings(home, host=host, port=port)
+    setup_logging(verbose=True)
+    svc = Service(settings, with_worker=worker)
+    if not svc.keys.is_enabled():
+        if not keys.is_loopback(settings.host):
+            svc.db.dispose()
+            err.print(
+                f"[red]error:[/red] refusing to listen on {settings.host} without API keys: "
+                "anyone who can reach it could use it. Create a key first with "
+                "`freight keys create --project NAME`, or serve on 127.0.0.1."
+            )
+            raise typer.Exit(2)
+        err.print(
+            "No API keys: single-user mode, listening on loopback only. To serve a team, "
+            "create keys with `freight keys create --project NAME`."
+        )
+    app_ = create_app(svc, preload=[settings.default_model] if preload else None)
+    base_url = f"http://{server.url_host(settings.host)}:{settings.port}"
+    err.print(f"Freight {settings.home.resolve()} serving on {base_url}/v1")
+    server.serve(app_, settings)
+
+
+def worker(home: HomeOption = None) -> None:
+    """Run only the batch worker against the store (another process serves the API)."""
+    from freight.service.runtime import Service
+    from freight.service.webhook_sender import WebhookSender
+    from freight.usage.recorder import UsageRecorder
+
+    settings = load_settings(home)
+    setup_logging(verbose=True)
+
+    async def main() -> None:
+        svc = Service(settings)
+        assert svc.worker is not None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _stop_or_exit, stop, sig)
+        recorder = UsageRecorder(
+            svc.db, svc.engines.meter, every_seconds=settings.metrics.usage_record_seconds
+        )
+        recording = asyncio.create_task(recorder.run(stop))
+        sending = asyncio.create_task(WebhookSender(settings.webhooks, svc.db).run(stop))
+        try:
+            await svc.worker.run(stop)
+        finally:
+            stop.set()
+            await recording
+            await sending
+            await svc.close()
+
+    asyncio.run(main())
+
+
+def _stop_or_exit(stop: asyncio.Event, sig: signal.Signals) -> None:
+    """First signal: drain and stop (api/server.py has the contract). Second: exit now;
+    unreleased leases expire and another worker runs those requests."""
+    if stop.is_set():
+        logging.getLogger(__name__).warning("second %s: exiting now", sig.name)
+        os._exit(1)
+    logging.getLogger(__name__).info("%s: finishing in-flight work, then exiting", sig.name)
+    stop.set()
