@@ -35,7 +35,7 @@ from rich.console import Console
 from benchmarks import harness
 from benchmarks.workloads import WORDS
 from freight import config
-from freight.api.app import create_app
+from freight.app import create_app
 from freight.engines.pool import EnginePool
 from freight.engines.registry import Registry
 from freight.service.runtime import Service

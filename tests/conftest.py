@@ -26,8 +26,8 @@ import pytest
 import uvicorn
 
 from freight import netguard
-from freight.api.app import create_app
 from freight.api.server import uvicorn_config
+from freight.app import create_app
 from freight.config import (
     DEFAULT_CHAT_MODEL,
     EngineSettings,

@@ -1,4 +1,4 @@
-"""Seeding a store directly (batches, finished batch_requests, metered engine time) for tests of
+"""Seeding a store directly (batches, finished requests, metered engine time) for tests of
 reports and pages, so their numbers are known exactly without running an engine."""
 
 from __future__ import annotations

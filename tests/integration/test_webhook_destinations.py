@@ -47,7 +47,7 @@ def test_a_stored_loopback_endpoint_is_refused_at_delivery_unless_allow_listed(
     assert delivery.status == "failed" and delivery.last_status_code is None
     assert (delivery.last_error or "").startswith(
         "refused: 127.0.0.1 is a loopback address; webhooks are sent only to public addresses, "
-        "unless [webhook_store] allow_hosts"
+        "unless [webhooks] allow_hosts"
     )
 
 

@@ -1,6 +1,6 @@
 """Batch and request statuses are named once (store/statuses.py) and agree with the store.
 
-The enums must hold exactly the statuses the store's lifecycle uses, the OpenAI openai_wire
+The enums must hold exactly the statuses the store's lifecycle uses, the OpenAI wire
 model must offer the same batch statuses, and no module may spell a status as a bare
 string again: a scan of src/ finds every string literal equal to a status, outside the
 enum module, and only the few listed below (other vocabularies that share a word) may
@@ -29,7 +29,7 @@ OTHER_VOCABULARIES: dict[str, dict[str, str]] = {
     ),
     "protocol/anthropic_wire.py": {"in_progress": "Anthropic processing_status"},
     "protocol/views.py": {"in_progress": "Anthropic processing_status"},
-    "protocol/responses.py": dict.fromkeys(
+    "protocol/responses_api.py": dict.fromkeys(
         ["in_progress", "completed", "failed"], "Responses API response/item status"
     ),
     "protocol/webhook_wire.py": {"failed": "webhook delivery status"},
@@ -41,7 +41,7 @@ OTHER_VOCABULARIES: dict[str, dict[str, str]] = {
         "expired": "Anthropic result type",
     },
     "upstream/passthrough.py": {"failed": "an upstream batch's upstream_status note"},
-    "engines/http.py": {"succeeded": "upstream call outcome (metrics label)"},
+    "engines/http_engine.py": {"succeeded": "upstream call outcome (metrics label)"},
     "cli/keys.py": {"expired": "API key state"},
     "cli/client.py": {"failed": "column heading (request_counts.failed)"},
 }

@@ -27,7 +27,7 @@ def serve(
 ) -> None:
     """Run the HTTP API (and, by default, the batch worker) until SIGTERM or Ctrl-C."""
     from freight.api import server
-    from freight.api.app import create_app
+    from freight.app import create_app
     from freight.service.runtime import Service
 
     settings = load_settings(home, host=host, port=port)
@@ -55,30 +55,19 @@ def serve(
 def worker(home: HomeOption = None) -> None:
     """Run only the batch worker against the store (another process serves the API)."""
     from freight.service.runtime import Service
-    from freight.service.webhook_sender import WebhookSender
-    from freight.usage.recorder import UsageRecorder
 
     settings = load_settings(home)
     setup_logging(verbose=True)
 
     async def main() -> None:
         svc = Service(settings)
-        assert svc.worker is not None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _stop_or_exit, stop, sig)
-        recorder = UsageRecorder(
-            svc.db, svc.engines.meter, every_seconds=settings.metrics.usage_record_seconds
-        )
-        recording = asyncio.create_task(recorder.run(stop))
-        sending = asyncio.create_task(WebhookSender(settings.webhooks, svc.db).run(stop))
         try:
-            await svc.worker.run(stop)
+            await svc.run(stop)
         finally:
-            stop.set()
-            await recording
-            await sending
             await svc.close()
 
     asyncio.run(main())

@@ -28,7 +28,7 @@ from freight.store.db import Database, open_database
 from freight.store.files import DEFAULT_PROJECT
 
 webhooks_app = typer.Typer(
-    help="Signed batch webhook_store: add, list and remove endpoints; see deliveries.",
+    help="Signed batch webhooks: add, list and remove endpoints; see deliveries.",
     no_args_is_help=True,
 )
 out = Console()

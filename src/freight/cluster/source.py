@@ -1,4 +1,4 @@
-"""The streaming read of a Ray run: a batch's leased batch_requests, in ranges of lines.
+"""The streaming read of a Ray run: a batch's leased requests, in ranges of lines.
 
 Each read task opens the store itself and reads only its own range, so Ray Data pulls
 ranges as its actors have room (backpressure) and no process ever holds the whole

@@ -144,7 +144,7 @@ class EnginePool:
         if spec.engine == "echo":
             engine = EchoEngine(spec.name, delay_seconds=spec.delay_seconds)
         elif isinstance(spec.upstream, HTTPUpstream):
-            from freight.engines.http import HTTPEngine
+            from freight.engines.http_engine import HTTPEngine
 
             engine = HTTPEngine(spec.name, spec.upstream)
         elif spec.engine == "embeddings":
@@ -153,7 +153,7 @@ class EnginePool:
             path = await asyncio.to_thread(self.registry.weights_dir, spec)
             engine = EmbeddingsEngine(spec.name, path, self.settings.embeddings)
         else:
-            from freight.engines.vllm import VLLMEngine
+            from freight.engines.vllm_engine import VLLMEngine
 
             weights = await asyncio.to_thread(self.registry.weights_dir, spec)
             engine = VLLMEngine(spec.name, weights, self.settings.engine, self.settings.run_dir)

@@ -3,7 +3,7 @@
 Batch lines, Message Batch requests, `freight run` and the real-time routes
 (api/routes/realtime.py) all go through `ENDPOINTS`, so an endpoint is added in exactly one
 place: a row here, with its translation functions in the module for its URL
-(protocol/completions.py, messages.py, responses.py, embeddings.py).
+(protocol/completions.py, messages.py, responses_api.py, embeddings.py).
 
 Each row knows which kind of model it needs (`task`: text generation or embeddings) and
 how to run a parsed body on that model's engine (`run`, and `start_stream` for text
@@ -37,7 +37,7 @@ from freight.protocol import (
     messages,
     openai_wire,
     request_model,
-    responses,
+    responses_api,
     stream,
 )
 from freight.protocol.body_errors import BodyError, json_type, openai_body
@@ -221,11 +221,11 @@ ENDPOINTS: dict[str, AnyEndpoint] = {
             completions.completion_stream,
         ),
         Endpoint(
-            responses.URL,
-            responses.CreateResponse,
-            responses.to_generations,
-            responses.to_response,
-            responses.to_stream,
+            responses_api.URL,
+            responses_api.CreateResponse,
+            responses_api.to_generations,
+            responses_api.to_response,
+            responses_api.to_stream,
         ),
         EmbeddingsEndpoint(
             embeddings.URL,

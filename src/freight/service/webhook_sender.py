@@ -5,7 +5,7 @@ worker`) runs one. Senders share the outbox (store/webhook_store.py) and lease e
 before POSTing it, so with any number of processes one attempt at a time is made for
 each delivery, and a delivered event is not sent again. A 2xx answer delivers it;
 anything else (another status, a refused connection, a timeout) is retried with
-exponential backoff and jitter until `[webhook_store] max_retry_seconds` after the event,
+exponential backoff and jitter until `[webhooks] max_retry_seconds` after the event,
 then the delivery is marked failed. Connections go only to addresses `netguard` allows,
 checked as they are made.
 """
@@ -99,7 +99,7 @@ def http_client(
     resolver: netguard.Resolver | None = None,
     network: httpcore.AsyncNetworkBackend | None = None,
 ) -> httpx.AsyncClient:
-    """The client webhooks are sent with: it connects only where `[webhook_store]` allows.
+    """The client webhooks are sent with: it connects only where `[webhooks]` allows.
 
     `resolver` and `network` (name resolution, opening connections) are the system's
     unless a test stubs them.
@@ -109,7 +109,7 @@ def http_client(
         timeout=settings.timeout_seconds,
         follow_redirects=False,  # a redirect is a failure, as in Standard Webhooks
         trust_env=False,  # no proxy from the environment: it would connect unchecked
-        headers={"user-agent": f"Freight/{__version__} (webhook_store)"},
+        headers={"user-agent": f"Freight/{__version__} (webhooks)"},
         transport=netguard.GuardedTransport(policy, resolver=resolver, network=network),
     )
 

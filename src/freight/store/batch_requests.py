@@ -65,7 +65,7 @@ class Outcome:
     output_tokens: int = 0
 
 
-_CLAIMED_COLUMNS = (
+CLAIMED_COLUMNS = (
     requests.c.id,
     requests.c.batch_id,
     requests.c.line,
@@ -114,7 +114,7 @@ def claim(
     if limit <= 0:
         return []
     query = (
-        sa.select(*_CLAIMED_COLUMNS)
+        sa.select(*CLAIMED_COLUMNS)
         .where(
             requests.c.batch_id == batch_id,
             requests.c.status == RequestStatus.QUEUED,
@@ -226,7 +226,7 @@ def leased_lines(
 ) -> list[ClaimedRequest]:
     """The requests of lines first..last that `owner` holds, in line order."""
     rows = conn.execute(
-        sa.select(*_CLAIMED_COLUMNS)
+        sa.select(*CLAIMED_COLUMNS)
         .where(
             requests.c.batch_id == batch_id,
             requests.c.lease_owner == owner,

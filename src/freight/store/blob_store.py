@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 from freight.store import private
 
 if TYPE_CHECKING:
-    from freight.config import Settings
+    pass
 
 T = TypeVar("T")
 
@@ -131,18 +131,6 @@ def _is_blob(entry: os.DirEntry[str]) -> bool:
 
 
 TMP_SUFFIX = ".tmp"  # a local blob being written: `.{name}.{random}.tmp`
-
-
-def open_blob_storage(settings: Settings) -> BlobStorage:
-    """The BlobStorage that `settings.files_url` names (a directory unless it is s3://)."""
-    url = settings.files_url
-    if url is not None and url.startswith("s3://"):
-        from freight.store import s3
-
-        return s3.S3BlobStore.from_url(url, settings.s3)
-    if url is None:
-        return BlobStore(settings.files_dir)
-    return BlobStore(Path(url.removeprefix("file://")))
 
 
 # --- from async code ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ store/batch_requests.py); the Anthropic view derives its own names from these
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 
 
@@ -34,3 +35,18 @@ class RequestStatus(StrEnum):
     ERRORED = "errored"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+
+
+# The error a request records when its batch ends before it ran (cancelled or expired).
+CANCELLED_ERROR = json.dumps(
+    {
+        "code": "batch_cancelled",
+        "message": "This request was not executed because the batch was cancelled.",
+    }
+)
+EXPIRED_ERROR = json.dumps(
+    {
+        "code": "batch_expired",
+        "message": "This request could not be executed before the completion window expired.",
+    }
+)

@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from freight import ids
-from freight.store.batch_requests import _CLAIMED_COLUMNS, ClaimedRequest
+from freight.store.batch_requests import CLAIMED_COLUMNS, ClaimedRequest
 from freight.store.schema import requests, upstream_batches
 from freight.store.statuses import RequestStatus
 
@@ -94,7 +94,7 @@ def pack(
     """Lease the next queued requests of `batch_id` for `model` (in line order, within
     both limits) into a new pending upstream batch. None if none are queued."""
     query = (
-        sa.select(*_CLAIMED_COLUMNS)
+        sa.select(*CLAIMED_COLUMNS)
         .where(
             requests.c.batch_id == batch_id,
             requests.c.upstream == model,
@@ -175,7 +175,7 @@ def adopt(
 def requests_of(conn: sa.Connection, upstream_batch_id: str) -> list[ClaimedRequest]:
     """The requests an upstream batch carries (all of them, whatever their status)."""
     rows = conn.execute(
-        sa.select(*_CLAIMED_COLUMNS)
+        sa.select(*CLAIMED_COLUMNS)
         .where(requests.c.upstream_batch_id == upstream_batch_id)
         .order_by(requests.c.line)
     ).all()

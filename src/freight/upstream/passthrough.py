@@ -17,7 +17,7 @@ instead of creating another. When the Freight batch is cancelled or expires, the
 upstream batches are cancelled too, and what the provider finished first is kept.
 
 Following an upstream batch has bounded attempts, as running a request has: each pack
-or adoption counts a try on its batch_requests, and an unexpected failure gives them back to
+or adoption counts a try on its requests, and an unexpected failure gives them back to
 be adopted again after a pause, until `[worker] max_attempts`; then each gets an error
 line saying why, and the upstream batch is cancelled (worker/steps.py says the same of
 a batch's own steps). An upstream that is down is waited for, not counted: its batch
@@ -260,7 +260,7 @@ class Passthrough:
                     )
                     self.num_submitted += 1
                     log.info(
-                        "upstream batch %s created as %s (%d batch_requests)",
+                        "upstream batch %s created as %s (%d requests)",
                         record.id,
                         created,
                         len(carried),

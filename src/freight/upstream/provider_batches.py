@@ -23,12 +23,11 @@ from typing import Any, Protocol
 import httpx
 
 from freight.config import AnthropicBatchUpstream, BatchUpstream, OpenAIBatchUpstream
-from freight.engines.http import error_message, is_transient, open_client
+from freight.engines.http_engine import error_message, is_transient, open_client
 from freight.errors import FreightError
 from freight.store import batches
 from freight.store.batch_requests import ClaimedRequest, Outcome
-from freight.store.statuses import BatchStatus, RequestStatus
-from freight.worker.finalize import CANCELLED_ERROR, EXPIRED_ERROR
+from freight.store.statuses import CANCELLED_ERROR, EXPIRED_ERROR, BatchStatus, RequestStatus
 
 OPENAI_MAX_REQUESTS = 50_000
 ANTHROPIC_MAX_REQUESTS = 100_000
@@ -137,7 +136,10 @@ def _missing(request: ClaimedRequest, state: UpstreamState) -> Outcome:
         )
     if state.status in (BatchStatus.CANCELLED, "canceled"):
         return Outcome(
-            request.id, request.batch_id, RequestStatus.CANCELLED, error_json=CANCELLED_ERROR
+            request.id,
+            request.batch_id,
+            RequestStatus.CANCELLED,
+            error_json=CANCELLED_ERROR,
         )
     reason = state.detail or f"the upstream batch ended '{state.status}' without a result for it"
     error = {"code": "upstream_batch_failed", "message": reason}
@@ -314,7 +316,10 @@ def openai_outcome(request: ClaimedRequest, line: dict[str, Any]) -> Outcome:
         )
     if error.get("code") == "batch_cancelled":
         return Outcome(
-            request.id, request.batch_id, RequestStatus.CANCELLED, error_json=CANCELLED_ERROR
+            request.id,
+            request.batch_id,
+            RequestStatus.CANCELLED,
+            error_json=CANCELLED_ERROR,
         )
     return Outcome(request.id, request.batch_id, RequestStatus.ERRORED, error_json=_compact(error))
 
@@ -330,7 +335,10 @@ def anthropic_outcome(request: ClaimedRequest, result: dict[str, Any]) -> Outcom
         )
     if kind == "canceled":
         return Outcome(
-            request.id, request.batch_id, RequestStatus.CANCELLED, error_json=CANCELLED_ERROR
+            request.id,
+            request.batch_id,
+            RequestStatus.CANCELLED,
+            error_json=CANCELLED_ERROR,
         )
     error = result.get("error") or {
         "type": "error",

@@ -182,8 +182,7 @@ async def create_batch(
         return await asyncio.to_thread(
             _index, request, svc, owner, who.scope, error=exc.message, status_code=exc.status_code
         )
-    if svc.worker is not None:
-        svc.worker.kick()
+    svc.kick_worker()
     return RedirectResponse(f"/ui/batches/{batch.id}", status_code=303)
 
 

@@ -1,8 +1,8 @@
-"""The worker loop: claim batch_requests, keep the engine full, record results, end batches.
+"""The worker loop: claim requests, keep the engine full, record results, end batches.
 
 One asyncio task per running request keeps at most `max_in_flight` requests (default
 2 x the engine's max_num_seqs, as vLLM's own run-batch does) inside the engine, so its
-continuous batch never runs dry and never grows without bound; while real-time batch_requests
+continuous batch never runs dry and never grows without bound; while real-time requests
 share the engine the window shrinks (worker/scheduler.py). Results are buffered and
 written in one transaction every `flush_seconds`; database work runs in threads so the
 event loop (shared with the HTTP API in `freight serve`) never blocks on it.
@@ -21,14 +21,15 @@ import os
 import random
 import socket
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 from freight import ids
-from freight.cluster.handoff import RayHandOff
 from freight.config import Settings
 from freight.engines.pool import EnginePool
 from freight.engines.registry import Registry
 from freight.protocol import endpoints
-from freight.store import batch_requests, batches, blob_store, faults
+from freight.store import batch_requests, batches, blob_store, faults, statuses
 from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
@@ -38,6 +39,16 @@ from freight.worker import finalize, ingest, runner, scheduler, steps, unqueued
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 0.5
+
+
+class HandOff(Protocol):
+    """Where large batches go instead of this worker's engine (cluster/handoff.py: Ray)."""
+
+    def wants(self, batch: batches.BatchRecord) -> bool: ...
+
+    async def run(self, batch_id: str) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class Worker:
@@ -52,7 +63,10 @@ class Worker:
         registry: Registry,
         *,
         owner: str | None = None,
+        handoff: Callable[[str], HandOff] | None = None,
     ) -> None:
+        """`handoff(owner)` makes the hand-off for large batches, if any (Ray, built by
+        service/runtime.py)."""
         self.settings = settings
         self.db = db
         self.blobs = blobs
@@ -79,7 +93,7 @@ class Worker:
         self.num_recorded = 0
         self.num_given_back = 0  # batch requests taken back out of the engine for real-time
         # Large batches go to a Ray cluster when one is configured (cluster/handoff.py).
-        self.ray = RayHandOff(settings, db, self.owner) if settings.ray.address else None
+        self.ray = handoff(self.owner) if handoff is not None else None
         # Models routed to an upstream Batch API (upstream/passthrough.py).
         self.passthrough = passthrough.Passthrough(
             settings, db, registry, self.owner, backoff=backoff_seconds
@@ -435,9 +449,9 @@ class Worker:
     async def _close_open(self, batch_id: str, status: RequestStatus) -> None:
         """End the batch's open requests as `status`, aborting those running here."""
         error = (
-            finalize.CANCELLED_ERROR
+            statuses.CANCELLED_ERROR
             if status == RequestStatus.CANCELLED
-            else finalize.EXPIRED_ERROR
+            else statuses.EXPIRED_ERROR
         )
         running = await asyncio.to_thread(
             self._write, batch_requests.close_open, batch_id, status, error
@@ -497,7 +511,7 @@ class Worker:
             num = await asyncio.to_thread(self._write, batch_requests.release, self.owner)
         except faults.STORAGE_ERRORS as exc:
             log.error(
-                "could not give back unfinished batch_requests: %s; their leases expire in %g s "
+                "could not give back unfinished requests: %s; their leases expire in %g s "
                 "and another worker runs them",
                 faults.describe(exc),
                 self.settings.worker.lease_seconds,

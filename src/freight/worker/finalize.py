@@ -37,25 +37,12 @@ from typing import Any, NamedTuple
 
 from freight.errors import IllegalTransition
 from freight.protocol import anthropic_wire
-from freight.store import batch_requests, batches, blob_store, faults, files
+from freight.store import batch_requests, batches, blob_store, faults, files, statuses
 from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
 
 log = logging.getLogger(__name__)
-
-CANCELLED_ERROR = json.dumps(
-    {
-        "code": "batch_cancelled",
-        "message": "This request was not executed because the batch was cancelled.",
-    }
-)
-EXPIRED_ERROR = json.dumps(
-    {
-        "code": "batch_expired",
-        "message": "This request could not be executed before the completion window expired.",
-    }
-)
 
 
 def format_line(row: Any) -> bytes:
@@ -276,8 +263,8 @@ def finalize(
 
 # A batch's end status -> how its open requests end with it.
 _CLOSING = {
-    BatchStatus.CANCELLED: (RequestStatus.CANCELLED, CANCELLED_ERROR),
-    BatchStatus.EXPIRED: (RequestStatus.EXPIRED, EXPIRED_ERROR),
+    BatchStatus.CANCELLED: (RequestStatus.CANCELLED, statuses.CANCELLED_ERROR),
+    BatchStatus.EXPIRED: (RequestStatus.EXPIRED, statuses.EXPIRED_ERROR),
 }
 
 

@@ -11,7 +11,7 @@ Two cases, each for a batch that never was `in_progress`, so none of its request
 - `cancel_uningested`: it was cancelled first. Whatever rows an interrupted ingest left
   are replaced: a Message Batch gets one `cancelled` request per custom_id, without
   validating anything; an OpenAI batch keeps none (as OpenAI's: a batch cancelled while
-  validating counts no batch_requests). The caller finalises it.
+  validating counts no requests). The caller finalises it.
 
 Both read only the custom_ids of a Message Batch body, with one flat streaming pass
 (`iter_custom_ids`), so a body whose `params` broke the ingest cannot break them. Rows go
@@ -30,11 +30,11 @@ from typing import Any, BinaryIO
 import ijson
 
 from freight import ids
-from freight.store import batch_requests, batches, blob_store, faults
+from freight.store import batch_requests, batches, blob_store, faults, statuses
 from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
-from freight.worker import finalize, ingest
+from freight.worker import ingest
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def cancel_uningested(
             batch.id,
             BatchStatus.CANCELLING,
             RequestStatus.CANCELLED,
-            finalize.CANCELLED_ERROR,
+            statuses.CANCELLED_ERROR,
         )
     except FileNotFoundError:  # an older worker queued the rows and deleted the body
         return _cancel_queued(db, batch.id)
@@ -127,7 +127,7 @@ def _cancel_queued(db: Database, batch_id: str) -> batches.BatchRecord:
         if current.status != BatchStatus.CANCELLING:
             return current
         batch_requests.recount(conn, batch_id)
-        batch_requests.close_open(conn, batch_id, RequestStatus.CANCELLED, finalize.CANCELLED_ERROR)
+        batch_requests.close_open(conn, batch_id, RequestStatus.CANCELLED, statuses.CANCELLED_ERROR)
         return batches.get(conn, batch_id)
 
 

@@ -22,8 +22,7 @@ async def create_batch(
     owner: str = Depends(project),
 ) -> openai_wire.Batch:
     record = await asyncio.to_thread(intake.create_openai_batch, svc, owner, req)
-    if svc.worker is not None:
-        svc.worker.kick()
+    svc.kick_worker()
     return views.batch_object(record)
 
 
@@ -58,6 +57,5 @@ async def cancel_batch(
             return batches.request_cancel(conn, batch_id, visible, api="openai")
 
     record = await asyncio.to_thread(cancel)
-    if svc.worker is not None:
-        svc.worker.kick()
+    svc.kick_worker()
     return views.batch_object(record)

@@ -49,8 +49,7 @@ async def create_message_batch(
         record = await asyncio.to_thread(
             functools.partial(intake.create_message_batch, svc, owner, batch_id, hold=hold)
         )
-    if svc.worker is not None:
-        svc.worker.kick()
+    svc.kick_worker()
     return views.message_batch(record, base_url(svc, request))
 
 
@@ -104,8 +103,7 @@ async def cancel_message_batch(
             return batches.request_cancel(conn, message_batch_id, visible, api=API)
 
     record = await asyncio.to_thread(cancel)
-    if svc.worker is not None:
-        svc.worker.kick()
+    svc.kick_worker()
     return views.message_batch(record, base_url(svc, request))
 
 
