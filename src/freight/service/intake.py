@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from freight import ids
 from freight.config import LimitSettings
-from freight.errors import InvalidRequest
+from freight.errors import FreightError, InvalidRequest
 from freight.protocol import endpoints, message_batch_input, openai_wire
 from freight.service import quotas
 from freight.service.runtime import Service
@@ -173,4 +173,50 @@ def create_message_batch(
         return svc.quotas.admit_batch(svc.db, svc.blobs, owner, lambda: num_requests, insert)
     except Exception:
         svc.blobs.delete(name)
+        raise
+
+
+def add_uploaded_file(
+    svc: Service,
+    hold: quotas.StorageHold,
+    *,
+    filename: str | None,
+    purpose: str,
+    num_bytes: int,
+    expires_after: int | None = None,
+) -> files.FileRecord:
+    """An upload streamed under `hold` becomes its file (the Files API and the dashboard)."""
+    record = files.new_record(
+        project=hold.project,
+        filename=filename or "upload.jsonl",
+        purpose=purpose,
+        num_bytes=num_bytes,
+        expires_after=expires_after,
+        blob=hold.blob,
+        file_id=hold.file_id,
+    )
+    with svc.db.write() as conn:
+        hold.complete(conn, record)
+    return record
+
+
+def create_openai_batch_from_upload(
+    svc: Service,
+    hold: quotas.StorageHold,
+    create: openai_wire.CreateBatch,
+    *,
+    filename: str | None,
+    num_bytes: int,
+) -> batches.BatchRecord:
+    """Upload, then create, in one step (the dashboard's form): the held upload becomes the
+    batch's input file; if the batch is refused, the file goes too (the caller's hold
+    deletes its blob)."""
+    record = add_uploaded_file(svc, hold, filename=filename, purpose="batch", num_bytes=num_bytes)
+    try:
+        return create_openai_batch(
+            svc, hold.project, create.model_copy(update={"input_file_id": record.id})
+        )
+    except FreightError:
+        with svc.db.write() as conn:
+            files.delete(conn, record.id)
         raise

@@ -13,6 +13,7 @@ records their results (the progress bar follows them live).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
 import tempfile
@@ -32,6 +33,7 @@ from freight.service.runtime import Service
 from freight.store import batch_requests, batches, files
 from freight.store.blob_store import BlobStore
 from freight.store.statuses import BatchStatus, RequestStatus
+from freight.upstream import passthrough
 from freight.worker import finalize, ingest, scheduler
 
 RUN_WINDOW = "3650d"  # an offline run has no deadline
@@ -177,7 +179,7 @@ async def _run_on_ray(
             settings.limits,
             scheduler.OrderPolicy(**settings.scheduler.model_dump()),
             has_model=svc.registry.has,
-            check_model=lambda model, url: None,
+            check_model=functools.partial(passthrough.serving_problem, svc.registry, in_batch=True),
         )
 
     def execute() -> None:

@@ -36,6 +36,7 @@ from collections.abc import Callable
 
 from freight.config import BatchUpstream, Settings
 from freight.engines.registry import ModelSpec, Registry
+from freight.protocol import endpoints
 from freight.store import batch_requests, batches, upstream
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
@@ -46,6 +47,17 @@ log = logging.getLogger(__name__)
 
 CANCEL_WAIT_SECONDS = 120.0  # how long an ended Freight batch waits for upstream cancels
 MAX_REFUSALS = 5  # consecutive refused polls before the upstream batch is given up
+
+
+def serving_problem(registry: Registry, model: str, url: str, *, in_batch: bool) -> str | None:
+    """Why `model` cannot serve `url` (an embeddings model asked to chat, ...), if it
+    cannot: the one answer for batch lines (the worker's ingest, `freight run`) and
+    real-time requests. In a batch, a passthrough model serves what its upstream Batch
+    API does; otherwise a model serves its task's endpoints."""
+    spec = registry.get(model)
+    if in_batch and spec.batch_style is not None:
+        return url_problem(spec, url)
+    return endpoints.model_problem(url, model, spec.task)
 
 
 def url_problem(spec: ModelSpec, url: str) -> str | None:

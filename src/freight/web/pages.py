@@ -12,6 +12,7 @@ the pages that look at or serve a blob are plain `def`s (FastAPI's threadpool).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from freight.api import downloads, uploads
 from freight.api.deps import service
 from freight.errors import FreightError, InvalidRequest, NotFound
 from freight.protocol import endpoints, openai_wire
-from freight.service import access, intake, quotas
+from freight.service import access, intake
 from freight.service.runtime import Service
 from freight.store import batches, blob_store, files, usage
 from freight.usage import pricing
@@ -160,49 +161,31 @@ async def create_batch(
     try:
         async with uploads.holding(request, svc, owner, blob, max_bytes) as hold:
             upload = await uploads.receive(request, svc.blobs, blob, max_bytes, hold=hold)
-            record = files.new_record(
-                project=owner,
-                filename=upload.filename or "upload.jsonl",
-                purpose="batch",
-                num_bytes=upload.num_bytes,
-                blob=blob,
-                file_id=hold.file_id,
-            )
             if upload.num_bytes == 0:
                 raise InvalidRequest(
                     "The file is empty: choose a JSONL file with one request a line."
                 )
             create = openai_wire.CreateBatch(
-                input_file_id=record.id,
+                input_file_id=hold.file_id,
                 endpoint=upload.fields.get("endpoint") or "/v1/chat/completions",
                 completion_window=upload.fields.get("completion_window") or "24h",
             )
-            batch = await asyncio.to_thread(_create, svc, owner, hold, record, create)
+            batch = await asyncio.to_thread(
+                functools.partial(
+                    intake.create_openai_batch_from_upload,
+                    svc,
+                    hold,
+                    create,
+                    filename=upload.filename,
+                    num_bytes=upload.num_bytes,
+                )
+            )
     except FreightError as exc:
         return await asyncio.to_thread(
             _index, request, svc, owner, who.scope, error=exc.message, status_code=exc.status_code
         )
     svc.kick_worker()
     return RedirectResponse(f"/ui/batches/{batch.id}", status_code=303)
-
-
-def _create(
-    svc: Service,
-    owner: str,
-    hold: quotas.StorageHold,
-    record: files.FileRecord,
-    create: openai_wire.CreateBatch,
-) -> batches.BatchRecord:
-    """The held upload becomes the input file; if the batch is refused, the file goes too
-    (the caller deletes its blob)."""
-    with svc.db.write() as conn:
-        hold.complete(conn, record)
-    try:
-        return intake.create_openai_batch(svc, owner, create)
-    except FreightError:
-        with svc.db.write() as conn:
-            files.delete(conn, record.id)
-        raise
 
 
 @router.get("/ui/batches/{batch_id}")

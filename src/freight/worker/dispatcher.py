@@ -28,7 +28,6 @@ from freight import ids
 from freight.config import Settings
 from freight.engines.pool import EnginePool
 from freight.engines.registry import Registry
-from freight.protocol import endpoints
 from freight.store import batch_requests, batches, blob_store, faults, statuses
 from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
@@ -421,11 +420,7 @@ class Worker:
         await asyncio.to_thread(unqueued.give_up, self.db, self.blobs, batch, message)
 
     def _model_problem(self, model: str, url: str) -> str | None:
-        """Why `model` cannot serve `url` (an embeddings model asked to chat, ...), if so."""
-        spec = self.registry.get(model)
-        if spec.batch_style is not None:
-            return passthrough.url_problem(spec, url)
-        return endpoints.model_problem(url, model, self.registry.get(model).task)
+        return passthrough.serving_problem(self.registry, model, url, in_batch=True)
 
     async def _cancel(self, batch: batches.BatchRecord) -> None:
         await self._end_early(batch.id, RequestStatus.CANCELLED)

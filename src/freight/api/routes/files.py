@@ -8,6 +8,7 @@ store never holds up the event loop (tests/e2e/test_event_loop.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -18,7 +19,7 @@ from freight.api import downloads, uploads
 from freight.api.deps import project, scope, service
 from freight.errors import InvalidRequest, NotFound
 from freight.protocol import openai_wire, views
-from freight.service import quotas
+from freight.service import intake
 from freight.service.runtime import Service
 from freight.store import files
 
@@ -40,22 +41,18 @@ async def upload_file(
                 f"Invalid purpose {purpose!r}. Accepted: {', '.join(files.UPLOAD_PURPOSES)}.",
                 param="purpose",
             )
-        record = files.new_record(
-            project=owner,
-            filename=upload.filename or "upload.jsonl",
-            purpose=purpose,
-            num_bytes=upload.num_bytes,
-            expires_after=_expires_after(upload.fields),
-            blob=blob,
-            file_id=hold.file_id,
+        record = await asyncio.to_thread(
+            functools.partial(
+                intake.add_uploaded_file,
+                svc,
+                hold,
+                filename=upload.filename,
+                purpose=purpose,
+                num_bytes=upload.num_bytes,
+                expires_after=_expires_after(upload.fields),
+            )
         )
-        await asyncio.to_thread(_complete, svc, hold, record)
     return views.file_object(record)
-
-
-def _complete(svc: Service, hold: quotas.StorageHold, record: files.FileRecord) -> None:
-    with svc.db.write() as conn:
-        hold.complete(conn, record)
 
 
 def _expires_after(fields: dict[str, str]) -> int | None:

@@ -36,6 +36,7 @@ from freight.errors import FreightError, InvalidRequest
 from freight.protocol import endpoints, stream
 from freight.service.runtime import Service
 from freight.store.files import DEFAULT_PROJECT
+from freight.upstream import passthrough
 
 router = APIRouter(tags=["real-time"])
 
@@ -49,7 +50,7 @@ def _parse(endpoint: endpoints.AnyEndpoint, body: dict[str, Any], svc: Service) 
             "stream_options is only allowed when stream is true.", param="stream_options"
         )
     model: str = parsed.model  # type: ignore[attr-defined]
-    problem = endpoints.model_problem(endpoint.url, model, svc.registry.get(model).task)
+    problem = passthrough.serving_problem(svc.registry, model, endpoint.url, in_batch=False)
     if problem is not None:
         raise InvalidRequest(problem, param="model", code="model_not_supported")
     return parsed
