@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import signal
 from typing import Annotated
 
 import typer
@@ -54,7 +51,7 @@ def serve(
 
 def worker(home: HomeOption = None) -> None:
     """Run only the batch worker against the store (another process serves the API)."""
-    from freight.service.runtime import Service
+    from freight.service.runtime import STOP_SIGNALS, Service, on_stop_signal
 
     settings = load_settings(home)
     setup_logging(verbose=True)
@@ -62,22 +59,16 @@ def worker(home: HomeOption = None) -> None:
     async def main() -> None:
         svc = Service(settings)
         stop = asyncio.Event()
+
+        def on_signal(sig: int) -> None:
+            on_stop_signal(sig, stopping=stop.is_set(), stop=stop.set)
+
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, _stop_or_exit, stop, sig)
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, on_signal, sig)
         try:
             await svc.run(stop)
         finally:
             await svc.close()
 
     asyncio.run(main())
-
-
-def _stop_or_exit(stop: asyncio.Event, sig: signal.Signals) -> None:
-    """First signal: drain and stop (api/server.py has the contract). Second: exit now;
-    unreleased leases expire and another worker runs those requests."""
-    if stop.is_set():
-        logging.getLogger(__name__).warning("second %s: exiting now", sig.name)
-        os._exit(1)
-    logging.getLogger(__name__).info("%s: finishing in-flight work, then exiting", sig.name)
-    stop.set()

@@ -4,7 +4,7 @@
 `freight serve` (app.py's lifespan) and `freight worker`: the batch worker, usage
 recording, webhook sending where batch work runs, the sweep of uploads a crash cut
 short, and preloading engines. The signal contract (first signal drains, second exits)
-is api/server.py's for `freight serve` and cli/serve.py's for `freight worker`.
+is `on_stop_signal`, for both.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Sequence
+import os
+import signal
+from collections.abc import Callable, Sequence
 
 from freight.cluster.handoff import RayHandOff
 from freight.config import Settings
@@ -28,6 +30,24 @@ from freight.usage.recorder import UsageRecorder
 from freight.worker.dispatcher import Worker
 
 log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def on_stop_signal(sig: int, *, stopping: bool, stop: Callable[[], None]) -> None:
+    """The signal contract of `freight serve` and `freight worker`.
+
+    First SIGTERM or SIGINT: `stop()` (stop taking work, let in-flight work finish for up
+    to `[worker] drain_seconds`, give unfinished leases back, exit 0). A second one
+    (`stopping`): exit at once. Nothing is lost even then: unreleased leases expire and
+    another worker (or the next start) runs those requests again.
+    """
+    name = signal.Signals(sig).name
+    if stopping:
+        log.warning("second %s: exiting now; unfinished requests will be re-run", name)
+        os._exit(1)
+    log.info("%s: finishing in-flight work, then exiting", name)
+    stop()
 
 
 class Service:
