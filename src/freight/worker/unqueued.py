@@ -24,10 +24,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import ijson
+import sqlalchemy as sa
 
 from freight import ids
 from freight.store import batch_requests, batches, blob_store, faults, statuses
@@ -53,6 +54,13 @@ def give_up(
     if batch.api != "anthropic":
         return ingest.fail(db, batch.id, [error])
     error_json = json.dumps({"code": "ingest_failed", "message": message})
+
+    def queued_errored(conn: sa.Connection, num: int) -> batches.BatchRecord:
+        batches.set_values(conn, batch.id, model=None, **_counts(num, num_errored=num))
+        return batches.transition(
+            conn, batch.id, BatchStatus.IN_PROGRESS, detail=f"ingest failed: {num} requests errored"
+        )
+
     try:
         queued = _queue_closed(
             db, blobs, batch.id, BatchStatus.VALIDATING, RequestStatus.ERRORED, error_json
@@ -62,20 +70,9 @@ def give_up(
             raise  # passes; the worker tries again
         log.exception("batch %s: its custom_ids cannot be read either", batch.id)
         return ingest.fail(db, batch.id, [error])
-    if queued is None:
-        return ingest.moved_on(db, batch.id)
-    num, chunk = queued
-    with db.write() as conn:
-        current = batches.lock(conn, batch.id)
-        if current.status != BatchStatus.VALIDATING:
-            return current
-        ingest.check_complete(conn, batch.id, num, len(chunk))
-        batch_requests.insert_many(conn, chunk)
-        batches.set_values(conn, batch.id, model=None, **_counts(num, num_errored=num))
-        record = batches.transition(
-            conn, batch.id, BatchStatus.IN_PROGRESS, detail=f"ingest failed: {num} requests errored"
-        )
-    blobs.delete(blob_store.message_batch_requests(batch.id))
+    record = _commit_closed(db, batch.id, BatchStatus.VALIDATING, queued, then=queued_errored)
+    if record.status == BatchStatus.IN_PROGRESS:
+        blobs.delete(blob_store.message_batch_requests(batch.id))
     return record
 
 
@@ -96,6 +93,11 @@ def cancel_uningested(
             batch_requests.delete_for_batch(conn, batch.id)
             batches.set_values(conn, batch.id, **_counts(0))
             return batches.get(conn, batch.id)
+
+    def queued_cancelled(conn: sa.Connection, num: int) -> batches.BatchRecord:
+        batches.set_values(conn, batch.id, **_counts(num, num_cancelled=num))
+        return batches.get(conn, batch.id)
+
     try:
         queued = _queue_closed(
             db,
@@ -107,24 +109,13 @@ def cancel_uningested(
         )
     except FileNotFoundError:  # an older worker queued the rows and deleted the body
         return _cancel_queued(db, batch.id)
-    if queued is None:
-        return ingest.moved_on(db, batch.id)
-    num, chunk = queued
-    with db.write() as conn:
-        current = batches.lock(conn, batch.id)
-        if current.status != BatchStatus.CANCELLING:
-            return current
-        ingest.check_complete(conn, batch.id, num, len(chunk))
-        batch_requests.insert_many(conn, chunk)
-        batches.set_values(conn, batch.id, **_counts(num, num_cancelled=num))
-        return batches.get(conn, batch.id)
+    return _commit_closed(db, batch.id, BatchStatus.CANCELLING, queued, then=queued_cancelled)
 
 
 def _cancel_queued(db: Database, batch_id: str) -> batches.BatchRecord:
     """Cancel the rows there are, the counters recounted from them."""
     with db.write() as conn:
-        current = batches.lock(conn, batch_id)
-        if current.status != BatchStatus.CANCELLING:
+        if (current := ingest.moved_from(conn, batch_id, BatchStatus.CANCELLING)) is not None:
             return current
         batch_requests.recount(conn, batch_id)
         batch_requests.close_open(conn, batch_id, RequestStatus.CANCELLED, statuses.CANCELLED_ERROR)
@@ -142,30 +133,47 @@ def _queue_closed(
     batch_id: str,
     while_status: BatchStatus,
     status: RequestStatus,
-    error: str,
-) -> tuple[int, list[dict[str, Any]]] | None:
+    error_json: str,
+) -> ingest.Queued | None:
     """Replace a Message Batch's rows by one finished `status` row per custom_id.
 
-    Rows go in chunks while the batch stays `while_status`; returns how many rows there
-    are and the last chunk, for the caller to commit with its status change (None: the
-    batch left `while_status` meanwhile). FileNotFoundError, before anything changed,
-    if the body is gone.
+    Rows go in chunks while the batch stays `while_status`, all but the last, which
+    `_commit_closed` commits (None: the batch left `while_status` meanwhile).
+    FileNotFoundError, before anything changed, if the body is gone.
     """
     with blobs.open(blob_store.message_batch_requests(batch_id)) as fh:
         with db.write() as conn:
-            if batches.lock(conn, batch_id).status != while_status:
+            if ingest.start_over(conn, batch_id, while_status) is not None:
                 return None
-            batch_requests.delete_for_batch(conn, batch_id)
-        num = 0
-        chunk: list[dict[str, Any]] = []
         now = time.time()
-        for num, custom_id in enumerate(iter_custom_ids(fh), start=1):
-            chunk.append(_closed_row(batch_id, num, custom_id, status, error, now))
-            if len(chunk) >= ingest.CHUNK:
-                if not ingest.insert_chunk(db, batch_id, chunk, while_status):
-                    return None
-                chunk = []
-    return num, chunk
+        rows = (
+            _closed_row(batch_id, line, custom_id, status, error_json, now)
+            for line, custom_id in enumerate(iter_custom_ids(fh), start=1)
+        )
+        return ingest.queue_rows(db, batch_id, rows, while_status)
+
+
+def _commit_closed(
+    db: Database,
+    batch_id: str,
+    while_status: BatchStatus,
+    queued: ingest.Queued | None,
+    *,
+    then: Callable[[sa.Connection, int], batches.BatchRecord],
+) -> batches.BatchRecord:
+    """Commit the last rows `_queue_closed` left, with `then(conn, num_rows)` setting the
+    counts (and the status) in the same transaction, if the batch is still `while_status`.
+
+    Returns what `then` returns, or the batch as it is now if it has moved on.
+    """
+    if queued is None:
+        return ingest.moved_on(db, batch_id)
+    with db.write() as conn:
+        if (current := ingest.moved_from(conn, batch_id, while_status)) is not None:
+            return current
+        ingest.check_complete(conn, batch_id, queued)
+        batch_requests.insert_many(conn, queued.last_chunk)
+        return then(conn, queued.num_rows)
 
 
 def _closed_row(
