@@ -33,7 +33,7 @@ from freight.store import batch_requests, batches, blob_store, files
 from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
-from freight.worker import scheduler
+from freight.worker import scheduler, steps
 
 log = logging.getLogger(__name__)
 CHUNK = 5000
@@ -168,9 +168,9 @@ def ingest_message_batch(
     except FreightError as exc:
         # The body passed check_envelope at create, but a request in it still cannot be
         # read here (stored by an older version, or nested past the most any setting
-        # allows). Trying again cannot help; the step's give-up (worker/unqueued.py)
-        # then ends the batch with one `errored` line per custom_id, saying why.
-        raise RuntimeError(f"its requests cannot be read: {exc.message}") from exc
+        # allows). Trying again cannot help: the step's give-up (worker/unqueued.py) ends
+        # the batch at once, with one `errored` line per custom_id, saying why.
+        raise steps.Unretryable(f"its requests cannot be read: {exc.message}") from exc
     if queued is None:
         return moved_on(db, batch.id)
     record = _commit(
