@@ -398,6 +398,7 @@ class Worker:
                 self.db,
                 self.blobs,
                 batch,
+                self.settings.limits,
                 self.policy,
                 has_model=self.registry.has,
                 check_model=self._model_problem,

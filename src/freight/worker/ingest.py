@@ -134,6 +134,7 @@ def ingest_message_batch(
     db: Database,
     blobs: BlobStorage,
     batch: batches.BatchRecord,
+    limits: LimitSettings,
     policy: scheduler.OrderPolicy,
     *,
     has_model: Callable[[str], bool],
@@ -145,6 +146,8 @@ def ingest_message_batch(
     The body's shape and custom_ids were checked when it was created; here each
     request's `params` is validated, and an invalid one is stored `errored`. Resumable
     like the OpenAI ingest; the body is deleted once the batch is `in_progress`.
+    Requests are read to `[limits] max_json_depth`, as the create read them: a body
+    stored while the setting allowed more cannot be read, and the batch ends at once.
     """
     with db.write() as conn:
         if (current := start_over(conn, batch.id)) is not None:
@@ -155,7 +158,7 @@ def ingest_message_batch(
     try:
         with blobs.open(name) as fh:
             requests = message_batch_input.iter_requests(
-                fh, has_model=has_model, check_model=check_model
+                fh, has_model=has_model, check_model=check_model, max_depth=limits.max_json_depth
             )
             queued = queue_rows(
                 db,
@@ -167,7 +170,7 @@ def ingest_message_batch(
         errors = [_input_missing("the batch's requests")]
     except FreightError as exc:
         # The body passed check_envelope at create, but a request in it still cannot be
-        # read here (stored by an older version, or nested past the most any setting
+        # read here (stored by an older version, or nested deeper than the setting now
         # allows). Trying again cannot help: the step's give-up (worker/unqueued.py) ends
         # the batch at once, with one `errored` line per custom_id, saying why.
         raise steps.Unretryable(f"its requests cannot be read: {exc.message}") from exc
