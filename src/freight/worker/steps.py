@@ -8,10 +8,10 @@ reset the count. An attempt is recorded as it starts, so one that takes its work
 with it (an input that crashes the process) counts too; those are allowed three times as
 many tries, so that a few unrelated crashes (a SIGKILL mid-ingest) do not end a batch.
 Once the tries are used up, the step's `give_up` ends the batch instead, with the reason
-(worker/unqueued.py `give_up`, worker/finalize.py `give_up`): no batch waits forever on a
-step that cannot succeed. A step that knows no later attempt can succeed (a Message
-Batch body that cannot be read) raises `Unretryable`: its attempt is counted, and the
-give-up runs at once.
+(its API's `give_up_ingest` or `give_up_end`, worker/lifecycle.py): no batch waits
+forever on a step that cannot succeed. A step that knows no later attempt can succeed
+(a Message Batch body that cannot be read) raises `Unretryable`: its attempt is counted,
+and the give-up runs at once.
 
 Not counted, because none is the batch's fault and each passes: storage faults
 (store/faults.py; waited out with a growing pause, as everywhere in the worker) and the

@@ -1,17 +1,18 @@
 """Batches whose requests were never queued, and how they end anyway.
 
-Two cases, each for a batch that never was `in_progress`, so none of its requests ran:
+Two cases, each for a batch that never was `in_progress`, so none of its requests ran;
+each API's lifecycle (worker/lifecycle.py) picks its function for each:
 
-- `give_up`: its ingest failed every attempt (worker/steps.py decides when). An OpenAI
-  batch ends `failed`, its `errors` saying why (`ingest_failed`). A Message Batch gets
-  one `errored` request per custom_id its create accepted, each saying why, and goes
-  `in_progress` with nothing left open, so the worker finalises it like any other: it
-  ends with its results, and can be deleted. If even its custom_ids cannot be read, it
-  fails like an OpenAI batch.
-- `cancel_uningested`: it was cancelled first. Whatever rows an interrupted ingest left
-  are replaced: a Message Batch gets one `cancelled` request per custom_id, without
-  validating anything; an OpenAI batch keeps none (as OpenAI's: a batch cancelled while
-  validating counts no requests). The caller finalises it.
+- Its ingest failed every attempt (worker/steps.py decides when). An OpenAI batch ends
+  `failed`, its `errors` saying why (`ingest_failed`): `fail_uningested`. A Message
+  Batch gets one `errored` request per custom_id its create accepted, each saying why,
+  and goes `in_progress` with nothing left open, so the worker finalises it like any
+  other: it ends with its results, and can be deleted (`error_every_request`). If even
+  its custom_ids cannot be read, it fails like an OpenAI batch.
+- It was cancelled first. Whatever rows an interrupted ingest left are replaced: a
+  Message Batch gets one `cancelled` request per custom_id, without validating anything
+  (`cancel_every_request`); an OpenAI batch keeps none (`keep_no_requests`; as OpenAI's:
+  a batch cancelled while validating counts no requests). The caller finalises it.
 
 Both read only the custom_ids of a Message Batch body, with one flat streaming pass
 (`iter_custom_ids`), so a body whose `params` broke the ingest cannot break them. Rows go
@@ -40,19 +41,22 @@ from freight.worker import ingest
 log = logging.getLogger(__name__)
 
 
-def give_up(
+def fail_uningested(db: Database, batch: batches.BatchRecord, message: str) -> batches.BatchRecord:
+    """End a `validating` batch whose ingest failed every attempt: `failed`, with `message`
+    as its `ingest_failed` error."""
+    error = {"code": "ingest_failed", "message": message, "param": None, "line": None}
+    return ingest.fail(db, batch.id, [error])
+
+
+def error_every_request(
     db: Database, blobs: BlobStorage, batch: batches.BatchRecord, message: str
 ) -> batches.BatchRecord:
-    """End a `validating` batch whose ingest failed every attempt; `message` says why.
+    """End a `validating` Message Batch whose ingest failed every attempt; `message` says why.
 
-    An OpenAI batch fails with `message` as its `ingest_failed` error. A Message Batch
-    gets one `errored` request per custom_id of its body, each carrying `message`, and
+    It gets one `errored` request per custom_id of its body, each carrying `message`, and
     goes `in_progress` with nothing left open, so the worker finalises it as usual. If
     even its custom_ids cannot be read, it fails like an OpenAI batch.
     """
-    error = {"code": "ingest_failed", "message": message, "param": None, "line": None}
-    if batch.api != "anthropic":
-        return ingest.fail(db, batch.id, [error])
     error_json = json.dumps({"code": "ingest_failed", "message": message})
 
     def queued_errored(conn: sa.Connection, num: int) -> batches.BatchRecord:
@@ -69,30 +73,39 @@ def give_up(
         if isinstance(exc, faults.STORAGE_ERRORS) and not isinstance(exc, FileNotFoundError):
             raise  # passes; the worker tries again
         log.exception("batch %s: its custom_ids cannot be read either", batch.id)
-        return ingest.fail(db, batch.id, [error])
+        return fail_uningested(db, batch, message)
     record = _commit_closed(db, batch.id, BatchStatus.VALIDATING, queued, then=queued_errored)
     if record.status == BatchStatus.IN_PROGRESS:
         blobs.delete(blob_store.message_batch_requests(batch.id))
     return record
 
 
-def cancel_uningested(
-    db: Database, blobs: BlobStorage, batch: batches.BatchRecord
-) -> batches.BatchRecord:
-    """Give a batch cancelled before its requests were queued its rows, all `cancelled`.
+def keep_no_requests(db: Database, batch: batches.BatchRecord) -> batches.BatchRecord:
+    """Give an OpenAI batch cancelled before its requests were queued no rows at all.
 
-    No request of such a batch ever ran (it never was `in_progress`), so whatever rows an
-    interrupted ingest left are replaced. A Message Batch gets one `cancelled` row per
-    custom_id its create accepted; an OpenAI batch keeps none. The caller finalises.
+    No request of it ever ran (it never was `in_progress`): whatever rows an interrupted
+    ingest left go, and its counts are zero. The caller finalises.
     """
     with db.write() as conn:
-        current = batches.lock(conn, batch.id)
-        if current.status != BatchStatus.CANCELLING or current.in_progress_at is not None:
+        if (current := _cancelled_uningested(conn, batch.id)) is not None:
             return current
-        if batch.api != "anthropic":
-            batch_requests.delete_for_batch(conn, batch.id)
-            batches.set_values(conn, batch.id, **_counts(0))
-            return batches.get(conn, batch.id)
+        batch_requests.delete_for_batch(conn, batch.id)
+        batches.set_values(conn, batch.id, **_counts(0))
+        return batches.get(conn, batch.id)
+
+
+def cancel_every_request(
+    db: Database, blobs: BlobStorage, batch: batches.BatchRecord
+) -> batches.BatchRecord:
+    """Give a Message Batch cancelled before its requests were queued its rows, all
+    `cancelled`, one per custom_id its create accepted.
+
+    No request of it ever ran (it never was `in_progress`), so whatever rows an
+    interrupted ingest left are replaced. The caller finalises.
+    """
+    with db.write() as conn:
+        if (current := _cancelled_uningested(conn, batch.id)) is not None:
+            return current
 
     def queued_cancelled(conn: sa.Connection, num: int) -> batches.BatchRecord:
         batches.set_values(conn, batch.id, **_counts(num, num_cancelled=num))
@@ -107,9 +120,21 @@ def cancel_uningested(
             RequestStatus.CANCELLED,
             statuses.CANCELLED_ERROR,
         )
-    except FileNotFoundError:  # an older worker queued the rows and deleted the body
+    except FileNotFoundError:
+        # The body is gone although the batch never was `in_progress` (a worker of an
+        # older version deleted it once it had queued the rows; or it was lost): the
+        # custom_ids there are, are the rows there are.
         return _cancel_queued(db, batch.id)
     return _commit_closed(db, batch.id, BatchStatus.CANCELLING, queued, then=queued_cancelled)
+
+
+def _cancelled_uningested(conn: sa.Connection, batch_id: str) -> batches.BatchRecord | None:
+    """Lock the batch: None while it is `cancelling` and never was `in_progress`, else
+    the batch as it is now (nothing for a cancel before ingest to do)."""
+    current = batches.lock(conn, batch_id)
+    if current.status == BatchStatus.CANCELLING and current.in_progress_at is None:
+        return None
+    return current
 
 
 def _cancel_queued(db: Database, batch_id: str) -> batches.BatchRecord:
