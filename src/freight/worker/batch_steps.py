@@ -102,7 +102,8 @@ class BatchSteps:
         await self.runner.stop()
 
     def next_step(self, batch: batches.BatchRecord, wall: float) -> steps.Step | None:
-        """What the batch needs next from this worker, if anything (at most one at a time)."""
+        """What an active batch (batches.ACTIVE) needs next from this worker, if anything
+        (at most one step at a time)."""
         run = functools.partial
         if batch.status == BatchStatus.VALIDATING:
             return steps.Step("ingest", run(self._ingest, batch), run(self._give_up_ingest, batch))
