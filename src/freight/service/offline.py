@@ -34,7 +34,7 @@ from freight.store import batch_requests, batches, files
 from freight.store.blob_store import BlobStore
 from freight.store.statuses import BatchStatus, RequestStatus
 from freight.upstream import passthrough
-from freight.worker import finalize, ingest, scheduler
+from freight.worker import ingest, lifecycle, scheduler
 
 RUN_WINDOW = "3650d"  # an offline run has no deadline
 RAY_GAVE_UP = json.dumps(
@@ -192,7 +192,7 @@ async def _run_on_ray(
         else:
             with svc.db.write() as conn:
                 batch_requests.close_open(conn, batch_id, RequestStatus.ERRORED, RAY_GAVE_UP)
-        finalize.finalize(svc.db, svc.blobs, batch_id, BatchStatus.COMPLETED)
+        lifecycle.OPENAI_BATCHES.finalize(svc.db, svc.blobs, batch_id, BatchStatus.COMPLETED)
 
     batch = await asyncio.to_thread(validate)
     if batch.status != BatchStatus.IN_PROGRESS:
