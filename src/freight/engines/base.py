@@ -66,6 +66,9 @@ class GenerationRequest:
     # Continue the last (assistant) message instead of starting a new turn: Anthropic's
     # prefill. Only with `messages`.
     continue_final_message: bool = False
+    # Tool definitions for the chat template, as JSON text (OpenAI's function shape);
+    # only with `messages`. The protocol layer decides how they constrain the output.
+    tools_json: str | None = None
 
 
 REALTIME_PRIORITY = -1

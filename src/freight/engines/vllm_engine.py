@@ -11,6 +11,7 @@ waits behind more than one engine step of admissions.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -113,6 +114,7 @@ class VLLMEngine:
         if request.messages is not None:
             rendered = self._tokenizer.apply_chat_template(
                 [{"role": m.role, "content": m.content} for m in request.messages],
+                tools=json.loads(request.tools_json) if request.tools_json else None,
                 tokenize=False,
                 add_generation_prompt=not request.continue_final_message,
                 continue_final_message=request.continue_final_message,
