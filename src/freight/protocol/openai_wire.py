@@ -292,6 +292,10 @@ class ChatCompletionRequest(_SamplingBody):
     parallel_tool_calls: bool | None = Field(
         None, description="Accepted: a forced call is always exactly one tool call."
     )
+    safety_identifier: str | None = Field(None, description="Accepted and ignored.")
+    prompt_cache_key: str | None = Field(
+        None, description="Accepted and ignored: vLLM's prefix cache needs no key."
+    )
 
     @property
     def output_limit(self) -> int | None:
