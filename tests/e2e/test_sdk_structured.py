@@ -28,8 +28,18 @@ from openai.types.chat import ChatCompletion as SDKChatCompletion
 from openai.types.responses import Response as SDKResponse
 from pydantic import BaseModel
 
+from freight.config import ModelSettings
 from freight.protocol import openai_wire
-from tests.conftest import CHAT_MODEL, LiveServer, read_jsonl, wait_for_batch, write_jsonl
+from freight.service.runtime import Service
+from tests.conftest import (
+    CHAT_MODEL,
+    MODEL_CACHE,
+    LiveServer,
+    make_settings,
+    read_jsonl,
+    wait_for_batch,
+    write_jsonl,
+)
 from tests.sdk import assert_round_trip
 
 pytestmark = pytest.mark.slow
@@ -254,9 +264,10 @@ def test_forced_anthropic_tool_use_in_real_time(real_server: LiveServer) -> None
     assert block.type == "tool_use" and final.stop_reason == "tool_use"
     jsonschema.validate(block.input, LABEL_SCHEMA)
 
+    # `auto` (the default) needs a tool-call parser, which this model has none of.
     with pytest.raises(anthropic.BadRequestError) as excinfo:
         client.messages.create(**anthropic_params(REVIEWS[3]), tools=[ANTHROPIC_TOOL])
-    assert "tool_choice 'auto' is not supported" in excinfo.value.message
+    assert "set `tool_call_parser`" in excinfo.value.message
 
 
 def test_forced_openai_tool_call_in_real_time(real_server: LiveServer) -> None:
@@ -296,8 +307,7 @@ def test_forced_openai_tool_call_in_real_time(real_server: LiveServer) -> None:
 
     with pytest.raises(openai.BadRequestError) as excinfo:
         client.chat.completions.create(**chat_body(REVIEWS[4]), tools=[OPENAI_TOOL])
-    assert excinfo.value.param == "tool_choice"
-    assert "tool_choice 'auto' is not supported" in excinfo.value.message
+    assert "set `tool_call_parser`" in excinfo.value.message
 
 
 def test_a_batch_of_100_forced_tool_calls_validates_on_both_apis(
@@ -338,3 +348,59 @@ def test_a_batch_of_100_forced_tool_calls_validates_on_both_apis(
         assert answer["finish_reason"] == "tool_calls"
         (call,) = answer["message"]["tool_calls"]
         jsonschema.validate(json.loads(call["function"]["arguments"]), LABEL_SCHEMA)
+
+
+# --- auto tool choice with a tool-call parser ---------------------------------------------------
+
+TOOLS_MODEL = "smollm2-hermes"  # the default model's weights with vLLM's `hermes` parser
+HERMES_CALL = (
+    '<tool_call>{"name": "record_label", "arguments": {"sentiment": "positive", "stars": 5}}'
+    "</tool_call>"
+)
+
+
+@pytest.fixture(scope="module")
+def tools_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    model = ModelSettings(
+        name=TOOLS_MODEL, path=MODEL_CACHE / CHAT_MODEL, tool_call_parser="hermes"
+    )
+    settings = make_settings(tmp_path_factory.mktemp("tools-home"), models=[model])
+    server = LiveServer(Service(settings), preload=[TOOLS_MODEL]).start()
+    server.wait_for_engine(TOOLS_MODEL)
+    yield server
+    server.stop()
+
+
+def test_auto_tool_choice_with_a_parser_returns_the_calls_the_model_made(
+    tools_server: LiveServer,
+) -> None:
+    """The model is asked to copy a call in the hermes format; whatever it writes, the
+    answer is a valid message, and a call it made is a tool_use / tool_calls entry."""
+    prompt = f"Copy this line exactly, nothing else:\n{HERMES_CALL}"
+    message = tools_server.anthropic().messages.create(
+        model=TOOLS_MODEL,
+        max_tokens=120,
+        messages=[{"role": "user", "content": prompt}],
+        tools=[ANTHROPIC_TOOL],
+        extra_body={"temperature": 0},
+    )
+    calls = [block for block in message.content if block.type == "tool_use"]
+    if calls:
+        assert message.stop_reason == "tool_use"
+        assert all(c.name == "record_label" for c in calls)
+        assert "<tool_call>" not in "".join(b.text for b in message.content if b.type == "text")
+    else:
+        assert message.stop_reason in ("end_turn", "max_tokens")
+
+    completion = tools_server.openai().chat.completions.create(
+        model=TOOLS_MODEL,
+        max_tokens=120,
+        temperature=0,
+        messages=[{"role": "user", "content": prompt}],
+        tools=[OPENAI_TOOL],  # type: ignore[list-item]
+        tool_choice="auto",
+    )
+    (answer,) = completion.choices
+    openai_calls = answer.message.tool_calls or []
+    assert answer.finish_reason in (("tool_calls",) if openai_calls else ("stop", "length"))
+    assert len(openai_calls) == len(calls)  # greedy: the same output through both APIs

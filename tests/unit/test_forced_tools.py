@@ -14,7 +14,8 @@ from anthropic import types as anthropic_sdk
 from openai.types.chat import ChatCompletion as SDKChatCompletion
 from openai.types.chat import ChatCompletionChunk as SDKChatCompletionChunk
 
-from freight.engines.base import Choice, Delta, Generation
+from freight.engines.base import Choice, Delta, Generation, RequestRejected, ToolCall
+from freight.engines.echo import EchoEngine
 from freight.protocol import endpoints
 from freight.protocol import stream as streams
 from tests.sdk import assert_round_trip
@@ -120,11 +121,10 @@ def test_output_config_format_is_the_engine_schema_and_effort_is_ignored() -> No
 @pytest.mark.parametrize(
     ("params", "param", "fragment"),
     [
-        ({"tools": [ANTHROPIC_TOOL]}, "tool_choice", "tool_choice 'auto' is not supported"),
         (
-            {"tools": [ANTHROPIC_TOOL], "tool_choice": {"type": "auto"}},
-            "tool_choice",
-            'Force the tool instead: {"type": "tool", "name": ...}',
+            {"tools": [ANTHROPIC_TOOL], "stream": True},
+            "stream",
+            "stream: true cannot be combined with tool_choice 'auto'",
         ),
         (
             {
@@ -205,8 +205,11 @@ def test_a_forced_openai_function_streams_its_arguments() -> None:
 @pytest.mark.parametrize(
     ("params", "param", "fragment"),
     [
-        ({"tools": [OPENAI_TOOL]}, "tool_choice", "tool_choice 'auto' is not supported"),
-        ({"tools": [OPENAI_TOOL], "tool_choice": "auto"}, "tool_choice", '"required" with one'),
+        (
+            {"tools": [OPENAI_TOOL], "tool_choice": "auto", "stream": True},
+            "stream",
+            '"required" with one tool',
+        ),
         (
             {"tools": [OPENAI_TOOL, OPENAI_TOOL], "tool_choice": "required"},
             "tool_choice",
@@ -238,3 +241,55 @@ def test_bad_openai_tool_use_names_the_field(
         chat_body(**params)
     assert excinfo.value.param == param
     assert fragment in excinfo.value.message
+
+
+@pytest.mark.parametrize("choice", [None, {"type": "auto"}], ids=["default", "auto"])
+def test_auto_tool_choice_shows_every_tool_and_leaves_the_output_free(choice: Any) -> None:
+    other = {**ANTHROPIC_TOOL, "name": "other"}
+    params = {"tools": [ANTHROPIC_TOOL, other]}
+    body = anthropic_body(**params, **({"tool_choice": choice} if choice else {}))
+    (request,) = MESSAGES.to_generations(body, "r1")
+    assert request.is_auto_tool_choice and request.sampling.json_output is None
+    names = [t["function"]["name"] for t in json.loads(request.tools_json or "")]
+    assert names == ["label", "other"]
+    (chat_request,) = CHAT.to_generations(chat_body(tools=[OPENAI_TOOL]), "r1")
+    assert chat_request.is_auto_tool_choice and chat_request.sampling.json_output is None
+
+
+def test_calls_a_parser_found_become_tool_use_blocks_and_tool_calls() -> None:
+    found = Generation(
+        10,
+        0,
+        [Choice("Let me label it.", 9, "stop", tool_calls=[ToolCall("label", ARGUMENTS)])],
+    )
+    message = MESSAGES.to_response(anthropic_body(tools=[ANTHROPIC_TOOL]), [found])
+    assert_round_trip(anthropic_sdk.Message, message)
+    text, tool_use = message["content"]
+    assert text == {"type": "text", "text": "Let me label it."}
+    assert (tool_use["type"], tool_use["name"]) == ("tool_use", "label")
+    assert tool_use["input"] == {"sentiment": "positive"}
+    assert message["stop_reason"] == "tool_use"
+
+    completion = CHAT.to_response(chat_body(tools=[OPENAI_TOOL]), [found])
+    assert_round_trip(SDKChatCompletion, completion)
+    (answer,) = completion["choices"]
+    assert answer["finish_reason"] == "tool_calls"
+    assert answer["message"]["content"] == "Let me label it."
+    assert answer["message"]["tool_calls"][0]["function"] == {
+        "name": "label",
+        "arguments": ARGUMENTS,
+    }
+
+
+def test_auto_without_tool_calls_is_a_plain_answer() -> None:
+    message = MESSAGES.to_response(anthropic_body(tools=[ANTHROPIC_TOOL]), [generation("Hi.")])
+    assert message["content"] == [{"type": "text", "text": "Hi."}]
+    assert message["stop_reason"] == "end_turn"
+
+
+def test_an_engine_without_a_tool_call_parser_refuses_auto_naming_the_setting() -> None:
+    (request,) = CHAT.to_generations(chat_body(tools=[OPENAI_TOOL]), "r1")
+    with pytest.raises(RequestRejected) as excinfo:
+        asyncio.run(EchoEngine().generate(request))
+    assert "set `tool_call_parser`" in excinfo.value.message
+    assert excinfo.value.status_code == 400

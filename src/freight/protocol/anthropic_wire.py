@@ -2,12 +2,13 @@
 
 Field names, enums and shapes follow `shared/spec/batch-apis.md` section 2 and the
 official `anthropic` SDK's types. Request models forbid unknown fields, so a parameter
-Freight does not support (tools, thinking, images) is a clear 400 naming it rather than
+Freight does not support (thinking, images, tool results) is a clear 400 naming it rather than
 silently ignored. Timestamps are RFC 3339 strings, unlike OpenAI's unix seconds.
 
 Structured outputs (`output_config.format`) and forced tool use (`tools` with a
 `tool_choice` that names one) are decoded by the engine against their JSON schema
-(protocol/json_output.py, protocol/forced_tools.py).
+(protocol/json_output.py, protocol/forced_tools.py); `auto` tool choice is left to the
+model's tool-call parser.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class OutputConfig(_Strict):
 
 
 class ToolParam(_Strict):
-    """A client tool. Freight calls it only when `tool_choice` forces it."""
+    """A client tool: forced by `tool_choice`, or offered to the model (`auto`)."""
 
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,128}$")
     input_schema: dict[str, Any] = Field(description="A JSON Schema of type object.")
@@ -172,10 +173,8 @@ class ToolParam(_Strict):
 
 
 class ToolChoice(_Strict):
-    """`tool`: call the named tool; `any`: call the only tool; `none`: answer in text.
-
-    `auto` is refused (see protocol/forced_tools.py).
-    """
+    """`tool`: call the named tool; `any`: call the only tool; `none`: answer in text;
+    `auto` (the default): the model chooses, where it has a tool-call parser."""
 
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = Field(None, description="With `tool`: the tool to call.")
@@ -204,7 +203,7 @@ class MessageCreateParams(_Strict):
     output_config: OutputConfig | None = Field(
         None, description="`format`: structured output; `effort` is accepted and ignored."
     )
-    tools: Items[ToolParam] | None = Field(None, description="Tools a `tool_choice` may force.")
+    tools: Items[ToolParam] | None = Field(None, description="Tools the model may call.")
     tool_choice: ToolChoice | None = Field(
         None, description="`tool` (by name), or `any` with one tool: a forced tool call."
     )
@@ -222,6 +221,13 @@ class MessageCreateParams(_Strict):
     @model_validator(mode="after")
     def _tool_choice_forces_one_tool(self) -> MessageCreateParams:
         self.forced_tool()  # its errors, at parse time
+        if self.is_auto_tool_choice and self.stream:
+            raise PydanticCustomError(
+                "tool_choice_auto_stream",
+                forced_tools.AUTO_STREAM_REFUSED
+                + '{"type": "tool", "name": ...}, or {"type": "any"} with one tool',
+                {"param": "stream"},
+            )
         if self.forced_tool() is not None and self.output_config and self.output_config.format:
             raise PydanticCustomError(
                 "tool_choice_and_format",
@@ -235,17 +241,7 @@ class MessageCreateParams(_Strict):
         """The tool `tool_choice` forces, or None for a plain text reply."""
         tools = self.tools or []
         choice = self.tool_choice
-        if choice is None or choice.type == "auto":
-            if not tools:
-                return None
-            raise PydanticCustomError(
-                "tool_choice_auto",
-                forced_tools.auto_refused(
-                    '{"type": "tool", "name": ...}, or {"type": "any"} with one tool.'
-                ),
-                {"param": "tool_choice"},
-            )
-        if choice.type == "none":
+        if choice is None or choice.type in ("auto", "none"):
             return None
         if choice.type == "any":
             if len(tools) != 1:
@@ -269,6 +265,26 @@ class MessageCreateParams(_Strict):
                 )
             tool = named[0]
         return forced_tools.ForcedTool(tool.name, tool.input_schema, tool.description)
+
+    @property
+    def is_auto_tool_choice(self) -> bool:
+        """Tools the model may call or not (`auto`, the default): its parser decides."""
+        has_tools = bool(self.tools)
+        return has_tools and (self.tool_choice is None or self.tool_choice.type == "auto")
+
+    def template_tools(self) -> str | None:
+        """The tools the chat template shows the model: the forced one, or all for auto."""
+        tool = self.forced_tool()
+        if tool is not None:
+            return forced_tools.template_tools([tool])
+        if self.is_auto_tool_choice:
+            return forced_tools.template_tools(
+                [
+                    forced_tools.ForcedTool(t.name, t.input_schema, t.description)
+                    for t in self.tools or []
+                ]
+            )
+        return None
 
     def json_output(self) -> JsonOutput | None:
         """The shape the engine must decode: a forced tool's input, or output_config's."""

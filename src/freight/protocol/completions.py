@@ -78,14 +78,14 @@ def _chat_messages(body: openai_wire.ChatCompletionRequest) -> tuple[Message, ..
 def chat_generations(
     body: openai_wire.ChatCompletionRequest, request_id: str
 ) -> list[GenerationRequest]:
-    tool = body.forced_tool()
     return [
         GenerationRequest(
             request_id=request_id,
             model=body.model,
             sampling=sampling_from(body, body.output_limit, json_output=body.json_output()),
             messages=_chat_messages(body),
-            tools_json=forced_tools.template_tools([tool]) if tool is not None else None,
+            tools_json=body.template_tools(),
+            is_auto_tool_choice=body.is_auto_tool_choice,
         )
     ]
 
@@ -93,8 +93,8 @@ def chat_generations(
 def _chat_choice(
     index: int, choice: Choice, tool: forced_tools.ForcedTool | None
 ) -> openai_wire.ChatChoice:
-    """A forced tool's completed output is its call; anything else (or arguments cut
-    short by max_tokens) is content."""
+    """A forced tool's completed output is its call, and so are the calls the parser found
+    (auto); anything else (or arguments cut short by max_tokens) is content."""
     is_done = choice.finish_reason == "stop"
     if tool is not None and is_done and forced_tools.arguments(choice.text) is not None:
         call = openai_wire.ToolCall(
@@ -103,6 +103,17 @@ def _chat_choice(
         )
         message = openai_wire.AssistantMessage(content=None, tool_calls=[call])
         return openai_wire.ChatChoice(index=index, message=message, finish_reason="tool_calls")
+    if choice.tool_calls:
+        calls = [
+            openai_wire.ToolCall(
+                id=ids.new_id("call_"),
+                function=openai_wire.FunctionCall(name=c.name, arguments=c.arguments),
+            )
+            for c in choice.tool_calls
+        ]
+        message = openai_wire.AssistantMessage(content=choice.text or None, tool_calls=calls)
+        finish = "tool_calls" if choice.finish_reason == "stop" else choice.finish_reason
+        return openai_wire.ChatChoice(index=index, message=message, finish_reason=finish)
     message = openai_wire.AssistantMessage(content=choice.text)
     return openai_wire.ChatChoice(index=index, message=message, finish_reason=choice.finish_reason)
 

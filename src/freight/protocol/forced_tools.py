@@ -8,9 +8,11 @@ answers with the API's tool call (`tool_use` block, `tool_calls` entry) holding 
 generated arguments. The tool definitions also go to the model's chat template, for the
 templates that render tools.
 
-The model chooses no tool by itself: `auto` tool choice would need a tool-call parser
-for the model's own output format, which Freight does not run, so `auto` (the default of
-both APIs when tools are given) is refused with a message saying what is accepted.
+`auto` tool choice (the default of both APIs when tools are given) lets the model choose:
+all tools go to the chat template, and the engine's tool-call parser for the model's own
+output format (`[[models]] tool_call_parser`, engines/tool_calls.py) finds the calls; an
+engine without one refuses the request, naming the setting. It does not stream: a parser
+reads the finished output.
 """
 
 from __future__ import annotations
@@ -64,10 +66,8 @@ def arguments(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def auto_refused(forcing: str) -> str:
-    """The message for `auto` tool choice, which needs a parser Freight does not run."""
-    return (
-        "tool_choice 'auto' is not supported: Freight's models call tools only when forced, "
-        "because letting a model choose needs a tool-call parser for its output format, and "
-        f"none is configured for Freight's engines. Force the tool instead: {forcing.rstrip('.')}"
-    )
+AUTO_STREAM_REFUSED = (
+    "stream: true cannot be combined with tool_choice 'auto' (the default when tools are "
+    "given): the tool-call parser reads the finished output. Remove stream, or force the "
+    "tool: "
+)

@@ -54,7 +54,6 @@ def to_generations(
         stop=tuple(body.stop_sequences or ()),
         json_output=body.json_output(),
     )
-    tool = body.forced_tool()
     return [
         GenerationRequest(
             request_id=request_id,
@@ -62,7 +61,8 @@ def to_generations(
             sampling=sampling,
             messages=_turns(body),
             continue_final_message=body.messages[-1].role == "assistant",
-            tools_json=forced_tools.template_tools([tool]) if tool is not None else None,
+            tools_json=body.template_tools(),
+            is_auto_tool_choice=body.is_auto_tool_choice,
         )
     ]
 
@@ -73,6 +73,29 @@ def _tool_use(body: anthropic_wire.MessageCreateParams, choice: Choice) -> dict[
     if tool is None or choice.finish_reason == "length":
         return None
     return forced_tools.arguments(choice.text)
+
+
+def _content(
+    body: anthropic_wire.MessageCreateParams, choice: Choice
+) -> list[anthropic_wire.TextBlock | anthropic_wire.ToolUseBlock]:
+    """A forced tool's call, or the text and the calls the parser found (auto), or text."""
+    tool = body.forced_tool()
+    arguments = _tool_use(body, choice)
+    if tool is not None and arguments is not None:
+        return [
+            anthropic_wire.ToolUseBlock(id=ids.new_id("toolu_"), name=tool.name, input=arguments)
+        ]
+    blocks: list[anthropic_wire.TextBlock | anthropic_wire.ToolUseBlock] = []
+    if choice.text.strip() or not choice.tool_calls:
+        blocks.append(anthropic_wire.TextBlock(text=choice.text))
+    for call in choice.tool_calls:
+        parsed = forced_tools.arguments(call.arguments)
+        blocks.append(
+            anthropic_wire.ToolUseBlock(
+                id=ids.new_id("toolu_"), name=call.name, input=parsed if parsed is not None else {}
+            )
+        )
+    return blocks
 
 
 def stop_reason(choice: Choice, *, is_tool_use: bool = False) -> anthropic_wire.StopReason:
@@ -97,20 +120,13 @@ def to_response(
 ) -> dict[str, Any]:
     (generation,) = generations
     (choice,) = generation.choices
-    tool = body.forced_tool()
-    arguments = _tool_use(body, choice)
-    content: anthropic_wire.TextBlock | anthropic_wire.ToolUseBlock
-    if tool is not None and arguments is not None:
-        content = anthropic_wire.ToolUseBlock(
-            id=ids.new_id("toolu_"), name=tool.name, input=arguments
-        )
-    else:
-        content = anthropic_wire.TextBlock(text=choice.text)
+    content = _content(body, choice)
+    is_tool_use = any(isinstance(block, anthropic_wire.ToolUseBlock) for block in content)
     return anthropic_wire.Message(
         id=ids.new_id("msg_"),
         model=body.model,
-        content=[content],
-        stop_reason=stop_reason(choice, is_tool_use=arguments is not None),
+        content=content,
+        stop_reason=stop_reason(choice, is_tool_use=is_tool_use),
         stop_sequence=choice.stop_sequence,
         usage=usage(
             generation.num_prompt_tokens, generation.num_cached_tokens, generation.num_output_tokens

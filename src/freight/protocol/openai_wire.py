@@ -260,7 +260,7 @@ class FunctionDefinition(_Strict):
 
 
 class ChatTool(_Strict):
-    """A function tool. Freight calls it only when `tool_choice` forces it."""
+    """A function tool: forced by `tool_choice`, or offered to the model (`auto`)."""
 
     type: Literal["function"]
     function: FunctionDefinition
@@ -285,7 +285,7 @@ class ChatCompletionRequest(_SamplingBody):
     response_format: ResponseFormat | None = Field(
         None, description="text, json_object, or json_schema (enforced while decoding)."
     )
-    tools: Items[ChatTool] | None = Field(None, description="Tools a `tool_choice` may force.")
+    tools: Items[ChatTool] | None = Field(None, description="Tools the model may call.")
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
         None, description="A named function, or `required` with one tool: a forced call."
     )
@@ -304,6 +304,13 @@ class ChatCompletionRequest(_SamplingBody):
     @model_validator(mode="after")
     def _tool_choice_forces_one_tool(self) -> ChatCompletionRequest:
         tool = self.forced_tool()  # its errors, at parse time
+        if self.is_auto_tool_choice and self.stream:
+            raise PydanticCustomError(
+                "tool_choice_auto_stream",
+                forced_tools.AUTO_STREAM_REFUSED
+                + '{"type": "function", "function": {"name": ...}}, or "required" with one tool',
+                {"param": "stream"},
+            )
         is_shaped = self.response_format is not None and self.response_format.type != "text"
         if tool is not None and is_shaped:
             raise PydanticCustomError(
@@ -318,18 +325,8 @@ class ChatCompletionRequest(_SamplingBody):
         """The function `tool_choice` forces, or None for a plain reply."""
         tools = self.tools or []
         choice = self.tool_choice
-        if choice is None or choice == "auto":
-            if not tools:
-                return None
-            raise PydanticCustomError(
-                "tool_choice_auto",
-                forced_tools.auto_refused(
-                    '{"type": "function", "function": {"name": ...}}, or "required" with one tool.'
-                ),
-                {"param": "tool_choice"},
-            )
-        if choice == "none":
-            return None
+        if choice != "required" and not isinstance(choice, NamedToolChoice):
+            return None  # none, auto, or no tool_choice
         if choice == "required":
             if len(tools) != 1:
                 raise PydanticCustomError(
@@ -353,6 +350,29 @@ class ChatCompletionRequest(_SamplingBody):
             function = named[0]
         schema = function.parameters or forced_tools.EMPTY_OBJECT_SCHEMA
         return forced_tools.ForcedTool(function.name, schema, function.description)
+
+    @property
+    def is_auto_tool_choice(self) -> bool:
+        """Tools the model may call or not (`auto`, the default): its parser decides."""
+        return bool(self.tools) and self.tool_choice in (None, "auto")
+
+    def template_tools(self) -> str | None:
+        """The tools the chat template shows the model: the forced one, or all for auto."""
+        tool = self.forced_tool()
+        if tool is not None:
+            return forced_tools.template_tools([tool])
+        if self.is_auto_tool_choice:
+            return forced_tools.template_tools(
+                [
+                    forced_tools.ForcedTool(
+                        t.function.name,
+                        t.function.parameters or forced_tools.EMPTY_OBJECT_SCHEMA,
+                        t.function.description,
+                    )
+                    for t in self.tools or []
+                ]
+            )
+        return None
 
     def json_output(self) -> JsonOutput | None:
         """The shape the engine must decode: a forced function's arguments, or the format's."""

@@ -102,9 +102,9 @@ METHODS: tuple[Method, ...] = (
                 "tool_choice",
                 S,
                 "`required` (one tool) or a named function: decoded against its schema; "
-                "`auto` is refused",
+                "`auto` needs the model's `tool_call_parser` and does not stream",
             ),
-            Param("tools", S, "function tools, called only when `tool_choice` forces one"),
+            Param("tools", S, "function tools"),
             Param("top_logprobs", R, _UNSUPPORTED, 2),
             Param("top_p", S),
             Param("user", IGN),
@@ -240,9 +240,9 @@ METHODS: tuple[Method, ...] = (
                 "tool_choice",
                 S,
                 "`tool` (by name), or `any` with one tool: decoded against the input schema; "
-                "`auto` is refused",
+                "`auto` needs the model's `tool_call_parser` and does not stream",
             ),
-            Param("tools", S, "custom tools, called only when `tool_choice` forces one"),
+            Param("tools", S, "custom tools; tool-result turns are refused"),
             Param("user_profile_id", IGN, "a header", is_header=True),
             Param("workspace_id", IGN, "a header", is_header=True),
         ),
