@@ -10,7 +10,9 @@ Mapping choices (where Anthropic's model and a local chat model differ):
   only the continuation (`continue_final_message` in the chat template).
 - `output_config.format` and a forced tool (`tool_choice` naming one) are decoded against
   their schema; a forced tool's output is answered as one `tool_use` block with
-  `stop_reason: "tool_use"` (as plain text if max_tokens cut it short).
+  `stop_reason: "tool_use"` (as plain text if max_tokens cut it short). With `auto` tool
+  choice, the calls the engine's tool-call parser found follow the text as `tool_use`
+  blocks.
 - Usage follows Anthropic's accounting: `input_tokens` excludes prompt tokens read from
   the prefix cache, which are `cache_read_input_tokens`.
 """
