@@ -4,9 +4,9 @@ One row per parameter of each SDK method a client calls to send work (the `opena
 `anthropic` versions pinned in pyproject.toml): supported, accepted and ignored, or
 refused with a 400 that names it. tests/unit/test_sdk_parity.py walks the SDKs' own
 signatures and fails on a parameter missing here (or listed here and gone from the SDK),
-so updating a pin shows exactly what changed; tests/e2e/test_sdk_parity_refusals.py
-sends each refused one through the API. The same rows render docs/compatibility.md
-(`python -m freight.protocol.sdk_parity` rewrites it).
+so updating a pin shows exactly what changed; tests/e2e/test_sdk_parity_api.py sends
+every one through the API (refused: a 400 naming it; the others: accepted). The same
+rows render docs/compatibility.md (`python -m freight.protocol.sdk_parity` rewrites it).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ class Param:
     note: str = ""
     # For a refused parameter: a value that asks for the feature (the test sends it).
     sample: Any = True
-    # Sent as an HTTP header by the SDK, not in the body.
-    is_header: bool = False
+    # Sent as this HTTP header by the SDK, not in the body.
+    header: str | None = None
 
 
 @dataclass(frozen=True)
@@ -243,8 +243,8 @@ METHODS: tuple[Method, ...] = (
                 "`auto` needs the model's `tool_call_parser` and does not stream",
             ),
             Param("tools", S, "custom tools; tool-result turns are refused"),
-            Param("user_profile_id", IGN, "a header", is_header=True),
-            Param("workspace_id", IGN, "a header", is_header=True),
+            Param("user_profile_id", IGN, "a header", header="anthropic-user-profile-id"),
+            Param("workspace_id", IGN, "a header", header="anthropic-workspace-id"),
         ),
     ),
     Method(
@@ -253,8 +253,8 @@ METHODS: tuple[Method, ...] = (
         "/v1/messages/batches",
         (
             Param("requests", S, "each `params` as for messages.create"),
-            Param("user_profile_id", IGN, "a header", is_header=True),
-            Param("workspace_id", IGN, "a header", is_header=True),
+            Param("user_profile_id", IGN, "a header", header="anthropic-user-profile-id"),
+            Param("workspace_id", IGN, "a header", header="anthropic-workspace-id"),
         ),
     ),
 )
