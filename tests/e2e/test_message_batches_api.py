@@ -111,7 +111,7 @@ def test_invalid_params_error_only_their_request(echo_server: LiveServer) -> Non
         requests=[
             request("ok-1"),
             request("zero-tokens", max_tokens=0),
-            request("unknown-param", tools=[]),
+            request("unknown-param", container="c"),
             request("no-such-model", model="no-such-model"),
             request("streamed", stream=True),
             request("ok-2", "two words"),
@@ -131,7 +131,7 @@ def test_invalid_params_error_only_their_request(echo_server: LiveServer) -> Non
     assert results["ok-2"].result.message.content[0].text == "two words"  # type: ignore[union-attr]
     expected = {
         "zero-tokens": ("invalid_request_error", "max_tokens"),
-        "unknown-param": ("invalid_request_error", "tools"),
+        "unknown-param": ("invalid_request_error", "container"),
         "no-such-model": ("not_found_error", "no-such-model"),
         "streamed": ("invalid_request_error", "stream"),
     }

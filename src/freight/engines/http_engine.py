@@ -32,6 +32,7 @@ from freight.engines.base import (
     Generation,
     GenerationRequest,
     RequestRejected,
+    no_tool_call_parser,
 )
 from freight.engines.flow import AdaptiveLimit, FlowStats, Gate, Ticket
 from freight.errors import EngineUnavailable
@@ -169,6 +170,8 @@ class HTTPEngine:
 
     def _body(self, request: GenerationRequest, *, is_streamed: bool) -> tuple[str, dict[str, Any]]:
         """The upstream URL (relative to base_url) and JSON body for `request`."""
+        if request.is_auto_tool_choice:  # the upstream's tool calls are not read back
+            raise no_tool_call_parser(self.name)
         s = request.sampling
         body: dict[str, Any] = {
             "model": self.upstream_model,

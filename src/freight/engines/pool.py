@@ -156,7 +156,13 @@ class EnginePool:
             from freight.engines.vllm_engine import VLLMEngine
 
             weights = await asyncio.to_thread(self.registry.weights_dir, spec)
-            engine = VLLMEngine(spec.name, weights, self.settings.engine, self.settings.run_dir)
+            engine = VLLMEngine(
+                spec.name,
+                weights,
+                self.settings.engine,
+                self.settings.run_dir,
+                tool_call_parser=spec.tool_call_parser,
+            )
         log.info("starting engine for %s", spec.name)
         try:
             await engine.start()

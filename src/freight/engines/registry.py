@@ -49,6 +49,7 @@ class ModelSpec:
     created: int = 1735689600  # fixed: registry entries have no upload time
     delay_seconds: float = 0.0  # echo engine only: simulated time per request
     upstream: UpstreamSettings | None = None  # http and batch passthrough models only
+    tool_call_parser: str | None = None  # vllm only: a vLLM tool-call parser's name
 
     @property
     def is_embedded_default(self) -> bool:
@@ -124,6 +125,7 @@ def _spec_from_settings(entry: ModelSettings) -> ModelSpec:
         entry.path,
         delay_seconds=entry.delay_seconds,
         upstream=entry.upstream,
+        tool_call_parser=entry.tool_call_parser,
     )
 
 

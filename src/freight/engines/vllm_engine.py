@@ -11,6 +11,7 @@ waits behind more than one engine step of admissions.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from freight.config import EngineSettings
-from freight.engines import reaper
+from freight.engines import reaper, tool_calls
 from freight.engines.base import (
     Choice,
     Delta,
@@ -26,6 +27,7 @@ from freight.engines.base import (
     Generation,
     GenerationRequest,
     RequestRejected,
+    no_tool_call_parser,
 )
 from freight.errors import EngineUnavailable
 
@@ -48,7 +50,13 @@ class VLLMEngine:
     """One model in one vLLM AsyncLLM."""
 
     def __init__(
-        self, name: str, weights: Path, settings: EngineSettings, run_dir: Path | None = None
+        self,
+        name: str,
+        weights: Path,
+        settings: EngineSettings,
+        run_dir: Path | None = None,
+        *,
+        tool_call_parser: str | None = None,
     ) -> None:
         self.name = name
         self.weights = weights
@@ -59,6 +67,8 @@ class VLLMEngine:
         self.max_model_len = settings.max_model_len
         self._llm: Any = None
         self._tokenizer: Any = None
+        self.tool_call_parser = tool_call_parser  # a vLLM parser's name: auto tool choice
+        self._tool_parser: Any = None
 
     async def start(self) -> None:
         # Importing vLLM and starting its engine process blocks for seconds to a minute:
@@ -95,6 +105,8 @@ class VLLMEngine:
             ),
         )
         tokenizer = AutoTokenizer.from_pretrained(str(self.weights))
+        if self.tool_call_parser is not None:
+            self._tool_parser = tool_calls.load_parser(self.tool_call_parser)
         before = reaper.children()
         llm = AsyncLLM.from_engine_args(args)
         if self.run_dir is not None:
@@ -113,6 +125,7 @@ class VLLMEngine:
         if request.messages is not None:
             rendered = self._tokenizer.apply_chat_template(
                 [{"role": m.role, "content": m.content} for m in request.messages],
+                tools=json.loads(request.tools_json) if request.tools_json else None,
                 tokenize=False,
                 add_generation_prompt=not request.continue_final_message,
                 continue_final_message=request.continue_final_message,
@@ -155,6 +168,8 @@ class VLLMEngine:
             frequency_penalty=s.frequency_penalty,
             top_k=s.top_k or 0,  # 0: no top-k cut
             structured_outputs=structured,
+            # Tool-call markers are special tokens in some models; their parser needs them.
+            skip_special_tokens=not request.is_auto_tool_choice,
             # Batch work needs only the final output: one message per request instead
             # of one per generated token keeps the frontend's overhead off the engine.
             output_kind=RequestOutputKind.DELTA if is_streamed else RequestOutputKind.FINAL_ONLY,
@@ -181,6 +196,8 @@ class VLLMEngine:
         from vllm.inputs.engine import tokens_input
         from vllm.v1.engine.exceptions import EngineDeadError
 
+        if request.is_auto_tool_choice and self._tool_parser is None:
+            raise no_tool_call_parser(self.name)
         ids = self.prompt_token_ids(request)
         params = self._sampling_params(request, len(ids), is_streamed=is_streamed)
         choices = [Choice("", 0, "stop") for _ in range(request.sampling.n)]
@@ -213,6 +230,11 @@ class VLLMEngine:
             raise EngineDied(f"the vLLM engine for {self.name} died: {exc}") from exc
         except ValueError as exc:  # vLLM's input validation (VLLMValidationError is one)
             raise RequestRejected(str(exc)) from exc
+        if request.is_auto_tool_choice and request.tools_json is not None:
+            for choice in choices:
+                choice.text, choice.tool_calls = tool_calls.extract(
+                    self._tool_parser, self._tokenizer, choice.text, request.tools_json
+                )
         yield Generation(len(ids), num_cached, choices)
 
     async def reset_prefix_cache(self) -> None:

@@ -2,21 +2,31 @@
 
 Field names, enums and shapes follow `shared/spec/batch-apis.md` section 2 and the
 official `anthropic` SDK's types. Request models forbid unknown fields, so a parameter
-Freight does not support (tools, thinking, images) is a clear 400 naming it rather than
+Freight does not support (thinking, images, tool results) is a clear 400 naming it rather than
 silently ignored. Timestamps are RFC 3339 strings, unlike OpenAI's unix seconds.
+
+Structured outputs (`output_config.format`) and forced tool use (`tools` with a
+`tool_choice` that names one) are decoded by the engine against their JSON schema
+(protocol/json_output.py, protocol/forced_tools.py); `auto` tool choice is left to the
+model's tool-call parser.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from freight.engines.base import JsonOutput
+from freight.protocol import forced_tools
 from freight.protocol.body_errors import json_type
+from freight.protocol.json_output import check_schema
 from freight.protocol.request_model import Items, RequestModel
 
-StopReason = Literal["end_turn", "max_tokens", "stop_sequence"]
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
 ProcessingStatus = Literal["in_progress", "canceling", "ended"]
 
 # HTTP status -> Anthropic error `type` (the SDK maps statuses to exception classes).
@@ -125,6 +135,54 @@ class RequestMetadata(_Strict):
     user_id: str | None = Field(None, description="An opaque id of the end user; not used.")
 
 
+class JSONOutputFormat(_Strict):
+    """`output_config.format`: the reply is JSON matching `schema` (enforced while decoding)."""
+
+    type: Literal["json_schema"] = Field(description="Only `json_schema`.")
+    json_schema: dict[str, Any] = Field(alias="schema", description="A JSON Schema object.")
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_schema(value)
+
+
+class OutputConfig(_Strict):
+    format: JSONOutputFormat | None = Field(None, description="A JSON schema for the reply.")
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = Field(
+        None, description="Accepted and ignored: Freight's models do not reason at length."
+    )
+
+
+class ToolParam(_Strict):
+    """A client tool: forced by `tool_choice`, or offered to the model (`auto`)."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,128}$")
+    input_schema: dict[str, Any] = Field(description="A JSON Schema of type object.")
+    description: str | None = None
+    type: Literal["custom"] | None = None
+    strict: bool | None = Field(None, description="Accepted: the schema is always enforced.")
+    cache_control: CacheControl | None = Field(None, description="Accepted and ignored.")
+
+    @field_validator("input_schema")
+    @classmethod
+    def _object_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") != "object":
+            raise ValueError("a tool's input_schema must be a JSON Schema of type 'object'")
+        return check_schema(value)
+
+
+class ToolChoice(_Strict):
+    """`tool`: call the named tool; `any`: call the only tool; `none`: answer in text;
+    `auto` (the default): the model chooses, where it has a tool-call parser."""
+
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = Field(None, description="With `tool`: the tool to call.")
+    disable_parallel_tool_use: bool | None = Field(
+        None, description="Accepted: a forced call is always exactly one tool use."
+    )
+
+
 class MessageCreateParams(_Strict):
     """The body of POST /v1/messages, and the `params` of each Message Batch request."""
 
@@ -142,6 +200,13 @@ class MessageCreateParams(_Strict):
         None, description="Accepted and ignored: every request is served alike."
     )
     cache_control: CacheControl | None = Field(None, description="Accepted and ignored.")
+    output_config: OutputConfig | None = Field(
+        None, description="`format`: structured output; `effort` is accepted and ignored."
+    )
+    tools: Items[ToolParam] | None = Field(None, description="Tools the model may call.")
+    tool_choice: ToolChoice | None = Field(
+        None, description="`tool` (by name), or `any` with one tool: a forced tool call."
+    )
 
     _system_blocks = field_validator("system", mode="before")(_text_blocks)
 
@@ -152,6 +217,84 @@ class MessageCreateParams(_Strict):
         if last is not None and last.role == "assistant" and last.text() != last.text().rstrip():
             raise ValueError("the final assistant content (a prefill) cannot end with whitespace")
         return messages
+
+    @model_validator(mode="after")
+    def _tool_choice_forces_one_tool(self) -> MessageCreateParams:
+        self.forced_tool()  # its errors, at parse time
+        if self.is_auto_tool_choice and self.stream:
+            raise PydanticCustomError(
+                "tool_choice_auto_stream",
+                forced_tools.AUTO_STREAM_REFUSED
+                + '{"type": "tool", "name": ...}, or {"type": "any"} with one tool',
+                {"param": "stream"},
+            )
+        if self.forced_tool() is not None and self.output_config and self.output_config.format:
+            raise PydanticCustomError(
+                "tool_choice_and_format",
+                "output_config.format and a forced tool_choice cannot be combined: "
+                "each sets the shape of the reply; use one",
+                {"param": "tool_choice"},
+            )
+        return self
+
+    def forced_tool(self) -> forced_tools.ForcedTool | None:
+        """The tool `tool_choice` forces, or None for a plain text reply."""
+        tools = self.tools or []
+        choice = self.tool_choice
+        if choice is None or choice.type in ("auto", "none"):
+            return None
+        if choice.type == "any":
+            if len(tools) != 1:
+                raise PydanticCustomError(
+                    "tool_choice_any",
+                    "tool_choice {'type': 'any'} needs exactly one tool, not {num_tools}; "
+                    "name one with {'type': 'tool', 'name': ...}",
+                    {"num_tools": len(tools), "param": "tool_choice"},
+                )
+            tool = tools[0]
+        else:
+            named = [t for t in tools if t.name == choice.name]
+            if choice.name is None or not named:
+                raise PydanticCustomError(
+                    "tool_choice_name",
+                    "tool_choice {'type': 'tool'} must name one of the tools ({names})",
+                    {
+                        "names": ", ".join(t.name for t in tools) or "none given",
+                        "param": "tool_choice.name",
+                    },
+                )
+            tool = named[0]
+        return forced_tools.ForcedTool(tool.name, tool.input_schema, tool.description)
+
+    @property
+    def is_auto_tool_choice(self) -> bool:
+        """Tools the model may call or not (`auto`, the default): its parser decides."""
+        has_tools = bool(self.tools)
+        return has_tools and (self.tool_choice is None or self.tool_choice.type == "auto")
+
+    def template_tools(self) -> str | None:
+        """The tools the chat template shows the model: the forced one, or all for auto."""
+        tool = self.forced_tool()
+        if tool is not None:
+            return forced_tools.template_tools([tool])
+        if self.is_auto_tool_choice:
+            return forced_tools.template_tools(
+                [
+                    forced_tools.ForcedTool(t.name, t.input_schema, t.description)
+                    for t in self.tools or []
+                ]
+            )
+        return None
+
+    def json_output(self) -> JsonOutput | None:
+        """The shape the engine must decode: a forced tool's input, or output_config's."""
+        tool = self.forced_tool()
+        if tool is not None:
+            return tool.json_output()
+        output_format = self.output_config.format if self.output_config else None
+        if output_format is None:
+            return None
+        return JsonOutput(json.dumps(output_format.json_schema, separators=(",", ":")))
 
     def system_text(self) -> str | None:
         if not self.system:
@@ -165,6 +308,13 @@ class MessageCreateParams(_Strict):
 class TextBlock(BaseModel):
     type: Literal["text"] = "text"
     text: str
+
+
+class ToolUseBlock(BaseModel):
+    type: Literal["tool_use"] = "tool_use"
+    id: str = Field(description="`toolu_...`")
+    name: str
+    input: dict[str, Any]
 
 
 class Usage(BaseModel):
@@ -181,7 +331,7 @@ class Message(BaseModel):
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
     model: str
-    content: list[TextBlock]
+    content: list[TextBlock | ToolUseBlock]
     stop_reason: StopReason | None
     stop_sequence: str | None = None
     usage: Usage
@@ -198,7 +348,7 @@ class MessageStartEvent(BaseModel):
 class ContentBlockStartEvent(BaseModel):
     type: Literal["content_block_start"] = "content_block_start"
     index: int
-    content_block: TextBlock
+    content_block: TextBlock | ToolUseBlock
 
 
 class TextDelta(BaseModel):
@@ -206,10 +356,15 @@ class TextDelta(BaseModel):
     text: str
 
 
+class InputJsonDelta(BaseModel):
+    type: Literal["input_json_delta"] = "input_json_delta"
+    partial_json: str
+
+
 class ContentBlockDeltaEvent(BaseModel):
     type: Literal["content_block_delta"] = "content_block_delta"
     index: int
-    delta: TextDelta
+    delta: TextDelta | InputJsonDelta
 
 
 class ContentBlockStopEvent(BaseModel):

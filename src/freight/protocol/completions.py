@@ -4,7 +4,8 @@ Registered in the ENDPOINTS table (protocol/endpoints.py): a body becomes one
 GenerationRequest per prompt, Generations become a `chat.completion` or
 `text_completion`, and engine events become OpenAI's streamed chunks (`[DONE]` last).
 A chat `response_format` (json_object / json_schema) constrains the output while
-decoding (protocol/json_output.py).
+decoding (protocol/json_output.py), and so does a forced tool (protocol/forced_tools.py),
+whose output is answered as a `tool_calls` entry with `finish_reason: "tool_calls"`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from freight import ids
-from freight.engines.base import Delta, Generation, GenerationRequest, JsonOutput, Message, Sampling
-from freight.protocol import openai_wire
+from freight.engines.base import (
+    Choice,
+    Delta,
+    Generation,
+    GenerationRequest,
+    JsonOutput,
+    Message,
+    Sampling,
+)
+from freight.protocol import forced_tools, openai_wire
 from freight.protocol.body_errors import BodyError
 from freight.protocol.stream import DONE, EngineEvents, ServerSentEvent
 
@@ -73,32 +82,52 @@ def chat_generations(
         GenerationRequest(
             request_id=request_id,
             model=body.model,
-            sampling=sampling_from(
-                body,
-                body.output_limit,
-                json_output=body.response_format.to_json_output() if body.response_format else None,
-            ),
+            sampling=sampling_from(body, body.output_limit, json_output=body.json_output()),
             messages=_chat_messages(body),
+            tools_json=body.template_tools(),
+            is_auto_tool_choice=body.is_auto_tool_choice,
         )
     ]
+
+
+def _chat_choice(
+    index: int, choice: Choice, tool: forced_tools.ForcedTool | None
+) -> openai_wire.ChatChoice:
+    """A forced tool's completed output is its call, and so are the calls the parser found
+    (auto); anything else (or arguments cut short by max_tokens) is content."""
+    is_done = choice.finish_reason == "stop"
+    if tool is not None and is_done and forced_tools.arguments(choice.text) is not None:
+        call = openai_wire.ToolCall(
+            id=ids.new_id("call_"),
+            function=openai_wire.FunctionCall(name=tool.name, arguments=choice.text),
+        )
+        message = openai_wire.AssistantMessage(content=None, tool_calls=[call])
+        return openai_wire.ChatChoice(index=index, message=message, finish_reason="tool_calls")
+    if choice.tool_calls:
+        calls = [
+            openai_wire.ToolCall(
+                id=ids.new_id("call_"),
+                function=openai_wire.FunctionCall(name=c.name, arguments=c.arguments),
+            )
+            for c in choice.tool_calls
+        ]
+        message = openai_wire.AssistantMessage(content=choice.text or None, tool_calls=calls)
+        finish = "tool_calls" if choice.finish_reason == "stop" else choice.finish_reason
+        return openai_wire.ChatChoice(index=index, message=message, finish_reason=finish)
+    message = openai_wire.AssistantMessage(content=choice.text)
+    return openai_wire.ChatChoice(index=index, message=message, finish_reason=choice.finish_reason)
 
 
 def chat_response(
     body: openai_wire.ChatCompletionRequest, generations: list[Generation]
 ) -> dict[str, Any]:
     (generation,) = generations
+    tool = body.forced_tool()
     return openai_wire.ChatCompletion(
         id=ids.new_id("chatcmpl-"),
         created=int(time.time()),
         model=body.model,
-        choices=[
-            openai_wire.ChatChoice(
-                index=i,
-                message=openai_wire.AssistantMessage(content=c.text),
-                finish_reason=c.finish_reason,
-            )
-            for i, c in enumerate(generation.choices)
-        ],
+        choices=[_chat_choice(i, c, tool) for i, c in enumerate(generation.choices)],
         usage=usage_of(generations),
     ).model_dump()
 
@@ -134,8 +163,13 @@ async def chat_stream(
     body: openai_wire.ChatCompletionRequest, events: EngineEvents
 ) -> AsyncIterator[ServerSentEvent]:
     """chat.completion.chunk events as OpenAI sends them: per choice a role chunk, content
-    chunks, and a chunk with an empty delta and the finish_reason."""
+    chunks, and a chunk with an empty delta and the finish_reason.
+
+    A forced tool's call streams as OpenAI streams one: a first `tool_calls` delta with its
+    id and name, then pieces of `arguments`; it ends with `finish_reason: "tool_calls"`.
+    """
     stream = _ChunkStream("chat.completion.chunk", "chatcmpl-", body)
+    tool = body.forced_tool()
     generations: list[Generation] = []
     started: set[int] = set()
 
@@ -143,17 +177,34 @@ async def chat_stream(
         entry = {"index": delta.index, "delta": content, "logprobs": None, "finish_reason": finish}
         return stream.chunk([entry])
 
+    def arguments(piece: str) -> dict[str, Any]:
+        return {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+
     async for _, item in events:
         if isinstance(item, Generation):
             generations.append(item)
             continue
         if item.index not in started:
             started.add(item.index)
-            yield choice(item, {"role": "assistant", "content": "", "refusal": None}, None)
+            if tool is None:
+                yield choice(item, {"role": "assistant", "content": "", "refusal": None}, None)
+            else:
+                call = {
+                    "index": 0,
+                    "id": ids.new_id("call_"),
+                    "type": "function",
+                    "function": {"name": tool.name, "arguments": ""},
+                }
+                yield choice(
+                    item, {"role": "assistant", "content": None, "tool_calls": [call]}, None
+                )
         if item.text:
-            yield choice(item, {"content": item.text}, None)
+            yield choice(
+                item, {"content": item.text} if tool is None else arguments(item.text), None
+            )
         if item.finish_reason is not None:
-            yield choice(item, {}, item.finish_reason)
+            is_call = tool is not None and item.finish_reason == "stop"
+            yield choice(item, {}, "tool_calls" if is_call else item.finish_reason)
     for event in stream.tail(generations):
         yield event
 

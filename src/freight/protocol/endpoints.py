@@ -311,6 +311,8 @@ def body_error_from(exc: ValidationError) -> BodyError:
     if err["type"] == request_model.UNKNOWN_FIELD:  # raised by the object, about a field
         err["loc"] = (*err["loc"], err["ctx"]["field"])
     loc = ".".join(str(p) for p in err["loc"])
+    if not loc and isinstance(err.get("ctx", {}).get("param"), str):
+        loc = err["ctx"]["param"]  # a check of the whole body, about one field
     if err["type"] in ("extra_forbidden", request_model.UNKNOWN_FIELD):
         return BodyError(f"Unrecognized request argument supplied: {loc}", param=loc)
     if err["type"] == "missing":

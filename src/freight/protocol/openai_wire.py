@@ -9,10 +9,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from freight.protocol.json_output import ResponseFormat
+from freight.engines.base import JsonOutput
+from freight.protocol import forced_tools
+from freight.protocol.json_output import ResponseFormat, check_schema
 from freight.protocol.request_model import Items, RequestModel
 
 BatchStatus = Literal[
@@ -236,6 +245,36 @@ class _SamplingBody(_Strict):
         return value
 
 
+class FunctionDefinition(_Strict):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="A JSON Schema of the arguments; none: no arguments."
+    )
+    strict: bool | None = Field(None, description="Accepted: the schema is always enforced.")
+
+    @field_validator("parameters")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_schema(value)
+
+
+class ChatTool(_Strict):
+    """A function tool: forced by `tool_choice`, or offered to the model (`auto`)."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: FunctionName
+
+
 class ChatCompletionRequest(_SamplingBody):
     messages: Annotated[Items[ChatMessage], Field(min_length=1)]
     max_tokens: int | None = Field(None, ge=1)
@@ -246,10 +285,101 @@ class ChatCompletionRequest(_SamplingBody):
     response_format: ResponseFormat | None = Field(
         None, description="text, json_object, or json_schema (enforced while decoding)."
     )
+    tools: Items[ChatTool] | None = Field(None, description="Tools the model may call.")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="A named function, or `required` with one tool: a forced call."
+    )
+    parallel_tool_calls: bool | None = Field(
+        None, description="Accepted: a forced call is always exactly one tool call."
+    )
+    safety_identifier: str | None = Field(None, description="Accepted and ignored.")
+    prompt_cache_key: str | None = Field(
+        None, description="Accepted and ignored: vLLM's prefix cache needs no key."
+    )
 
     @property
     def output_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @model_validator(mode="after")
+    def _tool_choice_forces_one_tool(self) -> ChatCompletionRequest:
+        tool = self.forced_tool()  # its errors, at parse time
+        if self.is_auto_tool_choice and self.stream:
+            raise PydanticCustomError(
+                "tool_choice_auto_stream",
+                forced_tools.AUTO_STREAM_REFUSED
+                + '{"type": "function", "function": {"name": ...}}, or "required" with one tool',
+                {"param": "stream"},
+            )
+        is_shaped = self.response_format is not None and self.response_format.type != "text"
+        if tool is not None and is_shaped:
+            raise PydanticCustomError(
+                "tool_choice_and_format",
+                "response_format and a forced tool_choice cannot be combined: "
+                "each sets the shape of the reply; use one",
+                {"param": "tool_choice"},
+            )
+        return self
+
+    def forced_tool(self) -> forced_tools.ForcedTool | None:
+        """The function `tool_choice` forces, or None for a plain reply."""
+        tools = self.tools or []
+        choice = self.tool_choice
+        if choice != "required" and not isinstance(choice, NamedToolChoice):
+            return None  # none, auto, or no tool_choice
+        if choice == "required":
+            if len(tools) != 1:
+                raise PydanticCustomError(
+                    "tool_choice_required",
+                    "tool_choice 'required' needs exactly one tool, not {num_tools}; name one "
+                    "with {'type': 'function', 'function': {'name': ...}}",
+                    {"num_tools": len(tools), "param": "tool_choice"},
+                )
+            function = tools[0].function
+        else:
+            named = [t.function for t in tools if t.function.name == choice.function.name]
+            if not named:
+                raise PydanticCustomError(
+                    "tool_choice_name",
+                    "tool_choice must name one of the tools ({names})",
+                    {
+                        "names": ", ".join(t.function.name for t in tools) or "none given",
+                        "param": "tool_choice.function.name",
+                    },
+                )
+            function = named[0]
+        schema = function.parameters or forced_tools.EMPTY_OBJECT_SCHEMA
+        return forced_tools.ForcedTool(function.name, schema, function.description)
+
+    @property
+    def is_auto_tool_choice(self) -> bool:
+        """Tools the model may call or not (`auto`, the default): its parser decides."""
+        return bool(self.tools) and self.tool_choice in (None, "auto")
+
+    def template_tools(self) -> str | None:
+        """The tools the chat template shows the model: the forced one, or all for auto."""
+        tool = self.forced_tool()
+        if tool is not None:
+            return forced_tools.template_tools([tool])
+        if self.is_auto_tool_choice:
+            return forced_tools.template_tools(
+                [
+                    forced_tools.ForcedTool(
+                        t.function.name,
+                        t.function.parameters or forced_tools.EMPTY_OBJECT_SCHEMA,
+                        t.function.description,
+                    )
+                    for t in self.tools or []
+                ]
+            )
+        return None
+
+    def json_output(self) -> JsonOutput | None:
+        """The shape the engine must decode: a forced function's arguments, or the format's."""
+        tool = self.forced_tool()
+        if tool is not None:
+            return tool.json_output()
+        return self.response_format.to_json_output() if self.response_format else None
 
 
 class CompletionRequest(_SamplingBody):
@@ -281,16 +411,28 @@ class Usage(BaseModel):
     prompt_tokens_details: PromptTokensDetails | None = None
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str = Field(description="The arguments as JSON text.")
+
+
+class ToolCall(BaseModel):
+    id: str = Field(description="`call_...`")
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = Field(None, description="A forced tool's call.")
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     logprobs: None = None
 
 
