@@ -185,7 +185,7 @@ class Worker:
         num = scheduler.num_to_give_back(
             self.num_in_flight,
             window,
-            self.settings.engine.max_num_seqs,
+            self.settings.max_num_seqs,
             preempt=self.settings.worker.realtime_preempt,
         )
         if num <= 0:
