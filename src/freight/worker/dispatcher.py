@@ -215,7 +215,12 @@ class Worker:
     def _claim(self, batch_id: str, limit: int) -> list[batch_requests.ClaimedRequest]:
         with self.db.write() as conn:
             return batch_requests.claim(
-                conn, batch_id, self.owner, limit, self.settings.worker.lease_seconds
+                conn,
+                batch_id,
+                self.owner,
+                limit,
+                self.settings.worker.lease_seconds,
+                models=self.settings.worker.models,
             )
 
     def _start(self, request: batch_requests.ClaimedRequest) -> None:
