@@ -10,10 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
 
 from freight.store import batch_requests
 from freight.store.db import Database, open_database
+from freight.store.schema import requests
 from freight.store.statuses import RequestStatus
+from tests.integration.test_migrations import alembic
 from tests.integration.test_store import new_batch
 from tests.integration.test_store_concurrency import run_together
 
@@ -80,3 +84,31 @@ def test_a_worker_for_several_models_and_an_unlimited_one(db: Database) -> None:
     assert claim_until_empty(db, "b1", "w2", None) == ["b"] * 5  # what is left
     with db.read() as conn:
         assert RequestStatus.QUEUED not in batch_requests.count_by_status(conn, "b1")
+
+
+def test_the_migration_gives_open_requests_their_model(db: Database) -> None:
+    """Requests queued before the upgrade reach a limited worker too; finished ones keep
+    no model (nothing claims them again)."""
+    alembic(db, command.downgrade, "0013_merge_heads")
+    new_batch(db, "b1")
+    with db.write() as conn:
+        table = sa.Table("requests", sa.MetaData(), autoload_with=conn)
+        for i, status in enumerate([RequestStatus.QUEUED, RequestStatus.SUCCEEDED]):
+            conn.execute(
+                table.insert(),
+                {
+                    "id": f"r{i}",
+                    "batch_id": "b1",
+                    "line": i + 1,
+                    "custom_id": f"c{i}",
+                    "url": "/v1/chat/completions",
+                    "body": json.dumps({"model": "a", "messages": []}),
+                    "status": status,
+                    "attempts": 0,
+                },
+            )
+    alembic(db, command.upgrade, "head")
+    with db.read() as conn:
+        models = dict(conn.execute(sa.select(requests.c.id, requests.c.model)).all())
+    assert models == {"r0": "a", "r1": None}
+    assert claim_until_empty(db, "b1", "w", ["a"]) == ["a"]

@@ -6,15 +6,20 @@ a machine without a GPU.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from freight import config
+from freight.cli import serve
 from freight.config import EngineSettings, ModelSettings, Settings
-from freight.engines import engine_args
-from freight.errors import ConfigError
+from freight.engines import engine_args, vllm_engine
+from freight.engines.pool import EnginePool
+from freight.engines.registry import Registry
+from freight.errors import ConfigError, EngineUnavailable
+from tests.conftest import CHAT_MODEL, make_settings
 
 GiB = 1024**3
 # A few of vLLM's EngineArgs fields: enough for the name checks without importing vLLM.
@@ -303,3 +308,111 @@ def test_worker_window_keeps_256_when_vllm_picks_the_batch_width(tmp_path: Path)
     assert s.engine.max_num_seqs is None
     assert (s.max_num_seqs, s.max_in_flight, s.realtime_batch_window) == (256, 512, 64)
     assert config.DEFAULT_MAX_NUM_SEQS == 256
+
+
+# --- the pool: checks before the first start, and at each start --------------------------------
+
+
+class StubVLLMEngine:
+    """Stands in for VLLMEngine: takes its plan, starts at once, runs nothing."""
+
+    started: ClassVar[list[str]] = []
+    num_starting = 0
+    most_starting = 0  # engines inside start() at once, at most
+
+    def __init__(self, name: str, weights: Path, plan: engine_args.EnginePlan, *_: Any) -> None:
+        self.name, self.plan, self.device = name, plan, plan.device_label
+        self.is_running = False
+
+    async def start(self) -> None:
+        StubVLLMEngine.num_starting += 1
+        StubVLLMEngine.most_starting = max(StubVLLMEngine.most_starting, self.num_starting)
+        for _ in range(3):  # let any other start run meanwhile, if the pool allowed one
+            await asyncio.sleep(0)
+        StubVLLMEngine.num_starting -= 1
+        StubVLLMEngine.started.append(self.name)
+        self.is_running = True
+
+    async def shutdown(self) -> None:
+        self.is_running = False
+
+
+@pytest.fixture
+def on_one_gpu(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The pool sees one 80 GB GPU and builds stub engines."""
+    from freight.engines import vllm_engine
+
+    one_gpu = cuda(1)
+    monkeypatch.setattr(engine_args, "detect", lambda platform=None: one_gpu)
+    monkeypatch.setattr(engine_args, "vllm_argument_names", lambda: frozenset(KNOWN))
+    monkeypatch.setattr(vllm_engine, "VLLMEngine", StubVLLMEngine)
+    monkeypatch.setattr(StubVLLMEngine, "started", [])
+    monkeypatch.setattr(StubVLLMEngine, "most_starting", 0)
+    return StubVLLMEngine.started
+
+
+def pool_for(tmp_path: Path, models: list[ModelSettings]) -> EnginePool:
+    s = make_settings(tmp_path / "home", models=models, engine=EngineSettings())
+    return EnginePool(s, Registry(s))
+
+
+def test_pool_refuses_shares_that_do_not_add_up_before_starting_any(
+    tmp_path: Path, on_one_gpu: list[str]
+) -> None:
+    pool = pool_for(tmp_path, [ModelSettings(name=n, path=tmp_path) for n in ("a", "b")])
+    with pytest.raises(EngineUnavailable, match=r"cuda:0 would take 1\.8 of its memory"):
+        asyncio.run(pool.get("a"))
+    assert on_one_gpu == []
+    assert "a 0.9, b 0.9" in pool.failures["a"]
+
+
+def test_pool_refuses_the_toy_model_beside_a_model_that_took_the_gpu(
+    tmp_path: Path, on_one_gpu: list[str]
+) -> None:
+    pool = pool_for(tmp_path, [ModelSettings(name="a", path=tmp_path)])
+
+    async def run() -> None:
+        engine = await pool.get("a")
+        assert pool.devices() == {"a": "cuda:0"} and engine.device == "cuda:0"
+        with pytest.raises(EngineUnavailable, match=r"a 0\.9, smollm2-135m-instruct 0\.9"):
+            await pool.get(CHAT_MODEL)
+
+    asyncio.run(run())
+    assert on_one_gpu == ["a"]
+
+
+def test_pool_starts_models_whose_shares_fit_one_at_a_time(
+    tmp_path: Path, on_one_gpu: list[str]
+) -> None:
+    models = [
+        ModelSettings(name="a", path=tmp_path, gpu_memory_utilization=0.5),
+        ModelSettings(name="b", path=tmp_path, gpu_memory_utilization=0.5),
+    ]
+    pool = pool_for(tmp_path, models)
+
+    async def run() -> None:
+        await asyncio.gather(pool.get("a"), pool.get("b"))
+
+    asyncio.run(run())
+    assert sorted(on_one_gpu) == ["a", "b"]
+    assert StubVLLMEngine.most_starting == 1
+    assert pool.devices() == {"a": "cuda:0", "b": "cuda:0"}
+
+
+# --- small pieces --------------------------------------------------------------------------------
+
+
+def test_model_devices_count_among_the_gpus_the_process_sees() -> None:
+    assert vllm_engine.visible_devices("0,1", None) == "0,1"
+    assert vllm_engine.visible_devices("1", "4,5,6") == "5"
+    assert vllm_engine.visible_devices("0,2", "GPU-a, GPU-b, GPU-c") == "GPU-a,GPU-c"
+
+
+def test_serve_preloads_the_users_models_instead_of_the_toy(tmp_path: Path) -> None:
+    assert serve.preloaded(Settings(home=tmp_path)) == [CHAT_MODEL]
+    own = [ModelSettings(name="mine", path=tmp_path), ModelSettings(name="e", engine="echo")]
+    assert serve.preloaded(Settings(home=tmp_path, models=own)) == ["mine"]
+    chosen = Settings(home=tmp_path, models=own, default_model=CHAT_MODEL)
+    assert serve.preloaded(chosen) == ["mine"]
+    echo_only = Settings(home=tmp_path, models=own[1:])
+    assert serve.preloaded(echo_only) == [CHAT_MODEL]
