@@ -46,7 +46,8 @@ CHAT_MODEL = DEFAULT_CHAT_MODEL
 # The real engine under test: fp32 makes greedy decoding batch-invariant (README,
 # Determinism), eager mode starts in seconds instead of compiling for a minute. The
 # sizes are fixed rather than vLLM's per-device choices, so the tests behave alike
-# everywhere; a 1 GiB KV cache in bytes lets several test engines share one GPU.
+# everywhere; a 1 GiB KV cache and a 0.15 share of a GPU (CPU ignores it) let several
+# test engines share one GPU.
 TEST_ENGINE = EngineSettings(
     dtype="float32",
     enforce_eager=True,
@@ -54,6 +55,7 @@ TEST_ENGINE = EngineSettings(
     max_model_len=2048,
     max_num_seqs=256,
     max_num_batched_tokens=4096,
+    gpu_memory_utilization=0.15,
 )
 TEST_ENGINE_ENV = {
     "FREIGHT_ENGINE__DTYPE": "float32",
@@ -62,6 +64,7 @@ TEST_ENGINE_ENV = {
     "FREIGHT_ENGINE__MAX_MODEL_LEN": "2048",
     "FREIGHT_ENGINE__MAX_NUM_SEQS": "256",
     "FREIGHT_ENGINE__MAX_NUM_BATCHED_TOKENS": "4096",
+    "FREIGHT_ENGINE__GPU_MEMORY_UTILIZATION": "0.15",
     "FREIGHT_MODEL_CACHE": str(MODEL_CACHE),
     "VLLM_LOGGING_LEVEL": "WARNING",
 }

@@ -64,7 +64,7 @@ class EngineSettings(_Section):
         None,
         gt=0,
         description="KV cache per engine, in GiB (fractions allowed). Default: 2 on CPU; on "
-        "CUDA the cache takes what gpu_memory_utilization leaves after the weights.",
+        "CUDA what gpu_memory_utilization leaves after the weights.",
     )
     gpu_memory_utilization: float = Field(
         0.9,
@@ -441,8 +441,8 @@ class ModelSettings(_Section):
     kv_cache_bytes: int | None = Field(
         None,
         ge=1,
-        description="vLLM only: its KV cache in bytes, instead of a memory share (on CPU: "
-        "instead of [engine] kv_cache_gib).",
+        description="vLLM only: its KV cache in bytes (default [engine] kv_cache_gib); on "
+        "a GPU it must fit in the model's memory share beside the weights.",
     )
     max_model_len: int | None = Field(
         None, ge=64, description="vLLM only: context length (default [engine]'s, else the model's)."
@@ -493,10 +493,6 @@ class ModelSettings(_Section):
                     f"{where} (engine '{self.engine}'): {', '.join(used)} apply to vLLM models only"
                 )
             return self
-        if self.gpu_memory_utilization is not None and self.kv_cache_bytes is not None:
-            raise ValueError(
-                f"{where}: give either gpu_memory_utilization or kv_cache_bytes, not both"
-            )
         if self.devices is not None:
             num_needed = self.tensor_parallel_size * self.data_parallel_size
             if len(set(self.devices)) != len(self.devices) or min(self.devices) < 0:

@@ -2,8 +2,8 @@
 build (`make install EXTRA=cuda`); skipped elsewhere, with the reason.
 
 It starts the embedded default model through the engine pool with the test suite's
-1 GiB KV cache (so it coexists with other engines on the GPU), generates, and checks the
-device the pool reports and the arguments vLLM got.
+0.15 share of the GPU and 1 GiB KV cache (so it coexists with other engines there),
+generates, and checks the device the pool reports and the arguments vLLM got.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def test_default_model_serves_on_the_gpu_with_a_small_share(tmp_path: Path) -> N
             engine = await pool.get(CHAT_MODEL)
             assert pool.devices() == {CHAT_MODEL: "cuda:0"}
             assert engine.plan.args["kv_cache_memory_bytes"] == 1024**3
+            assert engine.plan.args["gpu_memory_utilization"] == 0.15  # the suite's share
             assert "VLLM_USE_AOT_COMPILE" not in engine.plan.env  # the CPU workaround only
             request = GenerationRequest(
                 request_id="gpu-1",

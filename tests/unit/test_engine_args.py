@@ -137,11 +137,14 @@ def test_cuda_defaults_take_a_memory_share_and_no_cpu_workaround(tmp_path: Path)
     assert (plan.devices, plan.memory_share, plan.device_label) == ((0,), 0.9, "cuda:0")
 
 
-def test_cuda_cache_in_gib_becomes_kv_cache_memory_bytes(tmp_path: Path) -> None:
-    plan = engine_args.plan(settings(tmp_path, kv_cache_gib=1.5), None, cuda())
+def test_cuda_cache_in_gib_becomes_kv_cache_memory_bytes_within_the_share(
+    tmp_path: Path,
+) -> None:
+    s = settings(tmp_path, kv_cache_gib=1.5, gpu_memory_utilization=0.2)
+    plan = engine_args.plan(s, None, cuda())
     assert plan.args["kv_cache_memory_bytes"] == 1_610_612_736
-    assert "gpu_memory_utilization" not in plan.args
-    assert plan.memory_share is None
+    # vLLM still checks at start that the share is free: it is passed and counted
+    assert plan.args["gpu_memory_utilization"] == plan.memory_share == 0.2
 
 
 def test_model_options_override_the_engine_section(tmp_path: Path) -> None:
@@ -162,7 +165,8 @@ def test_model_options_override_the_engine_section(tmp_path: Path) -> None:
     expected = {
         "tensor_parallel_size": 4,
         "data_parallel_size": 2,
-        "gpu_memory_utilization": 0.85,  # the model's share wins over [engine] kv_cache_gib
+        "gpu_memory_utilization": 0.85,  # the model's own share wins over [engine]'s
+        "kv_cache_memory_bytes": 4 * GiB,  # [engine] kv_cache_gib: the cache within it
         "max_model_len": 32768,
         "quantization": "fp8",
         "kv_cache_dtype": "fp8",
@@ -170,7 +174,6 @@ def test_model_options_override_the_engine_section(tmp_path: Path) -> None:
         "enable_chunked_prefill": True,
     }
     assert {k: plan.args[k] for k in expected} == expected
-    assert "kv_cache_memory_bytes" not in plan.args
     assert plan.devices == tuple(range(8))
     assert plan.device_label == "cuda:0,1,2,3,4,5,6,7 (tensor parallel 4, data parallel 2)"
     engine_args.check(s, cuda(8), KNOWN)
@@ -185,10 +188,17 @@ def test_model_devices_become_its_visible_devices(tmp_path: Path) -> None:
 
 
 def test_model_kv_cache_bytes_on_cuda(tmp_path: Path) -> None:
-    s = settings(tmp_path, [model("m", tmp_path, kv_cache_bytes=3 * GiB)])
+    entry = model("m", tmp_path, kv_cache_bytes=3 * GiB, gpu_memory_utilization=0.3)
+    s = settings(tmp_path, [entry], kv_cache_gib=1)
     plan = engine_args.plan(s, s.models[0], cuda())
-    assert plan.args["kv_cache_memory_bytes"] == 3 * GiB
-    assert plan.memory_share is None
+    assert plan.args["kv_cache_memory_bytes"] == 3 * GiB  # the model's own size wins
+    assert plan.memory_share == 0.3
+
+
+def test_shares_count_even_where_the_cache_is_sized_in_bytes(tmp_path: Path) -> None:
+    s = settings(tmp_path, [model("a", tmp_path), model("b", tmp_path)], kv_cache_gib=1)
+    with pytest.raises(ConfigError, match=r"would take 1\.8"):
+        engine_args.check(s, cuda(), KNOWN)
 
 
 # --- memory shares and devices ---------------------------------------------------------------
@@ -289,11 +299,6 @@ def test_vllm_argument_names_are_its_engine_args_fields() -> None:
 def test_vllm_options_on_another_engine_are_refused() -> None:
     with pytest.raises(ValueError, match="tensor_parallel_size apply to vLLM models only"):
         ModelSettings(name="e", engine="echo", tensor_parallel_size=2)
-
-
-def test_share_and_bytes_together_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="either gpu_memory_utilization or kv_cache_bytes"):
-        ModelSettings(name="m", path=tmp_path, gpu_memory_utilization=0.5, kv_cache_bytes=GiB)
 
 
 def test_devices_must_match_the_parallel_layout(tmp_path: Path) -> None:

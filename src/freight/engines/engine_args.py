@@ -5,9 +5,11 @@ model, batch sizes by GPU memory), so an argument is passed only where Freight's
 settings or the model's `[[models]]` entry set it. What differs by platform is the KV
 cache and where the engine's processes run:
 
-- CUDA: the cache is `kv_cache_memory_bytes` when a size is given, else a share of
-  each GPU (`gpu_memory_utilization`); a model's `devices` become its processes'
-  CUDA_VISIBLE_DEVICES. The shares of the engines on one GPU must add up to at most 1.
+- CUDA: each engine takes a share of each of its GPUs (`gpu_memory_utilization`: vLLM
+  refuses to start unless that much is free), and its KV cache is what the share
+  leaves after the weights, or `kv_cache_memory_bytes` when a size is given. A model's
+  `devices` become its processes' CUDA_VISIBLE_DEVICES. The shares of the engines on
+  one GPU must add up to at most 1.
 - CPU: the cache is `kv_cache_memory_bytes` too (vLLM 0.32's CPU worker reads it;
   its older `VLLM_CPU_KVCACHE_SPACE` takes whole GiB only, so `kv_cache_gib = 1.5`
   could not be said with it), 2 GiB unless set; AOT compile is switched off (its cache
@@ -98,7 +100,7 @@ class EnginePlan:
     args: dict[str, Any]  # keyword arguments of vLLM's AsyncEngineArgs (model and name aside)
     env: dict[str, str] = field(default_factory=dict)  # set while the engine starts
     devices: tuple[int, ...] = ()  # GPU indices it occupies (empty on CPU)
-    memory_share: float | None = None  # of each of its GPUs; None: sized in bytes, or CPU
+    memory_share: float | None = None  # of each of its GPUs; None on CPU
     kv_cache_bytes: int | None = None
 
     @property
@@ -142,7 +144,7 @@ def plan(settings: Settings, model: ModelSettings | None, device: Device) -> Eng
     args.update(entry.engine_args)
 
     kv_bytes = entry.kv_cache_bytes
-    if kv_bytes is None and entry.gpu_memory_utilization is None and engine.kv_cache_gib:
+    if kv_bytes is None and engine.kv_cache_gib is not None:
         kv_bytes = round(engine.kv_cache_gib * GiB)
     if not device.is_cuda:
         kv_bytes = kv_bytes or round(DEFAULT_CPU_KV_CACHE_GIB * GiB)
@@ -151,12 +153,13 @@ def plan(settings: Settings, model: ModelSettings | None, device: Device) -> Eng
 
     devices = tuple(entry.devices or range(entry.tensor_parallel_size * entry.data_parallel_size))
     env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, devices))} if entry.devices else {}
-    if kv_bytes is not None:
-        args["kv_cache_memory_bytes"] = kv_bytes
-        return EnginePlan(args, env=env, devices=devices, kv_cache_bytes=kv_bytes)
+    # vLLM checks at start that the share is free on each GPU, even when the KV cache is
+    # sized in bytes: so the share is always set, and always counted.
     share = entry.gpu_memory_utilization or engine.gpu_memory_utilization
     args["gpu_memory_utilization"] = share
-    return EnginePlan(args, env=env, devices=devices, memory_share=share)
+    if kv_bytes is not None:
+        args["kv_cache_memory_bytes"] = kv_bytes
+    return EnginePlan(args, env, devices, memory_share=share, kv_cache_bytes=kv_bytes)
 
 
 def vllm_models(settings: Settings) -> list[ModelSettings | None]:
