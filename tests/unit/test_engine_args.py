@@ -212,6 +212,12 @@ def test_two_models_on_one_gpu_with_default_shares_are_refused(tmp_path: Path) -
         engine_args.check(s, cuda(), KNOWN)
 
 
+def test_a_worker_limited_to_some_models_counts_only_theirs(tmp_path: Path) -> None:
+    s = settings(tmp_path, [model("a", tmp_path), model("b", tmp_path)])
+    s.worker = s.worker.model_copy(update={"models": ["a"]})  # `freight worker --models a`
+    engine_args.check(s, cuda(), KNOWN)  # b (0.9) lives on another machine
+
+
 def test_shares_that_add_up_to_one_are_accepted(tmp_path: Path) -> None:
     s = settings(
         tmp_path,

@@ -163,8 +163,15 @@ def plan(settings: Settings, model: ModelSettings | None, device: Device) -> Eng
 
 
 def vllm_models(settings: Settings) -> list[ModelSettings | None]:
-    """The vLLM models the startup check covers: the user's, else the embedded default."""
-    own: list[ModelSettings | None] = [m for m in settings.models if m.engine == "vllm"]
+    """The vLLM models the startup check covers: the user's, else the embedded default.
+
+    A worker limited to some models (`freight worker --models`) runs only those, so the
+    others (which live on other machines) do not count toward its GPUs' shares.
+    """
+    limit = settings.worker.models
+    own: list[ModelSettings | None] = [
+        m for m in settings.models if m.engine == "vllm" and (limit is None or m.name in limit)
+    ]
     return own or [None]
 
 
@@ -175,8 +182,8 @@ def check(settings: Settings, device: Device, known_args: Collection[str]) -> No
     `engine_args` must name vLLM arguments, and the memory shares on each GPU must add
     up to at most 1.
     """
-    for model in settings.models:
-        if model.engine == "vllm":
+    for model in vllm_models(settings):
+        if model is not None:
             check_engine_args(model, known_args)
             check_devices(model, device)
     check_shares(
