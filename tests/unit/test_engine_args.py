@@ -7,6 +7,7 @@ a machine without a GPU.
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -427,3 +428,19 @@ def test_serve_preloads_the_users_models_instead_of_the_toy(tmp_path: Path) -> N
     assert serve.preloaded(chosen) == ["mine"]
     echo_only = Settings(home=tmp_path, models=own[1:])
     assert serve.preloaded(echo_only) == [CHAT_MODEL]
+
+
+def test_the_readme_gpu_example_passes_the_check_on_two_gpus(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## GPU", 1)[1]
+    data = tomllib.loads(section.split("```toml\n", 1)[1].split("```", 1)[0])
+    for entry in data["models"]:
+        entry["path"] = tmp_path
+    s = Settings(
+        home=tmp_path,
+        engine=EngineSettings(**data["engine"]),
+        models=[ModelSettings(**entry) for entry in data["models"]],
+    )
+    engine_args.check(s, cuda(2), KNOWN)
+    labels = [engine_args.plan(s, m, cuda(2)).device_label for m in s.models]
+    assert labels == ["cuda:0,1 (data parallel 2)", "cuda:1"]
