@@ -490,7 +490,12 @@ class ModelSettings(_Section):
     def _engine_options_fit(self) -> ModelSettings:
         where = f"models: '{self.name}'"
         if self.engine != "vllm":
-            used = sorted(self.model_fields_set & set(VLLM_MODEL_OPTIONS))
+            fields = type(self).model_fields
+            used = [  # set to something other than the default (a dump round-trips)
+                name
+                for name in VLLM_MODEL_OPTIONS
+                if getattr(self, name) != fields[name].get_default(call_default_factory=True)
+            ]
             if used:
                 raise ValueError(
                     f"{where} (engine '{self.engine}'): {', '.join(used)} apply to vLLM models only"

@@ -48,7 +48,7 @@ OWN_KEYS = {
 
 
 class Platform(Protocol):
-    """What Freight reads from vLLM's platform object (vllm/platforms/interface.py)."""
+    """What Freight reads from vLLM's platform object (its `Platform` class)."""
 
     device_type: str
 
