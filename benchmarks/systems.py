@@ -50,9 +50,19 @@ Measured = tuple[harness.Sample, harness.Delivered]
 # --- the same engine flags on every side ---------------------------------------------
 
 
+# The sizes every recorded CPU figure ran with (BENCHMARKS.md); Freight itself now leaves
+# them to vLLM's per-device choice, so they are fixed here to keep runs comparable.
+ENGINE_SIZES: dict[str, Any] = {
+    "max_model_len": 2048,
+    "max_num_seqs": 256,
+    "max_num_batched_tokens": 4096,
+    "kv_cache_gib": 2.0,
+}
+
+
 def engine_settings(args: Any) -> config.EngineSettings:
-    """Freight's defaults, with the benchmark's --dtype and --eager/--compiled."""
-    return config.EngineSettings(dtype=args.dtype, enforce_eager=args.eager)  # type: ignore[call-arg]
+    """The recorded sizes, with the benchmark's --dtype and --eager/--compiled."""
+    return config.EngineSettings(dtype=args.dtype, enforce_eager=args.eager, **ENGINE_SIZES)  # type: ignore[call-arg]
 
 
 def add_engine_arguments(parser: Any) -> None:

@@ -44,12 +44,27 @@ MODEL_CACHE = REPO / ".freight" / "models"
 CHAT_MODEL = DEFAULT_CHAT_MODEL
 
 # The real engine under test: fp32 makes greedy decoding batch-invariant (README,
-# Determinism), eager mode starts in seconds instead of compiling for a minute.
-TEST_ENGINE = EngineSettings(dtype="float32", enforce_eager=True, kv_cache_gib=1.0)
+# Determinism), eager mode starts in seconds instead of compiling for a minute. The
+# sizes are fixed rather than vLLM's per-device choices, so the tests behave alike
+# everywhere; a 1 GiB KV cache and a 0.15 share of a GPU (CPU ignores it) let several
+# test engines share one GPU.
+TEST_ENGINE = EngineSettings(
+    dtype="float32",
+    enforce_eager=True,
+    kv_cache_gib=1.0,
+    max_model_len=2048,
+    max_num_seqs=256,
+    max_num_batched_tokens=4096,
+    gpu_memory_utilization=0.15,
+)
 TEST_ENGINE_ENV = {
     "FREIGHT_ENGINE__DTYPE": "float32",
     "FREIGHT_ENGINE__ENFORCE_EAGER": "true",
     "FREIGHT_ENGINE__KV_CACHE_GIB": "1",
+    "FREIGHT_ENGINE__MAX_MODEL_LEN": "2048",
+    "FREIGHT_ENGINE__MAX_NUM_SEQS": "256",
+    "FREIGHT_ENGINE__MAX_NUM_BATCHED_TOKENS": "4096",
+    "FREIGHT_ENGINE__GPU_MEMORY_UTILIZATION": "0.15",
     "FREIGHT_MODEL_CACHE": str(MODEL_CACHE),
     "VLLM_LOGGING_LEVEL": "WARNING",
 }
@@ -61,8 +76,9 @@ def make_settings(home: Path, **overrides: Any) -> Settings:
         "home": home,
         "model_cache": MODEL_CACHE,
         "models": [ModelSettings(name="echo", engine="echo")],
-        "engine": TEST_ENGINE,
-        "worker": FAST_WORKER,
+        # copies: a test that changes its settings' sections changes no other test's
+        "engine": TEST_ENGINE.model_copy(),
+        "worker": FAST_WORKER.model_copy(),
     }
     values.update(overrides)
     return Settings(**values)

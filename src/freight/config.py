@@ -32,6 +32,7 @@ from freight.errors import ConfigError
 MiB = 1024 * 1024
 DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
+DEFAULT_MAX_NUM_SEQS = 256
 
 
 class _Section(BaseModel):
@@ -41,17 +42,40 @@ class _Section(BaseModel):
 class EngineSettings(_Section):
     """How the in-process vLLM engine runs (applies to every vLLM model)."""
 
-    dtype: Literal["bfloat16", "float16", "float32", "auto"] = Field(
-        "bfloat16",
-        description="Weights and activations. float32 makes greedy output batch-invariant "
-        "(see README, Determinism) at about a third of bf16's speed on CPU.",
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="Weights and activations; auto: the checkpoint's own (bf16 where the "
+        "device lacks fp16 kernels). float32 makes greedy output batch-invariant on CPU "
+        "(see README, Determinism) at about a third of bf16's speed.",
     )
-    max_model_len: int = Field(2048, ge=64, description="Context length in tokens.")
-    max_num_seqs: int = Field(256, ge=1, description="Sequences in the engine's running batch.")
-    max_num_batched_tokens: int = Field(4096, ge=64, description="Tokens per engine step.")
-    kv_cache_gib: float = Field(2.0, gt=0, description="KV cache size on CPU, in GiB.")
+    max_model_len: int | None = Field(
+        None, ge=64, description="Context length in tokens; default: the model's own."
+    )
+    max_num_seqs: int | None = Field(
+        None,
+        ge=1,
+        description="Sequences in the engine's running batch; default: vLLM's choice for "
+        "the device (256 on CPU and most GPUs, 1024 on H100/H200).",
+    )
+    max_num_batched_tokens: int | None = Field(
+        None,
+        ge=64,
+        description="Tokens per engine step; default: vLLM's choice for the device (4096 on "
+        "CPU, 8192 on most GPUs, 16384 on H100/H200).",
+    )
+    kv_cache_gib: float | None = Field(
+        None,
+        gt=0,
+        description="KV cache per engine, in GiB (fractions allowed). Default: 2 on CPU; on "
+        "CUDA what gpu_memory_utilization leaves after the weights.",
+    )
     gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=1, description="Fraction of GPU memory for vLLM on CUDA machines."
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of each GPU's memory a vLLM engine may take (weights, activations "
+        "and KV cache); a model's own share in [[models]] wins. Engines sharing a GPU must "
+        "add up to at most 1.",
     )
     enforce_eager: bool = Field(
         False, description="Skip torch.compile: starts in seconds, decodes ~20% slower."
@@ -152,6 +176,12 @@ class WorkerSettings(_Section):
         10.0,
         ge=0,
         description="How long after the last real-time request the smaller window holds.",
+    )
+    models: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Claim batch requests of these models only (`freight worker --models`), "
+        "so a model can live on some nodes; default: every model.",
     )
     realtime_preempt: bool = Field(
         True,
@@ -399,6 +429,47 @@ class ModelSettings(_Section):
         "model's output format (e.g. `hermes`), which lets `tool_choice` `auto` work; "
         "without one, `auto` is a 400 and only forced tool calls run.",
     )
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="vLLM only: GPUs one copy of the model is split across."
+    )
+    data_parallel_size: int = Field(
+        1, ge=1, description="vLLM only: copies of the model, each on its own GPU(s)."
+    )
+    devices: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="vLLM only: the GPUs (indices) it runs on, tensor_parallel_size x "
+        "data_parallel_size of them; default: the first ones.",
+    )
+    gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="vLLM only: its share of each of its GPUs (default [engine]'s).",
+    )
+    kv_cache_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="vLLM only: its KV cache in bytes (default [engine] kv_cache_gib); on "
+        "a GPU it must fit in the model's memory share beside the weights.",
+    )
+    max_model_len: int | None = Field(
+        None, ge=64, description="vLLM only: context length (default [engine]'s, else the model's)."
+    )
+    quantization: str | None = Field(
+        None, description="vLLM only: the weights' quantization method (awq, gptq, fp8, ...)."
+    )
+    kv_cache_dtype: str | None = Field(
+        None, description="vLLM only: the KV cache's dtype (auto, fp8, ...)."
+    )
+    trust_remote_code: bool = Field(
+        False, description="vLLM only: run the model folder's own Python code."
+    )
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="vLLM only: further vLLM engine arguments by name (EngineArgs fields); "
+        "unknown names are refused when the engine starts.",
+    )
     input_price: float | None = Field(
         None, ge=0, description="Real-time list price, $ per million input tokens ([pricing])."
     )
@@ -422,6 +493,33 @@ class ModelSettings(_Section):
         return data
 
     @model_validator(mode="after")
+    def _engine_options_fit(self) -> ModelSettings:
+        where = f"models: '{self.name}'"
+        if self.engine != "vllm":
+            fields = type(self).model_fields
+            used = [  # set to something other than the default (a dump round-trips)
+                name
+                for name in VLLM_MODEL_OPTIONS
+                if getattr(self, name) != fields[name].get_default(call_default_factory=True)
+            ]
+            if used:
+                raise ValueError(
+                    f"{where} (engine '{self.engine}'): {', '.join(used)} apply to vLLM models only"
+                )
+            return self
+        if self.devices is not None:
+            num_needed = self.tensor_parallel_size * self.data_parallel_size
+            if len(set(self.devices)) != len(self.devices) or min(self.devices) < 0:
+                raise ValueError(f"{where}: devices must be distinct GPU indices (0, 1, ...)")
+            if len(self.devices) != num_needed:
+                raise ValueError(
+                    f"{where}: {len(self.devices)} devices for tensor_parallel_size "
+                    f"{self.tensor_parallel_size} x data_parallel_size "
+                    f"{self.data_parallel_size}; list exactly {num_needed}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _upstream_where_needed(self) -> ModelSettings:
         if self.engine in UPSTREAM_ENGINES and self.upstream is None:
             raise ValueError(_upstream_rule(self.name, self.engine))
@@ -436,6 +534,21 @@ class ModelSettings(_Section):
                 "engine 'vllm' only"
             )
         return self
+
+
+# The [[models]] keys that configure a vLLM engine (engines/engine_args.py).
+VLLM_MODEL_OPTIONS = (
+    "tensor_parallel_size",
+    "data_parallel_size",
+    "devices",
+    "gpu_memory_utilization",
+    "kv_cache_bytes",
+    "max_model_len",
+    "quantization",
+    "kv_cache_dtype",
+    "trust_remote_code",
+    "engine_args",
+)
 
 
 def _upstream_rule(name: object, engine: str) -> str:
@@ -654,13 +767,19 @@ class Settings(BaseSettings):
         return self.model_cache or self.home / "models"
 
     @property
+    def max_num_seqs(self) -> int:
+        """The engine batch width the worker sizes its window by: [engine] max_num_seqs,
+        else 256 (vLLM's own default on CPU and most GPUs)."""
+        return self.engine.max_num_seqs or DEFAULT_MAX_NUM_SEQS
+
+    @property
     def max_in_flight(self) -> int:
-        return self.worker.max_in_flight or 2 * self.engine.max_num_seqs
+        return self.worker.max_in_flight or 2 * self.max_num_seqs
 
     @property
     def realtime_batch_window(self) -> int:
         window = self.worker.realtime_batch_window
-        return max(1, self.engine.max_num_seqs // 4) if window is None else window
+        return max(1, self.max_num_seqs // 4) if window is None else window
 
 
 def _toml_path() -> Path:

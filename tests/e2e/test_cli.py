@@ -156,7 +156,9 @@ def test_client_commands_against_a_server(echo_server: LiveServer, tmp_path: Pat
     listed = run_cli("batches", "list", env=env, check=True)
     assert batch_id in listed.stdout
     models = run_cli("models", env=env, check=True)
-    assert "echo" in models.stdout.split()
+    rows = [line.split(maxsplit=1) for line in models.stdout.splitlines()]
+    assert ["echo", "cpu"] in rows  # its engine ran the batch: the device it runs on
+    assert ["smollm2-135m-instruct", "not started"] in rows
     missing = run_cli("batches", "get", "batch_nope", env=env)
     assert missing.returncode == 1 and "No such batch" in missing.stderr
     cancel = run_cli("batches", "cancel", batch_id, env=env)

@@ -222,6 +222,8 @@ def batches_wait(
 
 
 def models(base_url: BaseUrl = DEFAULT_BASE, api_key: ApiKey = None) -> None:
-    """List the models the server offers."""
+    """List the models the server offers, with the device each started engine runs on."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    devices = _call(root, api_key, "GET", "/health").get("engine_devices", {})
     for card in _call(base_url, api_key, "GET", "/models")["data"]:
-        out.print(card["id"])
+        out.print(f"{card['id']}\t{devices.get(card['id'], 'not started')}")

@@ -9,6 +9,7 @@ import typer
 
 from freight.cli import keys
 from freight.cli.common import HomeOption, err, load_settings, setup_logging
+from freight.config import Settings
 
 
 def serve(
@@ -43,17 +44,49 @@ def serve(
             "No API keys: single-user mode, listening on loopback only. To serve a team, "
             "create keys with `freight keys create --project NAME`."
         )
-    app_ = create_app(svc, preload=[settings.default_model] if preload else None)
+    app_ = create_app(svc, preload=preloaded(settings) if preload else None)
     base_url = f"http://{server.url_host(settings.host)}:{settings.port}"
     err.print(f"Freight {settings.home.resolve()} serving on {base_url}/v1")
     server.serve(app_, settings)
 
 
-def worker(home: HomeOption = None) -> None:
+def preloaded(settings: Settings) -> list[str]:
+    """The engines `freight serve` starts at once: the default model's, unless it is the
+    embedded toy model and the user registered vLLM models of their own (the toy would
+    take memory their models need; it still starts if asked for)."""
+    own = [m.name for m in settings.models if m.engine == "vllm"]
+    if own and settings.default_model not in own:
+        return own
+    return [settings.default_model]
+
+
+def worker(
+    home: HomeOption = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help="Claim only requests of these models (comma-separated), so a model can "
+            "live on some nodes only; default: every model."
+        ),
+    ] = None,
+) -> None:
     """Run only the batch worker against the store (another process serves the API)."""
+    from freight.engines.registry import Registry
     from freight.service.runtime import STOP_SIGNALS, Service, on_stop_signal
 
     settings = load_settings(home)
+    if models is not None:
+        names = [name.strip() for name in models.split(",") if name.strip()]
+        registry = Registry(settings)
+        unknown = [name for name in names if not registry.has(name)]
+        if not names or unknown:
+            err.print(
+                f"[red]error:[/red] --models {models!r}: "
+                + (f"no such model {', '.join(unknown)}; " if unknown else "")
+                + f"the models are {', '.join(registry.names())}"
+            )
+            raise typer.Exit(2)
+        settings.worker = settings.worker.model_copy(update={"models": names})
     setup_logging(verbose=True)
 
     async def main() -> None:

@@ -46,6 +46,7 @@ class EmbeddingsEngine:
         self.settings = settings
         self.dimension: int | None = None
         self.max_input_tokens: int | None = None
+        self.device = "cpu"  # where sentence-transformers put the model, once loaded
         self._model: Any = None
         self._tokenizer: Any = None
         self._queue: list[tuple[int, int, _Waiting]] = []  # heap: (priority, arrival, item)
@@ -75,6 +76,7 @@ class EmbeddingsEngine:
             model_kwargs={"dtype": getattr(torch, self.settings.dtype)},
         )
         model.eval()
+        self.device = str(model.device)
         tokenizer = getattr(model, "tokenizer", None)
         if tokenizer is None or not hasattr(tokenizer, "pad"):
             raise ConfigError(

@@ -126,6 +126,7 @@ class HTTPEngine:
         self.name = name
         self.upstream = upstream
         self.upstream_model = upstream.model or name
+        self.device = "remote"  # /health's engine_devices
         self.max_num_seqs = upstream.max_concurrency
         self.max_model_len = 1_000_000  # the upstream enforces its own context length
         limit = AdaptiveLimit(

@@ -14,20 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import cast
 
 from freight.config import HTTPUpstream, Settings
+from freight.engines import engine_args
 from freight.engines.base import EmbeddingEngine, Engine, Task
 from freight.engines.echo import EchoEngine
 from freight.engines.metering import EngineMeter, MeteredEngine
 from freight.engines.registry import ModelSpec, Registry
-from freight.errors import EngineUnavailable, InvalidRequest
+from freight.errors import ConfigError, EngineUnavailable, InvalidRequest
 
 log = logging.getLogger(__name__)
 DEAD_ENGINE_SHUTDOWN_SECONDS = 30.0  # a dead engine's cleanup must not hold up its successor
+LOCAL_ENGINES = ("vllm", "embeddings")  # engines that take this machine's memory
+START_LOCK = "engine-start.lock"  # in run_dir: one engine starts at a time per home
+LOCK_POLL_SECONDS = 0.2
 
 
 class RealtimeLoad:
@@ -74,6 +80,11 @@ class EnginePool:
         self.failures: dict[str, str] = {}  # model → why its engine last failed to start
         self.meter = EngineMeter()  # every engine handed out is metered (engines/metering.py)
         self.num_restarts: dict[str, int] = {}  # model → engines replaced after dying
+        # Engines start one at a time: vLLM sizes its KV cache from the memory it finds
+        # free, so two engines measuring at once would both count the same memory.
+        self._start_lock = asyncio.Lock()
+        self._device: engine_args.Device | None = None  # detected before the first vLLM start
+        self._plans: dict[str, engine_args.EnginePlan] = {}  # running vLLM engines' plans
 
     def add(self, engine: Engine | EmbeddingEngine) -> None:
         """Register an already-started engine (tests share one across servers)."""
@@ -81,6 +92,11 @@ class EnginePool:
 
     def started(self) -> list[str]:
         return sorted(self._engines)
+
+    def devices(self) -> dict[str, str]:
+        """Each started engine's device: 'cpu', 'cuda:0', 'cuda:0,1 (tensor parallel 2)';
+        'remote' for upstreams."""
+        return {name: getattr(e, "device", "cpu") for name, e in sorted(self._engines.items())}
 
     def engine(self, model: str) -> Engine | EmbeddingEngine | None:
         """The started engine for `model`, if it has started (metrics read them)."""
@@ -141,6 +157,7 @@ class EnginePool:
             except Exception:
                 log.exception("shutting down the dead engine for %s failed", spec.name)
         engine: Engine | EmbeddingEngine
+        engine_plan: engine_args.EnginePlan | None = None
         if spec.engine == "echo":
             engine = EchoEngine(spec.name, delay_seconds=spec.delay_seconds)
         elif isinstance(spec.upstream, HTTPUpstream):
@@ -155,17 +172,30 @@ class EnginePool:
         else:
             from freight.engines.vllm_engine import VLLMEngine
 
+            try:
+                engine_plan = await asyncio.to_thread(self._plan, spec.name)
+            except ConfigError as exc:
+                self.failures[spec.name] = str(exc)
+                raise EngineUnavailable(f"the engine for {spec.name} cannot start: {exc}") from exc
             weights = await asyncio.to_thread(self.registry.weights_dir, spec)
             engine = VLLMEngine(
                 spec.name,
                 weights,
+                engine_plan,
                 self.settings.engine,
                 self.settings.run_dir,
                 tool_call_parser=spec.tool_call_parser,
             )
-        log.info("starting engine for %s", spec.name)
+        log.info("starting engine for %s on %s", spec.name, getattr(engine, "device", "cpu"))
         try:
-            await engine.start()
+            if spec.engine in LOCAL_ENGINES:
+                async with self._start_lock, machine_lock(self.settings.run_dir / START_LOCK):
+                    if engine_plan is not None:
+                        # Checked under the lock: an engine started meanwhile counts too.
+                        engine_args.check_shares([*self._running_plans(), (spec.name, engine_plan)])
+                    await engine.start()
+            else:
+                await engine.start()
         except Exception as exc:
             self.failures[spec.name] = f"{type(exc).__name__}: {exc}"
             raise EngineUnavailable(
@@ -173,14 +203,53 @@ class EnginePool:
             ) from exc
         log.info("engine for %s is ready", spec.name)
         self.failures.pop(spec.name, None)
+        if engine_plan is not None:
+            self._plans[spec.name] = engine_plan
         metered = MeteredEngine(engine, self.meter)
         self._engines[spec.name] = metered
         return metered
+
+    def _plan(self, model: str) -> engine_args.EnginePlan:
+        """The vLLM engine plan for `model`; the whole configuration is checked first, once
+        (imports vLLM: called in a thread)."""
+        if self._device is None:
+            device = engine_args.detect()
+            engine_args.check(self.settings, device, engine_args.vllm_argument_names())
+            if not device.is_cuda and (warning := engine_args.overridden_by_environment()):
+                log.warning(warning)
+            self._device = device
+        entry = next((m for m in self.settings.models if m.name == model), None)
+        return engine_args.plan(self.settings, entry, self._device)
+
+    def _running_plans(self) -> list[tuple[str, engine_args.EnginePlan]]:
+        return [
+            (name, plan)
+            for name, plan in self._plans.items()
+            if name in self._engines and not has_died(self._engines[name])
+        ]
 
     async def shutdown(self) -> None:
         engines, self._engines = list(self._engines.values()), {}
         for engine in engines:
             await engine.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def machine_lock(path: Path) -> AsyncIterator[None]:
+    """Held by one process of this home at a time (other `freight serve`/`worker`
+    processes start their engines on the same devices). Waits without blocking the loop."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(LOCK_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def has_died(engine: Engine | EmbeddingEngine) -> bool:

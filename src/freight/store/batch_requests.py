@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,22 +104,32 @@ def count_for_batch(conn: sa.Connection, batch_id: str) -> int:
 
 
 def claim(
-    conn: sa.Connection, batch_id: str, owner: str, limit: int, lease_seconds: float
+    conn: sa.Connection,
+    batch_id: str,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    *,
+    models: Collection[str] | None = None,
 ) -> list[ClaimedRequest]:
     """Lease up to `limit` queued requests of one batch, in admission order.
 
     The admission key (worker/scheduler.py) is empty when every ordering optimisation
-    is off, which leaves plain line order.
+    is off, which leaves plain line order. `models`: only requests of these models (a
+    worker started with `--models`); None: any.
     """
     if limit <= 0:
         return []
+    where = [
+        requests.c.batch_id == batch_id,
+        requests.c.status == RequestStatus.QUEUED,
+        requests.c.upstream.is_(None),  # upstream Batch API requests: store/upstream.py
+    ]
+    if models is not None:
+        where.append(requests.c.model.in_(list(models)))
     query = (
         sa.select(*CLAIMED_COLUMNS)
-        .where(
-            requests.c.batch_id == batch_id,
-            requests.c.status == RequestStatus.QUEUED,
-            requests.c.upstream.is_(None),  # upstream Batch API requests: store/upstream.py
-        )
+        .where(*where)
         .order_by(requests.c.admission_key, requests.c.line)
         .limit(limit)
     )

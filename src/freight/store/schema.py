@@ -101,6 +101,7 @@ requests = sa.Table(
         doc="The model, if it runs through an upstream Batch API (upstream/passthrough.py).",
     ),
     sa.Column("upstream_batch_id", sa.String(64), doc="The upstream_batches row carrying it."),
+    sa.Column("model", sa.String(255), doc="The body's model (`freight worker --models`)."),
     sa.UniqueConstraint("batch_id", "line", name="uq_requests_batch_line"),
     sa.Index("ix_requests_batch_status_line", "batch_id", "status", "line"),
     sa.Index("ix_requests_claim_order", "batch_id", "status", "admission_key", "line"),

@@ -181,7 +181,7 @@ class Worker:
         num = scheduler.num_to_give_back(
             self.num_in_flight,
             window,
-            self.settings.engine.max_num_seqs,
+            self.settings.max_num_seqs,
             preempt=self.settings.worker.realtime_preempt,
         )
         if num <= 0:
@@ -211,7 +211,12 @@ class Worker:
     def _claim(self, batch_id: str, limit: int) -> list[batch_requests.ClaimedRequest]:
         with self.db.write() as conn:
             return batch_requests.claim(
-                conn, batch_id, self.owner, limit, self.settings.worker.lease_seconds
+                conn,
+                batch_id,
+                self.owner,
+                limit,
+                self.settings.worker.lease_seconds,
+                models=self.settings.worker.models,
             )
 
     def _start(self, request: batch_requests.ClaimedRequest) -> None:

@@ -66,6 +66,7 @@ def _row(
         "dedup_key": scheduler.dedup_key(accepted.url, accepted.body, policy),
         # the model, when it runs through an upstream Batch API (upstream/passthrough.py)
         "upstream": route(accepted.model) if accepted.error_body is None else None,
+        "model": accepted.model if accepted.error_body is None else None,  # claims filter by it
     }
     if accepted.error_body is not None:
         row.update(

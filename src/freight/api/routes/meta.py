@@ -35,12 +35,14 @@ def retrieve_model(model: str, svc: Service = Depends(service)) -> openai_wire.M
 
 @router.get("/health")
 def health(svc: Service = Depends(service)) -> dict[str, Any]:
-    """Liveness plus what is ready: `engines` lists models whose engine has started."""
+    """Liveness plus what is ready: `engines` lists models whose engine has started,
+    `engine_devices` where each runs ('cpu', 'cuda:0', 'cuda:0,1 (tensor parallel 2)')."""
     worker = svc.worker
     return {
         "status": "ok",
         "version": __version__,
         "engines": svc.engines.started(),
+        "engine_devices": svc.engines.devices(),
         "engine_failures": svc.engines.failures,
         "engine_restarts": svc.engines.num_restarts,
         "worker": None
