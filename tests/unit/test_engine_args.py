@@ -332,7 +332,9 @@ class StubVLLMEngine:
     num_starting = 0
     most_starting = 0  # engines inside start() at once, at most
 
-    def __init__(self, name: str, weights: Path, plan: engine_args.EnginePlan, *_: Any) -> None:
+    def __init__(
+        self, name: str, weights: Path, plan: engine_args.EnginePlan, *_: Any, **__: Any
+    ) -> None:
         self.name, self.plan, self.device = name, plan, plan.device_label
         self.is_running = False
 
