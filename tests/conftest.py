@@ -38,6 +38,7 @@ from freight.config import (
 from freight.service import Service
 from freight.store.db import Database
 from tests.netstubs import StubResolver
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_CACHE = REPO / ".freight" / "models"
@@ -212,15 +213,26 @@ def read_jsonl(text: str) -> list[dict[str, Any]]:
 
 
 def wait_for_batch(client: Any, batch_id: str, timeout: float = 600) -> Any:
-    deadline = time.monotonic() + timeout
+    """Poll an OpenAI batch until it has ended; returns it."""
     terminal = {"completed", "failed", "expired", "cancelled"}
-    while True:
+
+    def ended() -> Any:
         batch = client.batches.retrieve(batch_id)
-        if batch.status in terminal:
-            return batch
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"batch {batch_id} still {batch.status} after {timeout} s")
-        time.sleep(0.2)
+        return batch if batch.status in terminal else None
+
+    return wait_until(ended, timeout=timeout, interval=0.05, what=f"batch {batch_id} to end")
+
+
+def wait_for_message_batch(client: Any, batch_id: str, timeout: float = 600) -> Any:
+    """Poll an Anthropic Message Batch until it has ended; returns it."""
+
+    def ended() -> Any:
+        batch = client.messages.batches.retrieve(batch_id)
+        return batch if batch.processing_status == "ended" else None
+
+    return wait_until(
+        ended, timeout=timeout, interval=0.05, what=f"message batch {batch_id} to end"
+    )
 
 
 def run_cli(

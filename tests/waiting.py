@@ -20,8 +20,8 @@ def wait_until(
 ) -> T:
     """Call `predicate` until it returns something true, and return that.
 
-    Raises TimeoutError naming `what` (or the predicate) and its last value once
-    `timeout` seconds have passed without it.
+    Raises TimeoutError naming `what` (what is awaited, or else the predicate) and the
+    last value once `timeout` seconds have passed without it.
     """
     deadline = time.monotonic() + timeout
     while not (value := predicate()):

@@ -26,7 +26,13 @@ from openai.types import Batch as SDKBatch
 
 from freight.service import Service
 from freight.store import api_keys
-from tests.conftest import LiveServer, chat_line, make_settings, wait_for_batch
+from tests.conftest import (
+    LiveServer,
+    chat_line,
+    make_settings,
+    wait_for_batch,
+    wait_for_message_batch,
+)
 from tests.sdk import assert_round_trip
 
 
@@ -81,7 +87,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     revoked, revoked_key = svc.keys.create("alpha")
     with svc.db.write() as conn:
         api_keys.revoke(conn, revoked.prefix, int(time.time()))
-    _, expired_key = svc.keys.create("alpha", expires_in_days=1 / 86400)  # 1 s
+    # a key for 1 s, created 2 s ago
+    _, expired_key = svc.keys.create("alpha", expires_in_days=1 / 86400, now=time.time() - 2)
     alpha, beta, admin = tenants
     for tenant in (alpha, beta):
         lines = [chat_line(f"{tenant.project}-{i}", "hi", model="echo") for i in range(3)]
@@ -99,13 +106,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             requests=[message_request("one")]  # type: ignore[list-item]
         )
         tenant.message_batch_id = message_batch.id
-        deadline = time.monotonic() + 60
-        while tenant.anthropic.messages.batches.retrieve(message_batch.id).processing_status != (
-            "ended"
-        ):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    time.sleep(1.1)  # the expired key's second runs out
+        wait_for_message_batch(tenant.anthropic, message_batch.id, timeout=60)
     yield World(server, alpha, beta, admin, revoked_key, expired_key)
     for tenant in tenants:
         tenant.openai.close()
