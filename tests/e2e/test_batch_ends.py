@@ -14,13 +14,12 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from anthropic.types.messages import MessageBatchIndividualResponse as SDKResult
 
 from freight.protocol import message_batch_input
 from freight.worker import dispatcher, ingest
 from tests.conftest import LiveServer, chat_line, write_jsonl
 from tests.e2e.test_message_batches_api import request, wait_ended
-from tests.sdk import assert_round_trip
+from tests.sdk import message_batch_results
 
 RECURSION = "maximum recursion depth exceeded while encoding a JSON object"
 
@@ -35,9 +34,8 @@ def always_failing(calls: list[int]) -> Any:
 
 def results_of(client: anthropic.Anthropic, batch_id: str) -> dict[str, Any]:
     by_id: dict[str, Any] = {}
-    for result in client.messages.batches.results(batch_id):
-        line = result.model_dump(mode="json")
-        assert_round_trip(SDKResult, line)
+    for result in message_batch_results(client, batch_id):
+        line = result.to_dict(mode="json")
         assert line["custom_id"] not in by_id  # each exactly once
         by_id[line["custom_id"]] = line["result"]
     return by_id

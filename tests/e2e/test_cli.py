@@ -11,11 +11,11 @@ from tests.conftest import (
     CHAT_MODEL,
     LiveServer,
     chat_line,
-    read_jsonl,
     run_cli,
     wait_for_batch,
     write_jsonl,
 )
+from tests.sdk import batch_lines, output_lines
 
 
 def contents(lines: list[dict]) -> dict[str, str]:
@@ -45,7 +45,7 @@ def test_run_gives_the_same_outputs_as_the_api(real_server: LiveServer, tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert "completed: 8 succeeded, 0 failed" in done.stderr
-    offline = read_jsonl((tmp_path / "out.jsonl").read_text())
+    offline = batch_lines((tmp_path / "out.jsonl").read_text())
     assert [x["custom_id"] for x in offline] == [x["custom_id"] for x in lines]  # input order
 
     client = real_server.openai()
@@ -54,7 +54,7 @@ def test_run_gives_the_same_outputs_as_the_api(real_server: LiveServer, tmp_path
         input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
     batch = wait_for_batch(client, batch.id)
-    online = read_jsonl(client.files.content(batch.output_file_id).text)
+    online = output_lines(client, batch.output_file_id)
     assert contents(offline) == contents(online)
     for x in offline:
         assert x["response"]["body"]["model"] == CHAT_MODEL
@@ -94,8 +94,8 @@ def test_run_splits_error_lines_and_exits_3(tmp_path: Path) -> None:
         str(home),
     )
     assert done.returncode == 3, done.stderr
-    assert [x["custom_id"] for x in read_jsonl((tmp_path / "out.jsonl").read_text())] == ["ok"]
-    (bad,) = read_jsonl((tmp_path / "err.jsonl").read_text())
+    assert [x["custom_id"] for x in batch_lines((tmp_path / "out.jsonl").read_text())] == ["ok"]
+    (bad,) = batch_lines((tmp_path / "err.jsonl").read_text())
     assert bad["custom_id"] == "bad" and bad["response"]["status_code"] == 400
 
 
@@ -152,7 +152,7 @@ def test_client_commands_against_a_server(echo_server: LiveServer, tmp_path: Pat
     )
     assert waited.returncode == 0, waited.stderr
     assert json.loads(waited.stdout)["status"] == "completed"
-    assert len(read_jsonl((tmp_path / "out.jsonl").read_text())) == 3
+    assert len(batch_lines((tmp_path / "out.jsonl").read_text())) == 3
     listed = run_cli("batches", "list", env=env, check=True)
     assert batch_id in listed.stdout
     models = run_cli("models", env=env, check=True)

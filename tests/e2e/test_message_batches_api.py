@@ -21,7 +21,7 @@ from anthropic.types.messages import MessageBatchIndividualResponse as SDKResult
 
 from freight.service import Service
 from tests.conftest import LiveServer, make_settings
-from tests.sdk import assert_round_trip
+from tests.sdk import assert_round_trip, message_batch_results
 
 
 def request(custom_id: str, content: str = "hello there", **params: Any) -> dict[str, Any]:
@@ -123,7 +123,7 @@ def test_invalid_params_error_only_their_request(echo_server: LiveServer) -> Non
     counts = batch.request_counts
     assert (counts.succeeded, counts.errored, counts.processing) == (2, 4, 0)
     assert batch.ended_at is not None and batch.results_url is not None
-    results = {r.custom_id: r for r in client.messages.batches.results(batch.id)}
+    results = {r.custom_id: r for r in message_batch_results(client, batch.id)}
     assert sorted(results) == sorted(
         ["ok-1", "zero-tokens", "unknown-param", "no-such-model", "streamed", "ok-2"]
     )

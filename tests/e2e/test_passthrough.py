@@ -33,7 +33,7 @@ from tests.conftest import (
     wait_for_batch,
     write_jsonl,
 )
-from tests.sdk import assert_round_trip
+from tests.sdk import assert_round_trip, message_batch_results, output_lines
 
 FAST_POLL = {"poll_seconds": 0.1, "max_poll_seconds": 0.4}
 
@@ -111,13 +111,7 @@ def submit(down: LiveServer, tmp_path: Path, lines: list[dict[str, Any]]) -> Any
 
 def lines_of(down: LiveServer, batch: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     client = down.openai()
-    output = (
-        read_jsonl(client.files.content(batch.output_file_id).text) if batch.output_file_id else []
-    )
-    errors = (
-        read_jsonl(client.files.content(batch.error_file_id).text) if batch.error_file_id else []
-    )
-    return output, errors
+    return output_lines(client, batch.output_file_id), output_lines(client, batch.error_file_id)
 
 
 def assert_each_once(output: list[Any], errors: list[Any], custom_ids: list[str]) -> None:
@@ -286,7 +280,7 @@ def started_upstream(up: LiveServer) -> list[Any]:
 
 
 def results_of(client: anthropic.Anthropic, batch_id: str) -> dict[str, SDKResult]:
-    results = list(client.messages.batches.results(batch_id))
+    results = message_batch_results(client, batch_id)
     assert len({r.custom_id for r in results}) == len(results)  # each request once
     return {r.custom_id: r for r in results}
 

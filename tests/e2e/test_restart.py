@@ -13,12 +13,12 @@ from tests.conftest import (
     CHAT_MODEL,
     chat_line,
     free_port,
-    read_jsonl,
     serve_process,
     wait_for_batch,
     wait_http,
     write_jsonl,
 )
+from tests.sdk import output_lines
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,7 @@ def test_sigterm_mid_batch_then_restart_completes_every_request(tmp_path: Path) 
         assert batch.status == "completed"
         assert batch.request_counts.total == len(lines)
         assert (batch.request_counts.completed, batch.request_counts.failed) == (len(lines), 0)
-        results = read_jsonl(client.files.content(batch.output_file_id).text)
+        results = output_lines(client, batch.output_file_id)
     custom_ids = [r["custom_id"] for r in results]
     assert sorted(custom_ids) == sorted(x["custom_id"] for x in lines)  # none lost, none twice
     assert all(r["response"]["status_code"] == 200 for r in results)

@@ -25,19 +25,18 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from freight.protocol import openai as wire
 from freight.store import batches
 from freight.store.db import Database
 from freight.store.schema import requests as requests_table
 from tests.conftest import (
     chat_line,
     free_port,
-    read_jsonl,
     stop_process_group,
     wait_for_batch,
     wait_http,
 )
 from tests.postgres import temporary_database
+from tests.sdk import output_lines
 
 pytestmark = pytest.mark.slow
 
@@ -157,9 +156,7 @@ def test_three_workers_share_a_batch_and_survive_one_killed(tmp_path: Path) -> N
         assert batch.request_counts.completed == NUM_REQUESTS
         assert batch.request_counts.failed == 0 and batch.error_file_id is None
 
-        output = read_jsonl(client.files.content(batch.output_file_id).text)
-        for line in output:
-            wire.BatchRequestOutput.model_validate(line)
+        output = output_lines(client, batch.output_file_id)
         custom_ids = [line["custom_id"] for line in output]
         assert len(custom_ids) == NUM_REQUESTS
         assert set(custom_ids) == {f"r{i}" for i in range(NUM_REQUESTS)}  # each exactly once

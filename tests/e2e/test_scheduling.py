@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import chat_line, read_jsonl, run_cli, write_jsonl
+from tests.conftest import chat_line, run_cli, write_jsonl
+from tests.sdk import batch_lines
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def test_outputs_are_identical_with_every_optimisation_on_and_off(tmp_path: Path
         assert done.returncode == 0, done.stderr
         outputs[name] = {
             x["custom_id"]: x["response"]["body"]["choices"][0]["message"]["content"]
-            for x in read_jsonl(out.read_text())
+            for x in batch_lines(out.read_text())
         }
     assert outputs["on"] == outputs["off"]
     assert len(outputs["on"]) == len(lines)

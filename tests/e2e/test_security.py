@@ -33,7 +33,7 @@ from tests.conftest import (
     wait_for_batch,
     wait_for_message_batch,
 )
-from tests.sdk import assert_round_trip
+from tests.sdk import assert_round_trip, message_batch_results, output_lines
 
 
 @dataclass
@@ -194,7 +194,7 @@ def test_an_admin_key_lists_and_reads_every_project(world: World) -> None:
         assert batch.status == "completed"
         content = admin.openai.files.content(tenant.file_id).text
         assert f"{tenant.project}-0" in content
-        results = list(admin.anthropic.messages.batches.results(tenant.message_batch_id))
+        results = message_batch_results(admin.anthropic, tenant.message_batch_id)
         assert [r.custom_id for r in results] == ["one"]
 
 
@@ -317,10 +317,9 @@ def test_ids_carry_at_least_128_random_bits(world: World) -> None:
     for object_id in ids:
         suffix = re.sub(r"^[a-z]+[-_]", "", object_id)
         assert re.fullmatch(r"[a-z2-7]{32}", suffix), object_id  # base32: 5 bits a character
-    lines = world.alpha.openai.files.content(
-        world.alpha.openai.batches.retrieve(world.alpha.batch_id).output_file_id or ""
-    ).text.splitlines()
-    assert all(re.fullmatch(r"batch_req_[0-9a-f]{32}", json.loads(x)["id"]) for x in lines)
+    client = world.alpha.openai
+    lines = output_lines(client, client.batches.retrieve(world.alpha.batch_id).output_file_id)
+    assert lines and all(re.fullmatch(r"batch_req_[0-9a-f]{32}", x["id"]) for x in lines)
 
 
 def test_keys_are_stored_hashed_and_shown_by_prefix_only(world: World, tmp_path: Path) -> None:
