@@ -8,7 +8,6 @@ does not depend on the engine. Generation with the real engine is in test_anthro
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from anthropic.types.messages import MessageBatch as SDKMessageBatch
 from anthropic.types.messages import MessageBatchIndividualResponse as SDKResult
 
 from freight.service import Service
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import LiveServer, make_settings, wait_for_message_batch
 from tests.sdk import assert_round_trip, message_batch_results
 
 
@@ -36,12 +35,8 @@ def request(custom_id: str, content: str = "hello there", **params: Any) -> dict
     }
 
 
-def wait_ended(client: anthropic.Anthropic, batch_id: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while (batch := client.messages.batches.retrieve(batch_id)).processing_status != "ended":
-        assert time.monotonic() < deadline, f"batch {batch_id} did not end"
-        time.sleep(0.05)
-    return batch
+def wait_ended(client: anthropic.Anthropic, batch_id: str) -> Any:
+    return wait_for_message_batch(client, batch_id, timeout=60)
 
 
 def raw_batch(server: LiveServer, batch_id: str) -> dict[str, Any]:

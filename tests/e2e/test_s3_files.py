@@ -9,7 +9,6 @@ deletes), which does not depend on the engine.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,13 @@ import pytest
 
 from freight.service import Service
 from freight.store import files
-from tests.conftest import LiveServer, chat_line, make_settings, wait_for_batch
+from tests.conftest import (
+    LiveServer,
+    chat_line,
+    make_settings,
+    wait_for_batch,
+    wait_for_message_batch,
+)
 from tests.s3 import new_bucket, s3_server
 from tests.sdk import message_batch_results, output_lines
 
@@ -90,10 +95,7 @@ def test_a_message_batch_keeps_its_body_and_results_in_the_bucket(
             for i in range(5)
         ]
     )
-    deadline = time.monotonic() + 120
-    while client.messages.batches.retrieve(batch.id).processing_status != "ended":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_for_message_batch(client, batch.id, timeout=120)
     assert f"files/{batch.id}.results.jsonl" in objects(s3_server_app)
     assert f"files/{batch.id}.requests.json" not in objects(s3_server_app)
     results = {r.custom_id: r.result for r in message_batch_results(client, batch.id)}
