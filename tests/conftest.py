@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import signal
@@ -17,9 +18,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -54,6 +55,8 @@ TEST_ENGINE_ENV = {
     "FREIGHT_MODEL_CACHE": str(MODEL_CACHE),
     "VLLM_LOGGING_LEVEL": "WARNING",
 }
+T = TypeVar("T")
+
 FAST_WORKER = WorkerSettings(poll_seconds=0.05, flush_seconds=0.02, lease_seconds=10)
 
 
@@ -115,6 +118,11 @@ class LiveServer:
         import anthropic
 
         return anthropic.Anthropic(base_url=self.base_url, api_key="test", **kwargs)
+
+    def run_in_loop(self, coro: Coroutine[Any, Any, T], timeout: float = 600) -> T:
+        """Run `coro` on the server's event loop, where its engines live; its result."""
+        loop = self.server.servers[0].get_loop()
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     def wait_for_engine(self, model: str, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout
@@ -309,6 +317,35 @@ def wait_http(url: str, timeout: float = 120, proc: subprocess.Popen[str] | None
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not answer within {timeout} s")
         time.sleep(0.2)
+
+
+def run_offline(
+    server: LiveServer,
+    settings: Settings,
+    input_path: Path,
+    output: Path,
+    *,
+    errors: Path | None = None,
+    timeout: float = 600,
+) -> int:
+    """What `freight run` does with `settings` (offline.py), on the engines `server` has
+    started instead of its own: its exit code. Starting a real engine per run would cost
+    a test half a minute; the one `freight run` process with its own engine is test_cli's.
+    """
+    from rich.console import Console
+
+    from freight import offline
+
+    run = offline.run_file_async(
+        settings,
+        input_path,
+        output,
+        errors,
+        None,
+        console=Console(file=io.StringIO()),
+        engines=server.svc.engines,
+    )
+    return server.run_in_loop(run, timeout)
 
 
 def run_async(coro: Any) -> Any:

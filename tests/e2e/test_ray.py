@@ -20,9 +20,12 @@ import sqlalchemy as sa
 from freight.store.db import Database
 from freight.store.schema import requests as requests_table
 from tests.conftest import (
+    LiveServer,
     chat_line,
     free_port,
+    make_settings,
     run_cli,
+    run_offline,
     serve_process,
     wait_for_batch,
     wait_http,
@@ -64,15 +67,18 @@ def comparable(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
-def test_freight_run_on_ray_gives_the_same_lines_as_freight_run(tmp_path: Path) -> None:
+def test_freight_run_on_ray_gives_the_same_lines_as_freight_run(
+    real_server: LiveServer, tmp_path: Path
+) -> None:
     lines: list[Any] = [
         chat_line(f"q{i}", q, max_tokens=16, temperature=0) for i, q in enumerate(QUESTIONS)
     ]
     lines.insert(3, chat_line("bad-body", "x", max_tokens=0))  # a per-line 400
     source = write_jsonl(tmp_path / "in.jsonl", lines)
     home = tmp_path / "home"
-    plain = run_cli("run", str(source), "-o", str(tmp_path / "plain.jsonl"), "--home", str(home))
-    assert plain.returncode == 3, plain.stderr  # finished, one error line
+    # the plain run on the session's engine (freight run's own: test_cli)
+    plain = run_offline(real_server, make_settings(home), source, tmp_path / "plain.jsonl")
+    assert plain == 3  # finished, one error line
     on_ray = run_cli(
         "run",
         str(source),
