@@ -327,25 +327,27 @@ def run_offline(
     *,
     errors: Path | None = None,
     timeout: float = 600,
-) -> int:
+) -> tuple[int, str]:
     """What `freight run` does with `settings` (offline.py), on the engines `server` has
-    started instead of its own: its exit code. Starting a real engine per run would cost
-    a test half a minute; the one `freight run` process with its own engine is test_cli's.
+    started instead of its own: its exit code and what it printed. (Each engine start
+    costs a test half a minute; `freight run` processes starting their own are
+    test_ray's, and test_cli's with the echo engine.)
     """
     from rich.console import Console
 
     from freight import offline
 
+    printed = io.StringIO()
     run = offline.run_file_async(
         settings,
         input_path,
         output,
         errors,
         None,
-        console=Console(file=io.StringIO()),
+        console=Console(file=printed, width=200),
         engines=server.svc.engines,
     )
-    return server.run_in_loop(run, timeout)
+    return server.run_in_loop(run, timeout), printed.getvalue()
 
 
 def run_async(coro: Any) -> Any:

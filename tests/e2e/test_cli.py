@@ -11,7 +11,9 @@ from tests.conftest import (
     CHAT_MODEL,
     LiveServer,
     chat_line,
+    make_settings,
     run_cli,
+    run_offline,
     wait_for_batch,
     write_jsonl,
 )
@@ -26,7 +28,9 @@ def contents(lines: list[dict]) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_run_gives_the_same_outputs_as_the_api(real_server: LiveServer, tmp_path: Path) -> None:
-    """Greedy decoding in fp32 (both engines) is batch-invariant: the two paths agree."""
+    """Greedy decoding in fp32 is batch-invariant: `freight run`'s path (offline.py, on
+    the session's engine) and the API's agree. Two engines agreeing: test_ray; the
+    `freight run` command itself: the tests below and test_ray's `--ray` run."""
     prompts = [
         "Name a color.",
         "What is 2 + 2?",
@@ -40,11 +44,10 @@ def test_run_gives_the_same_outputs_as_the_api(real_server: LiveServer, tmp_path
     lines = [chat_line(f"q{i}", p, max_tokens=24, temperature=0) for i, p in enumerate(prompts)]
     path = write_jsonl(tmp_path / "in.jsonl", lines)
 
-    done = run_cli(
-        "run", str(path), "-o", str(tmp_path / "out.jsonl"), "--home", str(tmp_path / "home")
-    )
-    assert done.returncode == 0, done.stderr
-    assert "completed: 8 succeeded, 0 failed" in done.stderr
+    settings = make_settings(tmp_path / "home")
+    code, printed = run_offline(real_server, settings, path, tmp_path / "out.jsonl")
+    assert code == 0, printed
+    assert "completed: 8 succeeded, 0 failed" in printed
     offline = batch_lines((tmp_path / "out.jsonl").read_text())
     assert [x["custom_id"] for x in offline] == [x["custom_id"] for x in lines]  # input order
 

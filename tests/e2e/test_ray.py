@@ -77,8 +77,8 @@ def test_freight_run_on_ray_gives_the_same_lines_as_freight_run(
     source = write_jsonl(tmp_path / "in.jsonl", lines)
     home = tmp_path / "home"
     # the plain run on the session's engine (freight run's own: test_cli)
-    plain = run_offline(real_server, make_settings(home), source, tmp_path / "plain.jsonl")
-    assert plain == 3  # finished, one error line
+    plain, printed = run_offline(real_server, make_settings(home), source, tmp_path / "plain.jsonl")
+    assert plain == 3, printed  # finished, one error line
     on_ray = run_cli(
         "run",
         str(source),
