@@ -77,7 +77,7 @@ def batch_lines(text: str) -> list[dict[str, Any]]:
         if response is None:
             continue
         body = response["body"]
-        if "error" in body:
+        if response["status_code"] >= 400:
             assert set(body) == {"error"}, body
             assert_round_trip(ErrorObject, body["error"])
         elif body["object"] == "list":

@@ -35,8 +35,8 @@ def request(custom_id: str, content: str = "hello there", **params: Any) -> dict
     }
 
 
-def wait_ended(client: anthropic.Anthropic, batch_id: str) -> Any:
-    return wait_for_message_batch(client, batch_id, timeout=60)
+def wait_ended(client: anthropic.Anthropic, batch_id: str, timeout: float = 60) -> Any:
+    return wait_for_message_batch(client, batch_id, timeout=timeout)
 
 
 def raw_batch(server: LiveServer, batch_id: str) -> dict[str, Any]:

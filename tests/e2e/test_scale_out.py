@@ -37,6 +37,7 @@ from tests.conftest import (
 )
 from tests.postgres import temporary_database
 from tests.sdk import output_lines
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -112,6 +113,14 @@ def test_three_workers_share_a_batch_and_survive_one_killed(tmp_path: Path) -> N
             stack.enter_context(freight_process(tmp_path / f"worker{i}", "worker", env=env))
             for i in range(3)
         ]
+        # All three at work before the batch exists, however slowly each process starts:
+        # else the first could run half of it before the last one looks.
+        logs = [tmp_path / f"worker{i}" / "freight.log" for i in range(3)]
+        wait_until(
+            lambda: all("started (max in flight" in log.read_text() for log in logs),
+            timeout=120,
+            what="three workers to start",
+        )
 
         import openai
 
