@@ -1,6 +1,6 @@
 """/v1/embeddings end to end: the official SDK, the real server, the real embeddings model.
 
-The server is a fresh one per test (`echo_server`); its registry always holds the
+One server serves the module (`echo_server`); its registry always holds the
 embedded `all-minilm-l6-v2`, which runs in-process through sentence-transformers, so
 these tests need no vLLM engine.
 """
@@ -27,6 +27,13 @@ from tests.spec import assert_matches
 MODEL = DEFAULT_EMBEDDING_MODEL
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "embed-reviews.jsonl"
 TEXTS = ["Fast shipping, well packaged.", "The zipper broke on day one.", "It's fine."]
+
+
+@pytest.fixture
+def echo_server(module_echo_server: LiveServer) -> LiveServer:
+    """The module's one server (its embeddings model loads once): each test here reads
+    only the answers to what it sent."""
+    return module_echo_server
 
 
 @pytest.fixture(scope="module")
