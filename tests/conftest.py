@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import json
 import os
@@ -172,6 +173,17 @@ def database_url(
         finally:
             for db in opened:
                 db.dispose()
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tries of a failing request, batch step or store access follow each other at once:
+    for tests of what the tries do, not of the pause between them (test_retries has it)."""
+    from freight.store import faults
+    from freight.worker import dispatcher
+
+    monkeypatch.setattr(dispatcher, "backoff_seconds", lambda attempt, cap=30.0: 0.0)
+    monkeypatch.setattr(faults, "Backoff", functools.partial(faults.Backoff, first_seconds=0.0))
 
 
 @pytest.fixture
