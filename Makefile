@@ -31,6 +31,10 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy src
+	# The layers and package cycles (pyproject.toml [tool.importlinter]), then every import
+	# declared and every declared package used ([tool.deptry]).
+	$(BIN)/lint-imports
+	$(BIN)/deptry src tests benchmarks examples
 
 test: install lint
 	$(BIN)/pytest

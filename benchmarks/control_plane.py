@@ -111,7 +111,15 @@ def measure_api(tmp: Path, num: int, repeat: int = 0) -> dict[str, Any]:
     env = freight_env(home)
     with open(tmp / f"serve-{repeat}.log", "w") as log:  # outside the home it measures
         server = subprocess.Popen(
-            [sys.executable, "-m", "freight.cli", "serve", "--port", str(port), "--no-preload"],
+            [
+                sys.executable,
+                "-m",
+                "freight.cli.main",
+                "serve",
+                "--port",
+                str(port),
+                "--no-preload",
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -171,7 +179,7 @@ def measure_run(tmp: Path, num: int) -> dict[str, Any]:
     load1 = harness.load1()
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "freight.cli", "run", str(path), "-o", str(out)],
+        [sys.executable, "-m", "freight.cli.main", "run", str(path), "-o", str(out)],
         env=freight_env(home),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -35,10 +35,10 @@ from rich.console import Console
 from benchmarks import harness
 from benchmarks.workloads import WORDS
 from freight import config
-from freight.api.app import create_app
+from freight.app import create_app
 from freight.engines.pool import EnginePool
-from freight.models import Registry
-from freight.service import Service
+from freight.engines.registry import Registry
+from freight.service.runtime import Service
 
 MODEL = config.DEFAULT_EMBEDDING_MODEL
 console = Console(stderr=True)

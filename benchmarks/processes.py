@@ -55,7 +55,7 @@ def freight_toml(engine: config.EngineSettings) -> str:
 def freight_command() -> list[str]:
     """`freight`, the console script next to this Python (what a user types)."""
     script = Path(sys.executable).parent / "freight"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "freight.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "freight.cli.main"]
 
 
 def freight_env(engine: config.EngineSettings) -> dict[str, str]:

@@ -218,9 +218,7 @@ def peers_steady(doc: dict[str, Any]) -> str:
                     label(system),
                     str(s["n"]),
                     spread(s["seconds"], 2),
-                    spread(s["delivered_tokens_per_s"]),
-                    spread(s["computed_tokens_per_s"]),
-                    spread(s["prompt_tokens_per_s"]),
+                    *token_rates(s),
                     spread(s["requests_per_s"], 2),
                     ratio(s, "x_run-batch"),
                     spread(s["ratios"].get("x_single"), 1),
@@ -232,15 +230,25 @@ def peers_steady(doc: dict[str, Any]) -> str:
         "system",
         "n",
         "seconds",
-        "delivered tok/s",
-        "computed tok/s",
-        "prompt tok/s",
+        *TOKEN_RATE_HEADERS,
         "req/s",
         "x run-batch",
         "x one at a time",
         "peak RSS MB",
     ]
     return table(header, rows)
+
+
+TOKEN_RATE_HEADERS = ["delivered tok/s", "computed tok/s", "prompt tok/s"]
+
+
+def token_rates(summary: dict[str, Any]) -> list[str]:
+    """Output tokens delivered in lines and computed by the engine, and prompt tokens, per s."""
+    return [
+        spread(summary["delivered_tokens_per_s"]),
+        spread(summary["computed_tokens_per_s"]),
+        spread(summary["prompt_tokens_per_s"]),
+    ]
 
 
 def peers_wall(doc: dict[str, Any]) -> str:
@@ -256,9 +264,7 @@ def peers_wall(doc: dict[str, Any]) -> str:
                     spread(s["seconds"], 1),
                     spread(s["first_line_s"], 1),
                     ratio(s, "x_run-batch"),
-                    spread(s["delivered_tokens_per_s"]),
-                    spread(s["computed_tokens_per_s"]),
-                    spread(s["prompt_tokens_per_s"]),
+                    *token_rates(s),
                     spread(s["peak_rss_mb"], 0),
                 ]
             )
@@ -269,9 +275,7 @@ def peers_wall(doc: dict[str, Any]) -> str:
         "wall seconds, as the user waits",
         "first result line (s)",
         "x run-batch (time)",
-        "delivered tok/s",
-        "computed tok/s",
-        "prompt tok/s",
+        *TOKEN_RATE_HEADERS,
         "peak RSS MB (process tree)",
     ]
     return table(header, rows)

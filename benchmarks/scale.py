@@ -66,7 +66,7 @@ def process(home: Path, args: list[str], env: dict[str, str]) -> Iterator[subpro
     home.mkdir(parents=True)
     with open(home / "freight.log", "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "freight.cli", *args, "--home", str(home)],
+            [sys.executable, "-m", "freight.cli.main", *args, "--home", str(home)],
             env={**freight_env(home), **env},
             stdout=log,
             stderr=subprocess.STDOUT,

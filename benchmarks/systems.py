@@ -33,12 +33,13 @@ import uvicorn
 from rich.console import Console
 
 from benchmarks import harness, workloads
-from freight import config, offline
-from freight.api.app import create_app
+from freight import config
+from freight.app import create_app
 from freight.engines.pool import EnginePool
-from freight.models import Registry
+from freight.engines.registry import Registry
 from freight.protocol import endpoints
-from freight.service import Service
+from freight.service import offline
+from freight.service.runtime import Service
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 MODEL_CACHE = harness.REPO / ".freight" / "models"
@@ -87,7 +88,7 @@ def model_dir(engine: config.EngineSettings) -> Path:
 
 
 def vllm_flags(engine: config.EngineSettings, weights: Path) -> list[str]:
-    """vLLM command-line flags for the engine Freight builds (engines/vllm.py): same
+    """vLLM command-line flags for the engine Freight builds (engines/vllm_engine.py): same
     model, dtype, lengths, batch limits, seed, prefix caching, eager mode and priority
     scheduling. `--enable-prompt-tokens-details` only adds cached-token counts to each
     result line (so computed prompt tokens are known); `--disable-log-stats` as Freight."""
@@ -120,7 +121,7 @@ def vllm_flags(engine: config.EngineSettings, weights: Path) -> list[str]:
 
 
 def vllm_env(engine: config.EngineSettings) -> dict[str, str]:
-    """The environment Freight's engine sets for vLLM (engines/vllm.py), for vLLM alone."""
+    """The environment Freight's engine sets for vLLM (engines/vllm_engine.py), for vLLM alone."""
     return {
         **os.environ,
         "VLLM_USE_AOT_COMPILE": "0",

@@ -51,7 +51,7 @@ def serve(home: Path, config: str) -> Iterator[str]:
             [
                 sys.executable,
                 "-m",
-                "freight.cli",
+                "freight.cli.main",
                 "serve",
                 "--home",
                 str(home),

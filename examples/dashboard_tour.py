@@ -117,7 +117,7 @@ def main() -> None:
     env = {**os.environ, "FREIGHT_METRICS__USAGE_RECORD_SECONDS": "2"}
     with open(home / "tour.log", "a") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "freight.cli", "serve", "--home", str(home), "--port",
+            [sys.executable, "-m", "freight.cli.main", "serve", "--home", str(home), "--port",
              str(port)],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
@@ -151,7 +151,7 @@ def main() -> None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=120)
     subprocess.run(
-        [sys.executable, "-m", "freight.cli", "report", "--home", str(home), "--days", "1"],
+        [sys.executable, "-m", "freight.cli.main", "report", "--home", str(home), "--days", "1"],
         check=True,
         env={**os.environ, "COLUMNS": "180"},
     )

@@ -62,7 +62,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "freight.cli",
+                "freight.cli.main",
                 "serve",
                 "--port",
                 str(port),

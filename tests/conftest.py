@@ -28,8 +28,8 @@ import pytest
 import uvicorn
 
 from freight import netguard
-from freight.api.app import create_app
 from freight.api.server import uvicorn_config
+from freight.app import create_app
 from freight.config import (
     DEFAULT_CHAT_MODEL,
     EngineSettings,
@@ -37,7 +37,7 @@ from freight.config import (
     Settings,
     WorkerSettings,
 )
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store.db import Database
 from tests.netstubs import StubResolver
 from tests.waiting import wait_until
@@ -271,7 +271,7 @@ def run_cli(
     """Run the `freight` command as a user would, in a subprocess."""
     full_env = {**os.environ, **TEST_ENGINE_ENV, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "freight.cli", *args],
+        [sys.executable, "-m", "freight.cli.main", *args],
         env=full_env,
         capture_output=True,
         text=True,
@@ -291,7 +291,7 @@ def serve_process(
             [
                 sys.executable,
                 "-m",
-                "freight.cli",
+                "freight.cli.main",
                 "serve",
                 "--home",
                 str(home),
@@ -357,7 +357,7 @@ def run_offline(
     """
     from rich.console import Console
 
-    from freight import offline
+    from freight.service import offline
 
     printed = io.StringIO()
     run = offline.run_file_async(

@@ -25,7 +25,7 @@ from openai.types.responses import Response
 from openai.types.shared import ErrorObject
 from pydantic import BaseModel
 
-from freight.protocol import openai as wire
+from freight.protocol import openai_wire
 
 # The SDK's type of a successful response body, by the body's `object` (an embeddings
 # body, `list`, is decoded first: `decoded_embeddings`).
@@ -72,7 +72,7 @@ def batch_lines(text: str) -> list[dict[str, Any]]:
     """
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     for line in lines:
-        assert wire.BatchRequestOutput.model_validate(line).model_dump() == line
+        assert openai_wire.BatchRequestOutput.model_validate(line).model_dump() == line
         response = line["response"]
         if response is None:
             continue

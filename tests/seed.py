@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from freight import ids
-from freight.store import batches, requests, usage
+from freight.store import batch_requests, batches, usage
 from freight.store.db import Database
 from freight.store.statuses import RequestStatus
 
@@ -74,7 +74,7 @@ def add_batch(
                     "finished_at": at,
                 }
             )
-        requests.insert_many(conn, rows)
+        batch_requests.insert_many(conn, rows)
     return batch_id
 
 

@@ -283,7 +283,7 @@ class HTTPUpstream(_Upstream):
 
 class _BatchUpstream(_Upstream):
     """What both provider Batch APIs take: how work is packed and polled
-    (worker/passthrough.py)."""
+    (upstream/passthrough.py)."""
 
     max_requests_per_batch: int | None = Field(
         None,
@@ -331,7 +331,7 @@ BatchUpstream: TypeAlias = OpenAIBatchUpstream | AnthropicBatchUpstream
 
 
 class WebhookSettings(_Section):
-    """Delivery of signed batch webhooks (worker/webhooks.py)."""
+    """Delivery of signed batch webhooks (service/webhook_sender.py)."""
 
     timeout_seconds: float = Field(
         10.0, gt=0, description="How long one delivery POST may take before it counts as failed."
@@ -393,6 +393,12 @@ class ModelSettings(_Section):
         ge=0,
         description="Echo engine only: how long each request takes (tests, benchmarks).",
     )
+    tool_call_parser: str | None = Field(
+        None,
+        description="vLLM engine only: the name of one of vLLM's tool-call parsers for this "
+        "model's output format (e.g. `hermes`), which lets `tool_choice` `auto` work; "
+        "without one, `auto` is a 400 and only forced tool calls run.",
+    )
     input_price: float | None = Field(
         None, ge=0, description="Real-time list price, $ per million input tokens ([pricing])."
     )
@@ -423,6 +429,11 @@ class ModelSettings(_Section):
             raise ValueError(
                 f"models: '{self.name}' (engine '{self.engine}'): its [models.upstream] is "
                 f"for engine '{self.upstream.engine}'"
+            )
+        if self.tool_call_parser is not None and self.engine != "vllm":
+            raise ValueError(
+                f"models: '{self.name}' (engine '{self.engine}'): tool_call_parser is for "
+                "engine 'vllm' only"
             )
         return self
 

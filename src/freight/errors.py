@@ -10,7 +10,7 @@ fault) and `code` (OpenAI's error `code`, such as `model_not_supported`).
 The API error handler (api/errors.py) and the worker's line writer (worker/runner.py)
 read these attributes; nothing else maps exception classes to statuses or types. The
 exceptions of other layers live with them and derive from these: `RequestRejected` and
-`EngineDied` (engines/base.py), `BodyError` (protocol/errors.py).
+`EngineDied` (engines/base.py), `BodyError` (protocol/body_errors.py).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import httpx
 import openai
 import pytest
 
-from freight.store import batches, requests
+from freight.store import batch_requests, batches
 from freight.store.db import Database
 from tests.conftest import chat_line, free_port, serve_process, wait_http
 from tests.sdk import output_lines
@@ -147,7 +147,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     db = Database(f"sqlite:///{home / 'freight.db'}")
     try:
         with db.read() as conn:
-            by_status = requests.count_by_status(conn, batch["id"])
+            by_status = batch_requests.count_by_status(conn, batch["id"])
     finally:
         db.dispose()
-    assert not set(by_status) & set(requests.OPEN), by_status
+    assert not set(by_status) & set(batch_requests.OPEN), by_status

@@ -67,7 +67,7 @@ def test_empty_file_fails_the_batch(echo_server: LiveServer, tmp_path: Path) -> 
 
 
 def test_too_many_tasks(tmp_path: Path) -> None:
-    from freight.service import Service
+    from freight.service.runtime import Service
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path / "home")

@@ -18,7 +18,7 @@ import pytest
 
 from freight.config import Settings
 from freight.protocol import message_batch_input
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.worker import dispatcher, ingest
 from tests.conftest import LiveServer, chat_line, write_jsonl
 from tests.e2e.test_message_batches_api import request, wait_ended

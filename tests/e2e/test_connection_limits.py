@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from freight.config import ServerSettings
-from freight.service import Service
+from freight.service.runtime import Service
 from tests.conftest import LiveServer, free_port, make_settings, serve_process, wait_http
 
 HEAD_TIMEOUT = 2.0

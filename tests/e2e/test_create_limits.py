@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from freight.config import LimitSettings
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store.schema import files as files_table
 from tests.conftest import LiveServer, make_settings
 

@@ -19,9 +19,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from freight.config import PricingSettings, WorkerSettings
 from freight.engines.echo import EchoEngine
 from freight.engines.pool import EnginePool
-from freight.models import Registry
-from freight.protocol import openai as wire
-from freight.service import Service
+from freight.engines.registry import Registry
+from freight.protocol import openai_wire
+from freight.service.runtime import Service
 from tests.conftest import REPO, LiveServer, chat_line, make_settings, write_jsonl
 from tests.sdk import batch_lines
 
@@ -140,7 +140,7 @@ def test_upload_create_watch_and_download_in_chromium(page: Page, tmp_path: Path
     assert len(seen) >= 3, seen  # it was seen in between too: the page updated live
     assert sorted(x["custom_id"] for x in output) == sorted(x["custom_id"] for x in lines)
     for line in output:
-        wire.BatchRequestOutput.model_validate(line)
+        openai_wire.BatchRequestOutput.model_validate(line)
         assert line["response"]["status_code"] == 200
 
 
@@ -166,7 +166,7 @@ def test_real_engine_batch_from_the_dashboard(
     assert seen[-1] == 100 and seen == sorted(seen), seen
     assert sorted(x["custom_id"] for x in output) == [f"review-{i}" for i in range(6)]
     for line in output:
-        body = wire.BatchRequestOutput.model_validate(line).response
+        body = openai_wire.BatchRequestOutput.model_validate(line).response
         assert body is not None and body.status_code == 200
         assert body.body["choices"][0]["message"]["content"].strip()
         assert body.body["usage"]["completion_tokens"] > 0

@@ -19,7 +19,7 @@ import pytest
 from openai.types import CreateEmbeddingResponse as SDKEmbeddingResponse
 
 from freight.config import DEFAULT_EMBEDDING_MODEL
-from freight.models import find_minilm_dir
+from freight.engines.registry import find_minilm_dir
 from tests.conftest import LiveServer, chat_line, wait_for_batch, write_jsonl
 from tests.sdk import decoded_embeddings, floats, output_lines
 from tests.spec import assert_matches

@@ -3,7 +3,7 @@
 The server's file bodies live on a deliberately slow device (SlowBlobs: each write, commit,
 read or delete takes DELAY seconds). While an upload streams into it, or a delete or a
 download waits on it, `/health` and a real-time request to the echo engine answer as
-fast as ever. Before blob calls left the event loop (store/blobs.py AsyncBlobs), an
+fast as ever. Before blob calls left the event loop (store/blob_store.py AsyncBlobs), an
 upload's writes and a failed upload's delete ran on it, and every other request waited.
 """
 
@@ -26,8 +26,8 @@ import pytest
 from openai.types.chat import ChatCompletion as SDKChatCompletion
 
 from freight.config import Settings
-from freight.service import Service
-from freight.store.blobs import BlobStore
+from freight.service.runtime import Service
+from freight.store.blob_store import BlobStore
 from tests.conftest import LiveServer, chat_line
 from tests.waiting import wait_until
 

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from freight.config import ModelSettings, WorkerSettings
-from freight.service import Service
+from freight.service.runtime import Service
 from tests.conftest import LiveServer, chat_line, make_settings, wait_for_batch
 
 NUM_A = 5000

@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from freight.config import LimitSettings, QuotaLimits, QuotaSettings, SecuritySettings
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store import api_keys, batches
 from tests.conftest import LiveServer, chat_line, make_settings
 from tests.waiting import ManualClock

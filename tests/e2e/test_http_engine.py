@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from openai.types.chat import ChatCompletion as SDKChatCompletion
 
 from freight.config import HTTPUpstream, ModelSettings, WorkerSettings
-from freight.service import Service
+from freight.service.runtime import Service
 from tests.conftest import (
     CHAT_MODEL,
     LiveServer,

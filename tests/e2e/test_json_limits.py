@@ -99,6 +99,43 @@ def test_a_lone_surrogate_is_refused_on_real_time_routes(
     )
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_nan_and_infinity_are_refused_on_real_time_routes(
+    echo_server: LiveServer, path: str
+) -> None:
+    """Python's json reads them; they are not JSON, and they used to reach the engine."""
+    body = json.dumps({**(MESSAGE if path == "/v1/messages" else CHAT), "temperature": 0.5})
+    response = post(echo_server, path, body.replace("0.5", "NaN").encode())
+    assert response.status_code == 400
+    assert error_of(response)["message"] == (
+        "The request body holds the number NaN, which is not JSON: numbers must be finite. "
+        "Send a finite number, or null where a value may be absent."
+    )
+
+
+def test_a_batch_line_with_infinity_is_refused_by_line(
+    echo_server: LiveServer, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", [chat_line("ok", "hi", model="echo")])
+    bad = json.dumps(chat_line("inf", "hi", model="echo")).replace('"hi"', '"hi", "x": -Infinity')
+    path.write_text(path.read_text() + bad + "\n")
+    client = echo_server.openai()
+    uploaded = client.files.create(file=path, purpose="batch")
+    created = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    batch = wait_for_batch(client, created.id, timeout=60)
+    assert batch.status == "failed"
+    assert [(e.code, e.line, e.message) for e in batch.errors.data] == [
+        (
+            "invalid_json_line",
+            2,
+            "Line 2 holds the number -Infinity, which is not JSON: numbers must be finite. "
+            "Send a finite number, or null where a value may be absent.",
+        )
+    ]
+
+
 def test_batch_files_name_the_line_too_deep_or_not_unicode(
     echo_server: LiveServer, tmp_path: Path
 ) -> None:

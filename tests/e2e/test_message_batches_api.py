@@ -18,7 +18,7 @@ import pytest
 from anthropic.types.messages import MessageBatch as SDKMessageBatch
 from anthropic.types.messages import MessageBatchIndividualResponse as SDKResult
 
-from freight.service import Service
+from freight.service.runtime import Service
 from tests.conftest import LiveServer, make_settings, wait_for_message_batch
 from tests.sdk import assert_round_trip, message_batch_results
 
@@ -106,7 +106,7 @@ def test_invalid_params_error_only_their_request(echo_server: LiveServer) -> Non
         requests=[
             request("ok-1"),
             request("zero-tokens", max_tokens=0),
-            request("unknown-param", tools=[]),
+            request("unknown-param", container="c"),
             request("no-such-model", model="no-such-model"),
             request("streamed", stream=True),
             request("ok-2", "two words"),
@@ -126,7 +126,7 @@ def test_invalid_params_error_only_their_request(echo_server: LiveServer) -> Non
     assert results["ok-2"].result.message.content[0].text == "two words"  # type: ignore[union-attr]
     expected = {
         "zero-tokens": ("invalid_request_error", "max_tokens"),
-        "unknown-param": ("invalid_request_error", "tools"),
+        "unknown-param": ("invalid_request_error", "container"),
         "no-such-model": ("not_found_error", "no-such-model"),
         "streamed": ("invalid_request_error", "stream"),
     }

@@ -11,12 +11,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from freight import report
 from freight.config import DEFAULT_EMBEDDING_MODEL, WorkerSettings
 from freight.engines.echo import EchoEngine
 from freight.engines.pool import EnginePool
-from freight.models import Registry
-from freight.service import Service
+from freight.engines.registry import Registry
+from freight.service.runtime import Service
+from freight.usage import report
 from tests.conftest import (
     CHAT_MODEL,
     LiveServer,

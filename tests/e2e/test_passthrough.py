@@ -22,7 +22,7 @@ from openai.types import Batch as SDKBatch
 from openai.types.chat import ChatCompletion as SDKChatCompletion
 
 from freight.config import ModelSettings, OpenAIBatchUpstream, WorkerSettings
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store import batches as store_batches
 from freight.store import upstream as store_upstream
 from tests.conftest import (
@@ -354,7 +354,7 @@ def test_a_message_batch_cannot_route_messages_to_an_openai_style_upstream(
 def test_a_restarted_worker_adopts_the_upstream_batch_instead_of_creating_another(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="freight.worker.passthrough")
+    caplog.set_level(logging.INFO, logger="freight.upstream.passthrough")
     up = start_upstream(tmp_path / "up", delay_seconds=0.3, max_in_flight=1)
     down = start_downstream(tmp_path / "down", up)
     try:

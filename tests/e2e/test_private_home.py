@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store import db as db_module
 from tests.conftest import (
     LiveServer,

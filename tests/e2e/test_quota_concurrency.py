@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from freight.config import QuotaLimits, QuotaSettings
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store import files, project_usage
 from freight.store.schema import batches as batches_table
 from freight.store.schema import files as files_table

@@ -15,7 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store import files
 from tests.conftest import (
     LiveServer,

@@ -60,7 +60,7 @@ def freight_process(home: Path, *args: str, env: dict[str, str]) -> Iterator[sub
     home.mkdir(parents=True, exist_ok=True)
     with open(home / "freight.log", "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "freight.cli", *args, "--home", str(home)],
+            [sys.executable, "-m", "freight.cli.main", *args, "--home", str(home)],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -24,7 +24,7 @@ import openai
 import pytest
 from openai.types import Batch as SDKBatch
 
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store import api_keys
 from tests.conftest import (
     LiveServer,

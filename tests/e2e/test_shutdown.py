@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from freight.store import batches, requests
+from freight.store import batch_requests, batches
 from freight.store.db import Database
 from freight.store.statuses import RequestStatus
 from tests.conftest import (
@@ -94,7 +94,7 @@ def request_counts(home: Path, batch_id: str) -> dict[str, int]:
     db = Database(f"sqlite:///{home / 'freight.db'}")
     try:
         with db.read() as conn:
-            return requests.count_by_status(conn, batch_id)
+            return batch_requests.count_by_status(conn, batch_id)
     finally:
         db.dispose()
 
@@ -169,7 +169,7 @@ def start_worker(home: Path, env: dict[str, str], log: Path) -> subprocess.Popen
     """`freight worker`, its output in `log`."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "freight.cli", "worker", "--home", str(home)],
+            [sys.executable, "-m", "freight.cli.main", "worker", "--home", str(home)],
             env={**os.environ, **TEST_ENGINE_ENV, **env},
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from freight import config
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store import batches, usage
 from tests.conftest import TEST_ENGINE_ENV, chat_line, run_cli
 from tests.integration.test_worker import submit
@@ -43,7 +43,7 @@ def test_worker_process_records_engine_time_and_report_reads_it(tmp_path: Path) 
         del os.environ["FREIGHT_HOME"]
     batch_id = submit(svc, [chat_line(f"r{i}", f"one two {i}", model="echo") for i in range(20)])
     worker = subprocess.Popen(
-        [sys.executable, "-m", "freight.cli", "worker", "--home", str(home)],
+        [sys.executable, "-m", "freight.cli.main", "worker", "--home", str(home)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -21,8 +21,9 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
-from freight import cli, netguard
-from freight.service import Service
+from freight import netguard
+from freight.cli import main
+from freight.service.runtime import Service
 from tests.conftest import LiveServer, chat_line, make_settings
 from tests.e2e.test_webhooks import FAST_WEBHOOKS, openai_batch, webhook_settings
 from tests.netstubs import StubResolver
@@ -179,7 +180,7 @@ def test_no_answer_shows_the_receivers_body(
         with httpx.Client(base_url=server.base_url) as browser:
             assert browser.post("/ui/login", data={"api_key": "sk-test"}).status_code == 303
             page = browser.get("/ui/webhooks")
-        shown = CliRunner().invoke(cli.app, ["webhooks", "deliveries", "--json"])
+        shown = CliRunner().invoke(main.app, ["webhooks", "deliveries", "--json"])
         assert len(receiver.requests) >= 2  # the test event and the delivery got its answer
     assert tested.status_code == 200 and tested.json()["status_code"] == 500
     assert delivery["last_status_code"] == 500
@@ -199,6 +200,6 @@ def test_urls_with_credentials_are_refused_and_not_echoed(
     assert "credentials (user:password@) are not accepted" in response.json()["error"]["message"]
     assert "hunter2" not in response.text
     monkeypatch.setenv("FREIGHT_HOME", str(server.svc.settings.home))
-    added = CliRunner().invoke(cli.app, ["webhooks", "add", url])
+    added = CliRunner().invoke(main.app, ["webhooks", "add", url])
     assert added.exit_code == 2 and "credentials" in added.output
     assert "hunter2" not in added.output

@@ -19,13 +19,13 @@ from openai.types.webhooks import WebhookEndpoint as SDKWebhookEndpoint
 from openai.types.webhooks import WebhookEndpointWithSecret as SDKWebhookEndpointWithSecret
 from typer.testing import CliRunner
 
-from freight import cli, ids, netguard
+from freight import ids, netguard
+from freight.cli import main
 from freight.config import ModelSettings, Settings, WebhookSettings
-from freight.protocol import webhooks as wire
-from freight.service import Service
-from freight.store import batches
-from freight.store import blobs as blob_names
-from freight.submit import create_message_batch
+from freight.protocol import webhook_wire
+from freight.service.intake import create_message_batch
+from freight.service.runtime import Service
+from freight.store import batches, blob_store
 from tests.conftest import LiveServer, chat_line, make_settings, wait_for_batch, write_jsonl
 from tests.netstubs import StubResolver
 from tests.sdk import assert_round_trip
@@ -113,7 +113,7 @@ def end_every_kind_of_batch(server: LiveServer, tmp_path: Path) -> dict[tuple[st
     ended["batch.cancelled", "anthropic"] = to_cancel.id
     # The API's Message Batches always get 24 hours; a short window is set here directly.
     expiring = ids.new_id("msgbatch_")
-    with svc.blobs.create(blob_names.message_batch_requests(expiring)) as fh:
+    with svc.blobs.create(blob_store.message_batch_requests(expiring)) as fh:
         fh.write(json.dumps({"requests": [message_request("a", "slow")]}).encode())
     ended["batch.expired", "anthropic"] = create_message_batch(
         svc, "default", expiring, window="1s"
@@ -167,7 +167,7 @@ def test_every_batch_ending_of_both_apis_is_delivered_signed_once(
                 assert batches.get(conn, batch_id).status == status
     assert log["object"] == "list" and len(log["data"]) == len(ended)
     for item in log["data"]:
-        delivery = wire.WebhookDelivery.model_validate(item)
+        delivery = webhook_wire.WebhookDelivery.model_validate(item)
         assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
             "delivered",
             1,
@@ -313,7 +313,7 @@ def test_cli_adds_lists_shows_deliveries_and_removes(
     env = {"COLUMNS": "250"}
     with WebhookReceiver() as receiver:
         added = runner.invoke(
-            cli.app,
+            main.app,
             ["webhooks", "add", receiver.url, "--home", home, "--events", "batch.completed"],
             env=env,
         )
@@ -327,16 +327,16 @@ def test_cli_adds_lists_shows_deliveries_and_removes(
         (event,) = receiver.wait_for_events(1)
         assert event.data.id == batch_id
 
-    listed = runner.invoke(cli.app, ["webhooks", "list", "--home", home, "--json"], env=env)
+    listed = runner.invoke(main.app, ["webhooks", "list", "--home", home, "--json"], env=env)
     assert listed.exit_code == 0, listed.output
     (item,) = json.loads(listed.output)
     assert (item["id"], item["url"], item["project"]) == (endpoint_id, receiver.url, "default")
     assert item["event_types"] == ["batch.completed"] and receiver.secret not in listed.output
-    table = runner.invoke(cli.app, ["webhooks", "list", "--home", home], env=env)
+    table = runner.invoke(main.app, ["webhooks", "list", "--home", home], env=env)
     assert endpoint_id in table.output and receiver.secret not in table.output
 
     log = runner.invoke(
-        cli.app, ["webhooks", "deliveries", endpoint_id, "--home", home, "--json"], env=env
+        main.app, ["webhooks", "deliveries", endpoint_id, "--home", home, "--json"], env=env
     )
     (delivery,) = json.loads(log.output)
     assert (delivery["event_id"], delivery["status"], delivery["attempts"]) == (
@@ -344,16 +344,16 @@ def test_cli_adds_lists_shows_deliveries_and_removes(
         "delivered",
         1,
     )
-    shown = runner.invoke(cli.app, ["webhooks", "deliveries", "--home", home], env=env)
+    shown = runner.invoke(main.app, ["webhooks", "deliveries", "--home", home], env=env)
     assert shown.exit_code == 0 and event.id in shown.output and "delivered" in shown.output
 
-    removed = runner.invoke(cli.app, ["webhooks", "remove", endpoint_id, "--home", home], env=env)
+    removed = runner.invoke(main.app, ["webhooks", "remove", endpoint_id, "--home", home], env=env)
     assert removed.exit_code == 0 and f"Removed webhook endpoint {endpoint_id}" in removed.output
-    again = runner.invoke(cli.app, ["webhooks", "remove", endpoint_id, "--home", home], env=env)
+    again = runner.invoke(main.app, ["webhooks", "remove", endpoint_id, "--home", home], env=env)
     assert again.exit_code == 1 and "No such webhook endpoint" in again.output
-    bad = runner.invoke(cli.app, ["webhooks", "add", "ftp://x", "--home", home], env=env)
+    bad = runner.invoke(main.app, ["webhooks", "add", "ftp://x", "--home", home], env=env)
     assert bad.exit_code == 2 and "use an absolute http:// or https:// URL" in bad.output
-    empty = runner.invoke(cli.app, ["webhooks", "list", "--home", home], env=env)
+    empty = runner.invoke(main.app, ["webhooks", "list", "--home", home], env=env)
     assert "No webhook endpoints." in empty.output
 
 

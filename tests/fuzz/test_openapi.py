@@ -30,9 +30,9 @@ from schemathesis.specs.openapi import checks as openapi_checks
 from schemathesis.specs.openapi.formats import unregister_string_format
 from starlette.testclient import TestClient
 
-from freight.api.app import create_app
+from freight.app import create_app
 from freight.config import WebhookSettings
-from freight.service import Service
+from freight.service.runtime import Service
 from tests.conftest import make_settings
 
 CHECKS = [

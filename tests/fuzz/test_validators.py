@@ -20,8 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from freight.config import LimitSettings
 from freight.errors import InvalidRequest
-from freight.protocol import anthropic, endpoints, message_batch_input
-from freight.protocol import openai as wire
+from freight.protocol import anthropic_wire, endpoints, message_batch_input, openai_wire
 from freight.protocol.batch_input import AcceptedLine, FileValidator, iter_lines
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -130,10 +129,10 @@ def test_any_batch_file_gets_a_validation_result(raw: bytes) -> None:
 
 REQUEST_MODELS: list[type[BaseModel]] = [
     *{type(e).__name__ + e.url: e.request_model for e in endpoints.ENDPOINTS.values()}.values(),
-    wire.CreateBatch,
-    wire.BatchRequestInput,
-    wire.BatchRequestOutput,
-    anthropic.MessageCreateParams,
+    openai_wire.CreateBatch,
+    openai_wire.BatchRequestInput,
+    openai_wire.BatchRequestOutput,
+    anthropic_wire.MessageCreateParams,
 ]
 
 

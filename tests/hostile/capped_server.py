@@ -105,7 +105,7 @@ class CappedServer:
         argv = [
             sys.executable,
             "-m",
-            "freight.cli",
+            "freight.cli.main",
             "serve",
             "--home",
             str(home),

@@ -21,10 +21,10 @@ import httpx
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from freight.api.app import create_app
 from freight.api.errors import is_anthropic_path
 from freight.api.openapi import AnthropicError, OpenAIError
-from freight.service import Service
+from freight.app import create_app
+from freight.service.runtime import Service
 from tests.conftest import make_settings
 
 BodyKind = Literal["json", "multipart", "form", "none"]

@@ -21,12 +21,11 @@ from freight import ids
 from freight.config import ModelSettings, OpenAIBatchUpstream
 from freight.engines.echo import EchoEngine
 from freight.protocol import message_batch_input, views
-from freight.service import Service
-from freight.store import batches, files
-from freight.store import blobs as blob_names
-from freight.store import requests as store_requests
+from freight.service.runtime import Service
+from freight.store import batch_requests, batches, blob_store, files
 from freight.store.statuses import RequestStatus
-from freight.worker import dispatcher, finalize, ingest, passthrough, unqueued
+from freight.upstream import passthrough
+from freight.worker import dispatcher, finalize, ingest, unqueued
 from tests.conftest import FAST_WORKER, chat_line, make_settings
 from tests.integration.test_message_batch_worker import results
 from tests.integration.test_message_batch_worker import submit as submit_message_batch
@@ -91,7 +90,7 @@ def test_openai_ingest_that_always_fails_ends_the_batch_failed_after_its_attempt
     views.batch_object(record)  # OpenAI's batch `errors` shape
     assert attempts(svc, batch_id, "ingest").num_attempts == 2
     with svc.db.read() as conn:
-        assert store_requests.count_by_status(conn, batch_id) == {}
+        assert batch_requests.count_by_status(conn, batch_id) == {}
 
 
 def test_message_batch_ingest_that_always_fails_ends_with_every_request_errored(
@@ -116,7 +115,7 @@ def test_message_batch_ingest_that_always_fails_ends_with_every_request_errored(
         message = result["error"]["error"]["message"]
         assert "ingest failed 3 times" in message and RECURSION in message
     # the create body is gone, and the batch can be deleted like any ended one
-    assert not svc.blobs.exists(blob_names.message_batch_requests(batch_id))
+    assert not svc.blobs.exists(blob_store.message_batch_requests(batch_id))
     with svc.db.write() as conn:
         batches.delete_ended(conn, batch_id, "default", api="anthropic")
 
@@ -154,7 +153,7 @@ def deep_message_batch(svc: Service, depth: int) -> str:
         + "]}"
     )
     batch_id = ids.new_id("msgbatch_")
-    with svc.blobs.create(blob_names.message_batch_requests(batch_id)) as fh:
+    with svc.blobs.create(blob_store.message_batch_requests(batch_id)) as fh:
         fh.write(body.encode())
     now = int(time.time())
     with svc.db.write() as conn:
@@ -307,7 +306,7 @@ def test_finalize_that_cannot_even_salvage_ends_without_results_saying_why(
 ) -> None:
     svc = echo_service(tmp_path, database_url, max_batch_step_attempts=2)
     calls: list[int] = []
-    monkeypatch.setattr(store_requests, "iter_finished", always_failing(calls))
+    monkeypatch.setattr(batch_requests, "iter_finished", always_failing(calls))
     batch_id = submit_api(svc, "openai", ["a", "b"])
     record = asyncio.run(run_until(svc, batch_id, TERMINAL))
     assert len(calls) == 2 + 1
@@ -363,7 +362,7 @@ def test_cancel_of_a_never_ingested_message_batch_replaces_rows_a_dead_ingest_le
     batch_id = submit_api(svc, "anthropic", ["a", "b", "c"])
     # An ingest queued one row, then its worker died; the cancel came before another.
     with svc.db.write() as conn:
-        store_requests.insert_many(
+        batch_requests.insert_many(
             conn,
             [
                 {
@@ -381,7 +380,7 @@ def test_cancel_of_a_never_ingested_message_batch_replaces_rows_a_dead_ingest_le
     record = asyncio.run(run_until(svc, batch_id, TERMINAL))
     assert record.status == "cancelled" and record.num_cancelled == record.num_total == 3
     assert results(svc, batch_id) == {key: {"type": "canceled"} for key in "abc"}
-    assert not svc.blobs.exists(blob_names.message_batch_requests(batch_id))
+    assert not svc.blobs.exists(blob_store.message_batch_requests(batch_id))
 
 
 def test_cancel_that_always_fails_still_ends_the_batch_cancelled(

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import event
 
 from freight.config import MetricsSettings, PricingSettings, WebSettings
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store import batches
 from freight.web import session
 from tests.conftest import LiveServer, make_settings, wait_for_message_batch

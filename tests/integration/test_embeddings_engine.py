@@ -24,8 +24,8 @@ from freight.engines.base import (
 )
 from freight.engines.embeddings import EmbeddingsEngine
 from freight.engines.pool import EnginePool
+from freight.engines.registry import Registry, find_minilm_dir
 from freight.errors import InvalidRequest
-from freight.models import Registry, find_minilm_dir
 from tests.conftest import make_settings
 
 TEXTS = [

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from freight import auth
 from freight.config import SecuritySettings
 from freight.errors import NotFound, Unauthorized
+from freight.service import access
 from freight.store import api_keys, batches, files, project_usage
 from freight.store.db import open_database
 from tests.conftest import make_settings
@@ -20,14 +20,14 @@ def test_keys_identify_their_project_until_revoked_or_expired(
 ) -> None:
     settings = make_settings(tmp_path / "home", database_url=database_url)
     db = open_database(database_url, tmp_path)
-    ring = auth.KeyRing(settings, db)
+    ring = access.KeyRing(settings, db)
     assert not ring.is_enabled()
-    assert ring.identify(None) == auth.SINGLE_USER  # no keys: single-user
-    assert ring.identify("frk_anything") == auth.SINGLE_USER
+    assert ring.identify(None) == access.SINGLE_USER  # no keys: single-user
+    assert ring.identify("frk_anything") == access.SINGLE_USER
     record, key = ring.create("alpha")
     _, admin_key = ring.create("ops", is_admin=True)
     assert ring.is_enabled()
-    assert ring.identify(key) == auth.Identity("alpha") and ring.identify(key).scope == "alpha"
+    assert ring.identify(key) == access.Identity("alpha") and ring.identify(key).scope == "alpha"
     assert ring.identify(admin_key).scope is None
     with pytest.raises(Unauthorized, match="Missing API key"):
         ring.identify(None)
@@ -49,7 +49,7 @@ def test_keys_identify_their_project_until_revoked_or_expired(
         security=SecuritySettings(key_secret="another-secret-of-16+"),
     )
     with pytest.raises(Unauthorized, match="Invalid API key"):
-        auth.KeyRing(other, db).identify(admin_key)
+        access.KeyRing(other, db).identify(admin_key)
     db.dispose()
 
 

@@ -18,10 +18,9 @@ from anthropic.types.messages import MessageBatchIndividualResponse as SDKResult
 from freight import ids
 from freight.config import DEFAULT_EMBEDDING_MODEL
 from freight.engines.echo import EchoEngine
-from freight.service import Service
-from freight.store import batches, requests
-from freight.store import blobs as blob_names
-from freight.submit import create_message_batch
+from freight.service.intake import create_message_batch
+from freight.service.runtime import Service
+from freight.store import batch_requests, batches, blob_store
 from tests.conftest import chat_line, make_settings
 from tests.integration.test_worker import run_until, service
 from tests.integration.test_worker import submit as submit_openai
@@ -47,13 +46,13 @@ def submit(svc: Service, custom_ids: list[str], window: str = "24h", **params: A
         ]
     }
     batch_id = ids.new_id("msgbatch_")
-    with svc.blobs.create(blob_names.message_batch_requests(batch_id)) as fh:
+    with svc.blobs.create(blob_store.message_batch_requests(batch_id)) as fh:
         fh.write(json.dumps(body).encode())
     return create_message_batch(svc, "default", batch_id, window=window).id
 
 
 def results(svc: Service, batch_id: str) -> dict[str, Any]:
-    with svc.blobs.open(blob_names.message_batch_results(batch_id)) as fh:
+    with svc.blobs.open(blob_store.message_batch_results(batch_id)) as fh:
         lines = [json.loads(line) for line in fh]
     for line in lines:
         assert_round_trip(SDKResult, line)
@@ -76,7 +75,7 @@ def test_message_batch_runs_on_the_shared_lifecycle(tmp_path: Path, database_url
         history = [e["to_status"] for e in batches.events(conn, batch_id)]
     assert history == ["validating", "in_progress", "finalizing", "completed"]
     # the create body is gone once its requests are queued; no OpenAI files were made
-    assert not svc.blobs.exists(blob_names.message_batch_requests(batch_id))
+    assert not svc.blobs.exists(blob_store.message_batch_requests(batch_id))
     assert record.output_file_id is None and record.error_file_id is None
 
 
@@ -180,4 +179,4 @@ def test_worker_makes_room_for_real_time_requests_and_loses_nothing(
     assert seen["in_flight_later"] == 0  # the 0.2 s requests drained, none replaced
     assert record.status == "completed" and record.num_succeeded == 60
     with svc.db.read() as conn:
-        assert requests.count_by_status(conn, batch_id) == {"succeeded": 60}
+        assert batch_requests.count_by_status(conn, batch_id) == {"succeeded": 60}

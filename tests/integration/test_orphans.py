@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from freight import ids, quotas
+from freight import ids
 from freight.config import QuotaLimits, QuotaSettings
-from freight.store import batches, files, orphans, project_usage
-from freight.store import blobs as blob_names
-from freight.store.blobs import BlobStorage, BlobStore
+from freight.service import quotas
+from freight.store import batches, blob_store, files, orphans, project_usage
+from freight.store.blob_store import BlobStorage, BlobStore
 from freight.store.db import Database, open_database
 from freight.store.s3 import S3BlobStore
 from tests.s3 import new_bucket, s3_server
@@ -68,7 +68,7 @@ def test_a_crashed_upload_counts_toward_the_quota_until_the_sweep_collects_it(
     if kind == "upload":
         blob = ids.new_id("blob-")
     else:  # a Message Batch create's body, held while it arrives
-        blob = blob_names.message_batch_requests(ids.new_id("msgbatch_"))
+        blob = blob_store.message_batch_requests(ids.new_id("msgbatch_"))
     quota.reserve_storage(db, "p", blob, declared=600, max_bytes=10_000)
     write(blobs, blob, b"x" * 600)  # ... and the process died before the upload completed
     with db.read() as conn:
@@ -107,13 +107,13 @@ def test_blobs_without_rows_are_collected_and_every_kept_blob_stays(
         files.insert(conn, kept_file)
     kept = {
         write(blobs, kept_file.blob),
-        write(blobs, blob_names.message_batch_requests(kept_batch)),
-        write(blobs, blob_names.message_batch_results(kept_batch)),
+        write(blobs, blob_store.message_batch_requests(kept_batch)),
+        write(blobs, blob_store.message_batch_results(kept_batch)),
         write(blobs, "notes.txt"),  # not a name Freight gives: never its to remove
     }
     crashed_batch = ids.new_id("msgbatch_")  # a Message Batch create that died mid-way
     orphaned = {
-        write(blobs, blob_names.message_batch_requests(crashed_batch)),
+        write(blobs, blob_store.message_batch_requests(crashed_batch)),
         write(blobs, ids.new_id("file-")),  # a result file whose row was never written
         write(blobs, ids.new_id("blob-")),
     }

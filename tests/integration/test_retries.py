@@ -14,8 +14,8 @@ from pathlib import Path
 from freight.config import ModelSettings, Settings
 from freight.engines.echo import EchoEngine
 from freight.engines.pool import EnginePool
-from freight.models import Registry
-from freight.service import Service
+from freight.engines.registry import Registry
+from freight.service.runtime import Service
 from freight.worker import dispatcher
 from tests.conftest import FAST_WORKER, chat_line, make_settings
 from tests.integration.test_worker import TERMINAL, result_lines, run_until, submit

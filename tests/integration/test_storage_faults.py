@@ -21,10 +21,10 @@ import sqlalchemy as sa
 from freight.config import Settings
 from freight.engines.echo import EchoEngine
 from freight.engines.pool import EnginePool
-from freight.models import Registry
-from freight.service import Service
-from freight.store import batches, files, requests
-from freight.store.blobs import BlobStore
+from freight.engines.registry import Registry
+from freight.service.runtime import Service
+from freight.store import batch_requests, batches, files
+from freight.store.blob_store import BlobStore
 from tests.conftest import chat_line, make_settings
 from tests.integration.test_worker import TERMINAL, result_lines, run_until, submit
 
@@ -130,17 +130,17 @@ def test_locked_database_while_recording_results_keeps_them_and_resumes(
 ) -> None:
     svc = service(make_settings(tmp_path))
     batch_id = submit(svc, lines())
-    real_record = requests.record
+    real_record = batch_requests.record
     num_refused = 0
 
-    def locked_at_first(conn: sa.Connection, outcomes: list[requests.Outcome]) -> int:
+    def locked_at_first(conn: sa.Connection, outcomes: list[batch_requests.Outcome]) -> int:
         nonlocal num_refused
         if num_refused < 3:
             num_refused += 1
             raise sa.exc.OperationalError("UPDATE requests", {}, Exception("database is locked"))
         return real_record(conn, outcomes)
 
-    monkeypatch.setattr(requests, "record", locked_at_first)
+    monkeypatch.setattr(batch_requests, "record", locked_at_first)
     with caplog.at_level(logging.ERROR, logger="freight.worker.dispatcher"):
         record = asyncio.run(run_until(svc, batch_id, TERMINAL, timeout=60))
     assert num_refused == 3

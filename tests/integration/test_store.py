@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from freight.errors import Conflict, IllegalTransition, NotFound
-from freight.store import batches, files, requests
+from freight.store import batch_requests, batches, files
 from freight.store.db import Database, open_database
 from freight.store.statuses import RequestStatus
 from tests.sqlite_plans import plans_of
@@ -53,7 +53,7 @@ def new_batch(
             }
             for i in range(num_requests)
         ]
-        requests.insert_many(conn, rows)
+        batch_requests.insert_many(conn, rows)
         if num_requests:
             batches.set_values(conn, batch_id, num_total=num_requests)
             record = batches.transition(conn, batch_id, "in_progress")
@@ -128,8 +128,8 @@ def test_other_projects_batches_are_not_found(db: Database) -> None:
 def test_claim_leases_in_line_order_and_never_twice(db: Database) -> None:
     new_batch(db, num_requests=5)
     with db.write() as conn:
-        first = requests.claim(conn, "batch_1", "w1", 3, lease_seconds=60)
-        second = requests.claim(conn, "batch_1", "w2", 10, lease_seconds=60)
+        first = batch_requests.claim(conn, "batch_1", "w1", 3, lease_seconds=60)
+        second = batch_requests.claim(conn, "batch_1", "w2", 10, lease_seconds=60)
     assert [c.line for c in first] == [1, 2, 3]
     assert [c.line for c in second] == [4, 5]
     assert all(c.attempts == 1 for c in first + second)
@@ -141,12 +141,12 @@ def test_claims_and_records_seek_indexes_not_every_queued_request(tmp_path: Path
     db = open_database(f"sqlite:///{tmp_path / 'plan.db'}", tmp_path)
     new_batch(db, num_requests=1200)
     with db.write() as conn:
-        claimed = requests.claim(conn, "batch_1", "w1", 512, lease_seconds=60)
-    plans = plans_of(db, lambda conn: requests.claim(conn, "batch_1", "w1", 512, 60))
+        claimed = batch_requests.claim(conn, "batch_1", "w1", 512, lease_seconds=60)
+    plans = plans_of(db, lambda conn: batch_requests.claim(conn, "batch_1", "w1", 512, 60))
     outcomes = [
-        requests.Outcome(c.id, "batch_1", RequestStatus.SUCCEEDED, 200, "{}") for c in claimed
+        batch_requests.Outcome(c.id, "batch_1", RequestStatus.SUCCEEDED, 200, "{}") for c in claimed
     ]
-    plans |= plans_of(db, lambda conn: requests.record(conn, outcomes))
+    plans |= plans_of(db, lambda conn: batch_requests.record(conn, outcomes))
     db.dispose()
     assert len(plans) >= 4, plans  # claim: select, update; record: select, update
     assert not any("ix_requests_status_lease" in plan for plan in plans.values()), plans
@@ -155,8 +155,8 @@ def test_claims_and_records_seek_indexes_not_every_queued_request(tmp_path: Path
 def test_result_is_recorded_once_even_if_two_workers_race(db: Database) -> None:
     new_batch(db, num_requests=1)
     with db.write() as conn:
-        (claimed,) = requests.claim(conn, "batch_1", "w1", 1, lease_seconds=60)
-    outcome = requests.Outcome(
+        (claimed,) = batch_requests.claim(conn, "batch_1", "w1", 1, lease_seconds=60)
+    outcome = batch_requests.Outcome(
         claimed.id,
         "batch_1",
         RequestStatus.SUCCEEDED,
@@ -166,8 +166,8 @@ def test_result_is_recorded_once_even_if_two_workers_race(db: Database) -> None:
         output_tokens=4,
     )
     with db.write() as conn:
-        assert requests.record(conn, [outcome]) == 1
-        assert requests.record(conn, [outcome]) == 0
+        assert batch_requests.record(conn, [outcome]) == 1
+        assert batch_requests.record(conn, [outcome]) == 0
         record = batches.get(conn, "batch_1")
     assert (record.num_succeeded, record.input_tokens, record.output_tokens) == (1, 3, 4)
 
@@ -176,30 +176,30 @@ def test_expired_leases_are_reclaimed_and_renewed_ones_are_not(db: Database) -> 
     new_batch(db, num_requests=2)
     start = time.time()
     with db.write() as conn:
-        requests.claim(conn, "batch_1", "dead", 1, lease_seconds=10, now=start)
-        requests.claim(conn, "batch_1", "alive", 1, lease_seconds=10, now=start)
+        batch_requests.claim(conn, "batch_1", "dead", 1, lease_seconds=10, now=start)
+        batch_requests.claim(conn, "batch_1", "alive", 1, lease_seconds=10, now=start)
     later = start + 11  # both leases have run out
     with db.write() as conn:
-        assert requests.reclaim_expired(conn, now=start + 9) == 0
-        assert requests.renew(conn, "alive", 60, now=later) == 1
-        assert requests.reclaim_expired(conn, now=later) == 1
-        assert requests.count_by_status(conn, "batch_1") == {"queued": 1, "running": 1}
+        assert batch_requests.reclaim_expired(conn, now=start + 9) == 0
+        assert batch_requests.renew(conn, "alive", 60, now=later) == 1
+        assert batch_requests.reclaim_expired(conn, now=later) == 1
+        assert batch_requests.count_by_status(conn, "batch_1") == {"queued": 1, "running": 1}
 
 
 def test_release_returns_requests_without_counting_the_attempt(db: Database) -> None:
     new_batch(db, num_requests=2)
     with db.write() as conn:
-        requests.claim(conn, "batch_1", "w1", 2, lease_seconds=60)
-        assert requests.release(conn, "w1") == 2
-        again = requests.claim(conn, "batch_1", "w2", 2, lease_seconds=60)
+        batch_requests.claim(conn, "batch_1", "w1", 2, lease_seconds=60)
+        assert batch_requests.release(conn, "w1") == 2
+        again = batch_requests.claim(conn, "batch_1", "w2", 2, lease_seconds=60)
     assert [c.attempts for c in again] == [1, 1]
 
 
 def test_close_open_ends_queued_and_running_and_counts_them(db: Database) -> None:
     new_batch(db, num_requests=3)
     with db.write() as conn:
-        (running,) = requests.claim(conn, "batch_1", "w1", 1, lease_seconds=60)
-        ids = requests.close_open(conn, "batch_1", RequestStatus.CANCELLED, '{"code": "x"}')
+        (running,) = batch_requests.claim(conn, "batch_1", "w1", 1, lease_seconds=60)
+        ids = batch_requests.close_open(conn, "batch_1", RequestStatus.CANCELLED, '{"code": "x"}')
         record = batches.get(conn, "batch_1")
     assert ids == [running.id]
     assert record.num_cancelled == 3
@@ -248,7 +248,7 @@ def test_claims_follow_the_admission_key_then_the_line(db: Database) -> None:
     new_batch(db)
     keys = ["b", "a", "", "a", "c"]
     with db.write() as conn:
-        requests.insert_many(
+        batch_requests.insert_many(
             conn,
             [
                 {
@@ -265,5 +265,5 @@ def test_claims_follow_the_admission_key_then_the_line(db: Database) -> None:
                 for i, key in enumerate(keys)
             ],
         )
-        claimed = requests.claim(conn, "batch_1", "w1", 10, lease_seconds=60)
+        claimed = batch_requests.claim(conn, "batch_1", "w1", 10, lease_seconds=60)
     assert [c.id for c in claimed] == ["r2", "r1", "r3", "r0", "r4"]

@@ -21,12 +21,12 @@ import sqlalchemy as sa
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
 
-from freight import quotas
 from freight.config import QuotaLimits, QuotaSettings
 from freight.errors import ConfigError, QuotaExceeded
-from freight.store import batches, files, project_usage, requests
+from freight.service import quotas
+from freight.store import batch_requests, batches, files, project_usage
 from freight.store import db as db_module
-from freight.store.blobs import BlobStore
+from freight.store.blob_store import BlobStore
 from freight.store.db import Database, open_database
 from freight.store.statuses import RequestStatus
 from tests.conftest import REPO
@@ -99,7 +99,7 @@ def test_concurrent_claims_never_lease_a_request_twice(db: Database) -> None:
             mine: list[str] = []
             while True:
                 with db.write() as conn:
-                    claimed = requests.claim(conn, "batch_1", owner, 7, lease_seconds=60)
+                    claimed = batch_requests.claim(conn, "batch_1", owner, 7, lease_seconds=60)
                 if not claimed:
                     return mine
                 mine += [c.id for c in claimed]
@@ -110,7 +110,7 @@ def test_concurrent_claims_never_lease_a_request_twice(db: Database) -> None:
     every = [rid for mine in results for rid in mine]
     assert len(every) == len(set(every)) == 400
     with db.read() as conn:
-        assert requests.count_by_status(conn, "batch_1") == {"running": 400}
+        assert batch_requests.count_by_status(conn, "batch_1") == {"running": 400}
 
 
 def shuffled_batch(db: Database, batch_id: str, num_requests: int) -> None:
@@ -118,7 +118,7 @@ def shuffled_batch(db: Database, batch_id: str, num_requests: int) -> None:
     new_batch(db, batch_id)
     ids = [f"{batch_id}-{random.getrandbits(64):016x}" for _ in range(num_requests)]
     with db.write() as conn:
-        requests.insert_many(
+        batch_requests.insert_many(
             conn,
             [
                 {
@@ -145,29 +145,31 @@ def test_racing_results_renewals_and_cancel_count_each_request_once(
     """Overlapping multi-row updates in opposite orders: no deadlock, exact counters."""
     shuffled_batch(db, "batch_1", 600)
     with db.write() as conn:
-        claimed = requests.claim(conn, "batch_1", "w1", 600, lease_seconds=60)
+        claimed = batch_requests.claim(conn, "batch_1", "w1", 600, lease_seconds=60)
     outcomes = [
-        requests.Outcome(c.id, "batch_1", RequestStatus.SUCCEEDED, status_code=200, output_tokens=1)
+        batch_requests.Outcome(
+            c.id, "batch_1", RequestStatus.SUCCEEDED, status_code=200, output_tokens=1
+        )
         for c in claimed
     ]
     random.shuffle(outcomes)
 
-    def record(chunk: list[requests.Outcome]) -> Callable[[], int]:
+    def record(chunk: list[batch_requests.Outcome]) -> Callable[[], int]:
         def job() -> int:
             with db.write() as conn:
-                return requests.record(conn, chunk)
+                return batch_requests.record(conn, chunk)
 
         return job
 
     def cancel() -> int:
         with db.write() as conn:
             return len(
-                requests.close_open(conn, "batch_1", RequestStatus.CANCELLED, '{"code":"x"}')
+                batch_requests.close_open(conn, "batch_1", RequestStatus.CANCELLED, '{"code":"x"}')
             )
 
     def renew() -> int:
         with db.write() as conn:
-            return requests.renew(conn, "w1", 60)
+            return batch_requests.renew(conn, "w1", 60)
 
     run_together(
         record(outcomes[:400]),
@@ -178,7 +180,7 @@ def test_racing_results_renewals_and_cancel_count_each_request_once(
     )
     with db.read() as conn:
         record_ = batches.get(conn, "batch_1")
-        by_status = requests.count_by_status(conn, "batch_1")
+        by_status = batch_requests.count_by_status(conn, "batch_1")
     assert record_.num_succeeded + record_.num_cancelled == 600
     assert record_.num_succeeded == by_status.get("succeeded", 0) == record_.output_tokens
     assert record_.num_cancelled == by_status.get("cancelled", 0)
@@ -188,20 +190,20 @@ def test_racing_results_renewals_and_cancel_count_each_request_once(
 def test_reclaim_returns_only_expired_leases_while_others_claim(db: Database) -> None:
     new_batch(db, num_requests=50)
     with db.write() as conn:
-        requests.claim(conn, "batch_1", "dead", 20, lease_seconds=-1)  # already expired
+        batch_requests.claim(conn, "batch_1", "dead", 20, lease_seconds=-1)  # already expired
 
     def reclaim() -> int:
         with db.write() as conn:
-            return requests.reclaim_expired(conn)
+            return batch_requests.reclaim_expired(conn)
 
     def claim() -> int:
         with db.write() as conn:
-            return len(requests.claim(conn, "batch_1", "alive", 30, lease_seconds=60))
+            return len(batch_requests.claim(conn, "batch_1", "alive", 30, lease_seconds=60))
 
     num_reclaimed, num_claimed = run_together(reclaim, claim)
     assert (num_reclaimed, num_claimed) == (20, 30)
     with db.read() as conn:
-        assert requests.count_by_status(conn, "batch_1") == {"queued": 20, "running": 30}
+        assert batch_requests.count_by_status(conn, "batch_1") == {"queued": 20, "running": 30}
 
 
 def test_an_unsupported_database_url_is_a_config_error_naming_the_supported_ones() -> None:
@@ -309,8 +311,8 @@ def test_racing_uploads_store_exactly_the_quota(database_url: str, tmp_path: Pat
 RACER = """
 import json, sys
 from pathlib import Path
-from freight import quotas
-from freight.store.blobs import BlobStore
+from freight.service import quotas
+from freight.store.blob_store import BlobStore
 from freight.store.db import Database
 from tests.integration import test_store_concurrency as t
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from freight.store import batches, requests, upstream
+from freight.store import batch_requests, batches, upstream
 from freight.store.db import Database, open_database
 from freight.store.statuses import RequestStatus
 from tests.sqlite_plans import plans_of
@@ -53,7 +53,7 @@ def new_batch(db: Database, *, num_upstream: int, num_local: int) -> None:
             expires_at=now + 86400,
             num_total=len(rows),
         )
-        requests.insert_many(conn, rows)
+        batch_requests.insert_many(conn, rows)
         batches.transition(conn, "batch_1", "in_progress")
 
 
@@ -74,8 +74,8 @@ def pack(db: Database, owner: str, max_requests: int = 100, max_bytes: int = 10_
 def test_ordinary_claims_pass_upstream_requests_by(db: Database) -> None:
     new_batch(db, num_upstream=3, num_local=2)
     with db.write() as conn:
-        claimed = requests.claim(conn, "batch_1", "w1", 10, 60)
-        leased = requests.claim_all(conn, "batch_1", "w1", 60)
+        claimed = batch_requests.claim(conn, "batch_1", "w1", 10, 60)
+        leased = batch_requests.claim_all(conn, "batch_1", "w1", 60)
         (waiting,) = upstream.waiting(conn, ["up"])
         assert upstream.waiting(conn, ["another"]) == upstream.waiting(conn, []) == []
     assert [r.id for r in claimed] == ["r03", "r04"]
@@ -126,7 +126,7 @@ def test_given_back_requests_are_adopted_with_their_upstream_batch(db: Database)
     record = packed[0]
     with db.write() as conn:
         upstream.submitted(conn, record.id, "batch_upstream_1", "validating")
-        assert requests.release(conn, "w1") == 3  # the worker stops
+        assert batch_requests.release(conn, "w1") == 3  # the worker stops
         (waiting,) = upstream.waiting(conn, ["up"])
         assert waiting.upstream_batch_id == record.id
         adopted = upstream.adopt(conn, record.id, "w2", 60)
@@ -137,10 +137,11 @@ def test_given_back_requests_are_adopted_with_their_upstream_batch(db: Database)
         assert upstream.num_running(conn, record.id, "w2") == 3
         assert upstream.waiting(conn, ["up"]) == []
     outcomes = [
-        requests.Outcome(f"r0{i}", "batch_1", RequestStatus.SUCCEEDED, 200, "{}") for i in range(3)
+        batch_requests.Outcome(f"r0{i}", "batch_1", RequestStatus.SUCCEEDED, 200, "{}")
+        for i in range(3)
     ]
     with db.write() as conn:
-        assert requests.record(conn, outcomes) == 3
+        assert batch_requests.record(conn, outcomes) == 3
         upstream.ended(conn, record.id, "completed", "3 succeeded")
         assert batches.get(conn, "batch_1").num_open == 0
         assert upstream.get(conn, record.id).status == "ended"  # type: ignore[union-attr]

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from freight import report
 from freight.config import PricingSettings
 from freight.engines.echo import EchoEngine
 from freight.engines.metering import BATCH, IDLE
 from freight.store import usage
 from freight.store.db import open_database
-from freight.worker.usage import UsageRecorder
+from freight.usage import report
+from freight.usage.recorder import UsageRecorder
 from tests.conftest import chat_line, make_settings
 from tests.integration.test_worker import TERMINAL, run_until, service, submit
 from tests.seed import DAY1, DAY2, add_engine_time, seed_two_days

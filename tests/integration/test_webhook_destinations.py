@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from freight.store import webhooks
+from freight.service.webhook_sender import WebhookSender
+from freight.store import webhook_store
 from freight.store.db import open_database
-from freight.worker.webhooks import WebhookSender
 from tests.integration.test_webhook_outbox import (
     FAST,
     add_batch,
@@ -108,8 +108,8 @@ def test_errors_recorded_by_earlier_versions_are_shown_without_the_receivers_ans
         add_batch(db, f"batch_{i}")
         end_batch(db, f"batch_{i}", "failed")
         with db.write() as conn:
-            (due,) = webhooks.claim_due(conn, "old-sender", 10, lease_seconds=30)
-            webhooks.record_attempt(
+            (due,) = webhook_store.claim_due(conn, "old-sender", 10, lease_seconds=30)
+            webhook_store.record_attempt(
                 conn, due.id, "old-sender", status_code=None, error=old_error, retry_at=None
             )
     shown = {d.batch_id: d.last_error for d in deliveries(db)}

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from freight.config import WebhookSettings
-from freight.store import batches, webhooks
+from freight.service.webhook_sender import WebhookSender
+from freight.store import batches, webhook_store
 from freight.store.db import Database, open_database
-from freight.worker.webhooks import WebhookSender
 from tests.webhook_receiver import WebhookReceiver
 
 FAST = WebhookSettings(
@@ -56,15 +56,19 @@ def end_batch(db: Database, batch_id: str, status: str = "completed") -> None:
 
 
 def add_endpoint(db: Database, url: str, project: str = "default", **kwargs: object) -> str:
-    values = {"event_types": list(webhooks.EVENT_TYPES), "secret": "whsec_" + "A" * 44, **kwargs}
+    values = {
+        "event_types": list(webhook_store.EVENT_TYPES),
+        "secret": "whsec_" + "A" * 44,
+        **kwargs,
+    }
     with db.write() as conn:
-        record = webhooks.add_endpoint(conn, project=project, url=url, **values)  # type: ignore[arg-type]
+        record = webhook_store.add_endpoint(conn, project=project, url=url, **values)  # type: ignore[arg-type]
     return record.id
 
 
-def deliveries(db: Database, **kwargs: object) -> list[webhooks.DeliveryRecord]:
+def deliveries(db: Database, **kwargs: object) -> list[webhook_store.DeliveryRecord]:
     with db.read() as conn:
-        return webhooks.list_deliveries(conn, limit=1000, **kwargs)  # type: ignore[arg-type]
+        return webhook_store.list_deliveries(conn, limit=1000, **kwargs)  # type: ignore[arg-type]
 
 
 async def send_until(senders: list[WebhookSender], done: object, timeout: float = 30) -> None:
@@ -113,7 +117,7 @@ def test_a_rolled_back_status_change_queues_no_event(tmp_path: Path, database_ur
     add_batch(db, "batch_1")
     with pytest.raises(RuntimeError), db.write() as conn:
         batches.transition(conn, "batch_1", "failed")
-        assert len(webhooks.list_deliveries(conn)) == 1  # inside the transaction
+        assert len(webhook_store.list_deliveries(conn)) == 1  # inside the transaction
         raise RuntimeError("crash before commit")
     assert deliveries(db) == []
     with db.read() as conn:
@@ -127,7 +131,7 @@ def test_two_senders_deliver_each_event_exactly_once(tmp_path: Path, database_ur
     with WebhookReceiver() as receiver:
         endpoint_id = add_endpoint(db, receiver.url)
         with db.read() as conn:
-            receiver.secret = webhooks.get_endpoint(conn, endpoint_id).secret
+            receiver.secret = webhook_store.get_endpoint(conn, endpoint_id).secret
         for i in range(num_batches):
             add_batch(db, f"batch_{i:02d}")
             end_batch(db, f"batch_{i:02d}")
@@ -154,7 +158,7 @@ def test_a_receiver_that_fails_twice_gets_the_event_once_after_three_attempts(
     with WebhookReceiver(num_failures=2) as receiver:
         endpoint_id = add_endpoint(db, receiver.url)
         with db.read() as conn:
-            receiver.secret = webhooks.get_endpoint(conn, endpoint_id).secret
+            receiver.secret = webhook_store.get_endpoint(conn, endpoint_id).secret
         add_batch(db, "batch_1")
         end_batch(db, "batch_1")
         asyncio.run(
@@ -211,13 +215,13 @@ def test_a_delivery_whose_sender_died_is_sent_again_after_its_lease(
     with WebhookReceiver() as receiver:
         endpoint_id = add_endpoint(db, receiver.url)
         with db.read() as conn:
-            receiver.secret = webhooks.get_endpoint(conn, endpoint_id).secret
+            receiver.secret = webhook_store.get_endpoint(conn, endpoint_id).secret
         add_batch(db, "batch_1")
         end_batch(db, "batch_1")
         with db.write() as conn:  # a sender leases it, then dies before POSTing
-            assert len(webhooks.claim_due(conn, "dead-sender", 10, lease_seconds=0.3)) == 1
+            assert len(webhook_store.claim_due(conn, "dead-sender", 10, lease_seconds=0.3)) == 1
         with db.write() as conn:  # leased: nobody else takes it meanwhile
-            assert webhooks.claim_due(conn, "other", 10, lease_seconds=5) == []
+            assert webhook_store.claim_due(conn, "other", 10, lease_seconds=5) == []
         asyncio.run(
             send_until([WebhookSender(FAST, db)], lambda: deliveries(db)[0].status != "pending")
         )
@@ -225,7 +229,7 @@ def test_a_delivery_whose_sender_died_is_sent_again_after_its_lease(
     (delivery,) = deliveries(db)
     assert delivery.status == "delivered" and delivery.attempts == 2
     with db.write() as conn:  # the dead sender's late outcome is not recorded
-        assert not webhooks.record_attempt(
+        assert not webhook_store.record_attempt(
             conn, delivery.id, "dead-sender", status_code=500, error="HTTP 500", retry_at=None
         )
 

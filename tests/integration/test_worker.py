@@ -17,11 +17,11 @@ import pytest
 from freight.config import Settings
 from freight.engines.echo import EchoEngine
 from freight.engines.pool import EnginePool
-from freight.models import Registry
-from freight.protocol import openai as wire
-from freight.service import Service
-from freight.store import batches, files, requests
-from freight.submit import create_openai_batch
+from freight.engines.registry import Registry
+from freight.protocol import openai_wire
+from freight.service.intake import create_openai_batch
+from freight.service.runtime import Service
+from freight.store import batch_requests, batches, files
 from tests.conftest import chat_line, make_settings
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -39,7 +39,7 @@ def submit(svc: Service, lines: list[Any], window: str = "24h") -> str:
     batch = create_openai_batch(
         svc,
         "default",
-        wire.CreateBatch(
+        openai_wire.CreateBatch(
             input_file_id=record.id, endpoint="/v1/chat/completions", completion_window=window
         ),
     )
@@ -104,7 +104,7 @@ def test_batch_runs_to_completion_with_every_line_accounted(
     out = result_lines(svc, record)
     assert sorted(x["custom_id"] for x in out) == sorted(x["custom_id"] for x in lines)
     for x in out:
-        wire.BatchRequestOutput.model_validate(x)
+        openai_wire.BatchRequestOutput.model_validate(x)
     bad = next(x for x in out if x["custom_id"] == "bad")
     assert bad["response"]["status_code"] == 400 and bad["error"] is None
     with svc.db.read() as conn:
@@ -134,7 +134,7 @@ def test_invalid_file_fails_with_errors_and_no_requests(tmp_path: Path, database
         }
     ]
     with svc.db.read() as conn:
-        assert requests.count_by_status(conn, batch_id) == {}
+        assert batch_requests.count_by_status(conn, batch_id) == {}
 
 
 def test_cancel_keeps_finished_lines_and_cancels_the_rest(
@@ -217,7 +217,7 @@ def test_worker_stop_releases_unfinished_requests_for_the_next_worker(
     assert worker is not None
     asyncio.run(run_until(svc, batch_id, {"in_progress"}, also=lambda: worker.num_in_flight > 0))
     with svc.db.read() as conn:
-        counts = requests.count_by_status(conn, batch_id)
+        counts = batch_requests.count_by_status(conn, batch_id)
     assert counts.get("running", 0) == 0  # nothing left leased to the stopped worker
     svc2 = service(settings, EchoEngine("echo"))
     record = asyncio.run(run_until(svc2, batch_id, TERMINAL))

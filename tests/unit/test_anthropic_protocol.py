@@ -82,7 +82,7 @@ def test_a_final_assistant_turn_is_a_prefill() -> None:
     [
         ({"max_tokens": 0}, "max_tokens", "greater than or equal to 1"),
         ({"temperature": 1.5}, "temperature", "less than or equal to 1"),
-        ({"tools": []}, "tools", "Unrecognized request argument"),
+        ({"container": "c"}, "container", "Unrecognized request argument"),
         ({"thinking": {"type": "enabled"}}, "thinking", "Unrecognized request argument"),
         ({"messages": []}, "messages", "at least 1"),
         (

@@ -16,8 +16,8 @@ from typing import BinaryIO
 
 import pytest
 
-from freight.store import blobs
-from freight.store.blobs import AsyncBlobs, BlobStore
+from freight.store import blob_store
+from freight.store.blob_store import AsyncBlobs, BlobStore
 from tests.waiting import wait_until_async
 
 
@@ -62,7 +62,7 @@ def test_small_writes_reach_the_blob_whole_in_large_pieces(tmp_path: Path) -> No
     store = GatedBlobs(tmp_path)
     store.gate.set()
     piece = b"x" * 1000
-    num_pieces = 3 * blobs.WRITE_BYTES // len(piece)
+    num_pieces = 3 * blob_store.WRITE_BYTES // len(piece)
 
     async def write() -> None:
         async with AsyncBlobs(store).create("a") as out:
@@ -79,7 +79,7 @@ def test_a_failed_write_leaves_no_blob(tmp_path: Path) -> None:
 
     async def write() -> None:
         async with AsyncBlobs(store).create("a") as out:
-            await out.write(b"x" * (blobs.WRITE_BYTES + 1))
+            await out.write(b"x" * (blob_store.WRITE_BYTES + 1))
             raise ValueError("the upload was refused")
 
     with pytest.raises(ValueError, match="refused"):
@@ -103,7 +103,7 @@ def test_a_cancelled_writer_cleans_up_after_its_last_write_ends(tmp_path: Path) 
 
     async def write() -> None:
         async with AsyncBlobs(store).create("a") as out:
-            await out.write(b"x" * blobs.WRITE_BYTES)
+            await out.write(b"x" * blob_store.WRITE_BYTES)
 
     async def cancel_mid_write() -> None:
         task = asyncio.create_task(write())
@@ -122,7 +122,7 @@ def test_a_cancelled_delete_still_deletes_when_it_waited_for_a_thread(tmp_path: 
     store = GatedBlobs(tmp_path)
     with BlobStore.create(store, "a") as fh:  # not gated
         fh.write(b"x")
-    num_busy = blobs.NUM_BLOB_THREADS
+    num_busy = blob_store.NUM_BLOB_THREADS
 
     async def cancel_mid_delete() -> None:
         async_blobs = AsyncBlobs(store)

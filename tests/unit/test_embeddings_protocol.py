@@ -13,7 +13,7 @@ from openai.types import CreateEmbeddingResponse as SDKEmbeddingResponse
 
 from freight.config import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, LimitSettings
 from freight.engines.base import EmbeddingRequest, Embeddings
-from freight.models import Registry
+from freight.engines.registry import Registry
 from freight.protocol import endpoints
 from freight.protocol.batch_input import FileValidator, iter_lines
 from tests.conftest import make_settings

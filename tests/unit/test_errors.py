@@ -17,16 +17,16 @@ import pytest
 from fastapi import Body, FastAPI
 
 import freight
-import freight.worker.provider_batches  # defines FreightErrors of its own
+import freight.upstream.provider_batches  # defines FreightErrors of its own
 from freight.api import errors as api_errors
 from freight.api.json_bodies import JsonBudget
 from freight.config import Settings
 from freight.engines.base import EngineDied, RequestRejected
 from freight.engines.pool import EnginePool
 from freight.errors import FreightError
-from freight.protocol import anthropic
-from freight.protocol.errors import BodyError
-from freight.store.requests import ClaimedRequest, Outcome
+from freight.protocol import anthropic_wire
+from freight.protocol.body_errors import BodyError
+from freight.store.batch_requests import ClaimedRequest, Outcome
 from freight.store.statuses import RequestStatus
 from freight.worker import runner
 
@@ -57,7 +57,7 @@ def test_every_freight_error_has_a_status_both_api_types_and_a_line_code() -> No
         assert isinstance(cls.status_code, int) and 400 <= cls.status_code <= 599, name
         assert cls.openai_type in OPENAI_TYPES, name
         # Anthropic's SDK picks its exception class by status: the type must agree.
-        assert cls.anthropic_type == anthropic.error_type_for(cls.status_code), name
+        assert cls.anthropic_type == anthropic_wire.error_type_for(cls.status_code), name
         assert LINE_CODE.match(cls.line_code), name
         assert (cls.__dict__.get("__doc__") or "").strip(), f"{name} has no default message"
 

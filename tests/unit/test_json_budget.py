@@ -218,3 +218,26 @@ def test_max_json_depth_is_64_by_default_and_at_most_the_ceiling() -> None:
     assert LimitSettings(max_json_depth=json_budget.MAX_CONFIGURABLE_DEPTH)
     with pytest.raises(ValidationError):
         LimitSettings(max_json_depth=json_budget.MAX_CONFIGURABLE_DEPTH + 1)
+
+
+@pytest.mark.parametrize(
+    ("document", "found"),
+    [
+        (b'{"temperature": NaN}', "NaN"),
+        (b'{"a": [1, Infinity]}', "Infinity"),
+        (b'{"a": -Infinity}', "-Infinity"),
+        (b'{"text": "NaN and Infinity are words here"}', None),
+        (b'{"a": 1.5e308}', None),
+        (b'{"a": NaN', "NaN"),  # cut short, too: the first problem found is named
+    ],
+)
+def test_non_finite_numbers_are_found_outside_strings(document: bytes, found: str | None) -> None:
+    assert json_budget.non_finite_number(document) == found
+    message = json_budget.problem(document, "Line 4", 64)
+    if found is None:
+        assert message is None
+    else:
+        assert message == (
+            f"Line 4 holds the number {found}, which is not JSON: numbers must be finite. "
+            "Send a finite number, or null where a value may be absent."
+        )

@@ -20,8 +20,8 @@ from freight.config import LimitSettings
 from freight.errors import InvalidRequest, PayloadTooLarge
 from freight.protocol import message_batch_input
 from freight.protocol.batch_input import FileValidator, iter_lines
-from freight.store.blobs import BlobStore
-from freight.submit import check_metadata
+from freight.service.intake import check_metadata
+from freight.store.blob_store import BlobStore
 
 URL = "/v1/chat/completions"
 

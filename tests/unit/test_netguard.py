@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from freight import netguard
 from freight.config import WebhookSettings
 from freight.errors import InvalidRequest
-from freight.protocol import webhooks as wire
-from freight.worker import webhooks as sender
+from freight.protocol import webhook_wire
+from freight.service import webhook_sender
 from tests.netstubs import RecordingNetwork, StubResolver
 
 PUBLIC = "93.184.215.14"  # only ever handed to the recording network, never connected to
@@ -44,9 +44,11 @@ def post(
 
     async def attempt() -> tuple[int | None, str | None]:
         resolve = resolver or StubResolver()  # never the system's: no DNS query leaves
-        async with sender.http_client(settings, resolver=resolve, network=network) as client:
-            return await sender.post_event(
-                client, url, wire.new_secret(), "evt_1", "{}", timeout_seconds=5
+        async with webhook_sender.http_client(
+            settings, resolver=resolve, network=network
+        ) as client:
+            return await webhook_sender.post_event(
+                client, url, webhook_wire.new_secret(), "evt_1", "{}", timeout_seconds=5
             )
 
     return asyncio.run(attempt())
@@ -225,10 +227,10 @@ def test_connection_failures_are_one_class_whatever_the_socket_said() -> None:
 def test_a_url_with_credentials_is_refused_and_never_echoed() -> None:
     url = "https://bob:hunter2@hooks.example.com/h"
     with pytest.raises(InvalidRequest) as excinfo:
-        wire.check_url(url)
+        webhook_wire.check_url(url)
     assert excinfo.value.param == "url" and "credentials (user:password@)" in excinfo.value.message
     assert "hunter2" not in excinfo.value.message
-    assert wire.display_url(url) == "https://***@hooks.example.com/h"
+    assert webhook_wire.display_url(url) == "https://***@hooks.example.com/h"
     network = RecordingNetwork()  # an endpoint stored before they were refused
     status, error = post(
         url, resolver=StubResolver({"hooks.example.com": [PUBLIC]}), network=network

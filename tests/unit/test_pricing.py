@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from freight import config, pricing
+from freight import config
 from freight.config import ModelSettings, PricingSettings
 from freight.errors import ConfigError
+from freight.usage import pricing
 from tests.conftest import make_settings
 
 PRICES = pricing.Prices(Decimal("0.15"), Decimal("0.60"))

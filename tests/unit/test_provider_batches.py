@@ -1,4 +1,4 @@
-"""Provider batch results mapped onto Freight's own lines (worker/provider_batches.py)."""
+"""Provider batch results mapped onto Freight's own lines (upstream/provider_batches.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 
 from freight import config
 from freight.config import AnthropicBatchUpstream, ModelSettings, OpenAIBatchUpstream
+from freight.engines.registry import Registry
 from freight.errors import ConfigError
-from freight.models import Registry
-from freight.store.requests import ClaimedRequest
+from freight.store.batch_requests import ClaimedRequest
 from freight.store.statuses import RequestStatus
-from freight.worker import passthrough, provider_batches
-from freight.worker.provider_batches import (
+from freight.upstream import passthrough, provider_batches
+from freight.upstream.provider_batches import (
     UpstreamState,
     anthropic_outcome,
     openai_outcome,

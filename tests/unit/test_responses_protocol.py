@@ -17,7 +17,7 @@ from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from freight.engines.base import Choice, Delta, EngineDied, Generation, JsonOutput, Message
-from freight.protocol import endpoints, responses
+from freight.protocol import endpoints, responses_api
 
 RESPONSES = endpoints.ENDPOINTS["/v1/responses"]
 CHAT = endpoints.ENDPOINTS["/v1/chat/completions"]
@@ -29,9 +29,9 @@ SCHEMA = {
 STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
 
 
-def parse_response(**body: Any) -> responses.CreateResponse:
+def parse_response(**body: Any) -> responses_api.CreateResponse:
     parsed = endpoints.parse_body(RESPONSES, {"model": "m", **body}, in_batch=False)
-    assert isinstance(parsed, responses.CreateResponse)
+    assert isinstance(parsed, responses_api.CreateResponse)
     return parsed
 
 
@@ -237,7 +237,7 @@ def test_output_cut_at_max_output_tokens_is_incomplete() -> None:
 
 
 def stream_events(finish: Any = "stop") -> list[dict[str, Any]]:
-    events = responses.StreamEvents(parse_response(input="x"), "resp_abc")
+    events = responses_api.StreamEvents(parse_response(input="x"), "resp_abc")
     out = list(events.start())
     out += [events.delta(piece) for piece in ("Hel", "lo", "!")]
     out += list(events.finish(generation("Hello!", finish)))
@@ -277,7 +277,7 @@ def test_a_stream_cut_by_max_output_tokens_ends_incomplete() -> None:
 
 
 def test_a_broken_stream_ends_with_response_failed() -> None:
-    events = responses.StreamEvents(parse_response(input="x"), "resp_abc")
+    events = responses_api.StreamEvents(parse_response(input="x"), "resp_abc")
     list(events.start())
     failed = events.fail("the engine died")
     parsed = STREAM_EVENT.validate_python(failed)
@@ -293,7 +293,7 @@ def test_to_stream_ends_a_stream_the_engine_broke_with_response_failed() -> None
 
     async def collect() -> list[Any]:
         body = parse_response(input="x", stream=True)
-        return [e async for e in responses.to_stream(body, engine_events())]
+        return [e async for e in responses_api.to_stream(body, engine_events())]
 
     events = asyncio.run(collect())
     assert [e.event for e in events] == [e.data["type"] for e in events]

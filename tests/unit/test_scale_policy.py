@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from freight.cli import optional_value
+from freight.cli.main import optional_value
 from freight.cluster.handoff import is_large
 
 

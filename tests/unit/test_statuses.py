@@ -14,9 +14,8 @@ import typing
 from pathlib import Path
 
 import freight
-from freight.protocol import openai as wire
-from freight.protocol import views
-from freight.store import batches, requests
+from freight.protocol import openai_wire, views
+from freight.store import batch_requests, batches
 from freight.store.schema import batches as batches_table
 from freight.store.statuses import BatchStatus, RequestStatus
 
@@ -25,26 +24,26 @@ STATUS_WORDS = {s.value for s in BatchStatus} | {s.value for s in RequestStatus}
 
 # Words other vocabularies share with the statuses, by module: {path: {word: why}}.
 OTHER_VOCABULARIES: dict[str, dict[str, str]] = {
-    "protocol/openai.py": dict.fromkeys(
+    "protocol/openai_wire.py": dict.fromkeys(
         [s.value for s in BatchStatus], "the wire model's Literal (checked equal below)"
     ),
-    "protocol/anthropic.py": {"in_progress": "Anthropic processing_status"},
+    "protocol/anthropic_wire.py": {"in_progress": "Anthropic processing_status"},
     "protocol/views.py": {"in_progress": "Anthropic processing_status"},
-    "protocol/responses.py": dict.fromkeys(
+    "protocol/responses_api.py": dict.fromkeys(
         ["in_progress", "completed", "failed"], "Responses API response/item status"
     ),
-    "protocol/webhooks.py": {"failed": "webhook delivery status"},
-    "store/webhooks.py": {"failed": "webhook delivery status"},
+    "protocol/webhook_wire.py": {"failed": "webhook delivery status"},
+    "store/webhook_store.py": {"failed": "webhook delivery status"},
     "worker/finalize.py": {"errored": "Anthropic result type"},
-    "worker/provider_batches.py": {
+    "upstream/provider_batches.py": {
         "in_progress": "Anthropic processing_status",
         "succeeded": "Anthropic result type",
         "expired": "Anthropic result type",
     },
-    "worker/passthrough.py": {"failed": "an upstream batch's upstream_status note"},
-    "engines/http.py": {"succeeded": "upstream call outcome (metrics label)"},
-    "keys_cli.py": {"expired": "API key state"},
-    "client_cli.py": {"failed": "column heading (request_counts.failed)"},
+    "upstream/passthrough.py": {"failed": "an upstream batch's upstream_status note"},
+    "engines/http_engine.py": {"succeeded": "upstream call outcome (metrics label)"},
+    "cli/keys.py": {"expired": "API key state"},
+    "cli/client.py": {"failed": "column heading (request_counts.failed)"},
 }
 
 
@@ -96,10 +95,10 @@ def test_every_status_a_batch_moves_to_has_its_timestamp_column() -> None:
 
 
 def test_request_statuses_are_exactly_the_open_and_finished_ones() -> None:
-    assert set(requests.OPEN) | set(requests.FINISHED) == set(RequestStatus)
-    assert not set(requests.OPEN) & set(requests.FINISHED)
+    assert set(batch_requests.OPEN) | set(batch_requests.FINISHED) == set(RequestStatus)
+    assert not set(batch_requests.OPEN) & set(batch_requests.FINISHED)
     # each finished status adds to the batch's counter of the same name
-    assert all(f"num_{s}" in batches_table.c for s in requests.FINISHED)
+    assert all(f"num_{s}" in batches_table.c for s in batch_requests.FINISHED)
 
 
 def test_statuses_are_their_stored_strings() -> None:
@@ -110,7 +109,7 @@ def test_statuses_are_their_stored_strings() -> None:
 
 
 def test_the_openai_wire_model_offers_exactly_the_batch_statuses() -> None:
-    offered = typing.get_args(wire.Batch.model_fields["status"].annotation)
+    offered = typing.get_args(openai_wire.Batch.model_fields["status"].annotation)
     assert set(offered) == {s.value for s in BatchStatus}
 
 

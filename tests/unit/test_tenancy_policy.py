@@ -7,11 +7,11 @@ import logging
 
 import pytest
 
-from freight import auth, quotas
 from freight.api.uploads import safe_filename
+from freight.cli.keys import is_loopback
 from freight.config import QuotaLimits, QuotaSettings
 from freight.errors import InvalidRequest, QuotaExceeded
-from freight.keys_cli import is_loopback
+from freight.service import access, quotas
 from freight.worker.scheduler import RunnableBatch, fair_claims
 from tests.waiting import ManualClock
 
@@ -100,9 +100,9 @@ def test_holding_quotas_count_what_is_held_plus_what_comes() -> None:
 def test_keys_are_redacted_from_log_records(caplog: pytest.LogCaptureFixture) -> None:
     key = "frk_" + "A1b2" * 10
     record = logging.LogRecord("x", logging.INFO, "f", 1, "GET /v1?k=%s %s", (key, 401), None)
-    auth.RedactKeys().filter(record)
+    access.RedactKeys().filter(record)
     assert record.getMessage() == f"GET /v1?k={key[:12]}... 401"
-    assert auth.redact(f"key={key}.") == f"key={key[:12]}...."
+    assert access.redact(f"key={key}.") == f"key={key[:12]}...."
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_loopback_addresses(host: str, expected: bool) -> None:
 
 
 def test_project_names_are_checked() -> None:
-    assert auth.check_project_name("team-a.prod_1") == "team-a.prod_1"
+    assert access.check_project_name("team-a.prod_1") == "team-a.prod_1"
     for bad in ("", "../x", "a b", "-x", "x" * 65):
         with pytest.raises(InvalidRequest, match="Invalid project name"):
-            auth.check_project_name(bad)
+            access.check_project_name(bad)

@@ -10,20 +10,22 @@ import pytest
 
 from freight.config import WebhookSettings
 from freight.errors import InvalidRequest
-from freight.protocol import webhooks as wire
-from freight.store import webhooks
-from freight.worker.webhooks import retry_at
+from freight.protocol import webhook_wire
+from freight.service.webhook_sender import retry_at
+from freight.store import webhook_store
 
 CLIENT = openai.OpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
 
 
 def signed(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
-    return wire.signature_headers(secret, "evt_abc", timestamp or int(time.time()), body)
+    return webhook_wire.signature_headers(secret, "evt_abc", timestamp or int(time.time()), body)
 
 
 def test_openai_sdk_unwraps_a_signed_batch_event() -> None:
-    secret = wire.new_secret()
-    body = webhooks.event_payload("evt_abc", "batch.completed", 1_700_000_000, "batch_1").encode()
+    secret = webhook_wire.new_secret()
+    body = webhook_store.event_payload(
+        "evt_abc", "batch.completed", 1_700_000_000, "batch_1"
+    ).encode()
     event = CLIENT.webhooks.unwrap(body, signed(secret, body), secret=secret)
     assert event.type == "batch.completed" and event.id == "evt_abc"
     assert event.data.id == "batch_1" and event.created_at == 1_700_000_000
@@ -31,13 +33,13 @@ def test_openai_sdk_unwraps_a_signed_batch_event() -> None:
 
 
 def test_signature_fails_for_another_body_secret_or_an_old_timestamp() -> None:
-    secret = wire.new_secret()
+    secret = webhook_wire.new_secret()
     body = json.dumps({"object": "event"}).encode()
     headers = signed(secret, body)
     with pytest.raises(openai.InvalidWebhookSignatureError):
         CLIENT.webhooks.verify_signature(body + b" ", headers, secret=secret)
     with pytest.raises(openai.InvalidWebhookSignatureError):
-        CLIENT.webhooks.verify_signature(body, headers, secret=wire.new_secret())
+        CLIENT.webhooks.verify_signature(body, headers, secret=webhook_wire.new_secret())
     with pytest.raises(openai.InvalidWebhookSignatureError):
         old = signed(secret, body, int(time.time()) - 3600)
         CLIENT.webhooks.verify_signature(body, old, secret=secret)
@@ -47,7 +49,7 @@ def test_signature_fails_for_another_body_secret_or_an_old_timestamp() -> None:
 def test_secrets_are_whsec_with_32_random_bytes() -> None:
     import base64
 
-    first, second = wire.new_secret(), wire.new_secret()
+    first, second = webhook_wire.new_secret(), webhook_wire.new_secret()
     assert first.startswith("whsec_") and first != second
     assert len(base64.b64decode(first.removeprefix("whsec_"))) == 32
 
@@ -81,19 +83,19 @@ def test_no_retry_is_scheduled_past_max_retry_seconds() -> None:
 )
 def test_bad_urls_are_rejected_saying_what_is_accepted(url: str, why: str) -> None:
     with pytest.raises(InvalidRequest) as excinfo:
-        wire.check_url(url)
+        webhook_wire.check_url(url)
     assert why in excinfo.value.message and excinfo.value.param == "url"
 
 
 def test_event_types_default_to_all_and_unknown_ones_are_named() -> None:
-    assert wire.check_event_types(None) == list(webhooks.EVENT_TYPES)
-    assert wire.check_event_types(["batch.failed", "batch.completed"]) == [
+    assert webhook_wire.check_event_types(None) == list(webhook_store.EVENT_TYPES)
+    assert webhook_wire.check_event_types(["batch.failed", "batch.completed"]) == [
         "batch.completed",
         "batch.failed",
     ]
     with pytest.raises(InvalidRequest) as excinfo:
-        wire.check_event_types(["batch.completed", "response.completed"])
+        webhook_wire.check_event_types(["batch.completed", "response.completed"])
     assert "'response.completed' is not an event Freight sends" in excinfo.value.message
     assert excinfo.value.param == "event_types"
     with pytest.raises(InvalidRequest, match="the list is empty"):
-        wire.check_event_types([])
+        webhook_wire.check_event_types([])

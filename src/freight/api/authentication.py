@@ -14,8 +14,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from freight.api import errors
 from freight.api.deps import presented_key
-from freight.auth import KeyRing
 from freight.errors import Unauthorized
+from freight.service.access import KeyRing
 
 
 def is_gated(path: str) -> bool:

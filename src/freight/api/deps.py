@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import Header, Request
 
-from freight.auth import Identity
-from freight.service import Service
+from freight.service.access import Identity
+from freight.service.runtime import Service
 
 
 def service(request: Request) -> Service:

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from starlette.responses import Response
 
 from freight.errors import NotFound
-from freight.store.blobs import BlobStorage
+from freight.store.blob_store import BlobStorage
 
 CHUNK_BYTES = 1024 * 1024
 

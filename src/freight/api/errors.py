@@ -20,8 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from freight import ids
 from freight.errors import FreightError, QuotaExceeded
-from freight.protocol import anthropic, request_model
-from freight.protocol import errors as protocol_errors
+from freight.protocol import anthropic_wire, body_errors, request_model
 from freight.store import faults
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ def error_body(
     """The error body for `path`'s API (also the `error` event of a broken stream), its
     type the one for `status` (a FreightError's response is `freight_error_response`)."""
     if is_anthropic_path(path):
-        return anthropic.error_body(status, message, ids.new_id("req_"))
+        return anthropic_wire.error_body(status, message, ids.new_id("req_"))
     kind = "invalid_request_error" if status < 500 else "server_error"
     return {"error": {"message": message, "type": kind, "param": param, "code": None}}
 
@@ -66,7 +65,7 @@ def freight_error_response(request: Request, exc: FreightError) -> JSONResponse:
     status, its type in the path's API, its message (and advice), param and code."""
     message = exc.api_message
     if is_anthropic_path(request.url.path):
-        body = anthropic.error_body(
+        body = anthropic_wire.error_body(
             exc.status_code, message, ids.new_id("req_"), error_type=exc.anthropic_type
         )
     else:
@@ -110,7 +109,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
             )
         if isinstance(exc.body, bytes):  # FastAPI decodes only JSON content types
             return "The request body must be JSON (content-type: application/json).", None
-        return f"{_NOT_AN_OBJECT}{protocol_errors.json_type(exc.body)}.", None
+        return f"{_NOT_AN_OBJECT}{body_errors.json_type(exc.body)}.", None
     if err.get("type") in ("extra_forbidden", request_model.UNKNOWN_FIELD):
         return f"Unrecognized request argument supplied: {param}", param
     if err.get("type") == "missing":

@@ -18,10 +18,9 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
 from freight.api.errors import is_anthropic_path
-from freight.protocol import anthropic
-from freight.protocol import webhooks as webhook_wire
+from freight.protocol import anthropic_wire, webhook_wire
 from freight.store import files
-from freight.store.webhooks import EVENT_TYPES
+from freight.store.webhook_store import EVENT_TYPES
 
 ERROR_STATUSES = {
     "400": "The request is invalid: the message names what, where, and what is accepted.",
@@ -149,7 +148,7 @@ def _message_batch_body(schemas: dict[str, Any]) -> dict[str, Any]:
                     "required": ["custom_id", "params"],
                     "properties": {
                         "custom_id": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
-                        "params": _ref(anthropic.MessageCreateParams, schemas),
+                        "params": _ref(anthropic_wire.MessageCreateParams, schemas),
                     },
                 },
             }
@@ -158,7 +157,7 @@ def _message_batch_body(schemas: dict[str, Any]) -> dict[str, Any]:
 
 
 def _document_webhook_inputs(schemas: dict[str, Any]) -> None:
-    """What the webhook routes accept beyond their field types (protocol/webhooks.py
+    """What the webhook routes accept beyond their field types (protocol/webhook_wire.py
     checks them in code): an http(s) URL, and event types from EVENT_TYPES."""
     url = {"type": "string", "format": "uri", "maxLength": webhook_wire.MAX_URL_CHARS}
     event_type = {"type": "string", "enum": list(EVENT_TYPES)}

@@ -3,17 +3,14 @@
 The limits (`[server]`, api/slow_clients.py) apply wherever the app is served:
 `uvicorn_config` builds the one Config used by `freight serve` and the tests.
 
-First SIGTERM or SIGINT: stop accepting work, let in-flight requests finish for up to
-`worker.drain_seconds`, give unfinished leases back, exit 0. A second signal exits at
-once: nothing is lost even then, because unreleased leases expire and another worker
-(or the next start) runs those requests again.
+The shutdown contract (first signal drains, a second exits at once) is
+`service.runtime.on_stop_signal`, the same for `freight worker`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import resource
 import signal
 import threading
@@ -24,12 +21,12 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from freight import auth
 from freight.api import slow_clients
 from freight.config import Settings
+from freight.service import access
+from freight.service.runtime import STOP_SIGNALS, on_stop_signal
 
 log = logging.getLogger(__name__)
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _FILES_BESIDES_CONNECTIONS = 1024  # the store, blobs, model files, engine pipes, logs
 
 
@@ -41,7 +38,7 @@ class FreightServer(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _SIGNALS}
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
         try:
             yield
         finally:
@@ -49,13 +46,9 @@ class FreightServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.should_exit:
-            log.warning(
-                "second %s: exiting now; unfinished requests will be re-run",
-                signal.Signals(sig).name,
-            )
-            os._exit(1)
-        log.info("%s: finishing in-flight work, then exiting", signal.Signals(sig).name)
+        on_stop_signal(sig, stopping=self.should_exit, stop=self._stop)
+
+    def _stop(self) -> None:
         self.should_exit = True
 
 
@@ -124,5 +117,5 @@ def serve(app: FastAPI, settings: Settings) -> None:
     """Run `app` under uvicorn until a signal, with Freight's limits and shutdown contract."""
     config = uvicorn_config(app, settings)
     raise_open_file_limit(settings.server.max_connections)
-    auth.redact_logs()  # uvicorn has configured its log handlers by now
+    access.redact_logs()  # uvicorn has configured its log handlers by now
     FreightServer(config).run()

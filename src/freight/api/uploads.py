@@ -8,7 +8,7 @@ the hold grows, or the upload is refused, if more arrives than was held.
 A form names each field once: a second `file` part, or a field sent twice, is refused
 rather than one of the values silently winning.
 
-The bytes go to the store in blob threads (store/blobs.py AsyncBlobs), so a slow disk or
+The bytes go to the store in blob threads (store/blob_store.py AsyncBlobs), so a slow disk or
 bucket holds up only this upload, not the event loop.
 """
 
@@ -27,11 +27,11 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from freight.errors import InvalidRequest, PayloadTooLarge
-from freight.quotas import StorageHold
-from freight.store.blobs import AsyncBlobs, BlobStorage
+from freight.service.quotas import StorageHold
+from freight.store.blob_store import AsyncBlobs, BlobStorage
 
 if TYPE_CHECKING:
-    from freight.service import Service
+    from freight.service.runtime import Service
 
 log = logging.getLogger(__name__)
 MAX_FIELD_BYTES = 64 * 1024

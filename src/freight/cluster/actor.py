@@ -20,8 +20,8 @@ import pyarrow as pa
 
 from freight.config import Settings
 from freight.engines.pool import EnginePool
-from freight.models import Registry
-from freight.store import requests
+from freight.engines.registry import Registry
+from freight.store import batch_requests
 from freight.store.statuses import RequestStatus
 from freight.worker import runner
 
@@ -56,11 +56,11 @@ class EngineActor:
         self._shared = runner.SharedResults()
 
     def __call__(self, block: pa.Table) -> pa.Table:
-        claimed = [requests.ClaimedRequest(**row) for row in block.to_pylist()]
+        claimed = [batch_requests.ClaimedRequest(**row) for row in block.to_pylist()]
         future = asyncio.run_coroutine_threadsafe(self._run(claimed), self._loop)
         return pa.Table.from_pylist(future.result(), schema=OUTCOME_SCHEMA)
 
-    async def _run(self, claimed: list[requests.ClaimedRequest]) -> list[dict[str, Any]]:
+    async def _run(self, claimed: list[batch_requests.ClaimedRequest]) -> list[dict[str, Any]]:
         results = await asyncio.gather(
             *(runner.execute(c, self._engines, self._shared) for c in claimed)
         )
@@ -86,9 +86,9 @@ class EngineActor:
             self._loop.call_soon_threadsafe(self._loop.stop)
 
 
-def outcome(row: dict[str, Any]) -> requests.Outcome:
+def outcome(row: dict[str, Any]) -> batch_requests.Outcome:
     """An actor's result row back as the Outcome the store records."""
-    return requests.Outcome(
+    return batch_requests.Outcome(
         row["request_id"],
         row["batch_id"],
         RequestStatus(row["status"]),

@@ -8,7 +8,7 @@
             cancelled or expires meanwhile stops the run at its next block
 
 The store stays the source of truth: a request's result counts only if recorded while
-its row is still leased (`requests.record`), the run renews its leases on a heartbeat,
+its row is still leased (`batch_requests.record`), the run renews its leases on a heartbeat,
 and if the driver dies its leases run out and workers reclaim the requests.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from freight.config import Settings
-from freight.store import batches, requests
+from freight.store import batch_requests, batches
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus
 
@@ -77,7 +77,7 @@ def run_batch(
 
     lease = settings.worker.lease_seconds
     with db.write() as conn:
-        leased = requests.claim_all(conn, batch_id, owner, lease)
+        leased = batch_requests.claim_all(conn, batch_id, owner, lease)
     result = RayRun()
     if leased is None:
         return result
@@ -116,9 +116,9 @@ def run_batch(
             finished = [outcome(r) for r in rows if r["status"] != TRANSIENT]
             retry = [r["request_id"] for r in rows if r["status"] == TRANSIENT]
             with db.write() as conn:
-                num = requests.record(conn, finished)
+                num = batch_requests.record(conn, finished)
                 for request_id in retry:
-                    result.num_requeued += requests.requeue(conn, request_id)
+                    result.num_requeued += batch_requests.requeue(conn, request_id)
                 batch = batches.get(conn, batch_id)
             result.num_recorded += num
             if on_recorded is not None:
@@ -135,7 +135,7 @@ def run_batch(
         done.set()
         heartbeat.join()
         with db.write() as conn:
-            num_released = requests.release(conn, owner)
+            num_released = batch_requests.release(conn, owner)
         if num_released:
             log.info("batch %s: %d requests back to the queue", batch_id, num_released)
     return result
@@ -154,6 +154,6 @@ def _heartbeat(db: Database, owner: str, lease_seconds: float, done: threading.E
     while not done.wait(lease_seconds / 3):
         try:
             with db.write() as conn:
-                requests.renew(conn, owner, lease_seconds)
+                batch_requests.renew(conn, owner, lease_seconds)
         except Exception:  # the next beat tries again; a lost lease is reclaimed safely
             log.exception("could not renew the Ray run's leases")

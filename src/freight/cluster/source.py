@@ -19,7 +19,7 @@ from ray.data import DataContext
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from freight.store import requests
+from freight.store import batch_requests
 from freight.store.db import Database
 
 
@@ -71,7 +71,7 @@ def _reader(
         db = Database(database_url)
         try:
             with db.read() as conn:
-                rows = requests.leased_lines(conn, batch_id, owner, first, last)
+                rows = batch_requests.leased_lines(conn, batch_id, owner, first, last)
         finally:
             db.dispose()
         yield pa.Table.from_pylist([dataclasses.asdict(r) for r in rows], schema=SCHEMA)
@@ -79,7 +79,7 @@ def _reader(
     return read
 
 
-# The columns of requests.ClaimedRequest.
+# The columns of batch_requests.ClaimedRequest.
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),

@@ -66,10 +66,24 @@ class GenerationRequest:
     # Continue the last (assistant) message instead of starting a new turn: Anthropic's
     # prefill. Only with `messages`.
     continue_final_message: bool = False
+    # Tool definitions for the chat template, as JSON text (OpenAI's function shape);
+    # only with `messages`. A forced tool constrains the output (`sampling.json_output`);
+    # with `is_auto_tool_choice` the model may call any of them, and the engine's
+    # tool-call parser finds the calls in its output (`Choice.tool_calls`).
+    tools_json: str | None = None
+    is_auto_tool_choice: bool = False
 
 
 REALTIME_PRIORITY = -1
 BATCH_PRIORITY = 0
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call the model chose to make (auto tool choice): arguments as JSON text."""
+
+    name: str
+    arguments: str
 
 
 @dataclass
@@ -78,6 +92,8 @@ class Choice:
     num_tokens: int
     finish_reason: FinishReason
     stop_sequence: str | None = None  # which of `Sampling.stop` ended it, if one did
+    # Auto tool choice: the calls the parser found; `text` is then the rest of the output.
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass
@@ -125,6 +141,16 @@ class RequestRejected(InvalidRequest):
     @property
     def line_status(self) -> int:
         return self.upstream_status or self.status_code
+
+
+def no_tool_call_parser(model: str) -> RequestRejected:
+    """The refusal of auto tool choice by an engine that has no tool-call parser."""
+    return RequestRejected(
+        f"tool_choice 'auto' needs a tool-call parser for the model '{model}': set "
+        "`tool_call_parser` to one of vLLM's parsers for its output format (e.g. 'hermes' "
+        "for <tool_call> JSON) in its [[models]] entry, or force the tool with tool_choice "
+        "(Anthropic: {'type': 'tool', 'name': ...}; OpenAI: a named function)."
+    )
 
 
 class EngineDied(EngineUnavailable):

@@ -16,6 +16,7 @@ from freight.engines.base import (
     FinishReason,
     Generation,
     GenerationRequest,
+    no_tool_call_parser,
 )
 
 
@@ -41,6 +42,8 @@ class EchoEngine:
         if self.fail_next > 0:
             self.fail_next -= 1
             raise EngineDied("echo engine: injected failure")
+        if request.is_auto_tool_choice:
+            raise no_tool_call_parser(self.name)
         self.num_requests += 1
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)

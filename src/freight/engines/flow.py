@@ -1,6 +1,6 @@
 """Flow control for an upstream server: adaptive concurrency, rate limits, Retry-After.
 
-The HTTP engine (engines/http.py) asks a `Gate` for a slot before each upstream call
+The HTTP engine (engines/http_engine.py) asks a `Gate` for a slot before each upstream call
 and tells it how the call went. The policy is plain accounting with an injectable
 clock (`AdaptiveLimit`, `TokenBucket`), so tests drive it without sleeping; only the
 `Gate` waits.

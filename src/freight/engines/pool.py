@@ -23,8 +23,8 @@ from freight.config import HTTPUpstream, Settings
 from freight.engines.base import EmbeddingEngine, Engine, Task
 from freight.engines.echo import EchoEngine
 from freight.engines.metering import EngineMeter, MeteredEngine
+from freight.engines.registry import ModelSpec, Registry
 from freight.errors import EngineUnavailable, InvalidRequest
-from freight.models import ModelSpec, Registry
 
 log = logging.getLogger(__name__)
 DEAD_ENGINE_SHUTDOWN_SECONDS = 30.0  # a dead engine's cleanup must not hold up its successor
@@ -144,7 +144,7 @@ class EnginePool:
         if spec.engine == "echo":
             engine = EchoEngine(spec.name, delay_seconds=spec.delay_seconds)
         elif isinstance(spec.upstream, HTTPUpstream):
-            from freight.engines.http import HTTPEngine
+            from freight.engines.http_engine import HTTPEngine
 
             engine = HTTPEngine(spec.name, spec.upstream)
         elif spec.engine == "embeddings":
@@ -153,10 +153,16 @@ class EnginePool:
             path = await asyncio.to_thread(self.registry.weights_dir, spec)
             engine = EmbeddingsEngine(spec.name, path, self.settings.embeddings)
         else:
-            from freight.engines.vllm import VLLMEngine
+            from freight.engines.vllm_engine import VLLMEngine
 
             weights = await asyncio.to_thread(self.registry.weights_dir, spec)
-            engine = VLLMEngine(spec.name, weights, self.settings.engine, self.settings.run_dir)
+            engine = VLLMEngine(
+                spec.name,
+                weights,
+                self.settings.engine,
+                self.settings.run_dir,
+                tool_call_parser=spec.tool_call_parser,
+            )
         log.info("starting engine for %s", spec.name)
         try:
             await engine.start()

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 from freight.config import LimitSettings
 from freight.protocol import endpoints, json_budget
-from freight.protocol.openai import BatchError
+from freight.protocol.openai_wire import BatchError
 
 _FIELDS = ("custom_id", "method", "url", "body")
 _BOM = b"\xef\xbb\xbf"

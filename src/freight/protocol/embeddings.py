@@ -15,12 +15,12 @@ import sys
 from typing import Any
 
 from freight.engines.base import EmbeddingRequest, Embeddings
-from freight.protocol import openai as wire
+from freight.protocol import openai_wire
 
 URL = "/v1/embeddings"
 
 
-def to_request(body: wire.CreateEmbeddingRequest, request_id: str) -> EmbeddingRequest:
+def to_request(body: openai_wire.CreateEmbeddingRequest, request_id: str) -> EmbeddingRequest:
     return EmbeddingRequest(request_id, body.model, body.inputs(), dimensions=body.dimensions)
 
 
@@ -32,15 +32,15 @@ def base64_floats(vector: list[float]) -> str:
     return base64.b64encode(packed.tobytes()).decode("ascii")
 
 
-def to_response(body: wire.CreateEmbeddingRequest, result: Embeddings) -> dict[str, Any]:
+def to_response(body: openai_wire.CreateEmbeddingRequest, result: Embeddings) -> dict[str, Any]:
     encode = base64_floats if body.encoding_format == "base64" else None
-    return wire.EmbeddingList(
+    return openai_wire.EmbeddingList(
         data=[
-            wire.EmbeddingObject(index=i, embedding=encode(v) if encode else v)
+            openai_wire.EmbeddingObject(index=i, embedding=encode(v) if encode else v)
             for i, v in enumerate(result.vectors)
         ],
         model=body.model,
-        usage=wire.EmbeddingUsage(
+        usage=openai_wire.EmbeddingUsage(
             prompt_tokens=result.num_prompt_tokens, total_tokens=result.num_prompt_tokens
         ),
     ).model_dump()

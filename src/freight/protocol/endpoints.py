@@ -1,9 +1,9 @@
 """Endpoint dispatch: one table from URL to request model, engine work and wire response.
 
 Batch lines, Message Batch requests, `freight run` and the real-time routes
-(api/realtime.py) all go through `ENDPOINTS`, so an endpoint is added in exactly one
+(api/routes/realtime.py) all go through `ENDPOINTS`, so an endpoint is added in exactly one
 place: a row here, with its translation functions in the module for its URL
-(protocol/completions.py, messages.py, responses.py, embeddings.py).
+(protocol/completions.py, messages.py, responses_api.py, embeddings.py).
 
 Each row knows which kind of model it needs (`task`: text generation or embeddings) and
 how to run a parsed body on that model's engine (`run`, and `start_stream` for text
@@ -31,16 +31,16 @@ from freight.engines.base import (
 )
 from freight.errors import FreightError
 from freight.protocol import (
-    anthropic,
+    anthropic_wire,
     completions,
     embeddings,
     messages,
+    openai_wire,
     request_model,
-    responses,
+    responses_api,
     stream,
 )
-from freight.protocol import openai as wire
-from freight.protocol.errors import BodyError, json_type, openai_body
+from freight.protocol.body_errors import BodyError, json_type, openai_body
 from freight.protocol.stream import ServerSentEvent
 
 if TYPE_CHECKING:
@@ -208,34 +208,34 @@ ENDPOINTS: dict[str, AnyEndpoint] = {
     for e in (
         Endpoint(
             completions.CHAT_URL,
-            wire.ChatCompletionRequest,
+            openai_wire.ChatCompletionRequest,
             completions.chat_generations,
             completions.chat_response,
             completions.chat_stream,
         ),
         Endpoint(
             completions.COMPLETIONS_URL,
-            wire.CompletionRequest,
+            openai_wire.CompletionRequest,
             completions.completion_generations,
             completions.completion_response,
             completions.completion_stream,
         ),
         Endpoint(
-            responses.URL,
-            responses.CreateResponse,
-            responses.to_generations,
-            responses.to_response,
-            responses.to_stream,
+            responses_api.URL,
+            responses_api.CreateResponse,
+            responses_api.to_generations,
+            responses_api.to_response,
+            responses_api.to_stream,
         ),
         EmbeddingsEndpoint(
             embeddings.URL,
-            wire.CreateEmbeddingRequest,
+            openai_wire.CreateEmbeddingRequest,
             embeddings.to_request,
             embeddings.to_response,
         ),
         Endpoint(
             messages.URL,
-            anthropic.MessageCreateParams,
+            anthropic_wire.MessageCreateParams,
             messages.to_generations,
             messages.to_response,
             messages.to_stream,
@@ -285,7 +285,7 @@ def parse_body(endpoint: AnyEndpoint, body: Any, *, in_batch: bool) -> BaseModel
         raise body_error_from(exc) from None
     if in_batch and getattr(parsed, "stream", None):
         raise BodyError("stream is not supported in batch requests; remove it.", param="stream")
-    if isinstance(parsed, wire.CompletionRequest):
+    if isinstance(parsed, openai_wire.CompletionRequest):
         completions.completion_prompts(parsed)  # an empty prompt list is a BodyError
     return parsed
 
@@ -311,6 +311,8 @@ def body_error_from(exc: ValidationError) -> BodyError:
     if err["type"] == request_model.UNKNOWN_FIELD:  # raised by the object, about a field
         err["loc"] = (*err["loc"], err["ctx"]["field"])
     loc = ".".join(str(p) for p in err["loc"])
+    if not loc and isinstance(err.get("ctx", {}).get("param"), str):
+        loc = err["ctx"]["param"]  # a check of the whole body, about one field
     if err["type"] in ("extra_forbidden", request_model.UNKNOWN_FIELD):
         return BodyError(f"Unrecognized request argument supplied: {loc}", param=loc)
     if err["type"] == "missing":

@@ -9,6 +9,8 @@ and Message Batch request:
   Parsers, validators and serialisers recurse, or keep per-level state, once per level:
   a 1 MB body nested 200,000 deep costs far more than a 1 MB prompt (and past about
   1,000 levels Python's json gives up with a RecursionError).
+- **Numbers**: finite ones only. Python's json reads `NaN`, `Infinity` and `-Infinity`,
+  which are not JSON; no API accepts them and no result line could carry them.
 - **Unicode**: no lone UTF-16 surrogate, written as an escape (`\\ud800` without a
   `\\udc00`-`\\udfff` after it) or as its raw bytes. JSON can spell one; no UTF-8 text
   (a database row, a result file, a tokenizer's input) can hold it.
@@ -22,7 +24,9 @@ apply the same rules per request (protocol/message_batch_input.py), with
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import re
 from typing import BinaryIO
 
@@ -136,6 +140,34 @@ def not_unicode(subject: str, surrogate: str) -> str:
     )
 
 
+def non_finite_number(document: bytes) -> str | None:
+    """The first `NaN`, `Infinity` or `-Infinity` in `document` outside its strings, or None.
+
+    Parses only a document that holds one of those words at all (usually in a string);
+    its depth is checked first, so the parse is bounded.
+    """
+    if b"NaN" not in document and b"Infinity" not in document:
+        return None
+    found: list[str] = []
+
+    def refuse(name: str) -> None:
+        found.append(name)
+        raise ValueError(name)
+
+    # Not JSON, or too deep: its parser will say so.
+    with contextlib.suppress(ValueError, RecursionError):
+        json.loads(document, parse_constant=refuse)
+    return found[0] if found else None
+
+
+def not_finite(subject: str, constant: str) -> str:
+    """The message for `subject` holding the number `constant` (NaN, Infinity)."""
+    return (
+        f"{subject} holds the number {constant}, which is not JSON: numbers must be "
+        "finite. Send a finite number, or null where a value may be absent."
+    )
+
+
 def problem(document: bytes, subject: str, max_depth: int) -> str | None:
     """What is wrong with `document` under the budget (a message naming `subject`), or None.
 
@@ -152,6 +184,9 @@ def problem(document: bytes, subject: str, max_depth: int) -> str | None:
     surrogate = lone_surrogate(document)
     if surrogate is not None:
         return not_unicode(subject, surrogate)
+    constant = non_finite_number(document)
+    if constant is not None:
+        return not_finite(subject, constant)
     return None
 
 

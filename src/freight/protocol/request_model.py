@@ -37,7 +37,7 @@ class RequestModel(BaseModel):
     @classmethod
     def _not_many_unknown_fields(cls, data: Any) -> Any:
         if isinstance(data, dict) and len(data.keys() - cls.model_fields.keys()) > MANY:
-            names = _field_names(cls)
+            names = field_names(cls)
             unknown = [key for key in data if key not in names]
             if len(unknown) > MANY:
                 raise PydanticCustomError(
@@ -49,7 +49,7 @@ class RequestModel(BaseModel):
 
 
 @functools.cache
-def _field_names(model: type[BaseModel]) -> frozenset[str]:
+def field_names(model: type[BaseModel]) -> frozenset[str]:
     """The names a body may use for `model`'s fields: their own, and their aliases."""
     aliases = (field.alias for field in model.model_fields.values() if field.alias)
     return frozenset([*model.model_fields, *aliases])

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from freight.protocol import anthropic
-from freight.protocol import openai as wire
+from freight.protocol import anthropic_wire, openai_wire
 from freight.store.batches import BatchRecord
 from freight.store.files import FileRecord
 from freight.store.statuses import BatchStatus
 
 
-def file_object(record: FileRecord) -> wire.FileObject:
-    return wire.FileObject(
+def file_object(record: FileRecord) -> openai_wire.FileObject:
+    return openai_wire.FileObject(
         id=record.id,
         bytes=record.bytes,
         created_at=record.created_at,
@@ -20,21 +19,23 @@ def file_object(record: FileRecord) -> wire.FileObject:
     )
 
 
-def batch_object(record: BatchRecord) -> wire.Batch:
+def batch_object(record: BatchRecord) -> openai_wire.Batch:
     errors = record.errors
     usage = None
     if record.input_tokens or record.output_tokens:
-        usage = wire.BatchUsage(
+        usage = openai_wire.BatchUsage(
             input_tokens=record.input_tokens,
-            input_tokens_details=wire.InputTokensDetails(cached_tokens=record.cached_tokens),
+            input_tokens_details=openai_wire.InputTokensDetails(cached_tokens=record.cached_tokens),
             output_tokens=record.output_tokens,
-            output_tokens_details=wire.OutputTokensDetails(reasoning_tokens=0),
+            output_tokens_details=openai_wire.OutputTokensDetails(reasoning_tokens=0),
             total_tokens=record.input_tokens + record.output_tokens,
         )
-    return wire.Batch(
+    return openai_wire.Batch(
         id=record.id,
         endpoint=record.endpoint,
-        errors=wire.BatchErrors(data=[wire.BatchError(**e) for e in errors]) if errors else None,
+        errors=openai_wire.BatchErrors(data=[openai_wire.BatchError(**e) for e in errors])
+        if errors
+        else None,
         input_file_id=record.input_file_id or "",
         completion_window=record.completion_window,
         status=record.status,  # type: ignore[arg-type]
@@ -49,7 +50,7 @@ def batch_object(record: BatchRecord) -> wire.Batch:
         expired_at=record.expired_at,
         cancelling_at=record.cancelling_at,
         cancelled_at=record.cancelled_at,
-        request_counts=wire.BatchRequestCounts(
+        request_counts=openai_wire.BatchRequestCounts(
             total=record.num_total,
             completed=record.num_succeeded,
             failed=record.num_errored + record.num_cancelled + record.num_expired,
@@ -60,8 +61,10 @@ def batch_object(record: BatchRecord) -> wire.Batch:
     )
 
 
-def list_page(items: list[wire.FileObject] | list[wire.Batch], has_more: bool) -> wire.ListPage:
-    return wire.ListPage(
+def list_page(
+    items: list[openai_wire.FileObject] | list[openai_wire.Batch], has_more: bool
+) -> openai_wire.ListPage:
+    return openai_wire.ListPage(
         data=items,
         first_id=items[0].id if items else None,
         last_id=items[-1].id if items else None,
@@ -70,7 +73,7 @@ def list_page(items: list[wire.FileObject] | list[wire.Batch], has_more: bool) -
 
 
 # One lifecycle, two views: Anthropic sees in_progress / canceling / ended.
-_PROCESSING_STATUS: dict[BatchStatus, anthropic.ProcessingStatus] = {
+_PROCESSING_STATUS: dict[BatchStatus, anthropic_wire.ProcessingStatus] = {
     BatchStatus.VALIDATING: "in_progress",
     BatchStatus.IN_PROGRESS: "in_progress",
     BatchStatus.FINALIZING: "in_progress",
@@ -78,7 +81,7 @@ _PROCESSING_STATUS: dict[BatchStatus, anthropic.ProcessingStatus] = {
 }
 
 
-def message_batch(record: BatchRecord, base_url: str) -> anthropic.MessageBatch:
+def message_batch(record: BatchRecord, base_url: str) -> anthropic_wire.MessageBatch:
     """The Anthropic MessageBatch for a batch; `base_url` makes `results_url` absolute.
 
     As Anthropic documents, every request counts as `processing` until the whole batch
@@ -88,11 +91,11 @@ def message_batch(record: BatchRecord, base_url: str) -> anthropic.MessageBatch:
     status = _PROCESSING_STATUS.get(record.status, "ended")
     is_ended = status == "ended"
     if not is_ended:
-        counts = anthropic.MessageBatchRequestCounts(
+        counts = anthropic_wire.MessageBatchRequestCounts(
             processing=record.num_total, succeeded=0, errored=0, canceled=0, expired=0
         )
     else:
-        counts = anthropic.MessageBatchRequestCounts(
+        counts = anthropic_wire.MessageBatchRequestCounts(
             processing=record.num_open if record.status != BatchStatus.FAILED else 0,
             succeeded=record.num_succeeded,
             errored=record.num_errored if record.status != BatchStatus.FAILED else record.num_total,
@@ -100,14 +103,14 @@ def message_batch(record: BatchRecord, base_url: str) -> anthropic.MessageBatch:
             expired=record.num_expired,
         )
     has_results = is_ended and record.status != BatchStatus.FAILED
-    return anthropic.MessageBatch(
+    return anthropic_wire.MessageBatch(
         id=record.id,
         processing_status=status,
         request_counts=counts,
-        created_at=anthropic.rfc3339(record.created_at) or "",
-        expires_at=anthropic.rfc3339(record.expires_at) or "",
-        ended_at=anthropic.rfc3339(record.ended_at),
-        cancel_initiated_at=anthropic.rfc3339(record.cancelling_at),
+        created_at=anthropic_wire.rfc3339(record.created_at) or "",
+        expires_at=anthropic_wire.rfc3339(record.expires_at) or "",
+        ended_at=anthropic_wire.rfc3339(record.ended_at),
+        cancel_initiated_at=anthropic_wire.rfc3339(record.cancelling_at),
         archived_at=None,
         results_url=(
             f"{base_url.rstrip('/')}/v1/messages/batches/{record.id}/results"

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from freight.errors import Conflict, IllegalTransition, NotFound
-from freight.store import webhooks
+from freight.store import webhook_store
 from freight.store.schema import batch_events, batches, requests
 from freight.store.statuses import BatchStatus
 
@@ -228,7 +228,7 @@ def transition(
         raise IllegalTransition(f"batch {batch_id} changed status concurrently")
     _event(conn, batch_id, current.status, to_status, detail, now)
     if to_status in TERMINAL:
-        webhooks.enqueue(
+        webhook_store.enqueue(
             conn,
             project=current.project,
             batch_id=batch_id,

@@ -3,7 +3,7 @@
 Two backends run the same schema, migrations and queries: SQLite (one machine, the
 default) and PostgreSQL through psycopg 3 (`postgresql+psycopg://...`), which many API
 and worker processes on many machines share. Where they differ, the difference lives
-here or is named where it is used (`is_postgresql` in store/requests.py).
+here or is named where it is used (`is_postgresql` in store/batch_requests.py).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Database:
     PostgreSQL (READ COMMITTED): writers lock rows, not the database. Every status
     change is a conditional UPDATE whose row count says whether it won, queues are
     claimed with `FOR UPDATE SKIP LOCKED`, and statements that lock many request rows
-    lock them in id order (store/requests.py), so concurrent workers never deadlock.
+    lock them in id order (store/batch_requests.py), so concurrent workers never deadlock.
     """
 
     def __init__(self, url: str) -> None:

@@ -5,7 +5,7 @@ freed, the lock holder commits, the database comes back). So the worker never tu
 into an error line or a failed batch: it keeps what it holds (results stay in memory,
 leases stay renewed or expire for another worker), says clearly in the log what is
 wrong, and tries again after a growing pause; the API answers 503 with the same words.
-Files are always written to a temporary name and renamed into place (store/blobs.py),
+Files are always written to a temporary name and renamed into place (store/blob_store.py),
 so a failed write leaves no half a file.
 """
 

@@ -2,7 +2,7 @@
 
 Every blob Freight keeps has a row that names it: a file (or an upload's storage hold,
 store/files.py) by `files.blob`, a Message Batch's body and results by the batch id in
-the blob's name (store/blobs.py). A write that never reached its row leaves:
+the blob's name (store/blob_store.py). A write that never reached its row leaves:
 
 - a stale hold: a RESERVED files row older than the grace period. Its bytes counted
   toward the project's `max_stored_bytes` until now; the row and its blob go together.
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from freight.store import files, schema
-from freight.store.blobs import TMP_SUFFIX, BlobInfo, BlobStorage
+from freight.store.blob_store import TMP_SUFFIX, BlobInfo, BlobStorage
 from freight.store.db import Database
 
 log = logging.getLogger(__name__)

@@ -65,9 +65,9 @@ def tighten(path: Path) -> bool:
     return True
 
 
-# What Freight writes in its home (config.py, auth.py, web/session.py, offline.py). Only
-# these are tightened: a home shared with other things keeps their modes (the home's own
-# 0700 already keeps other users out of all of it).
+# What Freight writes in its home (config.py, service/access.py, web/session.py,
+# service/offline.py). Only these are tightened: a home shared with other things keeps
+# their modes (the home's own 0700 already keeps other users out of all of it).
 HOME_ENTRIES = (
     "freight.db",
     "freight.db-wal",

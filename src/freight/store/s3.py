@@ -24,7 +24,7 @@ import botocore.exceptions
 
 from freight.config import S3Settings
 from freight.errors import ConfigError, StorageUnavailable
-from freight.store.blobs import BlobInfo
+from freight.store.blob_store import BlobInfo
 
 SPOOL_BYTES = 8 * 1024 * 1024
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}

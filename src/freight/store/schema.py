@@ -98,7 +98,7 @@ requests = sa.Table(
     sa.Column(
         "upstream",
         sa.String(255),
-        doc="The model, if it runs through an upstream Batch API (worker/passthrough.py).",
+        doc="The model, if it runs through an upstream Batch API (upstream/passthrough.py).",
     ),
     sa.Column("upstream_batch_id", sa.String(64), doc="The upstream_batches row carrying it."),
     sa.UniqueConstraint("batch_id", "line", name="uq_requests_batch_line"),

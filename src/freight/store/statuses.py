@@ -3,12 +3,13 @@
 Both are `StrEnum`s: a member is equal to its string, so the database holds and the wire
 carries the same values as before, while the code names each status once. Which status
 may follow which is the store's business (`batches.ALLOWED`; the request lifecycle in
-store/requests.py); the Anthropic view derives its own names from these
+store/batch_requests.py); the Anthropic view derives its own names from these
 (protocol/views.py).
 """
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 
 
@@ -34,3 +35,18 @@ class RequestStatus(StrEnum):
     ERRORED = "errored"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+
+
+# The error a request records when its batch ends before it ran (cancelled or expired).
+CANCELLED_ERROR = json.dumps(
+    {
+        "code": "batch_cancelled",
+        "message": "This request was not executed because the batch was cancelled.",
+    }
+)
+EXPIRED_ERROR = json.dumps(
+    {
+        "code": "batch_expired",
+        "message": "This request could not be executed before the completion window expired.",
+    }
+)

@@ -2,7 +2,7 @@
 
 A request whose model runs through an upstream Batch API is queued with `upstream` set
 to that model (worker/ingest.py), so ordinary claims pass it by. The passthrough runner
-(worker/passthrough.py) packs such requests into upstream batches: `pack` leases them
+(upstream/passthrough.py) packs such requests into upstream batches: `pack` leases them
 to the worker, exactly as a claim does, and ties them to a new `upstream_batches` row in
 the same transaction. The worker's heartbeat renews those leases like any other, so an
 upstream batch belongs to whichever worker holds its requests. When a worker stops (or
@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from freight import ids
-from freight.store.requests import _CLAIMED_COLUMNS, ClaimedRequest
+from freight.store.batch_requests import CLAIMED_COLUMNS, ClaimedRequest
 from freight.store.schema import requests, upstream_batches
 from freight.store.statuses import RequestStatus
 
@@ -95,7 +95,7 @@ def pack(
     """Lease the next queued requests of `batch_id` for `model` (in line order, within
     both limits) into a new pending upstream batch. None if none are queued."""
     query = (
-        sa.select(*_CLAIMED_COLUMNS)
+        sa.select(*CLAIMED_COLUMNS)
         .where(
             requests.c.batch_id == batch_id,
             requests.c.upstream == model,
@@ -181,7 +181,7 @@ def adopt(
 def requests_of(conn: sa.Connection, upstream_batch_id: str) -> list[ClaimedRequest]:
     """The requests an upstream batch carries (all of them, whatever their status)."""
     rows = conn.execute(
-        sa.select(*_CLAIMED_COLUMNS)
+        sa.select(*CLAIMED_COLUMNS)
         .where(requests.c.upstream_batch_id == upstream_batch_id)
         .order_by(requests.c.line)
     ).all()

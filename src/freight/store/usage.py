@@ -4,10 +4,10 @@ Two sources of truth, both in the store:
 - what users got: succeeded request rows (their tokens, `finished_at`) joined to their
   batch (project, model); a batch's own totals are on its row (store/batches.py);
 - what the engines did: `engine_usage` rows, minute periods of busy (batch, realtime) and
-  idle seconds and tokens per model, added by each process's worker (worker/usage.py).
+  idle seconds and tokens per model, added by each process's worker (usage/recorder.py).
 
 Times are unix seconds; a bucket is `floor(t / bucket_seconds) * bucket_seconds` (UTC days
-with 86400). Costs are not computed here: SQL sums tokens, freight.pricing prices them.
+with 86400). Costs are not computed here: SQL sums tokens, freight.usage.pricing prices them.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from freight.config import Settings
-from freight.web import headers, pages, session, webhooks
+from freight.web import headers, pages, session, webhook_pages
 
 STATIC = Path(__file__).parent / "static"
 
@@ -28,7 +28,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(headers.SecurityHeaders)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.include_router(pages.router)
-    app.include_router(webhooks.router)
+    app.include_router(webhook_pages.router)
 
     @app.exception_handler(session.LoginRequired)
     async def on_login_required(request: Request, exc: session.LoginRequired) -> Response:

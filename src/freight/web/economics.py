@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from freight import pricing, report
 from freight.engines.metering import BATCH
-from freight.service import Service
+from freight.service.runtime import Service
 from freight.store import usage
+from freight.usage import pricing, report
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ the pages that look at or serve a blob are plain `def`s (FastAPI's threadpool).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,15 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from freight import auth, ids, pricing, quotas, submit
+from freight import ids
 from freight.api import downloads, uploads
 from freight.api.deps import service
 from freight.errors import FreightError, InvalidRequest, NotFound
-from freight.protocol import endpoints
-from freight.protocol import openai as wire
-from freight.service import Service
-from freight.store import batches, files, usage
-from freight.store import blobs as blob_names
+from freight.protocol import endpoints, openai_wire
+from freight.service import access, intake
+from freight.service.runtime import Service
+from freight.store import batches, blob_store, files, usage
+from freight.usage import pricing
 from freight.web import charts, economics, session
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -139,7 +140,7 @@ def index(
     after: str | None = None,
     before: str | None = None,
     svc: Service = Depends(service),
-    who: auth.Identity = Depends(session.identity),
+    who: access.Identity = Depends(session.identity),
 ) -> Response:
     try:
         return _index(request, svc, who.project, who.scope, after=after, before=before)
@@ -151,7 +152,7 @@ def index(
 async def create_batch(
     request: Request,
     svc: Service = Depends(service),
-    who: auth.Identity = Depends(session.identity),
+    who: access.Identity = Depends(session.identity),
 ) -> Response:
     """Upload a JSONL file and create a batch from it, in one form."""
     owner = who.project
@@ -160,50 +161,31 @@ async def create_batch(
     try:
         async with uploads.holding(request, svc, owner, blob, max_bytes) as hold:
             upload = await uploads.receive(request, svc.blobs, blob, max_bytes, hold=hold)
-            record = files.new_record(
-                project=owner,
-                filename=upload.filename or "upload.jsonl",
-                purpose="batch",
-                num_bytes=upload.num_bytes,
-                blob=blob,
-                file_id=hold.file_id,
-            )
             if upload.num_bytes == 0:
                 raise InvalidRequest(
                     "The file is empty: choose a JSONL file with one request a line."
                 )
-            create = wire.CreateBatch(
-                input_file_id=record.id,
+            create = openai_wire.CreateBatch(
+                input_file_id=hold.file_id,
                 endpoint=upload.fields.get("endpoint") or "/v1/chat/completions",
                 completion_window=upload.fields.get("completion_window") or "24h",
             )
-            batch = await asyncio.to_thread(_create, svc, owner, hold, record, create)
+            batch = await asyncio.to_thread(
+                functools.partial(
+                    intake.create_openai_batch_from_upload,
+                    svc,
+                    hold,
+                    create,
+                    filename=upload.filename,
+                    num_bytes=upload.num_bytes,
+                )
+            )
     except FreightError as exc:
         return await asyncio.to_thread(
             _index, request, svc, owner, who.scope, error=exc.message, status_code=exc.status_code
         )
-    if svc.worker is not None:
-        svc.worker.kick()
+    svc.kick_worker()
     return RedirectResponse(f"/ui/batches/{batch.id}", status_code=303)
-
-
-def _create(
-    svc: Service,
-    owner: str,
-    hold: quotas.StorageHold,
-    record: files.FileRecord,
-    create: wire.CreateBatch,
-) -> batches.BatchRecord:
-    """The held upload becomes the input file; if the batch is refused, the file goes too
-    (the caller deletes its blob)."""
-    with svc.db.write() as conn:
-        hold.complete(conn, record)
-    try:
-        return submit.create_openai_batch(svc, owner, create)
-    except FreightError:
-        with svc.db.write() as conn:
-            files.delete(conn, record.id)
-        raise
 
 
 @router.get("/ui/batches/{batch_id}")
@@ -211,7 +193,7 @@ def batch_page(
     request: Request,
     batch_id: str,
     svc: Service = Depends(service),
-    who: auth.Identity = Depends(session.identity),
+    who: access.Identity = Depends(session.identity),
 ) -> Response:
     owner, visible = who.project, who.scope
     with svc.db.read() as conn:
@@ -233,7 +215,7 @@ def batch_page(
     has_message_results = (
         batch.api == "anthropic"
         and batch.is_terminal
-        and svc.blobs.exists(blob_names.message_batch_results(batch.id))
+        and svc.blobs.exists(blob_store.message_batch_results(batch.id))
     )
     context = {
         "project": owner,
@@ -317,7 +299,7 @@ def message_batch_results(
         raise missing
     return downloads.blob_response(
         svc.blobs,
-        blob_names.message_batch_results(batch.id),
+        blob_store.message_batch_results(batch.id),
         media_type="application/jsonl",
         filename=f"{batch_id}_results.jsonl",
         missing=missing,
@@ -331,7 +313,7 @@ def message_batch_results(
 def cost_page(
     request: Request,
     svc: Service = Depends(service),
-    who: auth.Identity = Depends(session.identity),
+    who: access.Identity = Depends(session.identity),
 ) -> Response:
     now = int(time.time())
     since = now - now % usage.DAY_SECONDS - (COST_DAYS - 1) * usage.DAY_SECONDS

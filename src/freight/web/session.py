@@ -16,10 +16,10 @@ from pathlib import Path
 
 from fastapi import Request
 
-from freight import auth
 from freight.api.deps import resolve_project, service
 from freight.config import Settings
 from freight.errors import FreightError
+from freight.service import access
 
 SESSION_KEY = "api_key"
 SECRET_FILE = "session_secret"
@@ -33,7 +33,7 @@ def secret(settings: Settings) -> str:
     """The configured secret, else the one kept in FREIGHT_HOME (created on first use)."""
     if settings.web.session_secret:
         return settings.web.session_secret
-    return auth.read_or_create_secret(Path(settings.home) / SECRET_FILE)
+    return access.read_or_create_secret(Path(settings.home) / SECRET_FILE)
 
 
 def sign_in(request: Request, api_key: str) -> str:
@@ -47,7 +47,7 @@ def sign_out(request: Request) -> None:
     request.session.clear()
 
 
-def identity(request: Request) -> auth.Identity:
+def identity(request: Request) -> access.Identity:
     """The signed-in browser's identity (its key checked again), else LoginRequired."""
     if SESSION_KEY not in request.session:
         raise LoginRequired()

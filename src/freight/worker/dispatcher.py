@@ -1,4 +1,4 @@
-"""The worker loop: claim requests, keep the engine full, record results, end batches.
+"""The worker loop: claim requests, keep the engine full, record results.
 
 One asyncio task per running request keeps at most `max_in_flight` requests (default
 2 x the engine's max_num_seqs, as vLLM's own run-batch does) inside the engine, so its
@@ -6,34 +6,33 @@ continuous batch never runs dry and never grows without bound; while real-time r
 share the engine the window shrinks (worker/scheduler.py). Results are buffered and
 written in one transaction every `flush_seconds`; database work runs in threads so the
 event loop (shared with the HTTP API in `freight serve`) never blocks on it.
-Each batch's own steps (ingest, finalize, cancel, expiry) run in the background with a
-bounded number of attempts, after which the batch ends anyway (worker/steps.py).
+Each batch's own steps (ingest, finalize, cancel, expiry) are started from here at each
+housekeeping pass, and run in the background with a bounded number of attempts, after
+which the batch ends anyway (worker/batch_steps.py, worker/steps.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import os
 import random
 import socket
 import time
+from collections.abc import Callable
 
 from freight import ids
-from freight.cluster.handoff import RayHandOff
 from freight.config import Settings
 from freight.engines.pool import EnginePool
-from freight.models import Registry
-from freight.protocol import endpoints
-from freight.store import batches, faults, requests
-from freight.store import blobs as blob_names
-from freight.store.blobs import BlobStorage
+from freight.engines.registry import Registry
+from freight.store import batch_requests, batches, faults
+from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
-from freight.worker import finalize, ingest, passthrough, runner, scheduler, steps, unqueued
+from freight.upstream import passthrough
+from freight.worker import batch_steps, runner, scheduler
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,10 @@ class Worker:
         registry: Registry,
         *,
         owner: str | None = None,
+        handoff: Callable[[str], batch_steps.HandOff] | None = None,
     ) -> None:
+        """`handoff(owner)` makes the hand-off for large batches, if any (Ray, built by
+        service/runtime.py)."""
         self.settings = settings
         self.db = db
         self.blobs = blobs
@@ -60,14 +62,9 @@ class Worker:
         self.registry = registry
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{ids.new_id('')[:8]}"
         self.capacity = settings.max_in_flight
-        self.policy = scheduler.OrderPolicy(**settings.scheduler.model_dump())
         self._shared = runner.SharedResults()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
-        self._pending: list[requests.Outcome] = []
-        # Each batch's ingest, finalize, cancel or expiry, with bounded attempts.
-        self.steps = steps.Steps(
-            db, settings.worker.max_batch_step_attempts, backoff_seconds, self._step_done
-        )
+        self._pending: list[batch_requests.Outcome] = []
         self._storage_backoff = faults.Backoff()  # the loop's own store reads and writes
         self._flush_backoff = faults.Backoff()
         self._kick = asyncio.Event()
@@ -80,10 +77,22 @@ class Worker:
         self.num_given_back = 0  # batch requests taken back out of the engine for real-time
         self.num_passes = 0  # loop passes whose housekeeping and admission ran through
         # Large batches go to a Ray cluster when one is configured (cluster/handoff.py).
-        self.ray = RayHandOff(settings, db, self.owner) if settings.ray.address else None
-        # Models routed to an upstream Batch API (worker/passthrough.py).
+        self.ray = handoff(self.owner) if handoff is not None else None
+        # Models routed to an upstream Batch API (upstream/passthrough.py).
         self.passthrough = passthrough.Passthrough(
             settings, db, registry, self.owner, backoff=backoff_seconds
+        )
+        # Each batch's ingest, finalize, cancel or expiry, with bounded attempts.
+        self.batch_steps = batch_steps.BatchSteps(
+            settings,
+            db,
+            blobs,
+            registry,
+            self.passthrough,
+            self,
+            handoff=self.ray,
+            backoff=backoff_seconds,
+            on_done=self._step_done,
         )
         engines.realtime.subscribe(self._kick.set)
 
@@ -123,7 +132,7 @@ class Worker:
         finally:
             await self._drain()
             flusher.cancel()
-            await self._flush()
+            await self.flush()
             log.info("worker %s stopped", self.owner)
 
     # --- admission -----------------------------------------------------------------
@@ -186,7 +195,7 @@ class Worker:
         await asyncio.gather(*tasks, return_exceptions=True)
         for request_id in request_ids:  # a task cancelled before its first step never ran
             self._in_flight.pop(request_id, None)
-        await asyncio.to_thread(self._write, requests.release, self.owner, request_ids)
+        await asyncio.to_thread(self._write, batch_requests.release, self.owner, request_ids)
         self.num_given_back += num
 
     def _runnable(self) -> list[scheduler.RunnableBatch]:
@@ -197,21 +206,21 @@ class Worker:
             scheduler.RunnableBatch(b.id, b.project, b.created_at, b.expires_at, b.num_open)
             for b in rows
             if b.expires_at > now
-            and not self.steps.is_running(b.id)
+            and not self.batch_steps.is_busy(b.id)
             and not (self.ray is not None and self.ray.wants(b))
         ]
 
-    def _claim(self, batch_id: str, limit: int) -> list[requests.ClaimedRequest]:
+    def _claim(self, batch_id: str, limit: int) -> list[batch_requests.ClaimedRequest]:
         with self.db.write() as conn:
-            return requests.claim(
+            return batch_requests.claim(
                 conn, batch_id, self.owner, limit, self.settings.worker.lease_seconds
             )
 
-    def _start(self, request: requests.ClaimedRequest) -> None:
+    def _start(self, request: batch_requests.ClaimedRequest) -> None:
         task = asyncio.create_task(self._run_one(request))
         self._in_flight[request.id] = task
 
-    async def _run_one(self, request: requests.ClaimedRequest) -> None:
+    async def _run_one(self, request: batch_requests.ClaimedRequest) -> None:
         max_attempts = self.settings.worker.max_attempts
         try:
             if request.attempts > max_attempts:
@@ -247,8 +256,8 @@ class Worker:
                 self._kick.set()
 
     async def _execute(
-        self, request: requests.ClaimedRequest
-    ) -> requests.Outcome | runner.Transient:
+        self, request: batch_requests.ClaimedRequest
+    ) -> batch_requests.Outcome | runner.Transient:
         timeout = self.settings.worker.request_timeout_seconds
         if timeout is None:
             return await runner.execute(request, self.engines, self._shared)
@@ -262,7 +271,7 @@ class Worker:
 
     def _requeue(self, request_id: str) -> None:
         with self.db.write() as conn:
-            requests.requeue(conn, request_id)
+            batch_requests.requeue(conn, request_id)
 
     async def _until_stored(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
         """Run a store write in a thread, waiting out storage faults (store/faults.py)."""
@@ -286,9 +295,10 @@ class Worker:
     async def _flush_loop(self, stop: asyncio.Event) -> None:
         while True:
             await asyncio.sleep(self.settings.worker.flush_seconds)
-            await self._flush()
+            await self.flush()
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
+        """Record the buffered results (one transaction); kept for later if it fails."""
         if not self._pending or not self._flush_backoff.can_try(time.monotonic()):
             return
         outcomes, self._pending = self._pending, []
@@ -311,11 +321,18 @@ class Worker:
         self._flush_backoff = faults.Backoff()
         self.num_recorded += num_written
 
-    def _record(self, outcomes: list[requests.Outcome]) -> int:
+    def _record(self, outcomes: list[batch_requests.Outcome]) -> int:
         with self.db.write() as conn:
-            return requests.record(conn, outcomes)
+            return batch_requests.record(conn, outcomes)
 
-    # --- batch lifecycle -------------------------------------------------------------
+    def abort(self, request_ids: list[str]) -> None:
+        """Stop those of these requests that run here (a cancel or an expiry closed them)."""
+        for request_id in request_ids:
+            task = self._in_flight.get(request_id)
+            if task is not None:
+                task.cancel()  # aborts the request inside the engine
+
+    # --- housekeeping ----------------------------------------------------------------
 
     async def _housekeep(self) -> None:
         now = time.monotonic()
@@ -325,47 +342,15 @@ class Worker:
         lease = self.settings.worker.lease_seconds
         if now - self._last_renew > lease / 3:
             self._last_renew = now
-            await asyncio.to_thread(self._write, requests.renew, self.owner, lease)
+            await asyncio.to_thread(self._write, batch_requests.renew, self.owner, lease)
         if now - self._last_reclaim > lease / 4:
             self._last_reclaim = now
-            num = await asyncio.to_thread(self._write, requests.reclaim_expired)
+            num = await asyncio.to_thread(self._write, batch_requests.reclaim_expired)
             if num:
                 log.warning("reclaimed %d requests whose worker lost its lease", num)
         active = await asyncio.to_thread(self._active)
         await self.passthrough.step(active)
-        wall = time.time()
-        for batch in active:
-            step = self._next_step(batch, wall)
-            if step is not None and self.steps.can_start(batch.id, step.name, now):
-                self.steps.start(batch.id, step)
-
-    def _next_step(self, batch: batches.BatchRecord, wall: float) -> steps.Step | None:
-        """What the batch needs next from this worker, if anything (at most one at a time)."""
-        run = functools.partial
-        if batch.status == BatchStatus.VALIDATING:
-            return steps.Step("ingest", run(self._ingest, batch), run(self._give_up_ingest, batch))
-        if batch.status == BatchStatus.CANCELLING:
-            # Never `in_progress`: no request ran, and its rows (if any) may not all be
-            # there; the cancel makes them, one `cancelled` row per request.
-            cancel = self._cancel_uningested if batch.in_progress_at is None else self._cancel
-            return steps.Step(
-                "cancel", run(cancel, batch), run(self._give_up_end, batch, BatchStatus.CANCELLED)
-            )
-        if batch.status == BatchStatus.IN_PROGRESS and wall >= batch.expires_at:
-            return steps.Step(
-                "expire",
-                run(self._end_early, batch.id, RequestStatus.EXPIRED),
-                run(self._give_up_end, batch, BatchStatus.EXPIRED),
-            )
-        if self.ray is not None and self.ray.wants(batch):
-            return steps.Step("handoff", run(self.ray.run, batch.id), give_up=None)
-        if batch.status == BatchStatus.FINALIZING or batch.num_open == 0:
-            return steps.Step(
-                "finalize",
-                run(self._finalize, batch.id, BatchStatus.COMPLETED),
-                run(self._give_up_end, batch, BatchStatus.COMPLETED),
-            )
-        return None
+        self.batch_steps.advance(active, now, time.time())
 
     def _step_done(self) -> None:
         self._last_housekeeping = 0.0  # the batch's next step may start at once
@@ -378,101 +363,6 @@ class Worker:
     def _write(self, fn, *args):  # type: ignore[no-untyped-def]
         with self.db.write() as conn:
             return fn(conn, *args)
-
-    async def _ingest(self, batch: batches.BatchRecord) -> None:
-        if batch.api == "anthropic":
-            await asyncio.to_thread(
-                ingest.ingest_message_batch,
-                self.db,
-                self.blobs,
-                batch,
-                self.policy,
-                has_model=self.registry.has,
-                check_model=self._model_problem,
-                route=self.passthrough.route,
-            )
-        else:
-            await asyncio.to_thread(
-                ingest.ingest_openai_batch,
-                self.db,
-                self.blobs,
-                batch,
-                self.settings.limits,
-                self.policy,
-                has_model=self.registry.has,
-                check_model=self._model_problem,
-                route=self.passthrough.route,
-            )
-
-    async def _give_up_ingest(self, batch: batches.BatchRecord, reason: str) -> None:
-        message = f"The batch's requests could not be queued: {reason}"
-        await asyncio.to_thread(unqueued.give_up, self.db, self.blobs, batch, message)
-
-    def _model_problem(self, model: str, url: str) -> str | None:
-        """Why `model` cannot serve `url` (an embeddings model asked to chat, ...), if so."""
-        spec = self.registry.get(model)
-        if spec.batch_style is not None:
-            return passthrough.url_problem(spec, url)
-        return endpoints.model_problem(url, model, self.registry.get(model).task)
-
-    async def _cancel(self, batch: batches.BatchRecord) -> None:
-        await self._end_early(batch.id, RequestStatus.CANCELLED)
-
-    async def _cancel_uningested(self, batch: batches.BatchRecord) -> None:
-        """Cancelled before its requests were queued (worker/unqueued.py), then finalised."""
-        await asyncio.to_thread(unqueued.cancel_uningested, self.db, self.blobs, batch)
-        await asyncio.to_thread(
-            finalize.finalize, self.db, self.blobs, batch.id, BatchStatus.CANCELLED
-        )
-        await self._delete_create_body(batch)
-
-    async def _end_early(self, batch_id: str, status: RequestStatus) -> None:
-        """Cancel or expire: finished lines stay, every open request gets its error line."""
-        await self.passthrough.end_batch(batch_id)  # cancel upstream; keep what it finished
-        await self._close_open(batch_id, status)
-        end = BatchStatus.CANCELLED if status == RequestStatus.CANCELLED else BatchStatus.EXPIRED
-        await self._flush()
-        await asyncio.to_thread(finalize.finalize, self.db, self.blobs, batch_id, end)
-
-    async def _close_open(self, batch_id: str, status: RequestStatus) -> None:
-        """End the batch's open requests as `status`, aborting those running here."""
-        error = (
-            finalize.CANCELLED_ERROR
-            if status == RequestStatus.CANCELLED
-            else finalize.EXPIRED_ERROR
-        )
-        running = await asyncio.to_thread(self._write, requests.close_open, batch_id, status, error)
-        for request_id in running:
-            task = self._in_flight.get(request_id)
-            if task is not None:
-                task.cancel()  # aborts the request inside the engine
-
-    async def _finalize(self, batch_id: str, end_status: BatchStatus) -> None:
-        await self._flush()
-        await asyncio.to_thread(finalize.finalize, self.db, self.blobs, batch_id, end_status)
-
-    async def _give_up_end(
-        self, batch: batches.BatchRecord, end_status: BatchStatus, reason: str
-    ) -> None:
-        """Finalising, cancelling or expiring failed every attempt: end it all the same."""
-        if (
-            end_status != BatchStatus.COMPLETED
-        ):  # without the upstream cancel, which may be what fails
-            status = (
-                RequestStatus.CANCELLED
-                if end_status == BatchStatus.CANCELLED
-                else RequestStatus.EXPIRED
-            )
-            await self._close_open(batch.id, status)
-        await self._flush()
-        await asyncio.to_thread(finalize.give_up, self.db, self.blobs, batch.id, end_status, reason)
-        await self._delete_create_body(batch)
-
-    async def _delete_create_body(self, batch: batches.BatchRecord) -> None:
-        """A Message Batch's stored create body, once it has ended (if it is still there)."""
-        if batch.api == "anthropic":
-            name = blob_names.message_batch_requests(batch.id)
-            await asyncio.to_thread(self.blobs.delete, name)
 
     # --- shutdown --------------------------------------------------------------------
 
@@ -490,11 +380,11 @@ class Worker:
             task.cancel()
         await asyncio.gather(*leftover, return_exceptions=True)
         await self.passthrough.stop()
-        await self.steps.stop()
+        await self.batch_steps.stop()
         self._flush_backoff = faults.Backoff()  # one last try, whatever the pause
-        await self._flush()
+        await self.flush()
         try:
-            num = await asyncio.to_thread(self._write, requests.release, self.owner)
+            num = await asyncio.to_thread(self._write, batch_requests.release, self.owner)
         except faults.STORAGE_ERRORS as exc:
             log.error(
                 "could not give back unfinished requests: %s; their leases expire in %g s "
@@ -513,11 +403,11 @@ def backoff_seconds(attempt: int, *, cap: float = 30.0) -> float:
     return random.uniform(0, min(cap, 0.5 * 2**attempt))
 
 
-def _gave_up(request: requests.ClaimedRequest, reason: str) -> requests.Outcome:
+def _gave_up(request: batch_requests.ClaimedRequest, reason: str) -> batch_requests.Outcome:
     message = (
         f"The request failed after {request.attempts} attempts; the last failure was: {reason}"
     )
-    return requests.Outcome(
+    return batch_requests.Outcome(
         request.id,
         request.batch_id,
         RequestStatus.ERRORED,

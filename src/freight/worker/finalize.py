@@ -1,11 +1,13 @@
 """Finalisation: write a batch's results in its API's shape and move it to its end status.
 
-OpenAI batches get an output and an error file (`files` rows the Files API serves).
-Anthropic Message Batches get one results JSONL blob named after the batch, served by
-GET /v1/messages/batches/{id}/results. Results are written here, once, when processing
-ends, rather than streamed from the requests table at each download: Anthropic offers
-results only after the batch has ended anyway, a download is then a plain file send
-(no long read transaction per client), and both APIs share this one resumable pass.
+OpenAI batches get an output and an error file (`files` rows the Files API serves):
+`write_files`. Anthropic Message Batches get one results JSONL blob named after the
+batch, served by GET /v1/messages/batches/{id}/results: `write_message_results`. Which
+one a batch gets is its lifecycle's choice (worker/lifecycle.py), which runs `start`
+first. Results are written here, once, when processing ends, rather than streamed from
+the requests table at each download: Anthropic offers results only after the batch has
+ended anyway, a download is then a plain file send (no long read transaction per
+client), and both APIs share this one resumable pass.
 
 Idempotent and resumable: results are written to fresh (or deterministically named,
 atomically replaced) blobs first, then the file rows, the batch's file ids and its
@@ -15,11 +17,11 @@ batch at once, the conditional status change lets exactly one commit; the others
 back their file rows, delete their blobs and step aside (`_another_worker_won`).
 
 When finalising has failed every attempt (worker/steps.py), two ends remain, and the
-batch reaches its end status either way:
+batch reaches its end status either way (worker/lifecycle.py `give_up_end`):
 
-- `finalize(..., salvage=...)` writes every result line it can. A result that cannot be
-  written (its stored JSON does not load or format) becomes an error line for its
-  custom_id, saying why, and the request is recorded `errored`, so the counts still
+- writing with `salvage`: every result line that can be written is. A result that
+  cannot be written (its stored JSON does not load or format) becomes an error line for
+  its custom_id, saying why, and the request is recorded `errored`, so the counts still
   match the lines. This is what the worker tries first.
 - `end_without_results`, if even that fails: the batch ends with no result files (an
   empty results file for a Message Batch) and `errors` saying why. The requests' rows
@@ -36,27 +38,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from freight.errors import IllegalTransition
-from freight.protocol import anthropic
-from freight.store import batches, faults, files, requests
-from freight.store import blobs as blob_names
-from freight.store.blobs import BlobStorage
+from freight.protocol import anthropic_wire
+from freight.store import batch_requests, batches, blob_store, faults, files, statuses
+from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
 
 log = logging.getLogger(__name__)
-
-CANCELLED_ERROR = json.dumps(
-    {
-        "code": "batch_cancelled",
-        "message": "This request was not executed because the batch was cancelled.",
-    }
-)
-EXPIRED_ERROR = json.dumps(
-    {
-        "code": "batch_expired",
-        "message": "This request could not be executed before the completion window expired.",
-    }
-)
 
 
 def format_line(row: Any) -> bytes:
@@ -91,13 +79,13 @@ def format_message_result(row: Any) -> bytes:
             error["request_id"] = request_id
         else:  # the worker gave up on it (error_json: {code, message})
             reason = json.loads(row.error_json or "{}").get("message", "no result")
-            error = anthropic.error_body(500, reason, request_id)
+            error = anthropic_wire.error_body(500, reason, request_id)
         result = json.dumps({"type": "errored", "error": error}, ensure_ascii=False)
     return f'{{"custom_id":{custom_id},"result":{result}}}\n'.encode()
 
 
 class ResultRow(NamedTuple):
-    """What a result line is made from (the columns requests.iter_finished reads)."""
+    """What a result line is made from (the columns batch_requests.iter_finished reads)."""
 
     id: str
     line: int
@@ -142,38 +130,13 @@ class _Lines:
     def record(self, conn: Any, batch_id: str) -> None:
         """Store the replaced results as the errors their lines say (same transaction)."""
         for request_id, error_json in self.replaced.items():
-            requests.replace_result(conn, batch_id, request_id, error_json)
+            batch_requests.replace_result(conn, batch_id, request_id, error_json)
         if self.replaced:
             log.error(
                 "batch %s: %d results could not be written; their lines say so",
                 batch_id,
                 len(self.replaced),
             )
-
-
-def _finalize_message_batch(
-    db: Database,
-    blobs: BlobStorage,
-    batch: batches.BatchRecord,
-    end_status: BatchStatus,
-    salvage: str | None,
-) -> batches.BatchRecord:
-    num_lines = 0
-    lines = _Lines(salvage)
-    with blobs.create(blob_names.message_batch_results(batch.id)) as fh, db.read() as conn:
-        for row in requests.iter_finished(conn, batch.id):
-            if row.status not in requests.OPEN:
-                fh.write(lines.format(format_message_result, row))
-                num_lines += 1
-    try:
-        with db.write() as conn:
-            lines.record(conn, batch.id)
-            detail = _detail(num_lines, salvage)
-            batch = batches.transition(conn, batch.id, end_status, detail=detail)
-    except IllegalTransition:
-        return _another_worker_won(db, batch.id)
-    log.info("message batch %s %s: %d results", batch.id, end_status, num_lines)
-    return batch
 
 
 def _another_worker_won(db: Database, batch_id: str) -> batches.BatchRecord:
@@ -201,19 +164,9 @@ def _detail(num_lines: int, salvage: str | None) -> str:
     return detail if salvage is None else f"{detail}, salvaged after {salvage}"
 
 
-def finalize(
-    db: Database,
-    blobs: BlobStorage,
-    batch_id: str,
-    end_status: BatchStatus,
-    *,
-    salvage: str | None = None,
-) -> batches.BatchRecord:
-    """Write the result files and move the batch to `end_status` (from its current status).
-
-    `salvage`: why earlier attempts failed, when this is the last one; then a result that
-    cannot be written becomes an error line (see the module docstring).
-    """
+def start(db: Database, batch_id: str, end_status: BatchStatus) -> batches.BatchRecord:
+    """The batch about to be finalised as `end_status`: moved to `finalizing` if it ends
+    `completed`; returned as it is if it has already ended (its results are written)."""
     with db.read() as conn:
         batch = batches.get(conn, batch_id)
     if batch.is_terminal:
@@ -224,8 +177,23 @@ def finalize(
                 batch = batches.transition(conn, batch_id, BatchStatus.FINALIZING)
         except IllegalTransition:
             return _another_worker_won(db, batch_id)
-    if batch.api == "anthropic":
-        return _finalize_message_batch(db, blobs, batch, end_status, salvage)
+    return batch
+
+
+def write_files(
+    db: Database,
+    blobs: BlobStorage,
+    batch: batches.BatchRecord,
+    end_status: BatchStatus,
+    salvage: str | None,
+) -> batches.BatchRecord:
+    """Write an OpenAI batch's output and error files and move it to `end_status` (after
+    `start`).
+
+    `salvage`: why earlier attempts failed, when this is the last one; then a result that
+    cannot be written becomes an error line (see the module docstring).
+    """
+    batch_id = batch.id
     output = _new_file(blobs, batch, f"{batch_id}_output.jsonl")
     error = _new_file(blobs, batch, f"{batch_id}_error.jsonl")
     num_output = num_error = 0
@@ -235,8 +203,8 @@ def finalize(
         blobs.create(error.blob) as err_fh,
         db.read() as conn,
     ):
-        for row in requests.iter_finished(conn, batch_id):
-            if row.status in requests.OPEN:
+        for row in batch_requests.iter_finished(conn, batch_id):
+            if row.status in batch_requests.OPEN:
                 continue  # cannot happen once num_open is 0; never write half a result
             line = lines.format(format_line, row)
             if row.status == RequestStatus.SUCCEEDED and not lines.is_replaced(row):
@@ -275,51 +243,76 @@ def finalize(
     return batch
 
 
+def write_message_results(
+    db: Database,
+    blobs: BlobStorage,
+    batch: batches.BatchRecord,
+    end_status: BatchStatus,
+    salvage: str | None,
+) -> batches.BatchRecord:
+    """Write a Message Batch's results blob and move it to `end_status` (after `start`).
+
+    `salvage`: why earlier attempts failed, when this is the last one; then a result that
+    cannot be written becomes an error line (see the module docstring).
+    """
+    num_lines = 0
+    lines = _Lines(salvage)
+    with blobs.create(blob_store.message_batch_results(batch.id)) as fh, db.read() as conn:
+        for row in batch_requests.iter_finished(conn, batch.id):
+            if row.status not in batch_requests.OPEN:
+                fh.write(lines.format(format_message_result, row))
+                num_lines += 1
+    try:
+        with db.write() as conn:
+            lines.record(conn, batch.id)
+            detail = _detail(num_lines, salvage)
+            batch = batches.transition(conn, batch.id, end_status, detail=detail)
+    except IllegalTransition:
+        return _another_worker_won(db, batch.id)
+    log.info("message batch %s %s: %d results", batch.id, end_status, num_lines)
+    return batch
+
+
 # A batch's end status -> how its open requests end with it.
-_CLOSING = {
-    BatchStatus.CANCELLED: (RequestStatus.CANCELLED, CANCELLED_ERROR),
-    BatchStatus.EXPIRED: (RequestStatus.EXPIRED, EXPIRED_ERROR),
+CLOSING = {
+    BatchStatus.CANCELLED: (RequestStatus.CANCELLED, statuses.CANCELLED_ERROR),
+    BatchStatus.EXPIRED: (RequestStatus.EXPIRED, statuses.EXPIRED_ERROR),
 }
 
 
-def give_up(
-    db: Database, blobs: BlobStorage, batch_id: str, end_status: BatchStatus, reason: str
-) -> batches.BatchRecord:
-    """End a batch whose finalising (or cancel, or expiry) failed every attempt.
-
-    Open requests end as `end_status` says; then every result that can be written is,
-    and if even that fails the batch ends without results (see the module docstring).
-    """
-    if end_status in _CLOSING:
-        with db.write() as conn:
-            if not batches.lock(conn, batch_id).is_terminal:
-                requests.close_open(conn, batch_id, *_CLOSING[end_status])
-                requests.recount(conn, batch_id)
-    try:
-        return finalize(db, blobs, batch_id, end_status, salvage=reason)
-    except Exception as exc:
-        if faults.is_storage_fault(exc):
-            raise
-        log.exception("batch %s: salvaging its results failed", batch_id)
-        why = f"{reason}; writing what could be written failed too ({type(exc).__name__}: {exc})"
-        return end_without_results(db, blobs, batch_id, end_status, why)
+def close_open(db: Database, batch_id: str, end_status: BatchStatus) -> None:
+    """End the open requests of a batch that ends `end_status` without its step (a cancel
+    or expiry that failed every attempt), as that step would have ended them."""
+    if end_status not in CLOSING:
+        return
+    with db.write() as conn:
+        if not batches.lock(conn, batch_id).is_terminal:
+            batch_requests.close_open(conn, batch_id, *CLOSING[end_status])
+            batch_requests.recount(conn, batch_id)
 
 
 def end_without_results(
-    db: Database, blobs: BlobStorage, batch_id: str, end_status: BatchStatus, reason: str
+    db: Database,
+    blobs: BlobStorage,
+    batch_id: str,
+    end_status: BatchStatus,
+    reason: str,
+    *,
+    empty_blob: str | None = None,
 ) -> batches.BatchRecord:
     """The last resort: end the batch as `end_status` with no result lines.
 
     Open requests end as the cancel or expiry would end them; `errors` (OpenAI's batch
     errors shape, also stored for a Message Batch) says why there are no results.
+    `empty_blob`: the results blob the batch's API serves once it has ended, written
+    empty so that it answers, if only with nothing.
     """
     with db.read() as conn:
         batch = batches.get(conn, batch_id)
     if batch.is_terminal:
         return batch
-    if batch.api == "anthropic":  # so that GET .../results answers, if only with nothing
-        name = blob_names.message_batch_results(batch_id)
-        with contextlib.suppress(Exception), blobs.create(name):
+    if empty_blob is not None:
+        with contextlib.suppress(Exception), blobs.create(empty_blob):
             pass
     message = f"The batch's results could not be written: {reason}"
     error = {"code": "results_unavailable", "message": message, "param": None, "line": None}
@@ -327,9 +320,9 @@ def end_without_results(
         batch = batches.lock(conn, batch_id)
         if batch.is_terminal:
             return batch
-        if end_status in _CLOSING:
-            requests.close_open(conn, batch_id, *_CLOSING[end_status])
-        requests.recount(conn, batch_id)  # a never-ingested batch's total: the rows there are
+        if end_status in CLOSING:
+            batch_requests.close_open(conn, batch_id, *CLOSING[end_status])
+        batch_requests.recount(conn, batch_id)  # a never-ingested batch's total: the rows there are
         if batch.status == BatchStatus.IN_PROGRESS and end_status == BatchStatus.COMPLETED:
             batches.transition(conn, batch_id, BatchStatus.FINALIZING)
         batch = batches.transition(

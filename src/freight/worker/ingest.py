@@ -1,7 +1,7 @@
 """Turn a `validating` batch into request rows: one streaming pass over its input.
 
 OpenAI batches read their input file; Anthropic Message Batches read the create body
-stored beside them (store/blobs.py). Both end the same way: rows queued (invalid ones
+stored beside them (store/blob_store.py). Both end the same way: rows queued (invalid ones
 already `errored`), totals set, and the batch moved to `in_progress`.
 
 Several workers may see the same `validating` batch. Each ingest starts and ends with
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,13 +28,12 @@ from freight import ids
 from freight.config import LimitSettings
 from freight.errors import FreightError, IllegalTransition, NotFound
 from freight.protocol import message_batch_input
-from freight.protocol.batch_input import AcceptedLine, FileValidator, iter_lines
-from freight.store import batches, files, requests
-from freight.store import blobs as blob_names
-from freight.store.blobs import BlobStorage
+from freight.protocol.batch_input import AcceptedLine, FileValidator, TooLong, iter_lines
+from freight.store import batch_requests, batches, blob_store, files
+from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
-from freight.worker import scheduler
+from freight.worker import scheduler, steps
 
 log = logging.getLogger(__name__)
 CHUNK = 5000
@@ -64,7 +64,7 @@ def _row(
         "response_json": None,
         "admission_key": scheduler.admission_key(accepted.body, policy),
         "dedup_key": scheduler.dedup_key(accepted.url, accepted.body, policy),
-        # the model, when it runs through an upstream Batch API (worker/passthrough.py)
+        # the model, when it runs through an upstream Batch API (upstream/passthrough.py)
         "upstream": route(accepted.model) if accepted.error_body is None else None,
     }
     if accepted.error_body is not None:
@@ -94,8 +94,8 @@ def ingest_openai_batch(
     `validating`; the next attempt starts by deleting what the last one inserted.
     """
     with db.write() as conn:
-        if not _start_over(conn, batch.id):
-            return batches.get(conn, batch.id)
+        if (current := start_over(conn, batch.id)) is not None:
+            return current
         try:
             input_file = files.get(conn, batch.input_file_id or "")
         except NotFound:
@@ -103,42 +103,38 @@ def ingest_openai_batch(
     if input_file is None:  # deleted after the create: nothing will bring it back
         return fail(db, batch.id, [_input_missing(f"input file {batch.input_file_id}")])
     validator = FileValidator(batch.endpoint, limits, has_model=has_model, check_model=check_model)
-    num_total = num_invalid = 0
-    chunk: list[dict[str, Any]] = []
     try:
         fh = blobs.open(input_file.blob)
     except FileNotFoundError:  # not a passing storage fault: the contents are gone
         return fail(db, batch.id, [_input_missing(f"the contents of {input_file.id}")])
     with fh:
-        for line_no, raw in iter_lines(fh, limits.max_line_bytes):
-            accepted = validator.feed(line_no, raw)
-            if validator.is_truncated:
-                break
-            if accepted is None or validator.is_failed:
-                continue
-            chunk.append(_row(batch.id, accepted, policy, route))
-            num_total += 1
-            num_invalid += accepted.error_body is not None
-            if len(chunk) >= CHUNK:
-                if not insert_chunk(db, batch.id, chunk):
-                    return moved_on(db, batch.id)
-                chunk = []
+        lines = _accepted(validator, iter_lines(fh, limits.max_line_bytes))
+        queued = queue_rows(db, batch.id, (_row(batch.id, a, policy, route) for a in lines))
+    if queued is None:
+        return moved_on(db, batch.id)
     problems = validator.finish()
     return _commit(
-        db,
-        batch.id,
-        chunk,
-        model=validator.model,
-        num_total=num_total,
-        num_invalid=num_invalid,
-        errors=[p.model_dump() for p in problems],
+        db, batch.id, queued, model=validator.model, errors=[p.model_dump() for p in problems]
     )
+
+
+def _accepted(
+    validator: FileValidator, lines: Iterable[tuple[int, bytes | TooLong]]
+) -> Iterator[AcceptedLine]:
+    """The lines to queue, while the file may still be queued (see FileValidator)."""
+    for line_no, raw in lines:
+        accepted = validator.feed(line_no, raw)
+        if validator.is_truncated:
+            return
+        if accepted is not None and not validator.is_failed:
+            yield accepted
 
 
 def ingest_message_batch(
     db: Database,
     blobs: BlobStorage,
     batch: batches.BatchRecord,
+    limits: LimitSettings,
     policy: scheduler.OrderPolicy,
     *,
     has_model: Callable[[str], bool],
@@ -150,43 +146,41 @@ def ingest_message_batch(
     The body's shape and custom_ids were checked when it was created; here each
     request's `params` is validated, and an invalid one is stored `errored`. Resumable
     like the OpenAI ingest; the body is deleted once the batch is `in_progress`.
+    Requests are read to `[limits] max_json_depth`, as the create read them: a body
+    stored while the setting allowed more cannot be read, and the batch ends at once.
     """
     with db.write() as conn:
-        if not _start_over(conn, batch.id):
-            return batches.get(conn, batch.id)
-    name = blob_names.message_batch_requests(batch.id)
-    num_total = num_invalid = 0
+        if (current := start_over(conn, batch.id)) is not None:
+            return current
+    name = blob_store.message_batch_requests(batch.id)
     models: set[str | None] = set()
-    chunk: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     try:
         with blobs.open(name) as fh:
-            for accepted in message_batch_input.iter_requests(
-                fh, has_model=has_model, check_model=check_model
-            ):
-                chunk.append(_row(batch.id, accepted, policy, route))
-                num_total += 1
-                num_invalid += accepted.error_body is not None
-                models.add(accepted.model)
-                if len(chunk) >= CHUNK:
-                    if not insert_chunk(db, batch.id, chunk):
-                        return moved_on(db, batch.id)
-                    chunk = []
+            requests = message_batch_input.iter_requests(
+                fh, has_model=has_model, check_model=check_model, max_depth=limits.max_json_depth
+            )
+            queued = queue_rows(
+                db,
+                batch.id,
+                (_row(batch.id, a, policy, route) for a in _noting_models(requests, models)),
+            )
     except FileNotFoundError:
+        queued = Queued(0, 0, [])
         errors = [_input_missing("the batch's requests")]
     except FreightError as exc:
         # The body passed check_envelope at create, but a request in it still cannot be
-        # read here (stored by an older version, or nested past the most any setting
-        # allows). Trying again cannot help; the step's give-up (worker/unqueued.py)
-        # then ends the batch with one `errored` line per custom_id, saying why.
-        raise RuntimeError(f"its requests cannot be read: {exc.message}") from exc
+        # read here (stored by an older version, or nested deeper than the setting now
+        # allows). Trying again cannot help: the step's give-up (worker/unqueued.py) ends
+        # the batch at once, with one `errored` line per custom_id, saying why.
+        raise steps.Unretryable(f"its requests cannot be read: {exc.message}") from exc
+    if queued is None:
+        return moved_on(db, batch.id)
     record = _commit(
         db,
         batch.id,
-        chunk,
+        queued,
         model=models.pop() if len(models) == 1 else None,  # mixed models: no single model
-        num_total=num_total,
-        num_invalid=num_invalid,
         errors=errors,
     )
     if record.status in (
@@ -195,6 +189,15 @@ def ingest_message_batch(
     ):  # a cancel still needs the custom_ids
         blobs.delete(name)
     return record
+
+
+def _noting_models(
+    requests: Iterable[AcceptedLine], models: set[str | None]
+) -> Iterator[AcceptedLine]:
+    """`requests` as they come, each one's model added to `models` on the way."""
+    for accepted in requests:
+        models.add(accepted.model)
+        yield accepted
 
 
 def _input_missing(what: str) -> dict[str, Any]:
@@ -206,14 +209,66 @@ def _input_missing(what: str) -> dict[str, Any]:
     }
 
 
-def _start_over(conn: sa.Connection, batch_id: str) -> bool:
-    """Delete what an earlier attempt inserted, if the batch still needs its requests."""
+def start_over(
+    conn: sa.Connection, batch_id: str, status: BatchStatus = BatchStatus.VALIDATING
+) -> batches.BatchRecord | None:
+    """Delete what an earlier attempt inserted, if the batch is still `status`.
+
+    None when it is; otherwise the batch as it is now, and nothing was deleted.
+    """
+    current = moved_from(conn, batch_id, status)
+    if current is None:
+        batch_requests.delete_for_batch(conn, batch_id)
+    return current
+
+
+def moved_from(
+    conn: sa.Connection, batch_id: str, status: BatchStatus
+) -> batches.BatchRecord | None:
+    """Lock the batch: None while it is still `status`, else the batch as it is now.
+
+    The guard every write of a step takes first: once a batch has moved on (cancelled,
+    or ingested by another worker), nothing a late step does may change its rows.
+    """
     current = batches.lock(conn, batch_id)
-    if current.status != BatchStatus.VALIDATING:
-        log.info("batch %s was ingested or cancelled meanwhile (now %s)", batch_id, current.status)
-        return False
-    requests.delete_for_batch(conn, batch_id)
-    return True
+    if current.status == status:
+        return None
+    log.info("batch %s moved on meanwhile (now %s); stopping", batch_id, current.status)
+    return current
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What `queue_rows` inserted, and the last chunk it left for the commit."""
+
+    num_rows: int  # in all, the last chunk included
+    num_errored: int
+    last_chunk: list[dict[str, Any]]
+
+
+def queue_rows(
+    db: Database,
+    batch_id: str,
+    rows: Iterable[dict[str, Any]],
+    status: BatchStatus = BatchStatus.VALIDATING,
+) -> Queued | None:
+    """Insert `rows` in chunks of CHUNK, each in its own transaction while the batch is
+    still `status`; None (the later chunks never written) once it has moved on.
+
+    The last chunk (up to CHUNK rows) is not inserted: the caller commits it with the
+    counts and the status change, after `check_complete`.
+    """
+    num_rows = num_errored = 0
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(row)
+        num_rows += 1
+        num_errored += row["status"] == RequestStatus.ERRORED
+        if len(chunk) >= CHUNK:
+            if not insert_chunk(db, batch_id, chunk, status):
+                return None
+            chunk = []
+    return Queued(num_rows, num_errored, chunk)
 
 
 def insert_chunk(
@@ -222,86 +277,72 @@ def insert_chunk(
     chunk: list[dict[str, Any]],
     status: BatchStatus = BatchStatus.VALIDATING,
 ) -> bool:
-    """Insert rows while the batch is still `status`; False (nothing written) otherwise.
-
-    Once a batch has moved on (cancelled, or ingested by another worker), no late chunk
-    of an ingest can add to its rows.
-    """
+    """Insert rows while the batch is still `status`; False (nothing written) otherwise."""
     with db.write() as conn:
-        if batches.lock(conn, batch_id).status != status:
+        if moved_from(conn, batch_id, status) is not None:
             return False
-        requests.insert_many(conn, chunk)
+        batch_requests.insert_many(conn, chunk)
         return True
 
 
 def moved_on(db: Database, batch_id: str) -> batches.BatchRecord:
-    """The batch as it is now, after it left the status a step began in (logged)."""
+    """The batch as it is now, after it left the status a step began in."""
     with db.read() as conn:
-        current = batches.get(conn, batch_id)
-    log.info("batch %s moved on meanwhile (now %s); stopping", batch_id, current.status)
-    return current
+        return batches.get(conn, batch_id)
 
 
-def check_complete(conn: sa.Connection, batch_id: str, num_total: int, num_last: int) -> None:
-    """Refuse to commit unless the stored rows plus the last chunk are every line."""
-    num_stored = requests.count_for_batch(conn, batch_id)
-    if num_stored + num_last != num_total:
+def check_complete(conn: sa.Connection, batch_id: str, queued: Queued) -> None:
+    """Refuse to commit unless the stored rows plus the last chunk are every row queued."""
+    num_stored = batch_requests.count_for_batch(conn, batch_id)
+    num_last = len(queued.last_chunk)
+    if num_stored + num_last != queued.num_rows:
         raise IllegalTransition(
             f"batch {batch_id}: another worker's ingest interfered "
-            f"({num_stored} + {num_last} rows for {num_total} lines); it starts over"
+            f"({num_stored} + {num_last} rows for {queued.num_rows} lines); it starts over"
         )
 
 
 def _commit(
     db: Database,
     batch_id: str,
-    chunk: list[dict[str, Any]],
+    queued: Queued,
     *,
     model: str | None,
-    num_total: int,
-    num_invalid: int,
     errors: list[dict[str, Any]],
 ) -> batches.BatchRecord:
     """Insert the last rows and move the batch on: in_progress, or failed with `errors`."""
+    if errors:
+        return fail(db, batch_id, errors, detail=f"{len(errors)} validation errors")
     with db.write() as conn:
-        current = batches.lock(conn, batch_id)
-        if current.status != BatchStatus.VALIDATING:
-            # Ingested by another worker, or cancelled: the cancel queues its own rows.
-            log.info("batch %s left validating meanwhile (now %s)", batch_id, current.status)
+        # Ingested by another worker, or cancelled: the cancel queues its own rows.
+        if (current := moved_from(conn, batch_id, BatchStatus.VALIDATING)) is not None:
             return current
-        if not errors:
-            check_complete(conn, batch_id, num_total, len(chunk))
-        if errors:
-            requests.delete_for_batch(conn, batch_id)
-            log.info("batch %s failed validation: %s", batch_id, errors[0]["message"])
-            return batches.transition(
-                conn,
-                batch_id,
-                BatchStatus.FAILED,
-                detail=f"{len(errors)} validation errors",
-                errors_json=json.dumps(errors),
-            )
-        requests.insert_many(conn, chunk)
+        check_complete(conn, batch_id, queued)
+        batch_requests.insert_many(conn, queued.last_chunk)
         batches.set_values(
-            conn, batch_id, model=model, num_total=num_total, num_errored=num_invalid
+            conn,
+            batch_id,
+            model=model,
+            num_total=queued.num_rows,
+            num_errored=queued.num_errored,
         )
         return batches.transition(
-            conn, batch_id, BatchStatus.IN_PROGRESS, detail=f"{num_total} requests"
+            conn, batch_id, BatchStatus.IN_PROGRESS, detail=f"{queued.num_rows} requests"
         )
 
 
-def fail(db: Database, batch_id: str, errors: list[dict[str, Any]]) -> batches.BatchRecord:
+def fail(
+    db: Database, batch_id: str, errors: list[dict[str, Any]], *, detail: str | None = None
+) -> batches.BatchRecord:
     """Move a `validating` batch to `failed` with `errors` (OpenAI's batch `errors` items)."""
     with db.write() as conn:
-        current = batches.lock(conn, batch_id)
-        if current.status != BatchStatus.VALIDATING:
+        if (current := start_over(conn, batch_id)) is not None:
             return current
-        requests.delete_for_batch(conn, batch_id)
         log.info("batch %s failed: %s", batch_id, errors[0]["message"])
         return batches.transition(
             conn,
             batch_id,
             BatchStatus.FAILED,
-            detail=f"{len(errors)} errors",
+            detail=detail or f"{len(errors)} errors",
             errors_json=json.dumps(errors),
         )

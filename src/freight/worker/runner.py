@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from freight.engines.pool import EnginePool
 from freight.errors import EngineUnavailable, FreightError
 from freight.protocol import endpoints
-from freight.store.requests import ClaimedRequest, Outcome
+from freight.store.batch_requests import ClaimedRequest, Outcome
 from freight.store.statuses import RequestStatus
 
 R = TypeVar("R")

@@ -10,7 +10,7 @@ engine in chunks (`claim_size`).
 
 Real time first. Real-time requests never pass through the worker: the API sends them
 straight to the shared engine with REALTIME_PRIORITY, and vLLM's priority scheduler
-puts them ahead of every queued batch request (engines/vllm.py). They still share each
+puts them ahead of every queued batch request (engines/vllm_engine.py). They still share each
 engine step with the batch sequences running beside them, so the worker also keeps a
 real-time window (`batch_window`, settings in `[worker]`):
 - while real-time requests run, and for `realtime_hold_seconds` after the last one, at

@@ -8,8 +8,10 @@ reset the count. An attempt is recorded as it starts, so one that takes its work
 with it (an input that crashes the process) counts too; those are allowed three times as
 many tries, so that a few unrelated crashes (a SIGKILL mid-ingest) do not end a batch.
 Once the tries are used up, the step's `give_up` ends the batch instead, with the reason
-(worker/unqueued.py `give_up`, worker/finalize.py `give_up`): no batch waits forever on a
-step that cannot succeed.
+(its API's `give_up_ingest` or `give_up_end`, worker/lifecycle.py): no batch waits
+forever on a step that cannot succeed. A step that knows no later attempt can succeed
+(a Message Batch body that cannot be read) raises `Unretryable`: its attempt is counted,
+and the give-up runs at once.
 
 Not counted, because none is the batch's fault and each passes: storage faults
 (store/faults.py; waited out with a growing pause, as everywhere in the worker) and the
@@ -26,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from freight.errors import FreightError
 from freight.store import batches, faults
 from freight.store.db import Database
 
@@ -37,13 +40,17 @@ Backoff = Callable[[int], float]
 DIED_FACTOR = 3  # attempts in all, counting those whose worker died, per allowed failure
 
 
+class Unretryable(FreightError):
+    """The step cannot succeed, however often it is tried."""
+
+
 def is_exhausted(history: batches.StepAttempts, max_attempts: int) -> bool:
     """Whether a step has used up its tries (see the module docstring)."""
     return history.num_failed >= max_attempts or history.num_attempts >= DIED_FACTOR * max_attempts
 
 
 def why_given_up(step: str, history: batches.StepAttempts) -> str:
-    """The reason a batch ends without its step, in words for its users."""
+    """The reason a batch ends without its step, after its tries, in words for its users."""
     if history.num_died:
         tries = (
             f"{step} was tried {history.num_attempts} times, {history.num_died} of them "
@@ -151,7 +158,7 @@ class Steps:
         """One counted attempt (or the give-up); the pause before the next, if one is due."""
         history, event_id = await asyncio.to_thread(self._begin, batch_id, step)
         if event_id is None:
-            await self._give_up(batch_id, step, history, give_up)
+            await self._give_up(batch_id, why_given_up(step, history), give_up)
             return None
         try:
             await run()
@@ -161,6 +168,18 @@ class Steps:
         except faults.STORAGE_ERRORS:
             await self._forget(event_id)
             raise  # waited out by _run
+        except Unretryable as exc:
+            self.num_failed_attempts += 1
+            await asyncio.to_thread(self._write, batches.attempt_failed, event_id, exc.message)
+            log.error(
+                "batch %s: %s attempt failed, and trying again cannot help; giving up",
+                batch_id,
+                step,
+                exc_info=True,
+            )
+            reason = f"{step} failed, and trying again cannot help: {exc.message}"
+            await self._give_up(batch_id, reason, give_up)
+            return None
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             self.num_failed_attempts += 1
@@ -186,7 +205,7 @@ class Steps:
                 self.max_attempts,
                 exc_info=True,
             )
-            await self._give_up(batch_id, step, history, give_up)
+            await self._give_up(batch_id, why_given_up(step, history), give_up)
             return None
         await self._forget(event_id)  # it succeeded: only failures are kept
         return None
@@ -202,10 +221,7 @@ class Steps:
                 return history, None
             return history, batches.begin_attempt(conn, batch_id, step)
 
-    async def _give_up(
-        self, batch_id: str, step: str, history: batches.StepAttempts, give_up: GiveUp
-    ) -> None:
-        reason = why_given_up(step, history)
+    async def _give_up(self, batch_id: str, reason: str, give_up: GiveUp) -> None:
         log.error("batch %s: %s; ending it", batch_id, reason)
         await give_up(reason)  # a storage fault: _run waits it out, and this runs again
         self.num_given_up += 1

@@ -1,0 +1,133 @@
+"""Real-time endpoints: every row of the ENDPOINTS table served as a POST route.
+
+POST /v1/chat/completions, /v1/completions, /v1/responses, /v1/embeddings and
+/v1/messages answer at once, on the same model registry and the same engines
+(EnginePool) as batch work, with REALTIME_PRIORITY so that the engines run them ahead of
+queued batch requests, and counted in `EnginePool.realtime` so that the worker makes room
+for them (worker/scheduler.py).
+
+The pattern, for the next endpoint: add its row to `protocol/endpoints.py` with a request
+model and its translation functions, and a `to_stream` if it can stream (engine events
+-> `ServerSentEvent`s in its API's event format). This module then serves it,
+non-streaming and streaming, with nothing added here: one parse (`endpoints.parse_body`,
+the same check as a batch request's body), one check that the model is of the kind the
+endpoint needs, and the endpoint's own `run` or `start_stream`.
+
+A streamed request is started before the response is (`Endpoint.start_stream` awaits the
+engine's first output), so a request the engine rejects (a prompt over the context
+length) still gets a plain HTTP 400, and a failure after that becomes the stream's last
+event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+
+from freight import ids
+from freight.api import errors, sse
+from freight.api.deps import anthropic_headers, project, service
+from freight.engines.base import REALTIME_PRIORITY
+from freight.errors import FreightError, InvalidRequest
+from freight.protocol import endpoints, stream
+from freight.service.runtime import Service
+from freight.store.files import DEFAULT_PROJECT
+from freight.upstream import passthrough
+
+router = APIRouter(tags=["real-time"])
+
+
+def _parse(endpoint: endpoints.AnyEndpoint, body: dict[str, Any], svc: Service) -> BaseModel:
+    """The validated body, whose model exists (else 404) and serves `endpoint` (else 400)."""
+    parsed = endpoints.parse_body(endpoint, body, in_batch=False)
+    is_streamed = bool(getattr(parsed, "stream", False))
+    if not is_streamed and getattr(parsed, "stream_options", None) is not None:
+        raise InvalidRequest(
+            "stream_options is only allowed when stream is true.", param="stream_options"
+        )
+    model: str = parsed.model  # type: ignore[attr-defined]
+    problem = passthrough.serving_problem(svc.registry, model, endpoint.url, in_batch=False)
+    if problem is not None:
+        raise InvalidRequest(problem, param="model", code="model_not_supported")
+    return parsed
+
+
+async def serve(
+    endpoint: endpoints.AnyEndpoint,
+    request: Request,
+    body: dict[str, Any],
+    svc: Service,
+    owner: str = DEFAULT_PROJECT,
+) -> Response:
+    """Answer one real-time request to `endpoint` (JSON, or SSE when `stream` is true).
+
+    Counted against `owner`'s real-time quotas: a request, then its tokens.
+    """
+    svc.quotas.admit_realtime(owner)
+    parsed = _parse(endpoint, body, svc)
+    request_id = ids.new_id("rt-")
+    load = svc.engines.realtime
+    if not getattr(parsed, "stream", False):
+        with load.track():
+            answer = await endpoint.run(svc.engines, parsed, request_id, priority=REALTIME_PRIORITY)
+        svc.quotas.record_tokens(owner, answer.tokens.num_input + answer.tokens.num_output)
+        return JSONResponse(answer.body)
+
+    if not isinstance(endpoint, endpoints.Endpoint):  # only text generation streams
+        raise InvalidRequest(f"{endpoint.url} does not support stream: true.", param="stream")
+    with load.track():
+        events = await endpoint.start_stream(
+            svc.engines,
+            parsed,
+            request_id,
+            priority=REALTIME_PRIORITY,
+            on_generation=lambda g: svc.quotas.record_tokens(
+                owner, g.num_prompt_tokens + g.num_output_tokens
+            ),
+        )
+
+    async def tracked() -> AsyncIterator[stream.ServerSentEvent]:
+        with load.track():
+            async for event in events:
+                yield event
+
+    path = request.url.path
+    return sse.response(tracked(), on_error=lambda exc: _error_event(path, exc))
+
+
+def _error_event(path: str, exc: Exception) -> stream.ServerSentEvent:
+    if isinstance(exc, FreightError):  # an engine that died or refused: its own status
+        status, message = exc.status_code, exc.message
+    else:
+        status, message = 500, "The server had an internal error while streaming."
+    body = errors.error_body(path, status, message)
+    return stream.ServerSentEvent(body, event="error" if errors.is_anthropic_path(path) else None)
+
+
+def _route(
+    endpoint: endpoints.AnyEndpoint,
+) -> Callable[..., Coroutine[Any, Any, Response]]:
+    async def handler(
+        request: Request,
+        body: dict[str, Any] = Body(..., description=f"A {endpoint.url} request body."),
+        svc: Service = Depends(service),
+        owner: str = Depends(project),
+    ) -> Response:
+        return await serve(endpoint, request, body, svc, owner)
+
+    handler.__name__ = "create_" + endpoint.url.strip("/").replace("/", "_")
+    return handler
+
+
+for _endpoint in endpoints.ENDPOINTS.values():
+    router.add_api_route(
+        _endpoint.url,
+        _route(_endpoint),
+        methods=["POST"],
+        dependencies=[Depends(anthropic_headers)] if _endpoint.api == "anthropic" else [],
+        summary=f"{_endpoint.url} in real time",
+    )

@@ -1,0 +1,5 @@
+"""`python -m freight.cli`: the `freight` command."""
+
+from freight.cli.main import main
+
+main()
