@@ -9,7 +9,6 @@ source of truth (results in the requests rows as they come, counts, finalisation
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from tests.conftest import (
     write_jsonl,
 )
 from tests.sdk import batch_lines, output_lines
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -147,8 +147,11 @@ def test_a_worker_hands_a_large_batch_to_ray_and_the_store_follows(tmp_path: Pat
 
         # Cancelled while on Ray: the run stops at its next block, the rest is cancelled.
         slow = create(400, model="slow")
-        while (slow := client.batches.retrieve(slow.id)).request_counts.completed == 0:
-            time.sleep(0.05)
+        wait_until(
+            lambda: client.batches.retrieve(slow.id).request_counts.completed > 0,
+            timeout=300,
+            what="the first results from Ray",
+        )
         client.batches.cancel(slow.id)
         slow = wait_for_batch(client, slow.id, timeout=600)
         assert slow.status == "cancelled"
