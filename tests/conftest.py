@@ -66,8 +66,9 @@ def make_settings(home: Path, **overrides: Any) -> Settings:
         "home": home,
         "model_cache": MODEL_CACHE,
         "models": [ModelSettings(name="echo", engine="echo")],
-        "engine": TEST_ENGINE,
-        "worker": FAST_WORKER,
+        # copies: a test that changes its settings.worker must not change every later test's
+        "engine": TEST_ENGINE.model_copy(),
+        "worker": FAST_WORKER.model_copy(),
     }
     values.update(overrides)
     return Settings(**values)
