@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import io
 import json
 import os
 import signal
@@ -17,9 +19,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -38,6 +40,7 @@ from freight.config import (
 from freight.service.runtime import Service
 from freight.store.db import Database
 from tests.netstubs import StubResolver
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_CACHE = REPO / ".freight" / "models"
@@ -68,6 +71,8 @@ TEST_ENGINE_ENV = {
     "FREIGHT_MODEL_CACHE": str(MODEL_CACHE),
     "VLLM_LOGGING_LEVEL": "WARNING",
 }
+T = TypeVar("T")
+
 FAST_WORKER = WorkerSettings(poll_seconds=0.05, flush_seconds=0.02, lease_seconds=10)
 
 
@@ -131,6 +136,11 @@ class LiveServer:
 
         return anthropic.Anthropic(base_url=self.base_url, api_key="test", **kwargs)
 
+    def run_in_loop(self, coro: Coroutine[Any, Any, T], timeout: float = 600) -> T:
+        """Run `coro` on the server's event loop, where its engines live; its result."""
+        loop = self.server.servers[0].get_loop()
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
     def wait_for_engine(self, model: str, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout
         while model not in (health := httpx.get(f"{self.base_url}/health").json())["engines"]:
@@ -182,6 +192,17 @@ def database_url(
 
 
 @pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tries of a failing request, batch step or store access follow each other at once:
+    for tests of what the tries do, not of the pause between them (test_retries has it)."""
+    from freight.store import faults
+    from freight.worker import dispatcher
+
+    monkeypatch.setattr(dispatcher, "backoff_seconds", lambda attempt, cap=30.0: 0.0)
+    monkeypatch.setattr(faults, "Backoff", functools.partial(faults.Backoff, first_seconds=0.0))
+
+
+@pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "home")
 
@@ -189,6 +210,16 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def echo_server(settings: Settings) -> Iterator[LiveServer]:
     """A fresh server (own store) whose only engine is the zero-cost echo engine."""
+    server = LiveServer(Service(settings)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One echo server for a module whose tests each read only what they sent (a module
+    opts in by defining its `echo_server` as this): a server per test costs ~0.4 s."""
+    settings = make_settings(tmp_path_factory.mktemp("module-home") / "home")
     server = LiveServer(Service(settings)).start()
     yield server
     server.stop()
@@ -228,15 +259,26 @@ def read_jsonl(text: str) -> list[dict[str, Any]]:
 
 
 def wait_for_batch(client: Any, batch_id: str, timeout: float = 600) -> Any:
-    deadline = time.monotonic() + timeout
+    """Poll an OpenAI batch until it has ended; returns it."""
     terminal = {"completed", "failed", "expired", "cancelled"}
-    while True:
+
+    def ended() -> Any:
         batch = client.batches.retrieve(batch_id)
-        if batch.status in terminal:
-            return batch
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"batch {batch_id} still {batch.status} after {timeout} s")
-        time.sleep(0.2)
+        return batch if batch.status in terminal else None
+
+    return wait_until(ended, timeout=timeout, interval=0.05, what=f"batch {batch_id} to end")
+
+
+def wait_for_message_batch(client: Any, batch_id: str, timeout: float = 600) -> Any:
+    """Poll an Anthropic Message Batch until it has ended; returns it."""
+
+    def ended() -> Any:
+        batch = client.messages.batches.retrieve(batch_id)
+        return batch if batch.processing_status == "ended" else None
+
+    return wait_until(
+        ended, timeout=timeout, interval=0.05, what=f"message batch {batch_id} to end"
+    )
 
 
 def run_cli(
@@ -313,6 +355,37 @@ def wait_http(url: str, timeout: float = 120, proc: subprocess.Popen[str] | None
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not answer within {timeout} s")
         time.sleep(0.2)
+
+
+def run_offline(
+    server: LiveServer,
+    settings: Settings,
+    input_path: Path,
+    output: Path,
+    *,
+    errors: Path | None = None,
+    timeout: float = 600,
+) -> tuple[int, str]:
+    """What `freight run` does with `settings` (offline.py), on the engines `server` has
+    started instead of its own: its exit code and what it printed. (Each engine start
+    costs a test half a minute; `freight run` processes starting their own are
+    test_ray's, and test_cli's with the echo engine.)
+    """
+    from rich.console import Console
+
+    from freight.service import offline
+
+    printed = io.StringIO()
+    run = offline.run_file_async(
+        settings,
+        input_path,
+        output,
+        errors,
+        None,
+        console=Console(file=printed, width=200),
+        engines=server.svc.engines,
+    )
+    return server.run_in_loop(run, timeout), printed.getvalue()
 
 
 def run_async(coro: Any) -> Any:

@@ -19,7 +19,7 @@ from anthropic.types.messages import MessageBatch as SDKMessageBatch
 from anthropic.types.messages import MessageBatchIndividualResponse as SDKResult
 
 from tests.conftest import CHAT_MODEL, LiveServer
-from tests.sdk import assert_round_trip
+from tests.sdk import assert_round_trip, message_batch_results
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +109,7 @@ def test_message_batch_end_to_end(real_server: LiveServer) -> None:
     assert (counts.processing, counts.succeeded, counts.errored) == (0, len(requests) - 1, 1)
     assert batch.ended_at is not None and batch.ended_at >= batch.created_at
 
-    results = {r.custom_id: r.result for r in client.messages.batches.results(batch.id)}
+    results = {r.custom_id: r.result for r in message_batch_results(client, batch.id)}
     assert sorted(results) == sorted(r["custom_id"] for r in requests)  # each exactly once
     lines = {line["custom_id"]: line["result"] for line in raw_results(batch)}
     bad = lines["bad-temperature"]

@@ -6,7 +6,6 @@ what is tested is Freight's validation, which does not depend on the engine.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import LiveServer, chat_line, wait_for_batch, write_jsonl
+from tests.sdk import output_lines
 
 
 def submit(
@@ -94,7 +94,7 @@ def test_bad_bodies_become_400_lines_and_the_rest_succeed(
     assert batch.status == "completed"
     assert (batch.request_counts.completed, batch.request_counts.failed) == (1, 3)
     client = echo_server.openai()
-    errors = [json.loads(x) for x in client.files.content(batch.error_file_id).text.splitlines()]
+    errors = output_lines(client, batch.error_file_id)
     by_id = {e["custom_id"]: e for e in errors}
     assert {k: v["response"]["body"]["error"]["param"] for k, v in by_id.items()} == {
         "zero": "max_tokens",

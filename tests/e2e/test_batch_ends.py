@@ -8,19 +8,22 @@ The worker's side of this is in tests/integration/test_batch_ends.py.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import httpx
 import pytest
-from anthropic.types.messages import MessageBatchIndividualResponse as SDKResult
 
+from freight.config import Settings
 from freight.protocol import message_batch_input
+from freight.service.runtime import Service
 from freight.worker import dispatcher, ingest
 from tests.conftest import LiveServer, chat_line, write_jsonl
 from tests.e2e.test_message_batches_api import request, wait_ended
-from tests.sdk import assert_round_trip
+from tests.sdk import message_batch_results
+from tests.waiting import wait_until
 
 RECURSION = "maximum recursion depth exceeded while encoding a JSON object"
 
@@ -35,14 +38,14 @@ def always_failing(calls: list[int]) -> Any:
 
 def results_of(client: anthropic.Anthropic, batch_id: str) -> dict[str, Any]:
     by_id: dict[str, Any] = {}
-    for result in client.messages.batches.results(batch_id):
-        line = result.model_dump(mode="json")
-        assert_round_trip(SDKResult, line)
+    for result in message_batch_results(client, batch_id):
+        line = result.to_dict(mode="json")
         assert line["custom_id"] not in by_id  # each exactly once
         by_id[line["custom_id"]] = line["result"]
     return by_id
 
 
+@pytest.mark.usefixtures("no_backoff")  # its attempts are counted, not their pauses
 def test_message_batch_whose_ingest_always_fails_ends_with_each_request_errored(
     echo_server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -62,18 +65,24 @@ def test_message_batch_whose_ingest_always_fails_ends_with_each_request_errored(
     assert client.messages.batches.delete(batch.id).id == batch.id
 
 
-def test_cancel_ends_a_message_batch_whose_ingest_keeps_failing(
-    echo_server: LiveServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def patient_server(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
+    """An echo server whose failed batch steps wait 60 s before their next attempt (set
+    before its worker is built, which is when the worker takes the pause function)."""
     monkeypatch.setattr(dispatcher, "backoff_seconds", lambda attempt: 60.0)
+    server = LiveServer(Service(settings)).start()
+    yield server
+    server.stop()
+
+
+def test_cancel_ends_a_message_batch_whose_ingest_keeps_failing(
+    patient_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[int] = []
     monkeypatch.setattr(message_batch_input, "iter_requests", always_failing(calls))
-    client = echo_server.anthropic()
+    client = patient_server.anthropic()
     batch = client.messages.batches.create(requests=[request("a"), request("b")])  # type: ignore[list-item]
-    deadline = time.monotonic() + 30
-    while not calls:  # its ingest has failed once, and waits 60 s to try again
-        assert time.monotonic() < deadline, "the ingest never ran"
-        time.sleep(0.02)
+    wait_until(lambda: calls, what="the ingest to fail once (it then waits 60 s to try again)")
     assert client.messages.batches.cancel(batch.id).processing_status in ("canceling", "ended")
     ended = wait_ended(client, batch.id, timeout=5)
     assert ended.request_counts.canceled == 2 and ended.ended_at is not None
@@ -81,6 +90,7 @@ def test_cancel_ends_a_message_batch_whose_ingest_keeps_failing(
     assert client.messages.batches.delete(batch.id).id == batch.id
 
 
+@pytest.mark.usefixtures("no_backoff")  # its attempts are counted, not their pauses
 def test_openai_batch_whose_ingest_always_fails_ends_failed_saying_why(
     echo_server: LiveServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

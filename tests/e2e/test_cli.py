@@ -11,11 +11,13 @@ from tests.conftest import (
     CHAT_MODEL,
     LiveServer,
     chat_line,
-    read_jsonl,
+    make_settings,
     run_cli,
+    run_offline,
     wait_for_batch,
     write_jsonl,
 )
+from tests.sdk import batch_lines, output_lines
 
 
 def contents(lines: list[dict]) -> dict[str, str]:
@@ -26,7 +28,9 @@ def contents(lines: list[dict]) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_run_gives_the_same_outputs_as_the_api(real_server: LiveServer, tmp_path: Path) -> None:
-    """Greedy decoding in fp32 (both engines) is batch-invariant: the two paths agree."""
+    """Greedy decoding in fp32 is batch-invariant: `freight run`'s path (offline.py, on
+    the session's engine) and the API's agree. Two engines agreeing: test_ray; the
+    `freight run` command itself: the tests below and test_ray's `--ray` run."""
     prompts = [
         "Name a color.",
         "What is 2 + 2?",
@@ -40,12 +44,11 @@ def test_run_gives_the_same_outputs_as_the_api(real_server: LiveServer, tmp_path
     lines = [chat_line(f"q{i}", p, max_tokens=24, temperature=0) for i, p in enumerate(prompts)]
     path = write_jsonl(tmp_path / "in.jsonl", lines)
 
-    done = run_cli(
-        "run", str(path), "-o", str(tmp_path / "out.jsonl"), "--home", str(tmp_path / "home")
-    )
-    assert done.returncode == 0, done.stderr
-    assert "completed: 8 succeeded, 0 failed" in done.stderr
-    offline = read_jsonl((tmp_path / "out.jsonl").read_text())
+    settings = make_settings(tmp_path / "home")
+    code, printed = run_offline(real_server, settings, path, tmp_path / "out.jsonl")
+    assert code == 0, printed
+    assert "completed: 8 succeeded, 0 failed" in printed
+    offline = batch_lines((tmp_path / "out.jsonl").read_text())
     assert [x["custom_id"] for x in offline] == [x["custom_id"] for x in lines]  # input order
 
     client = real_server.openai()
@@ -54,7 +57,7 @@ def test_run_gives_the_same_outputs_as_the_api(real_server: LiveServer, tmp_path
         input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
     batch = wait_for_batch(client, batch.id)
-    online = read_jsonl(client.files.content(batch.output_file_id).text)
+    online = output_lines(client, batch.output_file_id)
     assert contents(offline) == contents(online)
     for x in offline:
         assert x["response"]["body"]["model"] == CHAT_MODEL
@@ -94,8 +97,8 @@ def test_run_splits_error_lines_and_exits_3(tmp_path: Path) -> None:
         str(home),
     )
     assert done.returncode == 3, done.stderr
-    assert [x["custom_id"] for x in read_jsonl((tmp_path / "out.jsonl").read_text())] == ["ok"]
-    (bad,) = read_jsonl((tmp_path / "err.jsonl").read_text())
+    assert [x["custom_id"] for x in batch_lines((tmp_path / "out.jsonl").read_text())] == ["ok"]
+    (bad,) = batch_lines((tmp_path / "err.jsonl").read_text())
     assert bad["custom_id"] == "bad" and bad["response"]["status_code"] == 400
 
 
@@ -152,7 +155,7 @@ def test_client_commands_against_a_server(echo_server: LiveServer, tmp_path: Pat
     )
     assert waited.returncode == 0, waited.stderr
     assert json.loads(waited.stdout)["status"] == "completed"
-    assert len(read_jsonl((tmp_path / "out.jsonl").read_text())) == 3
+    assert len(batch_lines((tmp_path / "out.jsonl").read_text())) == 3
     listed = run_cli("batches", "list", env=env, check=True)
     assert batch_id in listed.stdout
     models = run_cli("models", env=env, check=True)

@@ -8,7 +8,6 @@ installs it).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from freight.engines.registry import Registry
 from freight.protocol import openai_wire
 from freight.service.runtime import Service
 from tests.conftest import REPO, LiveServer, chat_line, make_settings, write_jsonl
+from tests.sdk import batch_lines
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -108,7 +108,7 @@ def run_batch_in_the_browser(
     download = download_info.value
     target = tmp_path / f"{name}-output.jsonl"
     download.save_as(target)
-    lines = [json.loads(x) for x in target.read_text().splitlines()]
+    lines = batch_lines(target.read_text())
     page.goto(server.base_url + "/")
     row = page.locator(f"tr[data-batch-id='{batch_id}']")
     assert row.locator("[data-field=status]").inner_text() == "completed"

@@ -22,7 +22,8 @@ import pytest
 import sqlalchemy as sa
 
 from freight.store.schema import requests as requests_table
-from tests.conftest import CHAT_MODEL, LiveServer, chat_line, read_jsonl, wait_for_batch
+from tests.conftest import CHAT_MODEL, LiveServer, chat_line, wait_for_batch
+from tests.sdk import output_lines
 
 # Two engine starts (the session's, then the replacement): minutes on a busy 2-core machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -72,7 +73,7 @@ def test_engine_killed_mid_batch_is_restarted_and_its_requests_retried(
     batch = wait_for_batch(client, batch.id, timeout=1500)
     assert batch.status == "completed"
     assert batch.request_counts.completed == len(lines) and batch.request_counts.failed == 0
-    output = read_jsonl(client.files.content(batch.output_file_id).text)
+    output = output_lines(client, batch.output_file_id)
     seen = collections.Counter(line["custom_id"] for line in output)
     assert set(seen) == {line["custom_id"] for line in lines} and max(seen.values()) == 1
     assert all(line["response"]["status_code"] == 200 for line in output)
@@ -122,10 +123,10 @@ def test_max_tokens_against_the_context_length(
     batch = wait_for_batch(client, batch.id, timeout=600)
     assert batch.status == "completed"
     if is_accepted:
-        (out,) = read_jsonl(client.files.content(batch.output_file_id).text)
+        (out,) = output_lines(client, batch.output_file_id)
         assert out["response"]["status_code"] == 200
         return
-    (err,) = read_jsonl(client.files.content(batch.error_file_id).text)
+    (err,) = output_lines(client, batch.error_file_id)
     assert err["response"]["status_code"] == 400
     error = err["response"]["body"]["error"]
     assert error["code"] == "context_length_exceeded"

@@ -29,6 +29,7 @@ from freight.config import Settings
 from freight.service.runtime import Service
 from freight.store.blob_store import BlobStore
 from tests.conftest import LiveServer, chat_line
+from tests.waiting import wait_until
 
 DELAY = 10.0  # seconds per slow blob call, unless the test lets the store hurry
 PROBE_SECONDS = 2.0  # how long the server is probed while a slow call is under way
@@ -153,13 +154,6 @@ def is_prompt(timings: dict[str, float]) -> bool:
     return max(timings.values()) < PROMPT_SECONDS
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
-        time.sleep(0.01)
-
-
 def probed_during(server: LiveServer, store: SlowBlobs, call: str, work: Callable[[], T]) -> T:
     """Run `work` (a client call) in a thread; once the store is inside a slow `call`,
     probe the server for PROBE_SECONDS (stopping at a slow answer); then let the store
@@ -172,7 +166,12 @@ def probed_during(server: LiveServer, store: SlowBlobs, call: str, work: Callabl
         assert is_prompt(probe(client))  # idle: the normal time, and the engine started
         pending = pool.submit(work)
         try:
-            wait_for(lambda: store.started[call] > 0 or pending.done(), f"a slow {call}")
+            wait_until(
+                lambda: store.started[call] > 0 or pending.done(),
+                timeout=60,
+                interval=0.01,
+                what=f"a slow {call}",
+            )
             assert not pending.done(), f"{pending.result()} ended before any slow {call}"
             probing_ends = time.monotonic() + PROBE_SECONDS
             while time.monotonic() < probing_ends:

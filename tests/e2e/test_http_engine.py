@@ -34,12 +34,11 @@ from tests.conftest import (
     chat_line,
     free_port,
     make_settings,
-    read_jsonl,
     wait_for_batch,
     write_jsonl,
 )
 from tests.e2e.test_metrics import scrape
-from tests.sdk import assert_round_trip
+from tests.sdk import assert_round_trip, output_lines
 
 
 class AppServer:
@@ -110,7 +109,7 @@ def test_batch_and_real_time_through_a_second_freight(
         batch = wait_for_batch(client, batch.id, timeout=300)
         assert batch.status == "completed", batch
         assert batch.request_counts.completed == len(prompts)
-        lines = read_jsonl(client.files.content(batch.output_file_id).text)
+        lines = output_lines(client, batch.output_file_id)
         by_id = {line["custom_id"]: line for line in lines}
         assert sorted(by_id) == sorted(f"c{i}" for i in range(len(prompts)))
         for i, answer in enumerate(direct):
@@ -284,8 +283,8 @@ def test_flaky_upstream_every_request_ends_once_and_concurrency_adapts(
                 limits.append(scrape(down)['freight_upstream_concurrency_limit{model="up"}'])
                 time.sleep(0.05)
             metrics = scrape(down)
-            output = read_jsonl(client.files.content(batch.output_file_id).text)
-            errors = read_jsonl(client.files.content(batch.error_file_id).text)
+            output = output_lines(client, batch.output_file_id)
+            errors = output_lines(client, batch.error_file_id)
         finally:
             down.stop()
 

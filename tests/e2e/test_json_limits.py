@@ -32,6 +32,12 @@ JSON_ROUTES = [
 ]
 
 
+@pytest.fixture
+def echo_server(module_echo_server: LiveServer) -> LiveServer:
+    """The module's one server: each test here reads only the answers to what it sent."""
+    return module_echo_server
+
+
 def post(server: LiveServer, path: str, content: bytes, **headers: str) -> httpx.Response:
     headers = {"content-type": "application/json", **headers}
     return httpx.post(f"{server.base_url}{path}", content=content, headers=headers, timeout=60)
@@ -172,6 +178,8 @@ def test_message_batches_name_the_request_too_deep_or_not_unicode(
     echo_server: LiveServer,
 ) -> None:
     fine = json.dumps({"custom_id": "ok", "params": MESSAGE}).encode()
+    claude = echo_server.anthropic()
+    before = [b.id for b in claude.messages.batches.list()]
     for params, start in [
         # 10,000 levels: enough to have taken the reader before the fix to 100 MB.
         (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "requests.1.params nests JSON 10000 levels"),
@@ -188,7 +196,7 @@ def test_message_batches_name_the_request_too_deep_or_not_unicode(
         assert time.monotonic() - started < 10
         assert response.status_code == 400
         assert error_of(response)["message"].startswith(start)
-    assert echo_server.anthropic().messages.batches.list().data == []
+    assert [b.id for b in claude.messages.batches.list()] == before  # none was created
 
 
 def test_a_message_batch_custom_id_must_match_all_of_the_pattern(

@@ -8,7 +8,6 @@ does not depend on the engine. Generation with the real engine is in test_anthro
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ from anthropic.types.messages import MessageBatch as SDKMessageBatch
 from anthropic.types.messages import MessageBatchIndividualResponse as SDKResult
 
 from freight.service.runtime import Service
-from tests.conftest import LiveServer, make_settings
-from tests.sdk import assert_round_trip
+from tests.conftest import LiveServer, make_settings, wait_for_message_batch
+from tests.sdk import assert_round_trip, message_batch_results
 
 
 def request(custom_id: str, content: str = "hello there", **params: Any) -> dict[str, Any]:
@@ -37,11 +36,7 @@ def request(custom_id: str, content: str = "hello there", **params: Any) -> dict
 
 
 def wait_ended(client: anthropic.Anthropic, batch_id: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while (batch := client.messages.batches.retrieve(batch_id)).processing_status != "ended":
-        assert time.monotonic() < deadline, f"batch {batch_id} did not end"
-        time.sleep(0.05)
-    return batch
+    return wait_for_message_batch(client, batch_id, timeout=timeout)
 
 
 def raw_batch(server: LiveServer, batch_id: str) -> dict[str, Any]:
@@ -123,7 +118,7 @@ def test_invalid_params_error_only_their_request(echo_server: LiveServer) -> Non
     counts = batch.request_counts
     assert (counts.succeeded, counts.errored, counts.processing) == (2, 4, 0)
     assert batch.ended_at is not None and batch.results_url is not None
-    results = {r.custom_id: r for r in client.messages.batches.results(batch.id)}
+    results = {r.custom_id: r for r in message_batch_results(client, batch.id)}
     assert sorted(results) == sorted(
         ["ok-1", "zero-tokens", "unknown-param", "no-such-model", "streamed", "ok-2"]
     )

@@ -25,6 +25,7 @@ from tests.conftest import (
     wait_for_batch,
     write_jsonl,
 )
+from tests.waiting import wait_until
 
 NAME = re.compile(r"^freight_[a-z][a-z0-9_]*$")
 
@@ -101,19 +102,20 @@ def test_counters_move_while_a_batch_runs(slow_echo_server: LiveServer, tmp_path
     requests_done = 'freight_engine_requests_total{kind="batch",model="echo"}'
     duration = 'freight_request_duration_seconds_count{kind="batch",model="echo"}'
     queued = 'freight_queue_depth{priority="batch"}'
-    deadline = time.monotonic() + 60
-    while (first := scrape(slow_echo_server)).get(tokens, 0) == 0:
-        assert time.monotonic() < deadline, "no tokens counted"
-        time.sleep(0.05)
+    first = wait_until(
+        lambda: (sample := scrape(slow_echo_server)).get(tokens, 0) > 0 and sample,
+        what="tokens counted",
+    )
     assert first['freight_batches{status="in_progress"}'] == 1
     assert first[queued] > 0
-    time.sleep(0.5)
-    second = scrape(slow_echo_server)
-    assert client.batches.retrieve(batch.id).status == "in_progress"  # still running
-    assert second[tokens] > first[tokens]
-    assert second[requests_done] > first[requests_done]
-    assert second[duration] > first[duration]
-    assert second[queued] < first[queued]
+
+    def moved_on() -> dict[str, float] | None:
+        sample = scrape(slow_echo_server)
+        grew = all(sample[name] > first[name] for name in (tokens, requests_done, duration))
+        return sample if grew and sample[queued] < first[queued] else None
+
+    second = wait_until(moved_on, what="the counters to move on")
+    assert second['freight_batches{status="in_progress"}'] == 1  # in the same scrape: running
     assert second['freight_engine_busy_seconds_total{kind="batch",model="echo"}'] > 0
     assert second['freight_requests_in_flight{kind="batch",model="echo"}'] <= 4
     assert 0 < second['freight_engine_utilization_ratio{model="echo"}'] <= 1
@@ -168,14 +170,13 @@ def test_real_engine_batch_moves_the_metrics(real_server: LiveServer, tmp_path: 
     assert realtime[f"freight_engine_busy_seconds_total{{{rt_key}}}"] > 0
     # and the recorder writes both kinds to the store, where `freight report` finds them
     svc = real_server.svc
-    deadline = time.monotonic() + 60
-    while True:
+
+    def both_kinds_recorded() -> report.Report | None:
         result = report.build(svc.db, svc.settings, since=int(time.time()) - 86_400)
         kinds = {(r.kind, r.project) for r in result.rows if r.model == CHAT_MODEL}
-        if {("batch", "default"), ("realtime", "*")} <= kinds:
-            break
-        assert time.monotonic() < deadline, kinds
-        time.sleep(1)
+        return result if {("batch", "default"), ("realtime", "*")} <= kinds else None
+
+    result = wait_until(both_kinds_recorded, timeout=60, interval=0.2)
     realtime_row = next(r for r in result.rows if r.kind == "realtime")
     assert realtime_row.num_requests >= 1 and realtime_row.output_tokens > 0
     assert realtime_row.tokens_per_second and realtime_row.utilization

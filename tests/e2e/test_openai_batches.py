@@ -12,15 +12,14 @@ from openai.types import Completion as SDKCompletion
 from openai.types import FileObject as SDKFileObject
 from openai.types.chat import ChatCompletion as SDKChatCompletion
 
-from freight.protocol import openai_wire
 from tests.conftest import (
     CHAT_MODEL,
     LiveServer,
     chat_line,
-    read_jsonl,
     wait_for_batch,
     write_jsonl,
 )
+from tests.sdk import output_lines
 from tests.spec import assert_matches
 
 pytestmark = pytest.mark.slow
@@ -46,9 +45,7 @@ def download_results(client: Any, batch: Any) -> list[dict[str, Any]]:
             file = client.files.retrieve(file_id)
             assert file.purpose == "batch_output"
             assert_matches("OpenAIFile", file.model_dump())
-            lines += read_jsonl(client.files.content(file_id).text)
-    for line in lines:
-        assert openai_wire.BatchRequestOutput.model_validate(line).model_dump() == line
+            lines += output_lines(client, file_id)
     return lines
 
 

@@ -31,9 +31,11 @@ from tests.conftest import (
     make_settings,
     read_jsonl,
     wait_for_batch,
+    wait_for_message_batch,
     write_jsonl,
 )
-from tests.sdk import assert_round_trip
+from tests.sdk import assert_round_trip, message_batch_results, output_lines
+from tests.waiting import wait_until
 
 FAST_POLL = {"poll_seconds": 0.1, "max_poll_seconds": 0.4}
 
@@ -111,27 +113,13 @@ def submit(down: LiveServer, tmp_path: Path, lines: list[dict[str, Any]]) -> Any
 
 def lines_of(down: LiveServer, batch: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     client = down.openai()
-    output = (
-        read_jsonl(client.files.content(batch.output_file_id).text) if batch.output_file_id else []
-    )
-    errors = (
-        read_jsonl(client.files.content(batch.error_file_id).text) if batch.error_file_id else []
-    )
-    return output, errors
+    return output_lines(client, batch.output_file_id), output_lines(client, batch.error_file_id)
 
 
 def assert_each_once(output: list[Any], errors: list[Any], custom_ids: list[str]) -> None:
     ended = Counter(line["custom_id"] for line in output + errors)
     assert sorted(ended) == sorted(custom_ids)
     assert set(ended.values()) == {1}
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-    return value
 
 
 # --- OpenAI style ---------------------------------------------------------------------------
@@ -194,8 +182,9 @@ def test_openai_upstream_batch_cancelled_upstream_maps_to_cancelled_lines(
     lines = [chat_line(f"r{i}", f"words {i}", model="gpt-up") for i in range(4)]
     created = submit(down, tmp_path, lines)
     upstream = up.openai()
-    running = wait_for(
-        lambda: [b for b in upstream.batches.list().data if b.request_counts.completed >= 1]
+    running = wait_until(
+        lambda: [b for b in upstream.batches.list().data if b.request_counts.completed >= 1],
+        timeout=60,
     )
     upstream.batches.cancel(running[0].id)  # someone cancels it at the provider
     batch = wait_for_batch(down.openai(), created.id, timeout=120)
@@ -214,7 +203,10 @@ def test_cancelling_the_freight_batch_cancels_upstream_and_keeps_finished_lines(
     lines = [chat_line(f"r{i}", f"words {i}", model="gpt-up") for i in range(8)]
     created = submit(down, tmp_path, lines)
     upstream = up.openai()
-    wait_for(lambda: any(b.request_counts.completed >= 1 for b in upstream.batches.list().data))
+    wait_until(
+        lambda: any(b.request_counts.completed >= 1 for b in upstream.batches.list().data),
+        timeout=60,
+    )
     down.openai().batches.cancel(created.id)
     batch = wait_for_batch(down.openai(), created.id, timeout=120)
     assert batch.status == "cancelled"
@@ -269,15 +261,6 @@ def message_request(custom_id: str, content: str, model: str = "claude-up") -> d
     }
 
 
-def wait_ended(client: anthropic.Anthropic, batch_id: str, timeout: float = 120) -> Any:
-    return wait_for(
-        lambda: (
-            (b := client.messages.batches.retrieve(batch_id)).processing_status == "ended" and b
-        ),
-        timeout,
-    )
-
-
 def started_upstream(up: LiveServer) -> list[Any]:
     """The upstream's running batches with a finished request (its store: Anthropic's
     view counts requests only once a batch has ended)."""
@@ -286,7 +269,7 @@ def started_upstream(up: LiveServer) -> list[Any]:
 
 
 def results_of(client: anthropic.Anthropic, batch_id: str) -> dict[str, SDKResult]:
-    results = list(client.messages.batches.results(batch_id))
+    results = message_batch_results(client, batch_id)
     assert len({r.custom_id for r in results}) == len(results)  # each request once
     return {r.custom_id: r for r in results}
 
@@ -300,7 +283,7 @@ def test_anthropic_passthrough_splits_and_imports_results(
     # a Message Batch may mix models: these two run on this Freight's own engine
     requests += [message_request(f"m-{i}", f"hello number {i}", "echo") for i in (6, 7)]
     batch = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
-    batch = wait_ended(client, batch.id)
+    batch = wait_for_message_batch(client, batch.id)
     assert batch.request_counts.succeeded == 8
     results = results_of(client, batch.id)
     assert sorted(results) == sorted(r["custom_id"] for r in requests)
@@ -319,10 +302,10 @@ def test_anthropic_upstream_batch_that_expires_maps_to_expired_results(
     requests = [message_request(f"m-{i}", f"hello number {i}") for i in range(4)]
     batch = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
     upstream = up.anthropic()
-    running = wait_for(lambda: started_upstream(up))
+    running = wait_until(lambda: started_upstream(up), timeout=60)
     with up.svc.db.write() as conn:  # the upstream's expiry: now
         store_batches.set_values(conn, running[0].id, expires_at=int(time.time()))
-    batch = wait_ended(client, batch.id)
+    batch = wait_for_message_batch(client, batch.id)
     assert upstream.messages.batches.retrieve(running[0].id).processing_status == "ended"
     results = results_of(client, batch.id)
     assert sorted(results) == sorted(r["custom_id"] for r in requests)
@@ -340,9 +323,9 @@ def test_anthropic_upstream_batch_cancelled_upstream_maps_to_canceled_results(
     requests = [message_request(f"m-{i}", f"hello number {i}") for i in range(4)]
     batch = client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
     upstream = up.anthropic()
-    running = wait_for(lambda: started_upstream(up))
+    running = wait_until(lambda: started_upstream(up), timeout=60)
     upstream.messages.batches.cancel(running[0].id)
-    batch = wait_ended(client, batch.id)
+    batch = wait_for_message_batch(client, batch.id)
     results = results_of(client, batch.id)
     assert sorted(results) == sorted(r["custom_id"] for r in requests)
     kinds = Counter(r.result.type for r in results.values())
@@ -359,7 +342,7 @@ def test_a_message_batch_cannot_route_messages_to_an_openai_style_upstream(
     batch = client.messages.batches.create(
         requests=[message_request("m-0", "hi", model="gpt-up")]  # type: ignore[list-item]
     )
-    batch = wait_ended(client, batch.id)
+    batch = wait_for_message_batch(client, batch.id)
     (result,) = results_of(client, batch.id).values()
     assert result.result.type == "errored"
     assert "not /v1/messages" in result.result.error.error.message
@@ -378,7 +361,7 @@ def test_a_restarted_worker_adopts_the_upstream_batch_instead_of_creating_anothe
         lines = [chat_line(f"r{i}", f"words {i}", model="gpt-up") for i in range(4)]
         created = submit(down, tmp_path, lines)
         upstream = up.openai()
-        wait_for(lambda: upstream.batches.list().data)
+        wait_until(lambda: upstream.batches.list().data, timeout=60)
         down.stop()  # gives its requests back, still tied to their upstream batch
         down = start_downstream(tmp_path / "down", up)
         batch = wait_for_batch(down.openai(), created.id, timeout=120)

@@ -11,16 +11,20 @@ import json
 import logging
 import os
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from freight.service.runtime import Service
 from freight.store import db as db_module
-from tests.conftest import LiveServer, chat_line, make_settings, wait_for_batch
+from tests.conftest import (
+    LiveServer,
+    chat_line,
+    make_settings,
+    wait_for_batch,
+    wait_for_message_batch,
+)
 
 
 @pytest.fixture
@@ -70,13 +74,6 @@ def test_everything_freight_writes_in_its_home_is_private(tmp_path: Path, umask:
     finally:
         server.stop()
     assert loose_paths(home) == []
-
-
-def wait_for_message_batch(claude: Any, batch_id: str) -> None:
-    deadline = time.monotonic() + 120
-    while claude.messages.batches.retrieve(batch_id).processing_status != "ended":
-        assert time.monotonic() < deadline, "the message batch did not end"
-        time.sleep(0.05)
 
 
 def test_an_existing_loose_home_is_tightened_on_start_and_says_so(

@@ -18,15 +18,14 @@ from openai.types.chat import ChatCompletion as SDKChatCompletion
 from openai.types.responses import Response as SDKResponse
 from pydantic import BaseModel, Field
 
-from freight.protocol import openai_wire
 from tests.conftest import (
     CHAT_MODEL,
     LiveServer,
     chat_line,
-    read_jsonl,
     wait_for_batch,
     write_jsonl,
 )
+from tests.sdk import output_lines
 
 pytestmark = pytest.mark.slow
 
@@ -64,12 +63,7 @@ def run_batch(client: Any, tmp_path: Path, endpoint: str, lines: list[dict[str, 
     )
     batch = wait_for_batch(client, batch.id)
     assert batch.status == "completed", batch.errors
-    results = []
-    for file_id in (batch.output_file_id, batch.error_file_id):
-        if file_id:
-            results += read_jsonl(client.files.content(file_id).text)
-    for line in results:
-        assert openai_wire.BatchRequestOutput.model_validate(line).model_dump() == line
+    results = output_lines(client, batch.output_file_id) + output_lines(client, batch.error_file_id)
     assert sorted(r["custom_id"] for r in results) == sorted(x["custom_id"] for x in lines)
     return batch, {r["custom_id"]: r for r in results}
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -13,23 +13,24 @@ from tests.conftest import (
     CHAT_MODEL,
     chat_line,
     free_port,
-    read_jsonl,
     serve_process,
     wait_for_batch,
     wait_http,
     write_jsonl,
 )
+from tests.sdk import output_lines
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 
 def wait_engine(base: str) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 600
-    while CHAT_MODEL not in httpx.get(f"{base}/health").json()["engines"]:
-        assert time.monotonic() < deadline, "engine did not start"
-        time.sleep(0.5)
+    wait_until(
+        lambda: CHAT_MODEL in httpx.get(f"{base}/health").json()["engines"],
+        timeout=600,
+        interval=0.5,
+        what="the engine to start",
+    )
 
 
 def test_sigterm_mid_batch_then_restart_completes_every_request(tmp_path: Path) -> None:
@@ -37,9 +38,10 @@ def test_sigterm_mid_batch_then_restart_completes_every_request(tmp_path: Path) 
     home.mkdir()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    # 48 lines: with 16 in flight, work is still queued whenever the 8th result is seen
     lines = [
-        chat_line(f"req-{i}", f"Tell me a fact about the number {i}.", max_tokens=48, temperature=0)
-        for i in range(96)
+        chat_line(f"req-{i}", f"Tell me a fact about the number {i}.", max_tokens=24, temperature=0)
+        for i in range(48)
     ]
     path = write_jsonl(tmp_path / "in.jsonl", lines)
     # The SDK's own retries, as any user has them: a poll that meets a dropped keep-alive
@@ -55,10 +57,12 @@ def test_sigterm_mid_batch_then_restart_completes_every_request(tmp_path: Path) 
         batch = client.batches.create(
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
-        deadline = time.monotonic() + 300
-        while client.batches.retrieve(batch.id).request_counts.completed < 8:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(
+            lambda: client.batches.retrieve(batch.id).request_counts.completed >= 8,
+            timeout=300,
+            interval=0.1,
+            what="8 results",
+        )
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=120) == 0, "SIGTERM must end the server cleanly"
 
@@ -71,7 +75,7 @@ def test_sigterm_mid_batch_then_restart_completes_every_request(tmp_path: Path) 
         assert batch.status == "completed"
         assert batch.request_counts.total == len(lines)
         assert (batch.request_counts.completed, batch.request_counts.failed) == (len(lines), 0)
-        results = read_jsonl(client.files.content(batch.output_file_id).text)
+        results = output_lines(client, batch.output_file_id)
     custom_ids = [r["custom_id"] for r in results]
     assert sorted(custom_ids) == sorted(x["custom_id"] for x in lines)  # none lost, none twice
     assert all(r["response"]["status_code"] == 200 for r in results)

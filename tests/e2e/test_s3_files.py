@@ -9,7 +9,6 @@ deletes), which does not depend on the engine.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +17,15 @@ import pytest
 
 from freight.service.runtime import Service
 from freight.store import files
-from tests.conftest import LiveServer, chat_line, make_settings, read_jsonl, wait_for_batch
+from tests.conftest import (
+    LiveServer,
+    chat_line,
+    make_settings,
+    wait_for_batch,
+    wait_for_message_batch,
+)
 from tests.s3 import new_bucket, s3_server
+from tests.sdk import message_batch_results, output_lines
 
 
 @pytest.fixture
@@ -65,8 +71,8 @@ def test_a_batch_reads_its_input_from_and_writes_its_results_to_the_bucket(
     assert (batch.request_counts.completed, batch.request_counts.failed) == (20, 1)
     output_key = key(s3_server_app, batch.output_file_id)
     assert {output_key, key(s3_server_app, batch.error_file_id)} <= objects(s3_server_app)
-    output = read_jsonl(client.files.content(batch.output_file_id).text)
-    errors = read_jsonl(client.files.content(batch.error_file_id).text)
+    output = output_lines(client, batch.output_file_id)
+    errors = output_lines(client, batch.error_file_id)
     assert sorted(x["custom_id"] for x in output) == sorted(f"r{i}" for i in range(20))
     assert output[0]["response"]["body"]["choices"][0]["message"]["content"] == "say 0"
     assert [(x["custom_id"], x["response"]["status_code"]) for x in errors] == [("bad", 400)]
@@ -89,13 +95,10 @@ def test_a_message_batch_keeps_its_body_and_results_in_the_bucket(
             for i in range(5)
         ]
     )
-    deadline = time.monotonic() + 120
-    while client.messages.batches.retrieve(batch.id).processing_status != "ended":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_for_message_batch(client, batch.id, timeout=120)
     assert f"files/{batch.id}.results.jsonl" in objects(s3_server_app)
     assert f"files/{batch.id}.requests.json" not in objects(s3_server_app)
-    results = {r.custom_id: r.result for r in client.messages.batches.results(batch.id)}
+    results = {r.custom_id: r.result for r in message_batch_results(client, batch.id)}
     assert sorted(results) == [f"m{i}" for i in range(5)]
     assert all(r.type == "succeeded" for r in results.values())
     client.messages.batches.delete(batch.id)

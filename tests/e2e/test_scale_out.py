@@ -25,19 +25,19 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from freight.protocol import openai_wire
 from freight.store import batches
 from freight.store.db import Database
 from freight.store.schema import requests as requests_table
 from tests.conftest import (
     chat_line,
     free_port,
-    read_jsonl,
     stop_process_group,
     wait_for_batch,
     wait_http,
 )
 from tests.postgres import temporary_database
+from tests.sdk import output_lines
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -113,6 +113,14 @@ def test_three_workers_share_a_batch_and_survive_one_killed(tmp_path: Path) -> N
             stack.enter_context(freight_process(tmp_path / f"worker{i}", "worker", env=env))
             for i in range(3)
         ]
+        # All three at work before the batch exists, however slowly each process starts:
+        # else the first could run half of it before the last one looks.
+        logs = [tmp_path / f"worker{i}" / "freight.log" for i in range(3)]
+        wait_until(
+            lambda: all("started (max in flight" in log.read_text() for log in logs),
+            timeout=120,
+            what="three workers to start",
+        )
 
         import openai
 
@@ -157,9 +165,7 @@ def test_three_workers_share_a_batch_and_survive_one_killed(tmp_path: Path) -> N
         assert batch.request_counts.completed == NUM_REQUESTS
         assert batch.request_counts.failed == 0 and batch.error_file_id is None
 
-        output = read_jsonl(client.files.content(batch.output_file_id).text)
-        for line in output:
-            openai_wire.BatchRequestOutput.model_validate(line)
+        output = output_lines(client, batch.output_file_id)
         custom_ids = [line["custom_id"] for line in output]
         assert len(custom_ids) == NUM_REQUESTS
         assert set(custom_ids) == {f"r{i}" for i in range(NUM_REQUESTS)}  # each exactly once

@@ -6,20 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import chat_line, read_jsonl, run_cli, write_jsonl
+from freight.config import SchedulerSettings
+from tests.conftest import LiveServer, chat_line, make_settings, run_offline, write_jsonl
+from tests.sdk import batch_lines
 
 pytestmark = pytest.mark.slow
 
-OFF = {
-    "FREIGHT_SCHEDULER__PREFIX_GROUPING": "false",
-    "FREIGHT_SCHEDULER__LENGTH_AWARE": "false",
-    "FREIGHT_SCHEDULER__DEDUPLICATE": "false",
-}
+OFF = SchedulerSettings(prefix_grouping=False, length_aware=False, deduplicate=False)
 
 
-def test_outputs_are_identical_with_every_optimisation_on_and_off(tmp_path: Path) -> None:
+def test_outputs_are_identical_with_every_optimisation_on_and_off(
+    real_server: LiveServer, tmp_path: Path
+) -> None:
     """fp32 greedy decoding (the test engine) is batch-invariant, so any reordering or
-    deduplication that changed an answer would show up here."""
+    deduplication that changed an answer would show up here. Both runs are `freight run`
+    on the session's engine."""
     instruction = "Label the sentiment of the review as positive or negative. " * 8
     lines = []
     for i, review in enumerate(["Great value.", "Broke in a day.", "Love it!", "Awful."]):
@@ -34,13 +35,13 @@ def test_outputs_are_identical_with_every_optimisation_on_and_off(tmp_path: Path
     path = write_jsonl(tmp_path / "in.jsonl", lines)
 
     outputs = {}
-    for name, env in (("on", {}), ("off", OFF)):
+    for name, scheduler in (("on", SchedulerSettings()), ("off", OFF)):
         out = tmp_path / f"{name}.jsonl"
-        done = run_cli("run", str(path), "-o", str(out), "--home", str(tmp_path / name), env=env)
-        assert done.returncode == 0, done.stderr
+        settings = make_settings(tmp_path / name, scheduler=scheduler)
+        assert run_offline(real_server, settings, path, out)[0] == 0
         outputs[name] = {
             x["custom_id"]: x["response"]["body"]["choices"][0]["message"]["content"]
-            for x in read_jsonl(out.read_text())
+            for x in batch_lines(out.read_text())
         }
     assert outputs["on"] == outputs["off"]
     assert len(outputs["on"]) == len(lines)

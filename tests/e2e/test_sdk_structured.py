@@ -11,17 +11,14 @@ forced tool calls per API, every output validated against its schema.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Literal
 
 import anthropic
-import httpx
 import jsonschema
 import openai
 import pytest
 from anthropic.lib._parse._transform import transform_schema
-from anthropic.types.messages import MessageBatchIndividualResponse as SDKResult
 from openai.lib._parsing._completions import type_to_response_format_param
 from openai.lib._parsing._responses import type_to_text_format_param
 from openai.types.chat import ChatCompletion as SDKChatCompletion
@@ -29,18 +26,17 @@ from openai.types.responses import Response as SDKResponse
 from pydantic import BaseModel
 
 from freight.config import ModelSettings
-from freight.protocol import openai_wire
 from freight.service.runtime import Service
 from tests.conftest import (
     CHAT_MODEL,
     MODEL_CACHE,
     LiveServer,
     make_settings,
-    read_jsonl,
     wait_for_batch,
+    wait_for_message_batch,
     write_jsonl,
 )
-from tests.sdk import assert_round_trip
+from tests.sdk import assert_round_trip, message_batch_results, output_lines
 
 pytestmark = pytest.mark.slow
 
@@ -98,24 +94,13 @@ def chat_body(review: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def wait_ended(client: anthropic.Anthropic, batch_id: str, timeout: float = 600) -> Any:
-    deadline = time.monotonic() + timeout
-    while (batch := client.messages.batches.retrieve(batch_id)).processing_status != "ended":
-        assert time.monotonic() < deadline, f"batch {batch_id} did not end"
-        time.sleep(0.2)
-    return batch
-
-
-def message_batch_results(client: anthropic.Anthropic, requests: list[Any]) -> dict[str, Any]:
-    """Run `requests` as a Message Batch; each result line, round-tripped, by custom_id."""
-    batch = wait_ended(client, client.messages.batches.create(requests=requests).id)
+def run_message_batch(client: anthropic.Anthropic, requests: list[Any]) -> dict[str, Any]:
+    """Run `requests` as a Message Batch; each result's message, round-tripped, by custom_id."""
+    batch = wait_for_message_batch(client, client.messages.batches.create(requests=requests).id)
     assert batch.request_counts.succeeded == len(requests), batch.request_counts
-    response = httpx.get(batch.results_url, headers={"accept": "application/binary"})
-    lines = [json.loads(line) for line in response.text.splitlines()]
-    for line in lines:
-        assert_round_trip(SDKResult, line)
-    assert sorted(line["custom_id"] for line in lines) == sorted(r["custom_id"] for r in requests)
-    return {line["custom_id"]: line["result"]["message"] for line in lines}
+    results = message_batch_results(client, batch.id)
+    assert sorted(r.custom_id for r in results) == sorted(r["custom_id"] for r in requests)
+    return {r.custom_id: r.to_dict(mode="json")["result"]["message"] for r in results}
 
 
 def openai_batch_results(
@@ -132,9 +117,7 @@ def openai_batch_results(
     assert batch.status == "completed" and batch.output_file_id is not None, batch.errors
     assert batch.request_counts is not None
     assert (batch.request_counts.completed, batch.request_counts.failed) == (len(lines), 0)
-    results = read_jsonl(client.files.content(batch.output_file_id).text)
-    for result in results:
-        assert openai_wire.BatchRequestOutput.model_validate(result).model_dump() == result
+    results = output_lines(client, batch.output_file_id)
     assert sorted(r["custom_id"] for r in results) == sorted(bodies)
     return {r["custom_id"]: r["response"]["body"] for r in results}
 
@@ -188,7 +171,7 @@ def test_the_parse_request_bodies_as_batches_validate_every_line(
 ) -> None:
     """The bodies the three parse helpers send, as batch lines and Message Batch params."""
     anthropic_format = {"format": {"type": "json_schema", "schema": transform_schema(Label)}}
-    messages = message_batch_results(
+    messages = run_message_batch(
         real_server.anthropic(),
         [
             {
@@ -314,7 +297,7 @@ def test_a_batch_of_100_forced_tool_calls_validates_on_both_apis(
     real_server: LiveServer, tmp_path: Path
 ) -> None:
     reviews = [f"Review {i}: {REVIEWS[i % len(REVIEWS)]}" for i in range(100)]
-    messages = message_batch_results(
+    messages = run_message_batch(
         real_server.anthropic(),
         [
             {

@@ -26,8 +26,14 @@ from openai.types import Batch as SDKBatch
 
 from freight.service.runtime import Service
 from freight.store import api_keys
-from tests.conftest import LiveServer, chat_line, make_settings, wait_for_batch
-from tests.sdk import assert_round_trip
+from tests.conftest import (
+    LiveServer,
+    chat_line,
+    make_settings,
+    wait_for_batch,
+    wait_for_message_batch,
+)
+from tests.sdk import assert_round_trip, message_batch_results, output_lines
 
 
 @dataclass
@@ -81,7 +87,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     revoked, revoked_key = svc.keys.create("alpha")
     with svc.db.write() as conn:
         api_keys.revoke(conn, revoked.prefix, int(time.time()))
-    _, expired_key = svc.keys.create("alpha", expires_in_days=1 / 86400)  # 1 s
+    # a key for 1 s, created 2 s ago
+    _, expired_key = svc.keys.create("alpha", expires_in_days=1 / 86400, now=time.time() - 2)
     alpha, beta, admin = tenants
     for tenant in (alpha, beta):
         lines = [chat_line(f"{tenant.project}-{i}", "hi", model="echo") for i in range(3)]
@@ -99,13 +106,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             requests=[message_request("one")]  # type: ignore[list-item]
         )
         tenant.message_batch_id = message_batch.id
-        deadline = time.monotonic() + 60
-        while tenant.anthropic.messages.batches.retrieve(message_batch.id).processing_status != (
-            "ended"
-        ):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    time.sleep(1.1)  # the expired key's second runs out
+        wait_for_message_batch(tenant.anthropic, message_batch.id, timeout=60)
     yield World(server, alpha, beta, admin, revoked_key, expired_key)
     for tenant in tenants:
         tenant.openai.close()
@@ -193,7 +194,7 @@ def test_an_admin_key_lists_and_reads_every_project(world: World) -> None:
         assert batch.status == "completed"
         content = admin.openai.files.content(tenant.file_id).text
         assert f"{tenant.project}-0" in content
-        results = list(admin.anthropic.messages.batches.results(tenant.message_batch_id))
+        results = message_batch_results(admin.anthropic, tenant.message_batch_id)
         assert [r.custom_id for r in results] == ["one"]
 
 
@@ -316,10 +317,9 @@ def test_ids_carry_at_least_128_random_bits(world: World) -> None:
     for object_id in ids:
         suffix = re.sub(r"^[a-z]+[-_]", "", object_id)
         assert re.fullmatch(r"[a-z2-7]{32}", suffix), object_id  # base32: 5 bits a character
-    lines = world.alpha.openai.files.content(
-        world.alpha.openai.batches.retrieve(world.alpha.batch_id).output_file_id or ""
-    ).text.splitlines()
-    assert all(re.fullmatch(r"batch_req_[0-9a-f]{32}", json.loads(x)["id"]) for x in lines)
+    client = world.alpha.openai
+    lines = output_lines(client, client.batches.retrieve(world.alpha.batch_id).output_file_id)
+    assert lines and all(re.fullmatch(r"batch_req_[0-9a-f]{32}", x["id"]) for x in lines)
 
 
 def test_keys_are_stored_hashed_and_shown_by_prefix_only(world: World, tmp_path: Path) -> None:

@@ -28,10 +28,11 @@ from tests.conftest import (
     TEST_ENGINE_ENV,
     chat_line,
     free_port,
-    read_jsonl,
     serve_process,
     wait_http,
 )
+from tests.sdk import batch_lines
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -73,11 +74,20 @@ def create_batch(base: str) -> str:
 
 
 def wait_in_flight(base: str, proc: subprocess.Popen[str]) -> int:
-    deadline = time.monotonic() + 60
-    while (num := httpx.get(f"{base}/health").json()["worker"]["in_flight"]) == 0:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    return int(num)
+    def in_flight() -> int:
+        assert proc.poll() is None, "the server exited"
+        return int(httpx.get(f"{base}/health").json()["worker"]["in_flight"])
+
+    return wait_until(in_flight, timeout=60, what="requests in flight")
+
+
+def refuses_connections(base: str) -> bool:
+    """Whether the server stopped listening (what it does first on a SIGTERM)."""
+    try:
+        httpx.get(f"{base}/health", timeout=5)
+    except httpx.ConnectError:
+        return True
+    return False
 
 
 def request_counts(home: Path, batch_id: str) -> dict[str, int]:
@@ -125,7 +135,10 @@ def test_second_sigterm_exits_at_once_and_the_restart_loses_nothing(tmp_path: Pa
         batch_id = create_batch(base)
         wait_in_flight(base, proc)
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        # The first signal was handled (the listener is closed, the drain runs) before
+        # the second is sent: two signals pending at once would arrive as one.
+        wait_until(lambda: refuses_connections(base), what="the first SIGTERM to be handled")
+        assert proc.poll() is None  # draining
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) != 0  # exits now, not after the drain
@@ -134,13 +147,15 @@ def test_second_sigterm_exits_at_once_and_the_restart_loses_nothing(tmp_path: Pa
 
     with serve_process(home, port, "--no-preload", env=config(tmp_path, 0.01, 10)) as proc:
         wait_http(f"{base}/health", proc=proc)
-        deadline = time.monotonic() + 60
-        while (batch := httpx.get(f"{base}/v1/batches/{batch_id}").json())["status"] != (
-            "completed"
-        ):
-            assert time.monotonic() < deadline, batch
-            time.sleep(0.1)
-        output = read_jsonl(httpx.get(f"{base}/v1/files/{batch['output_file_id']}/content").text)
+        batch = wait_until(
+            lambda: (
+                (b := httpx.get(f"{base}/v1/batches/{batch_id}").json())["status"] == "completed"
+                and b
+            ),
+            timeout=60,
+            what="the batch to complete after the restart",
+        )
+        output = batch_lines(httpx.get(f"{base}/v1/files/{batch['output_file_id']}/content").text)
     seen = collections.Counter(line["custom_id"] for line in output)
     assert len(seen) == NUM_REQUESTS and max(seen.values()) == 1
     assert batch["request_counts"] == {
@@ -150,21 +165,24 @@ def test_second_sigterm_exits_at_once_and_the_restart_loses_nothing(tmp_path: Pa
     }
 
 
-def start_worker(home: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "freight.cli.main", "worker", "--home", str(home)],
-        env={**os.environ, **TEST_ENGINE_ENV, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+def start_worker(home: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`freight worker`, its output in `log`."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "freight.cli.main", "worker", "--home", str(home)],
+            env={**os.environ, **TEST_ENGINE_ENV, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def wait_running(home: Path, batch_id: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while request_counts(home, batch_id).get(RequestStatus.RUNNING, 0) == 0:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    def running() -> int:
+        assert proc.poll() is None, "the worker exited"
+        return request_counts(home, batch_id).get(RequestStatus.RUNNING, 0)
+
+    wait_until(running, timeout=60, interval=0.05, what="requests running")
 
 
 def test_worker_command_drains_on_sigterm_and_exits_at_once_on_a_second(tmp_path: Path) -> None:
@@ -175,17 +193,21 @@ def test_worker_command_drains_on_sigterm_and_exits_at_once_on_a_second(tmp_path
         wait_http(f"{base}/health", proc=api)
         batch_id = create_batch(base)
     # One SIGTERM: in-flight requests finish, leases are given back, exit 0.
-    worker = start_worker(home, config(tmp_path, delay=0.5, drain=10))
+    worker = start_worker(home, config(tmp_path, delay=0.5, drain=10), tmp_path / "worker1.log")
     try:
         wait_running(home, batch_id, worker)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
         assert RequestStatus.RUNNING not in request_counts(home, batch_id)
         # Two: the second ends the drain of 3 s requests at once.
-        worker = start_worker(home, config(tmp_path, delay=3, drain=60))
+        log = tmp_path / "worker2.log"
+        worker = start_worker(home, config(tmp_path, delay=3, drain=60), log)
         wait_running(home, batch_id, worker)
         worker.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        wait_until(  # handled, so that the second signal is not merged into it
+            lambda: "SIGTERM: finishing in-flight work" in log.read_text(),
+            what="the worker to log that it drains",
+        )
         assert worker.poll() is None  # draining
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=5) != 0

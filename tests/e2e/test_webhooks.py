@@ -29,6 +29,7 @@ from freight.store import batches, blob_store
 from tests.conftest import LiveServer, chat_line, make_settings, wait_for_batch, write_jsonl
 from tests.netstubs import StubResolver
 from tests.sdk import assert_round_trip
+from tests.waiting import wait_until
 from tests.webhook_receiver import WebhookReceiver
 
 FAST_WEBHOOKS = WebhookSettings(
@@ -149,7 +150,8 @@ def test_every_batch_ending_of_both_apis_is_delivered_signed_once(
         receiver.secret = endpoint.signing_secret
         ended = end_every_kind_of_batch(server, tmp_path)
         events = receiver.wait_for_events(len(ended))
-        time.sleep(0.3)  # nothing more arrives
+        # Once every delivery is logged delivered, none is due or leased: nothing more comes.
+        log = wait_until(lambda: all_delivered(server.base_url, endpoint.id, len(ended)))
         assert len(receiver.requests) == len(events) == len(ended) and not receiver.rejected
     assert {(e.type, e.data.id) for e in events} == {(t, b) for (t, _), b in ended.items()}
     assert len({e.id for e in events}) == len(ended)
@@ -163,7 +165,6 @@ def test_every_batch_ending_of_both_apis_is_delivered_signed_once(
         else:
             with server.svc.db.read() as conn:
                 assert batches.get(conn, batch_id).status == status
-    log = httpx.get(f"{server.base_url}/v1/webhook_endpoints/{endpoint.id}/deliveries").json()
     assert log["object"] == "list" and len(log["data"]) == len(ended)
     for item in log["data"]:
         delivery = webhook_wire.WebhookDelivery.model_validate(item)
@@ -173,6 +174,14 @@ def test_every_batch_ending_of_both_apis_is_delivered_signed_once(
             200,
         )
         assert delivery.delivered_at is not None and delivery.next_attempt_at is None
+
+
+def all_delivered(base_url: str, endpoint_id: str, num: int) -> dict[str, Any] | None:
+    """The endpoint's delivery log once it holds `num` deliveries, all delivered."""
+    log = httpx.get(f"{base_url}/v1/webhook_endpoints/{endpoint_id}/deliveries").json()
+    items = log["data"]
+    is_done = len(items) == num and all(d["status"] == "delivered" for d in items)
+    return log if is_done else None
 
 
 def test_a_receiver_failing_twice_gets_the_event_once_marked_delivered_after_3_attempts(
@@ -371,18 +380,14 @@ def test_the_readme_receiver_example_verifies_and_dedupes(
     thread = threading.Thread(target=receiver.run, daemon=True)
     thread.start()
     try:
-        while not receiver.started:
-            time.sleep(0.02)
+        wait_until(lambda: receiver.started, what="the example receiver to start")
         client = server.openai()
         endpoint = client.webhooks.create(
             url=f"http://127.0.0.1:{port}/hooks", event_types=["batch.completed"], name="example"
         )
         monkeypatch.setenv("FREIGHT_WEBHOOK_SECRET", endpoint.signing_secret)
         batch_id = openai_batch(client, tmp_path, [chat_line("a", "x", model="echo")], "24h")
-        deadline = time.monotonic() + 30
-        while not example.events:
-            assert time.monotonic() < deadline, "the example receiver got no event"
-            time.sleep(0.05)
+        wait_until(lambda: example.events, what="an event at the example receiver")
         (event,) = example.events
         assert event.type == "batch.completed" and event.data.id == batch_id
         forged = httpx.post(
@@ -452,14 +457,14 @@ def test_api_node_and_two_worker_processes_on_postgresql_send_each_event_once(
             for i in range(num_batches)
         }
         events = receiver.wait_for_events(num_batches, timeout=120)
-        time.sleep(1.0)  # time for a duplicate to arrive, were one sent
+        # Every delivery logged delivered: none is due or leased, so no duplicate can follow.
+        log = wait_until(
+            lambda: all_delivered(f"http://127.0.0.1:{port}", endpoint.id, num_batches)
+        )
         assert {e.data.id for e in events} == batch_ids
         assert len(receiver.requests) == num_batches and set(receiver.posts_per_id().values()) == {
             1
         }
-        log = client.get(
-            f"/webhook_endpoints/{endpoint.id}/deliveries", cast_to=httpx.Response
-        ).json()
     assert {d["attempts"] for d in log["data"]} == {1} and len(log["data"]) == num_batches
 
 

@@ -31,6 +31,9 @@ from tests.integration.test_message_batch_worker import results
 from tests.integration.test_message_batch_worker import submit as submit_message_batch
 from tests.integration.test_worker import TERMINAL, result_lines, run_until, service, submit
 
+# What is counted here is attempts, not the pauses between them (test_retries has those).
+pytestmark = pytest.mark.usefixtures("no_backoff")
+
 RECURSION = "maximum recursion depth exceeded while encoding a JSON object"
 
 

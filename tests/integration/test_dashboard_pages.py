@@ -21,7 +21,7 @@ from freight.config import MetricsSettings, PricingSettings, WebSettings
 from freight.service.runtime import Service
 from freight.store import batches
 from freight.web import session
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import LiveServer, make_settings, wait_for_message_batch
 from tests.seed import add_batch
 
 NUM_BATCHES = 1000
@@ -268,10 +268,7 @@ def test_anthropic_batches_are_listed_and_their_results_download(echo_server: Li
             for i in range(3)
         ]
     )
-    deadline = time.monotonic() + 60
-    while client.messages.batches.retrieve(created.id).processing_status != "ended":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_for_message_batch(client, created.id, timeout=60)
     browser_ = signed_in(echo_server)
     assert f'data-batch-id="{created.id}"' in browser_.get("/").text
     page = browser_.get(f"/ui/batches/{created.id}").text

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from tests.conftest import chat_line, make_settings
 from tests.integration.test_worker import run_until, service
 from tests.integration.test_worker import submit as submit_openai
 from tests.sdk import assert_round_trip
+from tests.waiting import wait_until_async
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
@@ -158,13 +158,17 @@ def test_worker_makes_room_for_real_time_requests_and_loses_nothing(
         if worker.num_in_flight < 8:
             return False
         with realtime.track():  # a real-time request runs: the window shrinks to 2
-            deadline = time.monotonic() + 30
-            while worker.num_given_back == 0 or worker.num_in_flight > 2:
-                assert time.monotonic() < deadline, "the worker never made room"
-                await asyncio.sleep(0.01)
+            await wait_until_async(
+                lambda: worker.num_given_back > 0 and worker.num_in_flight <= 2,
+                what="the worker to make room",
+            )
             seen["given_back"] = worker.num_given_back
             seen["in_flight"] = worker.num_in_flight
-            await asyncio.sleep(0.5)  # no batch request is admitted while it runs
+            # No batch request is admitted while it runs: the running ones drain, and
+            # passes of the loop that could admit go by without replacing them.
+            await wait_until_async(lambda: worker.num_in_flight == 0, what="a drained engine")
+            num_passes = worker.num_passes
+            await wait_until_async(lambda: worker.num_passes >= num_passes + 3, what="3 passes")
             seen["in_flight_later"] = worker.num_in_flight
         return True
 

@@ -124,6 +124,7 @@ def test_disk_full_while_writing_results_leaves_no_half_file_and_resumes(
     assert sorted(x["custom_id"] for x in out) == sorted(f"r{i}" for i in range(NUM_REQUESTS))
 
 
+@pytest.mark.usefixtures("no_backoff")  # recovery is checked, not the pauses
 def test_locked_database_while_recording_results_keeps_them_and_resumes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,6 +154,7 @@ def test_locked_database_while_recording_results_keeps_them_and_resumes(
     assert svc.worker is not None and svc.worker.num_recorded == NUM_REQUESTS
 
 
+@pytest.mark.usefixtures("no_backoff")  # recovery is checked, not the pauses
 def test_the_worker_loop_survives_an_unreachable_store(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

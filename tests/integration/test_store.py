@@ -174,13 +174,15 @@ def test_result_is_recorded_once_even_if_two_workers_race(db: Database) -> None:
 
 def test_expired_leases_are_reclaimed_and_renewed_ones_are_not(db: Database) -> None:
     new_batch(db, num_requests=2)
+    start = time.time()
     with db.write() as conn:
-        batch_requests.claim(conn, "batch_1", "dead", 1, lease_seconds=0.01)
-        batch_requests.claim(conn, "batch_1", "alive", 1, lease_seconds=0.01)
-    time.sleep(0.05)
+        batch_requests.claim(conn, "batch_1", "dead", 1, lease_seconds=10, now=start)
+        batch_requests.claim(conn, "batch_1", "alive", 1, lease_seconds=10, now=start)
+    later = start + 11  # both leases have run out
     with db.write() as conn:
-        assert batch_requests.renew(conn, "alive", 60) == 1
-        assert batch_requests.reclaim_expired(conn) == 1
+        assert batch_requests.reclaim_expired(conn, now=start + 9) == 0
+        assert batch_requests.renew(conn, "alive", 60, now=later) == 1
+        assert batch_requests.reclaim_expired(conn, now=later) == 1
         assert batch_requests.count_by_status(conn, "batch_1") == {"queued": 1, "running": 1}
 
 

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from freight.config import Settings
 from freight.engines.echo import EchoEngine
 from freight.engines.pool import EnginePool
@@ -178,6 +180,7 @@ def test_expiry_keeps_finished_lines_and_expires_the_rest(
     assert record.num_succeeded == 400 - len(expired) > 0
 
 
+@pytest.mark.usefixtures("no_backoff")  # the retries are counted, not their pauses
 def test_engine_death_is_retried_and_counted(tmp_path: Path, database_url: str) -> None:
     engine = EchoEngine("echo")
     engine.fail_next = 3
@@ -188,6 +191,7 @@ def test_engine_death_is_retried_and_counted(tmp_path: Path, database_url: str) 
     assert svc.worker is not None and svc.worker.num_retries == 3
 
 
+@pytest.mark.usefixtures("no_backoff")  # the tries are counted, not their pauses
 def test_retries_give_up_with_a_line_that_says_why(tmp_path: Path, database_url: str) -> None:
     engine = EchoEngine("echo")
     engine.fail_next = 100

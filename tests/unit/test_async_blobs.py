@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,6 +18,7 @@ import pytest
 
 from freight.store import blob_store
 from freight.store.blob_store import AsyncBlobs, BlobStore
+from tests.waiting import wait_until_async
 
 
 class GatedFile:
@@ -55,13 +56,6 @@ class GatedBlobs(BlobStore):
         assert self.gate.wait(30), "the test never opened the gate"
         super().delete(name)
         self.log.append("delete ended")
-
-
-async def wait_async(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within 30 s"
-        await asyncio.sleep(0.01)
 
 
 def test_small_writes_reach_the_blob_whole_in_large_pieces(tmp_path: Path) -> None:
@@ -113,11 +107,11 @@ def test_a_cancelled_writer_cleans_up_after_its_last_write_ends(tmp_path: Path) 
 
     async def cancel_mid_write() -> None:
         task = asyncio.create_task(write())
-        await wait_async(lambda: "write started" in store.log, "the write")
+        await wait_until_async(lambda: "write started" in store.log, what="the write")
         await cancel_until_done(task)
         assert store.log == ["write started"]  # the caller stopped waiting; the write did not
         store.gate.set()
-        await wait_async(lambda: "closed" in store.log, "the cleanup")
+        await wait_until_async(lambda: "closed" in store.log, what="the cleanup")
 
     asyncio.run(cancel_mid_write())
     assert store.log == ["write started", "write ended", "closed"]
@@ -133,13 +127,17 @@ def test_a_cancelled_delete_still_deletes_when_it_waited_for_a_thread(tmp_path: 
     async def cancel_mid_delete() -> None:
         async_blobs = AsyncBlobs(store)
         busy = [asyncio.create_task(async_blobs.delete(f"b{i}")) for i in range(num_busy)]
-        await wait_async(lambda: store.log.count("delete started") == num_busy, "busy threads")
+        await wait_until_async(
+            lambda: store.log.count("delete started") == num_busy, what="busy threads"
+        )
         task = asyncio.create_task(async_blobs.delete("a"))
         await asyncio.sleep(0)  # one turn of the loop: the task asks for a thread, and waits
         await cancel_until_done(task)
         store.gate.set()
         await asyncio.gather(*busy)
-        await wait_async(lambda: store.log.count("delete ended") == num_busy + 1, "the delete")
+        await wait_until_async(
+            lambda: store.log.count("delete ended") == num_busy + 1, what="the delete"
+        )
 
     asyncio.run(cancel_mid_delete())
     assert not store.exists("a")

@@ -5,14 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from freight.engines.flow import AdaptiveLimit, Gate, Ticket, TokenBucket
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.waiting import ManualClock
 
 
 def keep_full(limit: AdaptiveLimit, in_flight: list[Ticket], num_successes: int) -> None:
@@ -71,24 +64,24 @@ def test_a_burst_of_failures_backs_off_once_and_never_below_the_minimum() -> Non
 
 
 def test_retry_after_stops_new_calls_until_it_passes() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     limit = AdaptiveLimit(4.0, clock=clock)
     limit.overloaded(limit.start(), "throttled", 3.0)
     assert not limit.can_start()
     assert limit.blocked_for() == 3.0
-    clock.now += 2.9
+    clock.advance(2.9)
     assert not limit.can_start()
-    clock.now += 0.2
+    clock.advance(0.2)
     assert limit.can_start()
 
 
 def test_token_bucket_refills_per_minute_and_settles_estimates() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     bucket = TokenBucket(600, clock)  # 10 a second
     assert bucket.wait_for(600) == 0.0
     bucket.take(600)
     assert bucket.wait_for(10) == 1.0
-    clock.now += 0.5
+    clock.advance(0.5)
     assert bucket.wait_for(10) == 0.5
     bucket.give_back(5)  # the call used 5 fewer tokens than estimated
     assert bucket.wait_for(10) == 0.0
@@ -127,7 +120,7 @@ def test_gate_admits_under_the_limit_in_priority_order() -> None:
 
 def test_gate_holds_calls_past_the_requests_per_minute_bucket() -> None:
     async def scenario() -> None:
-        clock = FakeClock()
+        clock = ManualClock(1000.0)
         gate = Gate("up", AdaptiveLimit(8.0, clock=clock), requests_per_minute=6)  # 1 per 10 s
         for _ in range(6):  # the full bucket admits at once
             gate.ended(await gate.acquire(0, 0))
@@ -136,7 +129,7 @@ def test_gate_holds_calls_past_the_requests_per_minute_bucket() -> None:
             await asyncio.sleep(0)
         assert not late.done() and gate.stats().num_waiting == 1  # waits for a refill
         late.cancel()
-        clock.now += 10.0  # one request's worth refilled
+        clock.advance(10.0)  # one request's worth refilled
         gate.ended(await asyncio.wait_for(gate.acquire(0, 0), 5))
         assert gate.stats().num_waiting == 0 and gate.stats().in_flight == 0
 
@@ -144,12 +137,12 @@ def test_gate_holds_calls_past_the_requests_per_minute_bucket() -> None:
 
 
 def test_the_best_latency_creeps_up_with_time_not_with_calls() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     limit = AdaptiveLimit(4.0, clock=clock)
     limit.succeeded(limit.start(), 0.01)
     for _ in range(1000):  # many slower calls at once do not move the reference
         limit.succeeded(limit.start(), 0.05)
     assert limit.best_seconds_per_token == 0.01
-    clock.now += 70.0  # about doubles in 70 s
+    clock.advance(70.0)  # about doubles in 70 s
     limit.succeeded(limit.start(), 0.05)
     assert 0.019 < (limit.best_seconds_per_token or 0) < 0.021

@@ -19,14 +19,9 @@ from freight.engines.base import (
 )
 from freight.engines.echo import EchoEngine
 from freight.engines.metering import BATCH, IDLE, REALTIME, EngineMeter, MeteredEngine
+from tests.waiting import ManualClock
 
-
-class Clock:
-    def __init__(self, t: float = 1_000_020.0) -> None:  # 20 s into a minute period
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+START = 1_000_020.0  # 20 s into a minute period
 
 
 def generation(prompt: int, output: int, cached: int = 0) -> Generation:
@@ -39,20 +34,20 @@ def seconds(meter: EngineMeter, model: str = "m") -> dict[str, float]:
 
 
 def test_time_is_split_into_busy_per_kind_and_idle() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     meter = EngineMeter(clock)
     meter.engine_up("m")
-    clock.t += 10  # idle 10
+    clock.advance(10)  # idle 10
     a = meter.started("m", BATCH)
     b = meter.started("m", BATCH)
-    clock.t += 4  # 2 batch requests: 4 s batch
+    clock.advance(4)  # 2 batch requests: 4 s batch
     r = meter.started("m", REALTIME)
-    clock.t += 3  # 2 batch + 1 real-time: 2 s batch, 1 s real time
+    clock.advance(3)  # 2 batch + 1 real-time: 2 s batch, 1 s real time
     meter.finished(r, generation(10, 5))
     meter.finished(a, generation(100, 20))
-    clock.t += 2  # 1 batch: 2 s batch
+    clock.advance(2)  # 1 batch: 2 s batch
     meter.finished(b, None)  # aborted: time counts, tokens do not
-    clock.t += 1  # idle
+    clock.advance(1)  # idle
     assert seconds(meter) == {BATCH: 8.0, REALTIME: 1.0, IDLE: 11.0}
     busy, up = meter.busy_and_up_seconds("m")
     assert (busy, up) == pytest.approx((9.0, 20.0))
@@ -62,11 +57,11 @@ def test_time_is_split_into_busy_per_kind_and_idle() -> None:
 
 
 def test_periods_split_at_minute_boundaries_and_are_handed_over_once() -> None:
-    clock = Clock(1_000_020.0)  # period 999_960 .. 1_000_020 is [999960, 1000020)
+    clock = ManualClock(START)  # period 999_960 .. 1_000_020 is [999960, 1000020)
     meter = EngineMeter(clock)
     meter.engine_up("m")
     running = meter.started("m", BATCH)
-    clock.t += 70  # crosses one boundary: 60 s in the first period, 10 s in the next
+    clock.advance(70)  # crosses one boundary: 60 s in the first period, 10 s in the next
     meter.finished(running, generation(7, 3, cached=2))
     deltas = meter.take_unrecorded()
     by_period = {(d.kind, d.period_start): d.usage for d in deltas}
@@ -75,36 +70,36 @@ def test_periods_split_at_minute_boundaries_and_are_handed_over_once() -> None:
     assert by_period[(BATCH, 1_000_080)].output_tokens == 3
     assert by_period[(BATCH, 1_000_080)].cached_tokens == 2
     assert meter.take_unrecorded() == []  # nothing accrued since: no time passed
-    clock.t += 5
+    clock.advance(5)
     (idle,) = meter.take_unrecorded()
     assert (idle.kind, idle.usage.seconds) == (IDLE, pytest.approx(5))
 
 
 def test_no_time_accrues_while_the_engine_is_down_and_replacements_overlap() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     meter = EngineMeter(clock)
     meter.engine_up("m")
-    clock.t += 5
+    clock.advance(5)
     meter.engine_up("m")  # a replacement starts before the dead engine is shut down
-    clock.t += 5
+    clock.advance(5)
     meter.engine_down("m")  # the dead one: the model is still up
-    clock.t += 5
+    clock.advance(5)
     meter.engine_down("m")
-    clock.t += 100
+    clock.advance(100)
     assert seconds(meter)[IDLE] == pytest.approx(15)
 
 
 def test_latency_and_first_token_histograms() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     meter = EngineMeter(clock)
     meter.engine_up("m")
     running = meter.started("m", REALTIME)
     assert meter.num_waiting[REALTIME] == 1
-    clock.t += 0.2
+    clock.advance(0.2)
     meter.first_output(running)
     meter.first_output(running)  # only the first output counts
     assert meter.num_waiting[REALTIME] == 0
-    clock.t += 2.0
+    clock.advance(2.0)
     meter.finished(running, generation(1, 1))
     ttft = meter.time_to_first_token[("m", REALTIME)]
     latency = meter.latency[("m", REALTIME)]
@@ -114,15 +109,15 @@ def test_latency_and_first_token_histograms() -> None:
 
 
 def test_utilisation_over_a_trailing_window() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     meter = EngineMeter(clock)
     meter.engine_up("m")
-    clock.t += 60  # a minute idle
+    clock.advance(60)  # a minute idle
     meter.sample()
     running = meter.started("m", BATCH)
-    clock.t += 30
+    clock.advance(30)
     assert meter.utilization("m", 60) == pytest.approx(30 / 90)  # no sample a window old yet
-    clock.t += 30
+    clock.advance(30)
     assert meter.utilization("m", 60) == pytest.approx(1.0)  # the last 60 s were all busy
     meter.finished(running, None)
     assert meter.utilization("never-up", 60) is None
@@ -139,7 +134,7 @@ def request(priority: int) -> GenerationRequest:
 
 
 def test_metered_engine_counts_batch_and_real_time_work_by_priority() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     meter = EngineMeter(clock)
     engine = MeteredEngine(EchoEngine("echo"), meter)
 
@@ -159,7 +154,7 @@ def test_metered_engine_counts_batch_and_real_time_work_by_priority() -> None:
 
 
 def test_metered_engine_counts_a_failed_request_out_of_the_engine() -> None:
-    meter = EngineMeter(Clock())
+    meter = EngineMeter(ManualClock(START))
     echo = EchoEngine("echo")
     echo.fail_next = 1
     engine = MeteredEngine(echo, meter)
@@ -170,12 +165,12 @@ def test_metered_engine_counts_a_failed_request_out_of_the_engine() -> None:
 
 
 def test_shutdown_marks_the_engine_down_once() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     meter = EngineMeter(clock)
     engine = MeteredEngine(EchoEngine("echo"), meter)
     asyncio.run(engine.shutdown())
     asyncio.run(engine.shutdown())
-    clock.t += 10
+    clock.advance(10)
     assert meter.busy_and_up_seconds("echo") == (0.0, 0.0)
 
 
@@ -186,7 +181,7 @@ def test_an_embeddings_engine_is_metered_by_its_input_tokens() -> None:
         async def embed(self, request: Any) -> Any:
             return SimpleNamespace(vectors=[[0.1]] * 3, num_prompt_tokens=21)
 
-    meter = EngineMeter(Clock())
+    meter = EngineMeter(ManualClock(START))
     engine = MeteredEngine(Embedder(), meter)  # type: ignore[arg-type]
     result = asyncio.run(engine.embed(SimpleNamespace(priority=BATCH_PRIORITY)))
     assert result.num_prompt_tokens == 21

@@ -13,6 +13,7 @@ from freight.config import QuotaLimits, QuotaSettings
 from freight.errors import InvalidRequest, QuotaExceeded
 from freight.service import access, quotas
 from freight.worker.scheduler import RunnableBatch, fair_claims
+from tests.waiting import ManualClock
 
 
 def batch(batch_id: str, project: str, num_open: int, expires_at: int = 100) -> RunnableBatch:
@@ -51,38 +52,30 @@ def test_fair_claims_never_exceed_what_is_wanted_or_open() -> None:
     assert fair_claims([], 10) == [] and fair_claims(runnable, 0) == []
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_rate_quotas_refuse_within_the_window_and_pass_after_it() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     settings = QuotaSettings(window_seconds=60, default=QuotaLimits(requests_per_minute=2))
     q = quotas.Quotas(settings, clock)
     q.admit_realtime("p")
     q.admit_realtime("p")
-    clock.now += 15
+    clock.advance(15)
     with pytest.raises(QuotaExceeded) as caught:
         q.admit_realtime("p")
     assert caught.value.retry_after == 45
     assert "requests_per_minute" in caught.value.message and "'p'" in caught.value.message
     q.admit_realtime("other")  # each project counts alone
-    clock.now += 45
+    clock.advance(45)
     q.admit_realtime("p")
 
 
 def test_token_quota_counts_what_requests_used() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     q = quotas.Quotas(QuotaSettings(default=QuotaLimits(tokens_per_minute=100)), clock)
     q.admit_realtime("p")
     q.record_tokens("p", 100)
     with pytest.raises(QuotaExceeded, match="tokens_per_minute"):
         q.admit_realtime("p")
-    clock.now += 60
+    clock.advance(60)
     q.admit_realtime("p")
 
 

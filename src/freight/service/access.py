@@ -120,12 +120,20 @@ class KeyRing:
         return hmac.new(self._secret, key.encode(), hashlib.sha256).hexdigest()
 
     def create(
-        self, project: str, *, is_admin: bool = False, expires_in_days: float | None = None
+        self,
+        project: str,
+        *,
+        is_admin: bool = False,
+        expires_in_days: float | None = None,
+        now: float | None = None,
     ) -> tuple[api_keys.KeyRecord, str]:
-        """A new key for `project`: its record, and the key itself (shown once, never stored)."""
+        """A new key for `project`: its record, and the key itself (shown once, never stored).
+
+        `now`: when it counts as created (default: the wall clock), as in the store.
+        """
         check_project_name(project)
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        now = int(time.time())
+        now = int(time.time() if now is None else now)
         record = api_keys.KeyRecord(
             id=ids.new_id("key_"),
             prefix=key[:SHOWN_PREFIX_CHARS],

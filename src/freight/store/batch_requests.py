@@ -111,6 +111,7 @@ def claim(
     lease_seconds: float,
     *,
     models: Collection[str] | None = None,
+    now: float | None = None,
 ) -> list[ClaimedRequest]:
     """Lease up to `limit` queued requests of one batch, in admission order.
 
@@ -147,7 +148,7 @@ def claim(
         .values(
             status=RequestStatus.RUNNING,
             lease_owner=owner,
-            lease_expires_at=time.time() + lease_seconds,
+            lease_expires_at=(time.time() if now is None else now) + lease_seconds,
             attempts=requests.c.attempts + 1,
         )
     )
@@ -199,7 +200,12 @@ class LeasedLines:
 
 
 def claim_all(
-    conn: sa.Connection, batch_id: str, owner: str, lease_seconds: float
+    conn: sa.Connection,
+    batch_id: str,
+    owner: str,
+    lease_seconds: float,
+    *,
+    now: float | None = None,
 ) -> LeasedLines | None:
     """Lease every queued request of a batch to `owner` (a hand-off to another executor).
 
@@ -216,7 +222,7 @@ def claim_all(
         _locked_update(conn, where, skip_locked=True),
         status=RequestStatus.RUNNING,
         lease_owner=owner,
-        lease_expires_at=time.time() + lease_seconds,
+        lease_expires_at=(time.time() if now is None else now) + lease_seconds,
         attempts=requests.c.attempts + 1,
     )
     if not num:
@@ -248,14 +254,17 @@ def leased_lines(
     return [ClaimedRequest(*row) for row in rows]
 
 
-def renew(conn: sa.Connection, owner: str, lease_seconds: float) -> int:
+def renew(
+    conn: sa.Connection, owner: str, lease_seconds: float, *, now: float | None = None
+) -> int:
     """Extend every lease `owner` holds (the heartbeat)."""
     update = _locked_update(
         conn,
         [requests.c.lease_owner == owner, requests.c.status == RequestStatus.RUNNING],
         skip_locked=True,
     )
-    return _update_count(conn, update, lease_expires_at=time.time() + lease_seconds)
+    expires_at = (time.time() if now is None else now) + lease_seconds
+    return _update_count(conn, update, lease_expires_at=expires_at)
 
 
 def release(conn: sa.Connection, owner: str, request_ids: list[str] | None = None) -> int:
@@ -299,11 +308,12 @@ def requeue_many(conn: sa.Connection, owner: str, request_ids: list[str]) -> int
     )
 
 
-def reclaim_expired(conn: sa.Connection) -> int:
+def reclaim_expired(conn: sa.Connection, *, now: float | None = None) -> int:
     """Return requests whose lease ran out (their worker died) to the queue."""
+    now = time.time() if now is None else now
     update = _locked_update(
         conn,
-        [requests.c.status == RequestStatus.RUNNING, requests.c.lease_expires_at < time.time()],
+        [requests.c.status == RequestStatus.RUNNING, requests.c.lease_expires_at < now],
         skip_locked=True,
     )
     return _update_count(
@@ -330,7 +340,7 @@ _RECORD = (
 )
 
 
-def record(conn: sa.Connection, outcomes: list[Outcome]) -> int:
+def record(conn: sa.Connection, outcomes: list[Outcome], *, now: float | None = None) -> int:
     """Write finished requests still `running`; update batch counters. Returns rows written.
 
     Must run in a write transaction: which rows are still running is read first (under
@@ -342,7 +352,7 @@ def record(conn: sa.Connection, outcomes: list[Outcome]) -> int:
     for start in range(0, len(all_ids), _IN_CHUNK):
         ids = all_ids[start : start + _IN_CHUNK]
         running |= _running_among(conn, ids, lock=_is_postgresql(conn))
-    now = time.time()
+    finished_at = time.time() if now is None else now
     rows = []
     per_batch: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for o in outcomes:
@@ -359,7 +369,7 @@ def record(conn: sa.Connection, outcomes: list[Outcome]) -> int:
                 "new_input_tokens": o.input_tokens,
                 "new_cached_tokens": o.cached_tokens,
                 "new_output_tokens": o.output_tokens,
-                "new_finished_at": now,
+                "new_finished_at": finished_at,
             }
         )
         deltas = per_batch[o.batch_id]
@@ -375,7 +385,12 @@ def record(conn: sa.Connection, outcomes: list[Outcome]) -> int:
 
 
 def close_open(
-    conn: sa.Connection, batch_id: str, status: RequestStatus, error_json: str
+    conn: sa.Connection,
+    batch_id: str,
+    status: RequestStatus,
+    error_json: str,
+    *,
+    now: float | None = None,
 ) -> list[str]:
     """End every unfinished request of a batch as `status` (cancelled/expired).
 
@@ -396,7 +411,7 @@ def close_open(
         update,
         status=status,
         error_json=error_json,
-        finished_at=time.time(),
+        finished_at=time.time() if now is None else now,
         lease_owner=None,
         lease_expires_at=None,
     )

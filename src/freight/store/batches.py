@@ -205,6 +205,7 @@ def transition(
     to_status: BatchStatus,
     *,
     detail: str | None = None,
+    now: float | None = None,
     **values: Any,
 ) -> BatchRecord:
     """Move a batch to `to_status` if the lifecycle allows it from its current status.
@@ -216,8 +217,8 @@ def transition(
     current = get(conn, batch_id)
     if to_status not in ALLOWED.get(current.status, frozenset()):
         raise IllegalTransition(f"batch {batch_id} cannot go from {current.status} to {to_status}")
-    now = int(time.time())
-    stamp = {f"{to_status}_at": now}
+    now = time.time() if now is None else now
+    stamp = {f"{to_status}_at": int(now)}
     result = conn.execute(
         batches.update()
         .where(batches.c.id == batch_id, batches.c.status == current.status)
@@ -225,10 +226,14 @@ def transition(
     )
     if result.rowcount != 1:
         raise IllegalTransition(f"batch {batch_id} changed status concurrently")
-    _event(conn, batch_id, current.status, to_status, detail)
+    _event(conn, batch_id, current.status, to_status, detail, now)
     if to_status in TERMINAL:
         webhook_store.enqueue(
-            conn, project=current.project, batch_id=batch_id, event_type=f"batch.{to_status}"
+            conn,
+            project=current.project,
+            batch_id=batch_id,
+            event_type=f"batch.{to_status}",
+            now=now,
         )
     return get(conn, batch_id)
 
@@ -298,13 +303,14 @@ def _event(
     from_status: BatchStatus | None,
     to_status: BatchStatus,
     detail: str | None,
+    now: float | None = None,
 ) -> int:
     result = conn.execute(
         batch_events.insert().values(
             batch_id=batch_id,
             from_status=from_status,
             to_status=to_status,
-            at=time.time(),
+            at=time.time() if now is None else now,
             detail=detail,
         )
     )

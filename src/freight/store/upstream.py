@@ -90,6 +90,7 @@ def pack(
     *,
     max_requests: int,
     max_bytes: int,
+    now: float | None = None,
 ) -> tuple[UpstreamBatch, list[ClaimedRequest]] | None:
     """Lease the next queued requests of `batch_id` for `model` (in line order, within
     both limits) into a new pending upstream batch. None if none are queued."""
@@ -116,7 +117,7 @@ def pack(
         chosen.append(row)
     if not chosen:
         return None
-    now = time.time()
+    now = time.time() if now is None else now
     record = UpstreamBatch(
         ids.new_id("ubatch_"),
         batch_id,
@@ -151,7 +152,12 @@ def pack(
 
 
 def adopt(
-    conn: sa.Connection, upstream_batch_id: str, owner: str, lease_seconds: float
+    conn: sa.Connection,
+    upstream_batch_id: str,
+    owner: str,
+    lease_seconds: float,
+    *,
+    now: float | None = None,
 ) -> UpstreamBatch | None:
     """Lease the queued requests of an upstream batch another worker gave back.
 
@@ -165,7 +171,7 @@ def adopt(
         .values(
             status=RequestStatus.RUNNING,
             lease_owner=owner,
-            lease_expires_at=time.time() + lease_seconds,
+            lease_expires_at=(time.time() if now is None else now) + lease_seconds,
             attempts=requests.c.attempts + 1,
         )
     )
@@ -214,23 +220,37 @@ def update(conn: sa.Connection, upstream_batch_id: str, **values: Any) -> None:
     )
 
 
-def submitted(conn: sa.Connection, upstream_batch_id: str, upstream_id: str, status: str) -> None:
+def submitted(
+    conn: sa.Connection,
+    upstream_batch_id: str,
+    upstream_id: str,
+    status: str,
+    *,
+    now: float | None = None,
+) -> None:
     update(
         conn,
         upstream_batch_id,
         status=SUBMITTED,
         upstream_id=upstream_id,
         upstream_status=status,
-        submitted_at=time.time(),
+        submitted_at=time.time() if now is None else now,
     )
 
 
-def ended(conn: sa.Connection, upstream_batch_id: str, upstream_status: str, detail: str) -> None:
+def ended(
+    conn: sa.Connection,
+    upstream_batch_id: str,
+    upstream_status: str,
+    detail: str,
+    *,
+    now: float | None = None,
+) -> None:
     update(
         conn,
         upstream_batch_id,
         status=ENDED,
         upstream_status=upstream_status,
-        ended_at=time.time(),
+        ended_at=time.time() if now is None else now,
         detail=detail,
     )

@@ -130,6 +130,7 @@ def update_endpoint(
     url: str | None = None,
     event_types: list[str] | None = None,
     secret: str | None = None,
+    now: float | None = None,
 ) -> EndpointRecord:
     """Change what is given (None: keep); `updated_at` moves only if something changed."""
     current = get_endpoint(conn, endpoint_id, project)
@@ -146,7 +147,7 @@ def update_endpoint(
         conn.execute(
             webhook_endpoints.update()
             .where(webhook_endpoints.c.id == endpoint_id)
-            .values(updated_at=int(time.time()), **values)
+            .values(updated_at=int(time.time() if now is None else now), **values)
         )
     return get_endpoint(conn, endpoint_id)
 
@@ -220,7 +221,14 @@ def event_payload(event_id: str, event_type: str, created_at: int, batch_id: str
     )
 
 
-def enqueue(conn: sa.Connection, *, project: str, batch_id: str, event_type: str) -> str | None:
+def enqueue(
+    conn: sa.Connection,
+    *,
+    project: str,
+    batch_id: str,
+    event_type: str,
+    now: float | None = None,
+) -> str | None:
     """Queue `event_type` about `batch_id` for every subscribed endpoint of `project`.
 
     Call it inside the transaction that makes the change the event announces. Returns
@@ -229,7 +237,7 @@ def enqueue(conn: sa.Connection, *, project: str, batch_id: str, event_type: str
     targets = [e for e in list_endpoints(conn, project) if event_type in e.event_types]
     if not targets:
         return None
-    now = time.time()
+    now = time.time() if now is None else now
     event_id = ids.new_id("evt_")
     payload = event_payload(event_id, event_type, int(now), batch_id)
     conn.execute(
@@ -254,10 +262,10 @@ def enqueue(conn: sa.Connection, *, project: str, batch_id: str, event_type: str
 
 
 def claim_due(
-    conn: sa.Connection, owner: str, limit: int, lease_seconds: float
+    conn: sa.Connection, owner: str, limit: int, lease_seconds: float, *, now: float | None = None
 ) -> list[DueDelivery]:
     """Lease up to `limit` pending deliveries that are due, oldest due first."""
-    now = time.time()
+    now = time.time() if now is None else now
     d, e = webhook_deliveries, webhook_endpoints
     query = (
         sa.select(
@@ -308,11 +316,12 @@ def record_attempt(
     status_code: int | None,
     error: str | None,
     retry_at: float | None,
+    now: float | None = None,
 ) -> bool:
     """Record an attempt's outcome: delivered (no `error`), due again at `retry_at`, or
     failed for good (`error` and no `retry_at`). False if `owner` no longer held the lease.
     """
-    now = time.time()
+    now = time.time() if now is None else now
     values: dict[str, Any] = {
         "lease_owner": None,
         "last_attempt_at": now,

@@ -75,6 +75,7 @@ class Worker:
         self.num_retries = 0
         self.num_recorded = 0
         self.num_given_back = 0  # batch requests taken back out of the engine for real-time
+        self.num_passes = 0  # loop passes whose housekeeping and admission ran through
         # Large batches go to a Ray cluster when one is configured (cluster/handoff.py).
         self.ray = handoff(self.owner) if handoff is not None else None
         # Models routed to an upstream Batch API (upstream/passthrough.py).
@@ -115,6 +116,7 @@ class Worker:
                     await self._housekeep()
                     await self._fill()
                     self._storage_backoff.num_failures = 0
+                    self.num_passes += 1
                 except faults.STORAGE_ERRORS as exc:
                     # Keep what is in flight; look again once the store may be back.
                     wait = self._storage_backoff.failed(time.monotonic())
