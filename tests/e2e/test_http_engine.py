@@ -280,7 +280,10 @@ def test_flaky_upstream_every_request_ends_once_and_concurrency_adapts(
                 "expired",
                 "cancelled",
             ):
-                limits.append(scrape(down)['freight_upstream_concurrency_limit{model="up"}'])
+                sample = scrape(down)
+                # the gauge is there once the worker has started the upstream's engine
+                if 'freight_upstream_concurrency_limit{model="up"}' in sample:
+                    limits.append(sample['freight_upstream_concurrency_limit{model="up"}'])
                 time.sleep(0.05)
             metrics = scrape(down)
             output = output_lines(client, batch.output_file_id)
