@@ -280,10 +280,10 @@ def test_flaky_upstream_every_request_ends_once_and_concurrency_adapts(
                 "expired",
                 "cancelled",
             ):
-                # shown once the model's engine has started (its first request)
-                limit = scrape(down).get('freight_upstream_concurrency_limit{model="up"}')
-                if limit is not None:
-                    limits.append(limit)
+                sample = scrape(down)
+                # the gauge is there once the worker has started the upstream's engine
+                if 'freight_upstream_concurrency_limit{model="up"}' in sample:
+                    limits.append(sample['freight_upstream_concurrency_limit{model="up"}'])
                 time.sleep(0.05)
             metrics = scrape(down)
             output = output_lines(client, batch.output_file_id)

@@ -162,7 +162,7 @@ def test_real_time_requests_are_answered_while_a_batch_runs(
     client = real_server.openai()
     lines = [
         chat_line(f"bulk-{i}", f"Write a paragraph about topic number {i}.", max_tokens=64)
-        for i in range(48)
+        for i in range(24)
     ]
     uploaded = client.files.create(
         file=write_jsonl(tmp_path / "bulk.jsonl", lines), purpose="batch"

@@ -60,8 +60,8 @@ timeout_seconds = 2
 # Shorter than the defaults (10 s, 30 s) so that test_headers' waits stay short; the
 # behaviour under test is the same.
 [server]
-header_timeout_seconds = 5
-body_timeout_seconds = 5
+header_timeout_seconds = 2
+body_timeout_seconds = 2
 """
 VALID_LINE = {
     "custom_id": "seed",

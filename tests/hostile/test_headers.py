@@ -49,7 +49,7 @@ HEADS: dict[str, tuple[bytes, bool]] = {
     "header-without-colon": (_request(b"no colon here\r\n"), True),
     "invalid-header-bytes": (_request(b"X-Bad: \x00\x01\xff\r\n"), True),
 }
-READ_TIMEOUT_SECONDS = 20.0  # [server] timeouts in capped_server's config (5 s), with room
+READ_TIMEOUT_SECONDS = 20.0  # [server] timeouts in capped_server's config (2 s), with room
 
 
 @pytest.mark.parametrize("name", list(HEADS))
