@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from freight.engines.base import JsonOutput
 from freight.protocol import forced_tools
@@ -220,51 +219,31 @@ class MessageCreateParams(_Strict):
 
     @model_validator(mode="after")
     def _tool_choice_forces_one_tool(self) -> MessageCreateParams:
-        self.forced_tool()  # its errors, at parse time
-        if self.is_auto_tool_choice and self.stream:
-            raise PydanticCustomError(
-                "tool_choice_auto_stream",
-                forced_tools.AUTO_STREAM_REFUSED
-                + '{"type": "tool", "name": ...}, or {"type": "any"} with one tool',
-                {"param": "stream"},
-            )
-        if self.forced_tool() is not None and self.output_config and self.output_config.format:
-            raise PydanticCustomError(
-                "tool_choice_and_format",
-                "output_config.format and a forced tool_choice cannot be combined: "
-                "each sets the shape of the reply; use one",
-                {"param": "tool_choice"},
-            )
+        forced_tools.check_choice(
+            forced=self.forced_tool(),  # its own errors, at parse time
+            auto=self.is_auto_tool_choice,
+            stream=bool(self.stream),
+            shaped=bool(self.output_config and self.output_config.format),
+            spelling=forced_tools.ANTHROPIC,
+        )
         return self
+
+    def _tools(self) -> list[forced_tools.ForcedTool]:
+        return [
+            forced_tools.ForcedTool(t.name, t.input_schema, t.description) for t in self.tools or []
+        ]
 
     def forced_tool(self) -> forced_tools.ForcedTool | None:
         """The tool `tool_choice` forces, or None for a plain text reply."""
-        tools = self.tools or []
         choice = self.tool_choice
         if choice is None or choice.type in ("auto", "none"):
             return None
-        if choice.type == "any":
-            if len(tools) != 1:
-                raise PydanticCustomError(
-                    "tool_choice_any",
-                    "tool_choice {'type': 'any'} needs exactly one tool, not {num_tools}; "
-                    "name one with {'type': 'tool', 'name': ...}",
-                    {"num_tools": len(tools), "param": "tool_choice"},
-                )
-            tool = tools[0]
-        else:
-            named = [t for t in tools if t.name == choice.name]
-            if choice.name is None or not named:
-                raise PydanticCustomError(
-                    "tool_choice_name",
-                    "tool_choice {'type': 'tool'} must name one of the tools ({names})",
-                    {
-                        "names": ", ".join(t.name for t in tools) or "none given",
-                        "param": "tool_choice.name",
-                    },
-                )
-            tool = named[0]
-        return forced_tools.ForcedTool(tool.name, tool.input_schema, tool.description)
+        return forced_tools.pick(
+            self._tools(),
+            choice.name,
+            any_tool=choice.type == "any",
+            spelling=forced_tools.ANTHROPIC,
+        )
 
     @property
     def is_auto_tool_choice(self) -> bool:
@@ -273,18 +252,9 @@ class MessageCreateParams(_Strict):
         return has_tools and (self.tool_choice is None or self.tool_choice.type == "auto")
 
     def template_tools(self) -> str | None:
-        """The tools the chat template shows the model: the forced one, or all for auto."""
-        tool = self.forced_tool()
-        if tool is not None:
-            return forced_tools.template_tools([tool])
-        if self.is_auto_tool_choice:
-            return forced_tools.template_tools(
-                [
-                    forced_tools.ForcedTool(t.name, t.input_schema, t.description)
-                    for t in self.tools or []
-                ]
-            )
-        return None
+        return forced_tools.chat_template_tools(
+            self.forced_tool(), self.is_auto_tool_choice, self._tools()
+        )
 
     def json_output(self) -> JsonOutput | None:
         """The shape the engine must decode: a forced tool's input, or output_config's."""

@@ -303,53 +303,36 @@ class ChatCompletionRequest(_SamplingBody):
 
     @model_validator(mode="after")
     def _tool_choice_forces_one_tool(self) -> ChatCompletionRequest:
-        tool = self.forced_tool()  # its errors, at parse time
-        if self.is_auto_tool_choice and self.stream:
-            raise PydanticCustomError(
-                "tool_choice_auto_stream",
-                forced_tools.AUTO_STREAM_REFUSED
-                + '{"type": "function", "function": {"name": ...}}, or "required" with one tool',
-                {"param": "stream"},
-            )
-        is_shaped = self.response_format is not None and self.response_format.type != "text"
-        if tool is not None and is_shaped:
-            raise PydanticCustomError(
-                "tool_choice_and_format",
-                "response_format and a forced tool_choice cannot be combined: "
-                "each sets the shape of the reply; use one",
-                {"param": "tool_choice"},
-            )
+        forced_tools.check_choice(
+            forced=self.forced_tool(),  # its own errors, at parse time
+            auto=self.is_auto_tool_choice,
+            stream=bool(self.stream),
+            shaped=self.response_format is not None and self.response_format.type != "text",
+            spelling=forced_tools.OPENAI,
+        )
         return self
+
+    def _tools(self) -> list[forced_tools.ForcedTool]:
+        return [
+            forced_tools.ForcedTool(
+                t.function.name,
+                t.function.parameters or forced_tools.EMPTY_OBJECT_SCHEMA,
+                t.function.description,
+            )
+            for t in self.tools or []
+        ]
 
     def forced_tool(self) -> forced_tools.ForcedTool | None:
         """The function `tool_choice` forces, or None for a plain reply."""
-        tools = self.tools or []
         choice = self.tool_choice
         if choice != "required" and not isinstance(choice, NamedToolChoice):
             return None  # none, auto, or no tool_choice
-        if choice == "required":
-            if len(tools) != 1:
-                raise PydanticCustomError(
-                    "tool_choice_required",
-                    "tool_choice 'required' needs exactly one tool, not {num_tools}; name one "
-                    "with {'type': 'function', 'function': {'name': ...}}",
-                    {"num_tools": len(tools), "param": "tool_choice"},
-                )
-            function = tools[0].function
-        else:
-            named = [t.function for t in tools if t.function.name == choice.function.name]
-            if not named:
-                raise PydanticCustomError(
-                    "tool_choice_name",
-                    "tool_choice must name one of the tools ({names})",
-                    {
-                        "names": ", ".join(t.function.name for t in tools) or "none given",
-                        "param": "tool_choice.function.name",
-                    },
-                )
-            function = named[0]
-        schema = function.parameters or forced_tools.EMPTY_OBJECT_SCHEMA
-        return forced_tools.ForcedTool(function.name, schema, function.description)
+        return forced_tools.pick(
+            self._tools(),
+            choice.function.name if isinstance(choice, NamedToolChoice) else None,
+            any_tool=choice == "required",
+            spelling=forced_tools.OPENAI,
+        )
 
     @property
     def is_auto_tool_choice(self) -> bool:
@@ -357,22 +340,9 @@ class ChatCompletionRequest(_SamplingBody):
         return bool(self.tools) and self.tool_choice in (None, "auto")
 
     def template_tools(self) -> str | None:
-        """The tools the chat template shows the model: the forced one, or all for auto."""
-        tool = self.forced_tool()
-        if tool is not None:
-            return forced_tools.template_tools([tool])
-        if self.is_auto_tool_choice:
-            return forced_tools.template_tools(
-                [
-                    forced_tools.ForcedTool(
-                        t.function.name,
-                        t.function.parameters or forced_tools.EMPTY_OBJECT_SCHEMA,
-                        t.function.description,
-                    )
-                    for t in self.tools or []
-                ]
-            )
-        return None
+        return forced_tools.chat_template_tools(
+            self.forced_tool(), self.is_auto_tool_choice, self._tools()
+        )
 
     def json_output(self) -> JsonOutput | None:
         """The shape the engine must decode: a forced function's arguments, or the format's."""
