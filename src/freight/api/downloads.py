@@ -9,6 +9,8 @@ from fastapi.responses import FileResponse, StreamingResponse
 from starlette.responses import Response
 
 from freight.errors import NotFound
+from freight.service.runtime import Service
+from freight.store import files
 from freight.store.blob_store import BlobStorage
 
 CHUNK_BYTES = 1024 * 1024
@@ -46,3 +48,17 @@ def blob_response(
     )
     headers = {"content-disposition": disposition, "content-length": str(size)}
     return StreamingResponse(chunks(), media_type=media_type, headers=headers)
+
+
+def file_response(svc: Service, file_id: str, visible: str | None, *, media_type: str) -> Response:
+    """A stored file's content as an attachment under its upload name (404 when the file
+    is not `visible` to the caller, or its content is gone)."""
+    with svc.db.read() as conn:
+        record = files.get(conn, file_id, visible)
+    return blob_response(
+        svc.blobs,
+        record.blob,
+        media_type=media_type,
+        filename=record.filename,
+        missing=NotFound(f"The content of file {file_id} is no longer available.", param="file_id"),
+    )

@@ -276,15 +276,7 @@ def progress(
 def download(
     file_id: str, svc: Service = Depends(service), visible: str | None = Depends(session.scope)
 ) -> Response:
-    with svc.db.read() as conn:
-        record = files.get(conn, file_id, visible)
-    return downloads.blob_response(
-        svc.blobs,
-        record.blob,
-        media_type="application/jsonl",
-        filename=record.filename,
-        missing=NotFound(f"The content of file {file_id} is no longer available.", param="file_id"),
-    )
+    return downloads.file_response(svc, file_id, visible, media_type="application/jsonl")
 
 
 @router.get("/ui/batches/{batch_id}/results")

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from freight import ids
 from freight.api import downloads, uploads
 from freight.api.deps import project, scope, service
-from freight.errors import InvalidRequest, NotFound
+from freight.errors import InvalidRequest
 from freight.protocol import openai_wire, views
 from freight.service import intake
 from freight.service.runtime import Service
@@ -108,15 +108,7 @@ def retrieve_file(
 def file_content(
     file_id: str, svc: Service = Depends(service), visible: str | None = Depends(scope)
 ) -> Response:
-    with svc.db.read() as conn:
-        record = files.get(conn, file_id, visible)
-    return downloads.blob_response(
-        svc.blobs,
-        record.blob,
-        media_type="application/octet-stream",
-        filename=record.filename,
-        missing=NotFound(f"The content of file {file_id} is no longer available.", param="file_id"),
-    )
+    return downloads.file_response(svc, file_id, visible, media_type="application/octet-stream")
 
 
 @router.delete("/{file_id}", response_model=openai_wire.FileDeleted)
