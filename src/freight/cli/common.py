@@ -1,17 +1,21 @@
-"""What every `freight` command shares: the error console, --home, settings and logging."""
+"""What every `freight` command shares: the error console, --home, settings, the store
+and logging."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
 from freight import config
 from freight.errors import FreightError
+from freight.store.db import Database, open_database
 
 err = Console(stderr=True)
 
@@ -21,14 +25,34 @@ HomeOption = Annotated[
 ]
 
 
+def fail(exc: FreightError, code: int = 2) -> NoReturn:
+    """Print the error as the user's problem (no traceback) and exit with `code`."""
+    err.print(f"[red]error:[/red] {exc.message}")
+    raise typer.Exit(code) from None
+
+
 def load_settings(home: Path | None, **overrides: object) -> config.Settings:
     if home is not None:
         os.environ["FREIGHT_HOME"] = str(home)  # also locates freight.toml
     try:
         return config.load(**overrides)
     except FreightError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
+        fail(exc)
+
+
+@contextmanager
+def open_store(home: Path | None) -> Iterator[tuple[config.Settings, Database]]:
+    """The settings and the store, for the commands that work on the store directly
+    (`keys`, `webhooks`); the store's connections are closed on the way out."""
+    settings = load_settings(home)
+    try:
+        db = open_database(settings.sqlalchemy_url, settings.home)
+    except FreightError as exc:
+        fail(exc)
+    try:
+        yield settings, db
+    finally:
+        db.dispose()
 
 
 def setup_logging(verbose: bool) -> None:

@@ -4,32 +4,23 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from freight import config
+from freight.cli.common import HomeOption, err, fail, open_store
 from freight.errors import FreightError
 from freight.service import access
 from freight.store import api_keys
-from freight.store.db import Database, open_database
 
 keys_app = typer.Typer(
     help="API keys: each belongs to a project; --admin keys see every project.",
     no_args_is_help=True,
 )
 out = Console()
-err = Console(stderr=True)
-
-HomeOption = Annotated[
-    Path | None,
-    typer.Option("--home", help="Freight's data folder (default $FREIGHT_HOME or ./.freight)."),
-]
 
 
 def is_loopback(host: str) -> bool:
@@ -42,17 +33,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _open(home: Path | None) -> tuple[config.Settings, Database]:
-    if home is not None:
-        os.environ["FREIGHT_HOME"] = str(home)
-    try:
-        settings = config.load()
-        return settings, open_database(settings.sqlalchemy_url, settings.home)
-    except FreightError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
-
-
 @keys_app.command("create")
 def create(
     project: Annotated[str, typer.Option(help="The project the key belongs to.")],
@@ -63,16 +43,13 @@ def create(
     home: HomeOption = None,
 ) -> None:
     """Create a key and print it, once: it is stored only as a keyed hash."""
-    settings, db = _open(home)
-    try:
-        record, key = access.KeyRing(settings, db).create(
-            project, is_admin=admin, expires_in_days=expires_in
-        )
-    except FreightError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
-    finally:
-        db.dispose()
+    with open_store(home) as (settings, db):
+        try:
+            record, key = access.KeyRing(settings, db).create(
+                project, is_admin=admin, expires_in_days=expires_in
+            )
+        except FreightError as exc:
+            fail(exc)
     kind = "admin key" if admin else "key"
     err.print(f"Created {kind} {record.id} for project '{project}'. It is shown only now:")
     print(key)
@@ -94,12 +71,8 @@ def list_keys(
     home: HomeOption = None,
 ) -> None:
     """Every key: id, shown prefix, project, admin, status. Never the keys themselves."""
-    _, db = _open(home)
-    try:
-        with db.read() as conn:
-            records = api_keys.list_all(conn)
-    finally:
-        db.dispose()
+    with open_store(home) as (_, db), db.read() as conn:
+        records = api_keys.list_all(conn)
     now = time.time()
     rows = [
         {
@@ -138,13 +111,10 @@ def revoke(
     home: HomeOption = None,
 ) -> None:
     """Revoke a key: calls with it get 401 from now on."""
-    _, db = _open(home)
-    try:
-        with db.write() as conn:
-            record = api_keys.revoke(conn, key_id, int(time.time()))
-    except FreightError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
-    finally:
-        db.dispose()
+    with open_store(home) as (_, db):
+        try:
+            with db.write() as conn:
+                record = api_keys.revoke(conn, key_id, int(time.time()))
+        except FreightError as exc:
+            fail(exc)
     err.print(f"Revoked {record.id} ({record.prefix}..., project '{record.project}').")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from freight.cli.common import HomeOption, err, load_settings, setup_logging
+from freight.cli.common import HomeOption, err, fail, load_settings, setup_logging
 from freight.errors import FreightError
 
 
@@ -48,6 +48,5 @@ def run(
             settings, input_path, output, errors, endpoint, console=err, ray_address=ray
         )
     except FreightError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
+        fail(exc)
     raise typer.Exit(code)

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from freight import config, netguard
+from freight import netguard
+from freight.cli.common import HomeOption, fail, load_settings, open_store
 from freight.errors import FreightError, NotFound
 from freight.protocol import webhook_wire
 from freight.store import webhook_store
-from freight.store.db import Database, open_database
 from freight.store.files import DEFAULT_PROJECT
 
 webhooks_app = typer.Typer(
@@ -32,40 +28,10 @@ webhooks_app = typer.Typer(
     no_args_is_help=True,
 )
 out = Console()
-err = Console(stderr=True)
-
-HomeOption = Annotated[
-    Path | None,
-    typer.Option("--home", help="Freight's data folder (default $FREIGHT_HOME or ./.freight)."),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ProjectOption = Annotated[
     str | None, typer.Option("--project", help="Only this project's endpoints (default: all).")
 ]
-
-
-def _settings(home: Path | None) -> config.Settings:
-    if home is not None:
-        os.environ["FREIGHT_HOME"] = str(home)  # also locates freight.toml
-    try:
-        return config.load()
-    except FreightError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
-
-
-@contextmanager
-def _store(home: Path | None) -> Iterator[Database]:
-    settings = _settings(home)
-    try:
-        db = open_database(settings.sqlalchemy_url, settings.home)
-    except FreightError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
-    try:
-        yield db
-    finally:
-        db.dispose()
 
 
 def _when(unix: float | None) -> str:
@@ -93,16 +59,15 @@ def add(
     wanted = (
         [e.strip() for item in events for e in item.split(",") if e.strip()] if events else None
     )
-    settings = _settings(home).webhooks
+    settings = load_settings(home).webhooks
     policy = netguard.AddressPolicy.from_allow_hosts(settings.allow_hosts)
     try:
         url = webhook_wire.check_url(url)
         event_types = webhook_wire.check_event_types(wanted)
         asyncio.run(netguard.check_url_destination(url, policy, timeout=settings.timeout_seconds))
     except FreightError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
-    with _store(home) as db, db.write() as conn:
+        fail(exc)
+    with open_store(home) as (_, db), db.write() as conn:
         record = webhook_store.add_endpoint(
             conn,
             project=project,
@@ -123,7 +88,7 @@ def list_(
     project: ProjectOption = None, as_json: JsonOption = False, home: HomeOption = None
 ) -> None:
     """List endpoints, newest first (without their secrets)."""
-    with _store(home) as db, db.read() as conn:
+    with open_store(home) as (_, db), db.read() as conn:
         records = webhook_store.list_endpoints(conn, project)
     if as_json:
         items = [
@@ -150,13 +115,12 @@ def remove(
     home: HomeOption = None,
 ) -> None:
     """Remove an endpoint; its pending deliveries are dropped with its delivery log."""
-    with _store(home) as db:
+    with open_store(home) as (_, db):
         try:
             with db.write() as conn:
                 record = webhook_store.remove_endpoint(conn, endpoint_id)
         except NotFound as exc:
-            err.print(f"[red]error:[/red] {exc.message}")
-            raise typer.Exit(1) from None
+            fail(exc, code=1)
     out.print(
         f"Removed webhook endpoint {record.id} ({webhook_wire.display_url(record.url)})",
         highlight=False,
@@ -174,13 +138,12 @@ def deliveries(
     home: HomeOption = None,
 ) -> None:
     """The delivery log, newest first: event, attempts, last answer or error, delivered time."""
-    with _store(home) as db, db.read() as conn:
+    with open_store(home) as (_, db), db.read() as conn:
         try:
             if endpoint_id is not None:
                 webhook_store.get_endpoint(conn, endpoint_id, project)
         except NotFound as exc:
-            err.print(f"[red]error:[/red] {exc.message}")
-            raise typer.Exit(1) from None
+            fail(exc, code=1)
         records = webhook_store.list_deliveries(
             conn, endpoint_id=endpoint_id, project=project, limit=limit
         )
