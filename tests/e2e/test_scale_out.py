@@ -11,31 +11,20 @@ over the workers; what is tested is Freight's coordination, not generation.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 from freight.store import batches
 from freight.store.db import Database
 from freight.store.schema import requests as requests_table
-from tests.conftest import (
-    chat_line,
-    free_port,
-    stop_process_group,
-    wait_for_batch,
-    wait_http,
-)
-from tests.postgres import temporary_database
+from tests.conftest import chat_line, wait_for_batch
+from tests.deployment import api_only_deployment
 from tests.sdk import output_lines
 from tests.waiting import wait_until
 
@@ -55,24 +44,6 @@ poll_seconds = 0.05
 """
 
 
-@contextlib.contextmanager
-def freight_process(home: Path, *args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / "freight.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "freight.cli.main", *args, "--home", str(home)],
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            yield proc
-        finally:
-            stop_process_group(proc)
-
-
 def owners_running(db: Database, batch_id: str) -> dict[str, int]:
     """Leased requests per worker (lease owner) right now."""
     query = (
@@ -85,46 +56,19 @@ def owners_running(db: Database, batch_id: str) -> dict[str, int]:
 
 
 def test_three_workers_share_a_batch_and_survive_one_killed(tmp_path: Path) -> None:
-    config = tmp_path / "freight.toml"
-    config.write_text(CONFIG)
     lines = [chat_line(f"r{i}", f"request number {i}", model="echo") for i in range(NUM_REQUESTS)]
-    port = free_port()
-    with temporary_database("freight_scale") as url, contextlib.ExitStack() as stack:
-        env = {
-            "FREIGHT_DATABASE_URL": url,
-            "FREIGHT_FILES_URL": str(tmp_path / "shared-files"),
-            "FREIGHT_CONFIG": str(config),
-        }
-        api = stack.enter_context(
-            freight_process(
-                tmp_path / "api",
-                "serve",
-                "--no-worker",
-                "--no-preload",
-                "--port",
-                str(port),
-                env=env,
-            )
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        wait_http(f"{base_url}/health", proc=api)
-        assert httpx.get(f"{base_url}/health").json()["worker"] is None  # API only
-        workers = [
-            stack.enter_context(freight_process(tmp_path / f"worker{i}", "worker", env=env))
-            for i in range(3)
-        ]
+    with api_only_deployment(tmp_path, CONFIG, database="freight_scale") as deployment:
+        workers = [deployment.worker(f"worker{i}") for i in range(3)]
         # All three at work before the batch exists, however slowly each process starts:
         # else the first could run half of it before the last one looks.
-        logs = [tmp_path / f"worker{i}" / "freight.log" for i in range(3)]
+        logs = [deployment.log(f"worker{i}") for i in range(3)]
         wait_until(
             lambda: all("started (max in flight" in log.read_text() for log in logs),
             timeout=120,
             what="three workers to start",
         )
 
-        import openai
-
-        client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="test")
+        client = deployment.openai()
         raw = "".join(json.dumps(line) + "\n" for line in lines).encode()
         uploaded = client.files.create(file=("in.jsonl", raw), purpose="batch")
         batch = client.batches.create(
@@ -132,8 +76,8 @@ def test_three_workers_share_a_batch_and_survive_one_killed(tmp_path: Path) -> N
         )
 
         # Midway, with all three workers holding leases: kill the first one outright.
-        db = Database(url)
-        stack.callback(db.dispose)
+        db = Database(deployment.database_url)
+        deployment.stack.callback(db.dispose)
         victim = workers[0]
         victim_tag = f"-{victim.pid}-"
         deadline = time.monotonic() + 300

@@ -409,45 +409,21 @@ def test_the_readme_receiver_example_verifies_and_dedupes(
 def test_api_node_and_two_worker_processes_on_postgresql_send_each_event_once(
     tmp_path: Path,
 ) -> None:
-    import contextlib
+    from tests.deployment import api_only_deployment
 
-    from tests.conftest import free_port, wait_http
-    from tests.e2e.test_scale_out import freight_process
-    from tests.postgres import temporary_database
-
-    config = tmp_path / "freight.toml"
-    config.write_text(
+    config = (
         '[[models]]\nname = "echo"\nengine = "echo"\n\n'
         "[worker]\npoll_seconds = 0.05\n\n"
         '[webhooks]\npoll_seconds = 0.05\nallow_hosts = ["127.0.0.1"]\n'
     )
-    port = free_port()
     num_batches = 12
     with (
-        temporary_database("freight_hooks") as url,
-        contextlib.ExitStack() as stack,
+        api_only_deployment(tmp_path, config, database="freight_hooks") as deployment,
         WebhookReceiver() as receiver,
     ):
-        env = {
-            "FREIGHT_DATABASE_URL": url,
-            "FREIGHT_FILES_URL": str(tmp_path / "shared-files"),
-            "FREIGHT_CONFIG": str(config),
-        }
-        api = stack.enter_context(
-            freight_process(
-                tmp_path / "api",
-                "serve",
-                "--no-worker",
-                "--no-preload",
-                "--port",
-                str(port),
-                env=env,
-            )
-        )
-        wait_http(f"http://127.0.0.1:{port}/health", proc=api)
         for i in range(2):
-            stack.enter_context(freight_process(tmp_path / f"worker{i}", "worker", env=env))
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="test")
+            deployment.worker(f"worker{i}")
+        client = deployment.openai()
         endpoint = client.webhooks.create(
             url=receiver.url, event_types=["batch.completed"], name=""
         )
@@ -458,9 +434,7 @@ def test_api_node_and_two_worker_processes_on_postgresql_send_each_event_once(
         }
         events = receiver.wait_for_events(num_batches, timeout=120)
         # Every delivery logged delivered: none is due or leased, so no duplicate can follow.
-        log = wait_until(
-            lambda: all_delivered(f"http://127.0.0.1:{port}", endpoint.id, num_batches)
-        )
+        log = wait_until(lambda: all_delivered(deployment.base_url, endpoint.id, num_batches))
         assert {e.data.id for e in events} == batch_ids
         assert len(receiver.requests) == num_batches and set(receiver.posts_per_id().values()) == {
             1

@@ -8,21 +8,18 @@ then worker B runs echo-b's batch, and echo-c's stays queued.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from freight.store import batch_requests
 from freight.store.db import Database
 from freight.store.statuses import RequestStatus
-from tests.conftest import chat_line, free_port, wait_for_batch, wait_http
-from tests.e2e.test_scale_out import freight_process
-from tests.postgres import temporary_database
+from tests.conftest import chat_line, wait_for_batch
+from tests.deployment import api_only_deployment
 
 pytestmark = pytest.mark.slow
 
@@ -64,38 +61,11 @@ def wait_for_status(client: Any, batch_id: str, status: str, timeout: float = 60
 
 
 def test_workers_limited_by_model_claim_only_their_models_requests(tmp_path: Path) -> None:
-    config = tmp_path / "freight.toml"
-    config.write_text(CONFIG)
-    port = free_port()
-    with temporary_database("freight_models") as url, contextlib.ExitStack() as stack:
-        env = {
-            "FREIGHT_DATABASE_URL": url,
-            "FREIGHT_FILES_URL": str(tmp_path / "shared-files"),
-            "FREIGHT_CONFIG": str(config),
-        }
-        api = stack.enter_context(
-            freight_process(
-                tmp_path / "api",
-                "serve",
-                "--no-worker",
-                "--no-preload",
-                "--port",
-                str(port),
-                env=env,
-            )
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        wait_http(f"{base_url}/health", proc=api)
-        assert httpx.get(f"{base_url}/health").json()["worker"] is None  # API only
-        db = Database(url)
-        stack.callback(db.dispose)
-        worker_a = stack.enter_context(
-            freight_process(tmp_path / "wa", "worker", "--models", "echo-a", env=env)
-        )
-
-        import openai
-
-        client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="test")
+    with api_only_deployment(tmp_path, CONFIG, database="freight_models") as deployment:
+        db = Database(deployment.database_url)
+        deployment.stack.callback(db.dispose)
+        worker_a = deployment.worker("wa", "--models", "echo-a")
+        client = deployment.openai()
         created = {}
         for model in ("echo-a", "echo-b", "echo-c"):
             lines = [chat_line(f"r{i}", f"request {i}", model=model) for i in range(NUM_REQUESTS)]
@@ -116,9 +86,7 @@ def test_workers_limited_by_model_claim_only_their_models_requests(tmp_path: Pat
             assert queued(db, created[model]) == NUM_REQUESTS
 
         # Worker B joins and runs echo-b's; nobody serves echo-c.
-        worker_b = stack.enter_context(
-            freight_process(tmp_path / "wb", "worker", "--models", "echo-b", env=env)
-        )
+        worker_b = deployment.worker("wb", "--models", "echo-b")
         done_b = wait_for_batch(client, created["echo-b"], timeout=300)
         assert done_b.status == "completed"
         assert done_b.request_counts.completed == NUM_REQUESTS
