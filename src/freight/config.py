@@ -109,6 +109,13 @@ class EmbeddingsSettings(_Section):
     threads: int | None = Field(
         None, ge=1, description="Torch threads for the model; default: torch's own choice."
     )
+    device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:[0-9]+)?)$",
+        description="Where the models run: cpu, cuda or cuda:N; a model's own `devices` "
+        "wins. cpu unless set: on a GPU a model takes memory beside vLLM that no engine's "
+        "gpu_memory_utilization counts, so choosing a GPU is deliberate.",
+    )
 
 
 class LimitSettings(_Section):
@@ -230,7 +237,14 @@ class RaySettings(_Section):
     num_actors: int = Field(
         1, ge=1, description="Engine actors: one per GPU or node is the usual choice."
     )
-    num_gpus_per_actor: float = Field(0, ge=0, description="GPUs each engine actor reserves.")
+    num_gpus_per_actor: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs each engine actor reserves. Default: where vLLM runs on CUDA, the "
+        "GPUs its model's engine uses (tensor_parallel_size x data_parallel_size: tensor "
+        "parallelism inside the actor); on CPU 0. 0 on CUDA is refused: every actor's "
+        "engine would open cuda:0 (cluster/executor.py).",
+    )
     num_cpus_per_actor: float = Field(1, ge=0, description="CPUs each engine actor reserves.")
     batch_size: int = Field(64, ge=1, description="Requests handed to an actor per call.")
     max_concurrent_batches: int = Field(
@@ -438,8 +452,9 @@ class ModelSettings(_Section):
     devices: list[int] | None = Field(
         None,
         min_length=1,
-        description="vLLM only: the GPUs (indices) it runs on, tensor_parallel_size x "
-        "data_parallel_size of them; default: the first ones.",
+        description="vLLM: the GPUs (indices) it runs on, tensor_parallel_size x "
+        "data_parallel_size of them; default: the first ones. Embeddings: the one GPU it "
+        "runs on, e.g. [0]; default: [embeddings] device.",
     )
     gpu_memory_utilization: float | None = Field(
         None,
@@ -497,14 +512,22 @@ class ModelSettings(_Section):
         where = f"models: '{self.name}'"
         if self.engine != "vllm":
             fields = type(self).model_fields
+            # An embeddings model runs on one device of its own choosing, so it may name it.
+            allowed = ("devices",) if self.engine == "embeddings" else ()
             used = [  # set to something other than the default (a dump round-trips)
                 name
                 for name in VLLM_MODEL_OPTIONS
-                if getattr(self, name) != fields[name].get_default(call_default_factory=True)
+                if name not in allowed
+                and getattr(self, name) != fields[name].get_default(call_default_factory=True)
             ]
             if used:
                 raise ValueError(
                     f"{where} (engine '{self.engine}'): {', '.join(used)} apply to vLLM models only"
+                )
+            if self.devices is not None and (len(self.devices) != 1 or self.devices[0] < 0):
+                raise ValueError(
+                    f"{where} (engine 'embeddings'): devices names the one GPU it runs on, "
+                    f"e.g. [0]; got {self.devices}"
                 )
             return self
         if self.devices is not None:
