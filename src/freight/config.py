@@ -154,7 +154,10 @@ class WorkerSettings(_Section):
     lease_seconds: float = Field(60.0, gt=0, description="A claim lasts this long unless renewed.")
     poll_seconds: float = Field(0.2, gt=0, description="Idle wait between looks for work.")
     max_in_flight: int | None = Field(
-        None, ge=1, description="Requests in the engine at once; default 2 x max_num_seqs."
+        None,
+        ge=1,
+        description="Requests in the engine at once; default 2 x max_num_seqs (on GPUs: "
+        "the started engine's own max_num_seqs, vLLM's choice when unset).",
     )
     flush_seconds: float = Field(0.1, gt=0, description="Results are written in groups this often.")
     max_attempts: int = Field(3, ge=1, description="Tries per request for transient failures.")
@@ -177,7 +180,8 @@ class WorkerSettings(_Section):
         None,
         ge=0,
         description="Batch requests kept in the engine while real-time requests run "
-        "(default max_num_seqs / 4); see worker/scheduler.py.",
+        "(default max_num_seqs / 4 on CPU, the engine's whole max_num_seqs on GPUs); see "
+        "worker/scheduler.py.",
     )
     realtime_hold_seconds: float = Field(
         10.0,
@@ -190,10 +194,11 @@ class WorkerSettings(_Section):
         description="Claim batch requests of these models only (`freight worker --models`), "
         "so a model can live on some nodes; default: every model.",
     )
-    realtime_preempt: bool = Field(
-        True,
+    realtime_preempt: bool | None = Field(
+        None,
         description="When real-time traffic starts, take running batch requests beyond "
-        "the window back out too (they run again later); false: only unstarted ones.",
+        "the window back out too (they run again later); false: only unstarted ones. "
+        "Default: true on CPU, false on GPUs (priority scheduling alone).",
     )
 
 
@@ -791,8 +796,9 @@ class Settings(BaseSettings):
 
     @property
     def max_num_seqs(self) -> int:
-        """The engine batch width the worker sizes its window by: [engine] max_num_seqs,
-        else 256 (vLLM's own default on CPU and most GPUs)."""
+        """The engine batch width the worker sizes its window by on CPU: [engine]
+        max_num_seqs, else 256 (vLLM's own default there). On GPUs the worker reads the
+        started engine's own width instead (worker/scheduler.py, `window_policy`)."""
         return self.engine.max_num_seqs or DEFAULT_MAX_NUM_SEQS
 
     @property
