@@ -167,7 +167,7 @@ def gpus_per_actor(settings: Settings, model: str | None, device: engine_args.De
     if not device.is_cuda:
         return chosen or 0.0
     names = [model] if model is not None else [m.name for m in settings.models]
-    if model is None:
+    if model is None:  # a batch of several models: any of them, the default too
         names.append(settings.default_model)
     needed, name = max((_model_gpus(settings, n), n) for n in names)
     if chosen is None:
