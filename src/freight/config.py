@@ -109,6 +109,13 @@ class EmbeddingsSettings(_Section):
     threads: int | None = Field(
         None, ge=1, description="Torch threads for the model; default: torch's own choice."
     )
+    device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:[0-9]+)?)$",
+        description="Where the models run: cpu, cuda or cuda:N; a model's own `devices` "
+        "wins. cpu unless set: on a GPU a model takes memory beside vLLM that no engine's "
+        "gpu_memory_utilization counts, so choosing a GPU is deliberate.",
+    )
 
 
 class LimitSettings(_Section):
@@ -147,7 +154,10 @@ class WorkerSettings(_Section):
     lease_seconds: float = Field(60.0, gt=0, description="A claim lasts this long unless renewed.")
     poll_seconds: float = Field(0.2, gt=0, description="Idle wait between looks for work.")
     max_in_flight: int | None = Field(
-        None, ge=1, description="Requests in the engine at once; default 2 x max_num_seqs."
+        None,
+        ge=1,
+        description="Requests in the engine at once; default 2 x max_num_seqs (on GPUs: "
+        "the started engine's own max_num_seqs, vLLM's choice when unset).",
     )
     flush_seconds: float = Field(0.1, gt=0, description="Results are written in groups this often.")
     max_attempts: int = Field(3, ge=1, description="Tries per request for transient failures.")
@@ -170,7 +180,8 @@ class WorkerSettings(_Section):
         None,
         ge=0,
         description="Batch requests kept in the engine while real-time requests run "
-        "(default max_num_seqs / 4); see worker/scheduler.py.",
+        "(default max_num_seqs / 4 on CPU, the engine's whole max_num_seqs on GPUs); see "
+        "worker/scheduler.py.",
     )
     realtime_hold_seconds: float = Field(
         10.0,
@@ -183,10 +194,11 @@ class WorkerSettings(_Section):
         description="Claim batch requests of these models only (`freight worker --models`), "
         "so a model can live on some nodes; default: every model.",
     )
-    realtime_preempt: bool = Field(
-        True,
+    realtime_preempt: bool | None = Field(
+        None,
         description="When real-time traffic starts, take running batch requests beyond "
-        "the window back out too (they run again later); false: only unstarted ones.",
+        "the window back out too (they run again later); false: only unstarted ones. "
+        "Default: true on CPU, false on GPUs (priority scheduling alone).",
     )
 
 
@@ -230,7 +242,14 @@ class RaySettings(_Section):
     num_actors: int = Field(
         1, ge=1, description="Engine actors: one per GPU or node is the usual choice."
     )
-    num_gpus_per_actor: float = Field(0, ge=0, description="GPUs each engine actor reserves.")
+    num_gpus_per_actor: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs each engine actor reserves. Default: where vLLM runs on CUDA, the "
+        "GPUs its model's engine uses (tensor_parallel_size x data_parallel_size: tensor "
+        "parallelism inside the actor); on CPU 0. 0 on CUDA is refused: every actor's "
+        "engine would open cuda:0 (cluster/executor.py).",
+    )
     num_cpus_per_actor: float = Field(1, ge=0, description="CPUs each engine actor reserves.")
     batch_size: int = Field(64, ge=1, description="Requests handed to an actor per call.")
     max_concurrent_batches: int = Field(
@@ -438,8 +457,9 @@ class ModelSettings(_Section):
     devices: list[int] | None = Field(
         None,
         min_length=1,
-        description="vLLM only: the GPUs (indices) it runs on, tensor_parallel_size x "
-        "data_parallel_size of them; default: the first ones.",
+        description="vLLM: the GPUs (indices) it runs on, tensor_parallel_size x "
+        "data_parallel_size of them; default: the first ones. Embeddings: the one GPU it "
+        "runs on, e.g. [0]; default: [embeddings] device.",
     )
     gpu_memory_utilization: float | None = Field(
         None,
@@ -497,14 +517,22 @@ class ModelSettings(_Section):
         where = f"models: '{self.name}'"
         if self.engine != "vllm":
             fields = type(self).model_fields
+            # An embeddings model runs on one device of its own choosing, so it may name it.
+            allowed = ("devices",) if self.engine == "embeddings" else ()
             used = [  # set to something other than the default (a dump round-trips)
                 name
                 for name in VLLM_MODEL_OPTIONS
-                if getattr(self, name) != fields[name].get_default(call_default_factory=True)
+                if name not in allowed
+                and getattr(self, name) != fields[name].get_default(call_default_factory=True)
             ]
             if used:
                 raise ValueError(
                     f"{where} (engine '{self.engine}'): {', '.join(used)} apply to vLLM models only"
+                )
+            if self.devices is not None and (len(self.devices) != 1 or self.devices[0] < 0):
+                raise ValueError(
+                    f"{where} (engine 'embeddings'): devices names the one GPU it runs on, "
+                    f"e.g. [0]; got {self.devices}"
                 )
             return self
         if self.devices is not None:
@@ -768,8 +796,9 @@ class Settings(BaseSettings):
 
     @property
     def max_num_seqs(self) -> int:
-        """The engine batch width the worker sizes its window by: [engine] max_num_seqs,
-        else 256 (vLLM's own default on CPU and most GPUs)."""
+        """The engine batch width the worker sizes its window by on CPU: [engine]
+        max_num_seqs, else 256 (vLLM's own default there). On GPUs the worker reads the
+        started engine's own width instead (worker/scheduler.py, `window_policy`)."""
         return self.engine.max_num_seqs or DEFAULT_MAX_NUM_SEQS
 
     @property

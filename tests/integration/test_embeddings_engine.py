@@ -183,6 +183,7 @@ def test_the_pool_hands_out_each_kind_of_engine_only_for_its_own_task(tmp_path: 
         with pytest.raises(InvalidRequest, match="generates text"):
             await pool.get_embedder(DEFAULT_CHAT_MODEL)  # refused before any engine starts
         assert pool.started() == [DEFAULT_EMBEDDING_MODEL]
+        assert pool.devices() == {DEFAULT_EMBEDDING_MODEL: "cpu"}  # [embeddings] device
         await pool.shutdown()
 
     asyncio.run(scenario())

@@ -83,7 +83,7 @@ def test_expiry_turns_the_rest_into_expired_results(tmp_path: Path, database_url
     svc = service(
         make_settings(tmp_path, database_url=database_url), EchoEngine("echo", delay_seconds=0.05)
     )
-    svc.worker.capacity = 4  # type: ignore[union-attr]
+    svc.settings.worker.max_in_flight = 4
     batch_id = submit(svc, [f"r{i}" for i in range(400)], window="2s")
     record = asyncio.run(run_until(svc, batch_id, TERMINAL))
     assert record.status == "expired"

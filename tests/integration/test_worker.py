@@ -144,7 +144,6 @@ def test_cancel_keeps_finished_lines_and_cancels_the_rest(
         make_settings(tmp_path, database_url=database_url), EchoEngine("echo", delay_seconds=0.05)
     )
     svc.settings.worker.max_in_flight = 4
-    svc.worker.capacity = 4  # type: ignore[union-attr]
     batch_id = submit(svc, [chat_line(f"r{i}", "x", model="echo") for i in range(200)])
 
     async def cancel_after_some(record: batches.BatchRecord) -> bool:
@@ -169,7 +168,7 @@ def test_expiry_keeps_finished_lines_and_expires_the_rest(
     svc = service(
         make_settings(tmp_path, database_url=database_url), EchoEngine("echo", delay_seconds=0.05)
     )
-    svc.worker.capacity = 4  # type: ignore[union-attr]
+    svc.settings.worker.max_in_flight = 4
     batch_id = submit(svc, [chat_line(f"r{i}", "x", model="echo") for i in range(400)], window="2s")
     record = asyncio.run(run_until(svc, batch_id, TERMINAL))
     assert record.status == "expired" and record.expired_at

@@ -21,7 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from freight.config import Settings
+from freight.config import DEFAULT_EMBEDDING_MODEL, ModelSettings, Settings
+from freight.engines import embeddings, engine_args
+from freight.errors import ConfigError
 from freight.store import batch_requests, batches
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus
@@ -75,6 +77,11 @@ def run_batch(
     from freight.cluster.actor import TRANSIENT, EngineActor, outcome
     from freight.cluster.source import LeasedRequests
 
+    with db.read() as conn:
+        model = batches.get(conn, batch_id).model
+    # Refused before anything is leased: a configuration that cannot run leaves the batch
+    # to the workers (engine_args.detect imports vLLM once per process).
+    num_gpus = gpus_per_actor(settings, model, engine_args.detect())
     lease = settings.worker.lease_seconds
     with db.write() as conn:
         leased = batch_requests.claim_all(conn, batch_id, owner, lease)
@@ -91,7 +98,11 @@ def run_batch(
     if db.is_sqlite:  # only the driver's machine can open the file
         read_args["label_selector"] = {NODE_ID_LABEL: ray.get_runtime_context().get_node_id()}
     log.info(
-        "batch %s: %d requests to Ray (%d actors)", batch_id, result.num_leased, config.num_actors
+        "batch %s: %d requests to Ray (%d actors, %g GPUs each)",
+        batch_id,
+        result.num_leased,
+        config.num_actors,
+        num_gpus,
     )
     try:
         source = LeasedRequests(
@@ -109,7 +120,7 @@ def run_batch(
                 enable_true_multi_threading=True,
             ),
             num_cpus=config.num_cpus_per_actor,
-            num_gpus=config.num_gpus_per_actor,
+            num_gpus=num_gpus,
         )
         for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             rows = block.to_pylist()
@@ -139,6 +150,60 @@ def run_batch(
         if num_released:
             log.info("batch %s: %d requests back to the queue", batch_id, num_released)
     return result
+
+
+def gpus_per_actor(settings: Settings, model: str | None, device: engine_args.Device) -> float:
+    """The GPUs each engine actor reserves for a batch of `model` (None: of several).
+
+    On CUDA an actor must hold GPUs of its own: Ray shows an actor only the GPUs it
+    reserved, and with none reserved every actor's engine opens cuda:0 and asks for its
+    memory share there, so only the first starts. By default an actor reserves the GPUs
+    its model's engine uses (tensor parallelism runs inside the actor); an explicit 0, or
+    fewer than a model split across several GPUs needs, is refused. On CPU nothing is
+    reserved unless set. `device` is the driver's (vLLM's platform here), taken to be the
+    actors' too: the nodes of one cluster run one build of vLLM.
+    """
+    chosen = settings.ray.num_gpus_per_actor
+    if not device.is_cuda:
+        return chosen or 0.0
+    names = [model] if model is not None else [m.name for m in settings.models]
+    if model is None:  # a batch of several models: any of them, the default too
+        names.append(settings.default_model)
+    needed, name = max((_model_gpus(settings, n), n) for n in names)
+    if chosen is None:
+        return float(needed)
+    where = f"[ray] num_gpus_per_actor = {chosen:g}"
+    if chosen == 0 and needed > 0:
+        raise ConfigError(
+            f"{where}: vLLM runs on CUDA here, and actors without GPUs of their own would "
+            f"all open cuda:0; leave it unset (each actor then reserves the GPUs its model "
+            f"uses: {needed} for '{name}') or set it to at least 1"
+        )
+    if needed > 1 and chosen < needed:
+        raise ConfigError(
+            f"{where}: '{name}' runs on {needed} GPUs (tensor_parallel_size x "
+            "data_parallel_size) and an actor sees only the GPUs it reserves; leave it "
+            f"unset or set it to at least {needed}"
+        )
+    return chosen
+
+
+def _model_gpus(settings: Settings, name: str) -> int:
+    """The GPUs one engine of the model `name` takes: its vLLM parallel layout, one for
+    an embeddings model placed on a GPU, none for the rest (echo, upstreams)."""
+    entry = next((m for m in settings.models if m.name == name), None)
+    if entry is None:  # an embedded default: the toy chat model on one GPU, or MiniLM
+        is_embedder = name == DEFAULT_EMBEDDING_MODEL
+        return _embedder_gpus(settings, None) if is_embedder else 1
+    if entry.engine == "vllm":
+        return entry.tensor_parallel_size * entry.data_parallel_size
+    if entry.engine == "embeddings":
+        return _embedder_gpus(settings, entry)
+    return 0
+
+
+def _embedder_gpus(settings: Settings, entry: ModelSettings | None) -> int:
+    return int(embeddings.device_for(settings.embeddings, entry).startswith("cuda"))
 
 
 def _for_actors(settings: Settings) -> str:

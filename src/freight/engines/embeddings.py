@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from freight.config import EmbeddingsSettings
+from freight.config import EmbeddingsSettings, ModelSettings
 from freight.engines.base import EmbeddingRequest, Embeddings, EngineDied, RequestRejected
 from freight.errors import ConfigError, EngineUnavailable
 
@@ -37,16 +37,30 @@ class _Waiting:
     future: asyncio.Future[Embeddings]
 
 
+def device_for(settings: EmbeddingsSettings, entry: ModelSettings | None) -> str:
+    """The torch device a sentence-transformers model runs on: its own `devices` GPU,
+    else `[embeddings] device` (cpu unless set).
+
+    Always named: left to itself sentence-transformers takes cuda:0 wherever torch sees
+    a GPU, beside vLLM's engines and outside their memory shares.
+    """
+    if entry is not None and entry.devices:
+        return f"cuda:{entry.devices[0]}"
+    return settings.device
+
+
 class EmbeddingsEngine:
     """One sentence-transformers model, loaded from a local folder, in this process."""
 
-    def __init__(self, name: str, path: Path, settings: EmbeddingsSettings) -> None:
+    def __init__(
+        self, name: str, path: Path, settings: EmbeddingsSettings, *, device: str = "cpu"
+    ) -> None:
         self.name = name
         self.path = path
         self.settings = settings
         self.dimension: int | None = None
         self.max_input_tokens: int | None = None
-        self.device = "cpu"  # where sentence-transformers put the model, once loaded
+        self.device = device  # torch's name for it once loaded ('cuda' becomes 'cuda:0')
         self._model: Any = None
         self._tokenizer: Any = None
         self._queue: list[tuple[int, int, _Waiting]] = []  # heap: (priority, arrival, item)
@@ -72,6 +86,7 @@ class EmbeddingsEngine:
             torch.set_num_threads(self.settings.threads)
         model = SentenceTransformer(
             str(self.path),
+            device=self.device,
             local_files_only=True,
             model_kwargs={"dtype": getattr(torch, self.settings.dtype)},
         )

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import cast
 
-from freight.config import HTTPUpstream, Settings
+from freight.config import HTTPUpstream, ModelSettings, Settings
 from freight.engines import engine_args
 from freight.engines.base import EmbeddingEngine, Engine, Task
 from freight.engines.echo import EchoEngine
@@ -165,10 +165,15 @@ class EnginePool:
 
             engine = HTTPEngine(spec.name, spec.upstream)
         elif spec.engine == "embeddings":
-            from freight.engines.embeddings import EmbeddingsEngine
+            from freight.engines import embeddings
 
             path = await asyncio.to_thread(self.registry.weights_dir, spec)
-            engine = EmbeddingsEngine(spec.name, path, self.settings.embeddings)
+            engine = embeddings.EmbeddingsEngine(
+                spec.name,
+                path,
+                self.settings.embeddings,
+                device=embeddings.device_for(self.settings.embeddings, self._entry(spec.name)),
+            )
         else:
             from freight.engines.vllm_engine import VLLMEngine
 
@@ -218,8 +223,11 @@ class EnginePool:
             if not device.is_cuda and (warning := engine_args.overridden_by_environment()):
                 log.warning(warning)
             self._device = device
-        entry = next((m for m in self.settings.models if m.name == model), None)
-        return engine_args.plan(self.settings, entry, self._device)
+        return engine_args.plan(self.settings, self._entry(model), self._device)
+
+    def _entry(self, model: str) -> ModelSettings | None:
+        """The model's `[[models]]` entry; None for an embedded default."""
+        return next((m for m in self.settings.models if m.name == model), None)
 
     def _running_plans(self) -> list[tuple[str, engine_args.EnginePlan]]:
         return [

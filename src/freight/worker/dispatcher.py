@@ -61,7 +61,6 @@ class Worker:
         self.engines = engines
         self.registry = registry
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{ids.new_id('')[:8]}"
-        self.capacity = settings.max_in_flight
         self._shared = runner.SharedResults()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._pending: list[batch_requests.Outcome] = []
@@ -108,7 +107,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then drain and give back what was not finished."""
         flusher = asyncio.create_task(self._flush_loop(stop))
-        log.info("worker %s started (max in flight %d)", self.owner, self.capacity)
+        log.info("worker %s started", self.owner)
         try:
             while not stop.is_set():
                 wait = self.settings.worker.poll_seconds
@@ -137,20 +136,29 @@ class Worker:
 
     # --- admission -----------------------------------------------------------------
 
-    def _window(self) -> int:
+    def policy(self) -> scheduler.WindowPolicy:
+        """The window policy for the engines started so far: by their device class, so a
+        GPU's engine is read once it has started (worker/scheduler.py, `window_policy`)."""
+        widths: list[scheduler.EngineWidth] = []
+        for name, device in self.engines.devices().items():
+            num = getattr(self.engines.engine(name), "max_num_seqs", None)
+            if isinstance(num, int) and num > 0:  # text generation engines only
+                widths.append(scheduler.EngineWidth(device, num))
+        return scheduler.window_policy(self.settings, widths)
+
+    def _window(self, policy: scheduler.WindowPolicy) -> int:
         load = self.engines.realtime
         return scheduler.batch_window(
-            self.capacity,
-            self.settings.realtime_batch_window,
+            policy,
             num_in_flight=self.num_in_flight,
             num_realtime=load.num_active,
             seconds_since_realtime=load.seconds_since_last(time.monotonic()),
-            hold_seconds=self.settings.worker.realtime_hold_seconds,
         )
 
     async def _fill(self) -> None:
-        window = self._window()
-        await self._give_back(window)
+        policy = self.policy()
+        window = self._window(policy)
+        await self._give_back(window, policy)
         want = scheduler.claim_size(window, self.num_in_flight)
         if want <= 0:
             return
@@ -178,13 +186,13 @@ class Worker:
             if want <= 0:
                 return
 
-    async def _give_back(self, window: int) -> None:
+    async def _give_back(self, window: int, policy: scheduler.WindowPolicy) -> None:
         """Take the youngest batch requests back out of the engine (worker/scheduler.py)."""
         num = scheduler.num_to_give_back(
             self.num_in_flight,
             window,
-            self.settings.max_num_seqs,
-            preempt=self.settings.worker.realtime_preempt,
+            policy.max_num_seqs,
+            preempt=policy.preempt,
         )
         if num <= 0:
             return
@@ -257,7 +265,7 @@ class Worker:
             self._pending.append(_gave_up(request, f"internal error: {exc!r}"))
         finally:
             self._in_flight.pop(request.id, None)
-            if scheduler.claim_size(self._window(), self.num_in_flight) > 0:
+            if scheduler.claim_size(self._window(self.policy()), self.num_in_flight) > 0:
                 self._kick.set()
 
     async def _execute(

@@ -14,7 +14,7 @@ puts them ahead of every queued batch request (engines/vllm_engine.py). They sti
 engine step with the batch sequences running beside them, so the worker also keeps a
 real-time window (`batch_window`, settings in `[worker]`):
 - while real-time requests run, and for `realtime_hold_seconds` after the last one, at
-  most `realtime_batch_window` batch requests (default max_num_seqs / 4) stay in the
+  most `realtime_batch_window` batch requests (default max_num_seqs / 4 on CPU) stay in the
   engine;
 - while a real-time request is in the engine, no new batch request is admitted: the
   running ones decode beside it and drain, and their replacements' prompts are prefilled
@@ -27,14 +27,27 @@ real-time window (`batch_window`, settings in `[worker]`):
 When real-time traffic has stopped for `realtime_hold_seconds`, batch work fills the
 engine again. What each window costs the batch and gains real-time requests is
 measured in BENCHMARKS.md (Real time beside batch work).
+
+By device (`window_policy`). The rules above are the CPU's, where a step's time grows
+with the batch beside the real-time requests. On a GPU a step costs about the same at
+any width, so once a vLLM engine on CUDA has started the defaults change: the window is
+the engine's whole max_num_seqs as the started engine reports it (vLLM's choice when
+`[engine] max_num_seqs` is unset) and `max_in_flight` twice that; batch requests keep
+being admitted while real-time ones run (they queue behind them in vLLM's priority
+queue), and nothing running is preempted: only the batch requests queued beyond the
+running slots come back out, so real-time requests take the next free slots. Set
+`[worker]` values win on either device.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from freight.config import Settings
 
 
 @dataclass(frozen=True)
@@ -189,24 +202,86 @@ def dedup_key(url: str, body: dict[str, Any], policy: OrderPolicy) -> str | None
 
 # --- the real-time window -----------------------------------------------------------------
 
+DeviceClass = Literal["cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class EngineWidth:
+    """A started text generation engine, as the window policy sees it."""
+
+    device: str  # its device label (pool.devices()): 'cpu', 'cuda:0', 'cuda:0,1 (...)', 'remote'
+    max_num_seqs: int  # its running batch's width, as the started engine reports it
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    """How much batch work the worker keeps in the engine, and how it makes room for
+    real-time requests; chosen by the engines' device class (`window_policy`)."""
+
+    device_class: DeviceClass
+    capacity: int  # batch requests in the engine while no real-time request runs
+    realtime_window: int  # ... while real-time requests run, and for `hold_seconds` after
+    hold_seconds: float
+    max_num_seqs: int  # the engine's running slots
+    preempt: bool  # running batch requests beyond the window come out too, not only queued
+    holds_admission: bool  # no new batch request while a real-time one is in the engine
+
+
+def window_policy(settings: Settings, engines: Iterable[EngineWidth]) -> WindowPolicy:
+    """The policy for the engines started so far; `[worker]` settings that are set win.
+
+    CPU (and echo, upstreams, or no engine started yet): a step's time grows with the
+    batch, so real time gets a small window (max_num_seqs / 4), preemption, and no new
+    batch admissions while it runs, sized by `[engine] max_num_seqs` or 256.
+    CUDA (a started vLLM engine on a GPU): a step costs about the same at any width, so
+    the batch keeps the engine's full width as the started engine reports it (vLLM's
+    per-device choice, 1024 on H100/H200), and real-time requests rely on vLLM's
+    priority scheduling: during real-time traffic the batch requests queued beyond the
+    running slots come out, none that run, and admission goes on (new batch requests
+    queue behind the real-time ones).
+    """
+    worker = settings.worker
+    cuda_widths = [e.max_num_seqs for e in engines if e.device.startswith("cuda")]
+    if not cuda_widths:
+        return WindowPolicy(
+            "cpu",
+            capacity=settings.max_in_flight,
+            realtime_window=settings.realtime_batch_window,
+            hold_seconds=worker.realtime_hold_seconds,
+            max_num_seqs=settings.max_num_seqs,
+            preempt=True if worker.realtime_preempt is None else worker.realtime_preempt,
+            holds_admission=True,
+        )
+    width = max(cuda_widths)
+    window = worker.realtime_batch_window
+    return WindowPolicy(
+        "cuda",
+        capacity=worker.max_in_flight or 2 * width,
+        realtime_window=width if window is None else window,
+        hold_seconds=worker.realtime_hold_seconds,
+        max_num_seqs=width,
+        preempt=bool(worker.realtime_preempt),
+        holds_admission=False,
+    )
+
 
 def batch_window(
-    capacity: int,
-    realtime_window: int,
+    policy: WindowPolicy,
     *,
     num_in_flight: int,
     num_realtime: int,
     seconds_since_realtime: float | None,
-    hold_seconds: float,
 ) -> int:
     """How many batch requests the engine may hold now (see the module docstring)."""
-    if realtime_window >= capacity:  # the window is off: priority scheduling alone
-        return capacity
-    if num_realtime > 0:  # a real-time request is in the engine: admit nothing new
-        return min(realtime_window, num_in_flight)
-    if seconds_since_realtime is not None and seconds_since_realtime < hold_seconds:
-        return realtime_window
-    return capacity
+    if policy.realtime_window >= policy.capacity:  # no window: priority scheduling alone
+        return policy.capacity
+    if num_realtime > 0:  # a real-time request is in the engine
+        if policy.holds_admission:  # CPU: admit nothing new, the batch drains beside it
+            return min(policy.realtime_window, num_in_flight)
+        return policy.realtime_window  # CUDA: new batch requests queue behind real time
+    if seconds_since_realtime is not None and seconds_since_realtime < policy.hold_seconds:
+        return policy.realtime_window
+    return policy.capacity
 
 
 def num_to_give_back(num_in_flight: int, window: int, max_num_seqs: int, *, preempt: bool) -> int:
