@@ -205,7 +205,7 @@ def run(
 
 def fail(message: str) -> NoReturn:
     """Bad arguments: say so and exit 2 (see freight.cli.main)."""
-    err.print(f"[red]error:[/red] {escape(message)}")
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)  # one line, for grep
     raise typer.Exit(2)
 
 

@@ -273,9 +273,9 @@ async def run_chunk(
                 with open(path, "rb") as result_fh:
                     for raw in result_fh:
                         result = json.loads(raw)
-                        i = asked.get(result.get("custom_id"))
-                        if i is not None:
-                            outcomes[i] = run.answers.outcome(result)
+                        index = asked.get(result.get("custom_id"))
+                        if index is not None:
+                            outcomes[index] = run.answers.outcome(result)
     missing = answers.Outcome(error="the batch wrote no result for this row")
     joined = [o or missing for o in outcomes]
     for array in answers.columns(joined, run.answers, usage=run.usage):
