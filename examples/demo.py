@@ -2,7 +2,9 @@
 
 Starts `freight serve` on a free loopback port, uploads examples/classify-reviews.jsonl
 (60 product reviews), creates a batch, shows progress, prints a few results and a
-summary (requests, tokens, wall time, tokens/s), and stops the server.
+summary (requests, tokens, wall time, tokens/s), and stops the server. Then the same job
+from a table: `freight run` labels the first 20 rows of examples/reviews.csv with
+`--choices` and writes the table back with an `answer` column.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from pathlib import Path
 
 import httpx
 import openai
+import pyarrow.csv as pa_csv
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
 INPUT = HERE / "classify-reviews.jsonl"
+TABLE = HERE / "reviews.csv"
+TABLE_ROWS = 20
 console = Console()
 
 
@@ -80,6 +85,7 @@ def main() -> None:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=120)
+    run_table(home)
 
 
 def run_batch(client: openai.OpenAI, lines: list[dict]) -> None:
@@ -129,6 +135,39 @@ def run_batch(client: openai.OpenAI, lines: list[dict]) -> None:
         f"{tokens_in} input + {tokens_out} output tokens · {wall:.1f} s wall · "
         f"{(tokens_in + tokens_out) / wall:,.0f} tokens/s ({tokens_out / wall:,.0f} generated/s)"
     )
+
+
+def run_table(home: Path) -> None:
+    """A table in, the table back with answers: `freight run` offline, no server."""
+    rows = TABLE.read_text().splitlines(keepends=True)[: TABLE_ROWS + 1]  # header and rows
+    table = home / "demo-reviews.csv"
+    table.write_text("".join(rows))
+    labeled = home / "demo-labeled.csv"
+    command = [
+        "freight run examples/reviews.csv (first 20 rows)",
+        "--prompt 'Is this review positive, negative or neutral? {{ review }}'",
+        "--choices positive,negative,neutral -o labeled.csv",
+    ]
+    console.print(f"\n[bold]A table:[/bold] {' '.join(command)}")
+    with console.status("Running the table (the engine starts again, ~30 s)..."):
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "freight.cli.main", "run", str(table)),
+                *("--prompt", "Is this review positive, negative or neutral?\n\n{{ review }}"),
+                *("--choices", "positive,negative,neutral", "--max-tokens", "20"),
+                *("--temperature", "0", "-o", str(labeled), "--home", str(home)),
+            ],
+            capture_output=True,
+            text=True,
+        )
+    if done.returncode not in (0, 3):
+        sys.exit(f"freight run exited with {done.returncode}:\n{done.stderr}")
+    result = Table("id", "product", "review", "answer", "error")
+    for row in pa_csv.read_csv(labeled).to_pylist()[:8]:
+        review = row["review"]
+        result.add_row(str(row["id"]), row["product"], review[:50], row["answer"], row["error"])
+    console.print(result)
+    console.print(done.stderr.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

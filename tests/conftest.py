@@ -282,12 +282,17 @@ def wait_for_message_batch(client: Any, batch_id: str, timeout: float = 600) -> 
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 600, check: bool = False
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    check: bool = False,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the `freight` command as a user would, in a subprocess."""
     full_env = {**os.environ, **TEST_ENGINE_ENV, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "freight.cli.main", *args],
+        input=stdin,
         env=full_env,
         capture_output=True,
         text=True,

@@ -12,6 +12,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from freight import config
 from freight.errors import FreightError
@@ -25,9 +26,11 @@ HomeOption = Annotated[
 ]
 
 
-def fail(exc: FreightError, code: int = 2) -> NoReturn:
-    """Print the error as the user's problem (no traceback) and exit with `code`."""
-    err.print(f"[red]error:[/red] {exc.message}")
+def fail(problem: FreightError | str, code: int = 2) -> NoReturn:
+    """Print the problem as the user's (no traceback; on one line, for grep) and exit
+    with `code` (2: bad arguments or configuration, see freight.cli.main)."""
+    message = problem.message if isinstance(problem, FreightError) else problem
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code) from None
 
 

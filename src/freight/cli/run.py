@@ -1,30 +1,121 @@
-"""`freight run`: a batch file through the engine, offline, without a server."""
+"""`freight run`: a batch file, or a table and a prompt, through the engine offline, no server."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from freight.cli.common import HomeOption, err, fail, load_settings, setup_logging
+from freight.config import Settings
 from freight.errors import FreightError
+from freight.tables import formats
+
+TABLE_PANEL = "Tables (CSV, TSV, Parquet, JSONL records)"
 
 
 def run(
     input_path: Annotated[
         Path,
         typer.Argument(
-            help="Batch input file (JSONL).", exists=True, dir_okay=False, readable=True
+            help="A batch input file (JSONL), or a table with --prompt (.csv, .tsv, .parquet, "
+            ".jsonl/.ndjson records; '-' reads stdin in --format).",
+            dir_okay=False,
         ),
     ],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where result lines go.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="Where result lines go; for a table, the answered table."
+        ),
+    ],
     errors: Annotated[
         Path | None,
         typer.Option("--errors", help="Error lines go here (default: into OUTPUT too)."),
     ] = None,
     endpoint: Annotated[
         str | None, typer.Option(help="Endpoint every line must use (default: the first line's).")
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            help="The prompt for each row: a Jinja2 template of its columns ('{{ text }}').",
+            rich_help_panel=TABLE_PANEL,
+        ),
+    ] = None,
+    prompt_file: Annotated[
+        Path | None,
+        typer.Option(help="Read the prompt template from this file.", rich_help_panel=TABLE_PANEL),
+    ] = None,
+    system: Annotated[
+        str | None,
+        typer.Option(help="A system message (a template too).", rich_help_panel=TABLE_PANEL),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="The model (default: default_model).", rich_help_panel=TABLE_PANEL),
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(min=1, help="Longest answer, in tokens.", rich_help_panel=TABLE_PANEL),
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.0, rich_help_panel=TABLE_PANEL)] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option(
+            help="A JSON Schema of an object: structured answers, one column per property.",
+            rich_help_panel=TABLE_PANEL,
+        ),
+    ] = None,
+    choices: Annotated[
+        str | None,
+        typer.Option(
+            help="The answer is one of these comma-separated values.",
+            rich_help_panel=TABLE_PANEL,
+        ),
+    ] = None,
+    output_column: Annotated[
+        str | None,
+        typer.Option(
+            help="The answer column's name (default: answer).", rich_help_panel=TABLE_PANEL
+        ),
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(
+            help="The column that identifies a row (default: its row number).",
+            rich_help_panel=TABLE_PANEL,
+        ),
+    ] = None,
+    usage: Annotated[
+        bool,
+        typer.Option(
+            "--usage",
+            help="Add prompt_tokens and completion_tokens columns.",
+            rich_help_panel=TABLE_PANEL,
+        ),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Keep the rows an interrupted run wrote to OUTPUT (.csv, .tsv, .jsonl) "
+            "and run the rest.",
+            rich_help_panel=TABLE_PANEL,
+        ),
+    ] = False,
+    input_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="The table's format when its extension does not say: csv, tsv, parquet, jsonl.",
+            rich_help_panel=TABLE_PANEL,
+        ),
     ] = None,
     home: HomeOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
@@ -38,7 +129,88 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run a batch file offline, without a server: same validation and line format as the API."""
+    """Run a batch file offline, without a server: same validation and line format as the API.
+
+    Or run a prompt over every row of a table and write the table back with the answers:
+    freight run reviews.csv --prompt 'Sentiment of: {{ text }}' -o labeled.csv
+    """
+    table_options = {
+        "--system": system,
+        "--model": model,
+        "--max-tokens": max_tokens,
+        "--temperature": temperature,
+        "--schema": schema,
+        "--choices": choices,
+        "--output-column": output_column,
+        "--id-column": id_column,
+        "--usage": usage or None,
+        "--resume": resume or None,
+    }
+    is_table = (
+        prompt is not None
+        or prompt_file is not None
+        or input_format is not None
+        or str(input_path) == "-"
+        or formats.is_table_path(input_path)
+    )
+    if not is_table:
+        given = [name for name, value in table_options.items() if value is not None]
+        if given:
+            fail(f"{', '.join(given)} run a prompt over a table: give --prompt or --prompt-file")
+        if not input_path.is_file():
+            fail(f"{input_path} does not exist or is not a file")
+        run_batch_file(input_path, output, errors, endpoint, home, verbose, ray)
+        return
+    batch_only = {"--errors": errors, "--endpoint": endpoint, "--ray": ray}
+    given = [name for name, value in batch_only.items() if value is not None]
+    if given:
+        fail(
+            f"{', '.join(given)} apply to batch files; a table's errors go into its "
+            "error column, and tables run on this machine"
+        )
+    if (prompt is None) == (prompt_file is None):
+        fail("a table needs its prompt: give --prompt or --prompt-file (one of them)")
+    if prompt_file is not None:
+        try:
+            prompt = prompt_file.read_text()
+        except OSError as exc:
+            fail(f"cannot read --prompt-file {prompt_file}: {exc.strerror}")
+    elif prompt is None:
+        fail("a table needs its prompt: give --prompt or --prompt-file")
+    settings = load_settings(home)
+    setup_logging(verbose)
+    with tempfile.TemporaryDirectory() as tmp:
+        if str(input_path) == "-":
+            input_path = read_stdin(Path(tmp), input_format)
+        code = run_table(
+            settings,
+            input_path,
+            output,
+            prompt=prompt,
+            input_format=input_format,
+            system=system,
+            model=model,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            schema=schema,
+            choices=None if choices is None else choices.split(","),
+            output_column=output_column,
+            id_column=id_column,
+            usage=usage,
+            resume=resume,
+        )
+    raise typer.Exit(code)
+
+
+def run_batch_file(
+    input_path: Path,
+    output: Path,
+    errors: Path | None,
+    endpoint: str | None,
+    home: Path | None,
+    verbose: bool,
+    ray: str | None,
+) -> None:
     from freight.service import offline
 
     settings = load_settings(home)
@@ -50,3 +222,61 @@ def run(
     except FreightError as exc:
         fail(exc)
     raise typer.Exit(code)
+
+
+def read_stdin(folder: Path, input_format: str | None) -> Path:
+    """Standard input copied to a file: a table is read twice (its columns are checked
+    before its rows run), and stdin can be read once."""
+    if input_format is None:
+        fail("a table on standard input ('-') needs --format: csv, tsv, parquet or jsonl")
+    path = folder / f"stdin.{input_format}"
+    with open(path, "wb") as fh:
+        shutil.copyfileobj(sys.stdin.buffer, fh)
+    return path
+
+
+def run_table(
+    settings: Settings,
+    input_path: Path,
+    output: Path,
+    *,
+    prompt: str,
+    input_format: str | None,
+    system: str | None,
+    model: str | None,
+    max_tokens: int | None,
+    temperature: float | None,
+    schema: Path | None,
+    choices: list[str] | None,
+    output_column: str | None,
+    id_column: str | None,
+    usage: bool,
+    resume: bool,
+) -> int:
+    """Check the table run (exit 2 on bad input, before any engine starts), then run it."""
+    from freight.service import table_run
+
+    try:
+        prepared = table_run.prepare(
+            settings,
+            input_path,
+            output,
+            prompt=prompt,
+            input_format=input_format,
+            system=system,
+            model=model,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            id_column=id_column,
+            output_column=output_column,
+            schema_path=schema,
+            choices=choices,
+            usage=usage,
+            resume=resume,
+        )
+    except FreightError as exc:
+        fail(exc)
+    try:
+        return asyncio.run(table_run.run_table_async(settings, prepared, console=err))
+    except FreightError as exc:
+        fail(exc)

@@ -92,6 +92,32 @@ async def run_file_async(
     ray_address: str | None = None,
 ) -> int:
     """`run_file` inside a running event loop, optionally on already-started engines."""
+    batch = await run_batch_file(
+        settings,
+        input_path,
+        output,
+        errors,
+        endpoint,
+        console=console,
+        engines=engines,
+        ray_address=ray_address,
+    )
+    return report(batch, output, errors, console)
+
+
+async def run_batch_file(
+    settings: Settings,
+    input_path: Path,
+    output: Path,
+    errors: Path | None,
+    endpoint: str | None,
+    *,
+    console: Console,
+    engines: EnginePool | None = None,
+    ray_address: str | None = None,
+) -> batches.BatchRecord:
+    """Run `input_path` and write its result lines, unless it failed validation; the batch
+    as it ended, for callers that report on it themselves (a table's run of many)."""
     runs = settings.home / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=runs) as tmp:
@@ -125,7 +151,7 @@ async def _run(
     endpoint: str,
     console: Console,
     ray_address: str | None,
-) -> int:
+) -> batches.BatchRecord:
     try:
         (tmp / "files" / "input").symlink_to(input_path.resolve())
         record = files.new_record(
@@ -147,7 +173,8 @@ async def _run(
         )
         if ray_address is not None:
             batch = await _run_on_ray(svc, batch.id, ray_address, console)
-            return _report(svc, batch, output, errors, console)
+            _write_results(svc, batch, output, errors)
+            return batch
         assert svc.worker is not None
         stop = asyncio.Event()
         worker = asyncio.create_task(svc.worker.run(stop))
@@ -156,7 +183,8 @@ async def _run(
         finally:
             stop.set()
             await worker
-        return _report(svc, batch, output, errors, console)
+        _write_results(svc, batch, output, errors)
+        return batch
     finally:
         await svc.close()
 
@@ -235,15 +263,13 @@ async def _watch(svc: Service, batch_id: str, console: Console) -> batches.Batch
             await asyncio.sleep(0.25)
 
 
-def _report(
-    svc: Service, batch: batches.BatchRecord, output: Path, errors: Path | None, console: Console
-) -> int:
+def _write_results(
+    svc: Service, batch: batches.BatchRecord, output: Path, errors: Path | None
+) -> None:
+    """Copy the batch's output lines to `output`, its error lines to `errors` (or after
+    the output lines); a batch that failed validation writes nothing."""
     if batch.status == BatchStatus.FAILED:
-        table = Table("line", "code", "message", title="The input file is invalid")
-        for e in batch.errors or []:
-            table.add_row(str(e.get("line") or ""), e.get("code") or "", e.get("message") or "")
-        console.print(table)
-        return 1
+        return
     with svc.db.read() as conn:
         out_file = files.get(conn, batch.output_file_id) if batch.output_file_id else None
         err_file = files.get(conn, batch.error_file_id) if batch.error_file_id else None
@@ -259,6 +285,13 @@ def _report(
             if err_file is not None:
                 with svc.blobs.open(err_file.blob) as src:
                     shutil.copyfileobj(src, err_fh)
+
+
+def report(batch: batches.BatchRecord, output: Path, errors: Path | None, console: Console) -> int:
+    """Print how the run ended; its exit code (see freight.cli.main)."""
+    if batch.status == BatchStatus.FAILED:
+        console.print(validation_errors(batch))
+        return 1
     num_failed = batch.num_errored + batch.num_cancelled + batch.num_expired
     console.print(
         f"{batch.status}: {batch.num_succeeded} succeeded, {num_failed} failed; "
@@ -268,3 +301,11 @@ def _report(
     if batch.status != BatchStatus.COMPLETED:
         return 1
     return 3 if num_failed else 0
+
+
+def validation_errors(batch: batches.BatchRecord) -> Table:
+    """A failed batch's validation errors, one row per problem."""
+    table = Table("line", "code", "message", title="The input file is invalid")
+    for e in batch.errors or []:
+        table.add_row(str(e.get("line") or ""), e.get("code") or "", e.get("message") or "")
+    return table

@@ -1,0 +1,283 @@
+"""`freight run` on a table: rows run as offline batches of a chunk each, answers join back.
+
+Each chunk of rows (`ROWS_PER_RUN`) becomes a batch file (freight.tables builds its
+lines) and runs through `offline.run_batch_file`, the same validation, worker and
+result lines as `freight run` on a batch file, on engines this run starts once for all
+chunks. Its result lines join back to its rows by custom_id, and the chunk is appended
+to the output before the next one is read. So a table of any length runs in the memory
+of one chunk, answers are on disk as each chunk ends, and `--resume` continues after
+the last row an interrupted run wrote.
+
+Everything a user can get wrong (the files, the templates, the schema, the options) is
+checked by `prepare`, before any engine starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from rich.console import Console
+
+from freight.config import Settings
+from freight.engines.pool import EnginePool
+from freight.engines.registry import Registry
+from freight.service import offline
+from freight.store import batches
+from freight.store.statuses import BatchStatus
+from freight.tables import TableError, answers, formats, prompts
+
+# Rows per offline batch: large enough that the engine stays full between chunks (a
+# chunk's tail runs fewer requests at once), small enough that one chunk's rows,
+# lines and results sit in memory comfortably, and an interrupted run loses little.
+ROWS_PER_RUN = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class TableRun:
+    """A table run whose inputs and options have all been checked."""
+
+    input_path: Path
+    input_format: str
+    output: Path
+    output_format: str
+    requests: prompts.RequestBuilder
+    answers: answers.AnswerColumns
+    schema: pa.Schema  # the output table's
+    id_column: str | None = None
+    usage: bool = False
+    num_done: int = 0  # rows an earlier run already wrote to the output (--resume)
+
+
+def prepare(
+    settings: Settings,
+    input_path: Path,
+    output: Path,
+    *,
+    prompt: str,
+    input_format: str | None = None,
+    system: str | None = None,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    id_column: str | None = None,
+    output_column: str | None = None,
+    schema_path: Path | None = None,
+    choices: list[str] | None = None,
+    usage: bool = False,
+    resume: bool = False,
+) -> TableRun:
+    """Check everything about a table run that can be checked without running it.
+
+    Raises TableError naming the problem: an unreadable table, an unknown format, a
+    template with a syntax error or naming a column the table lacks, an invalid schema,
+    fewer than two choices, an unknown model, an output column the table already has.
+    """
+    if not input_path.is_file():
+        raise TableError(f"{input_path} does not exist or is not a file")
+    fmt = formats.format_of(input_path, input_format)
+    out_fmt = formats.format_of(output)
+    if output.exists() and input_path.exists() and output.resolve() == input_path.resolve():
+        raise TableError(f"-o {output} is the input table; write the answers elsewhere")
+    if schema_path is not None and choices is not None:
+        raise TableError("--schema and --choices both say what the answer is; give one")
+    if schema_path is not None and output_column is not None:
+        raise TableError(
+            "--output-column names the one answer column of --prompt or --choices; with "
+            "--schema, the columns are the schema's properties"
+        )
+    column = output_column or answers.DEFAULT_COLUMN
+    if schema_path is not None:
+        answer_columns = answers.AnswerColumns.from_schema(
+            _load_json(schema_path), where=f"--schema {schema_path}"
+        )
+    elif choices is not None:
+        answer_columns = answers.AnswerColumns.choices(choices, column)
+    else:
+        answer_columns = answers.AnswerColumns.text(column)
+    model = model or settings.default_model
+    registry = Registry(settings)
+    if not registry.has(model):
+        raise TableError(f"unknown model '{model}'; the models are: {', '.join(registry.names())}")
+    reader = formats.TableReader(input_path, fmt)
+    reader.close()
+    columns = reader.columns
+    if id_column is not None and id_column not in columns:
+        raise TableError(
+            f"--id-column '{id_column}' is not a column of the table; its columns are: "
+            f"{', '.join(columns)}"
+        )
+    requests = prompts.RequestBuilder(
+        model=model,
+        prompt=prompts.RowTemplate(prompt, columns, option="--prompt"),
+        system=None if system is None else prompts.RowTemplate(system, columns, option="--system"),
+        max_tokens=max_tokens,
+        temperature=temperature,
+        response_format=answer_columns.response_format,
+    )
+    schema = answers.output_schema(reader.schema, answer_columns, usage=usage)
+    num_done = 0
+    if resume and output.exists():
+        num_done = formats.rows_written(output, out_fmt, schema.names)
+    return TableRun(
+        input_path=input_path,
+        input_format=fmt,
+        output=output,
+        output_format=out_fmt,
+        requests=requests,
+        answers=answer_columns,
+        schema=schema,
+        id_column=id_column,
+        usage=usage,
+        num_done=num_done,
+    )
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise TableError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise TableError(f"{path} is not JSON: {exc}") from None
+
+
+@dataclasses.dataclass
+class Totals:
+    """What the chunks of a run add up to, for its closing line and exit code."""
+
+    num_rows: int = 0
+    num_failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    is_complete: bool = True  # every chunk's batch completed (none expired or was cancelled)
+
+
+async def run_table_async(
+    settings: Settings,
+    run: TableRun,
+    *,
+    console: Console,
+    engines: EnginePool | None = None,
+    rows_per_run: int = ROWS_PER_RUN,
+) -> int:
+    """Run every row not yet in the output, appending answers chunk by chunk; the exit
+    code (see freight.cli.main). `engines`: already-started engines to run on."""
+    pool = engines or EnginePool(settings, Registry(settings))
+    reader = formats.TableReader(run.input_path, run.input_format)
+    writer = formats.TableWriter(run.output, run.output_format, run.schema, append=run.num_done > 0)
+    if run.num_done:
+        console.print(f"resuming: {run.num_done} rows are already in {run.output}")
+    totals = Totals()
+    row_number = run.num_done + 1
+    try:
+        for chunk in chunks(reader.batches(), rows_per_run, skip=run.num_done):
+            answered, batch = await run_chunk(settings, run, chunk, row_number, pool, console)
+            if batch is not None and batch.status == BatchStatus.FAILED:
+                console.print(offline.validation_errors(batch))
+                return 1
+            writer.write(answered)
+            row_number += chunk.num_rows
+            totals.num_rows += chunk.num_rows
+            # A row succeeded exactly when its error is null.
+            totals.num_failed += chunk.num_rows - answered.column(answers.ERROR_COLUMN).null_count
+            if batch is not None:
+                totals.input_tokens += batch.input_tokens
+                totals.output_tokens += batch.output_tokens
+                totals.is_complete &= batch.status == BatchStatus.COMPLETED
+    finally:
+        writer.close()
+        reader.close()
+        if engines is None:
+            await pool.shutdown()
+    console.print(
+        f"{'completed' if totals.is_complete else 'incomplete'}: "
+        f"{totals.num_rows - totals.num_failed} rows answered, {totals.num_failed} failed; "
+        f"{totals.input_tokens} input and {totals.output_tokens} output tokens -> {run.output}"
+    )
+    if not totals.is_complete:
+        return 1
+    return 3 if totals.num_failed else 0
+
+
+def chunks(
+    record_batches: Iterable[pa.RecordBatch], size: int, *, skip: int = 0
+) -> Iterator[pa.Table]:
+    """The rows after the first `skip`, regrouped into tables of `size` rows (the last
+    may be shorter), in order."""
+    pending: list[pa.RecordBatch] = []
+    num_pending = 0
+    for batch in record_batches:
+        if skip >= batch.num_rows:
+            skip -= batch.num_rows
+            continue
+        batch, skip = batch.slice(skip), 0
+        while batch.num_rows:
+            take = min(size - num_pending, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            num_pending += take
+            batch = batch.slice(take)
+            if num_pending == size:
+                yield pa.Table.from_batches(pending)
+                pending, num_pending = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)
+
+
+async def run_chunk(
+    settings: Settings,
+    run: TableRun,
+    chunk: pa.Table,
+    first_row: int,
+    engines: EnginePool,
+    console: Console,
+) -> tuple[pa.Table, batches.BatchRecord | None]:
+    """Run one chunk's rows; the chunk with the answer columns added, and its batch (None
+    when no row of it could be asked)."""
+    rows = chunk.to_pylist()
+    outcomes: list[answers.Outcome | None] = [None] * len(rows)
+    asked: dict[str, int] = {}  # custom_id → index in the chunk
+    runs = settings.home / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=runs) as tmp:
+        lines = Path(tmp) / "rows.jsonl"
+        with open(lines, "w") as fh:
+            for i, row in enumerate(rows):
+                try:
+                    custom_id = prompts.custom_id(
+                        row, first_row + i, run.id_column, settings.limits.max_custom_id_chars
+                    )
+                    if custom_id in asked:
+                        earlier = first_row + asked[custom_id]
+                        raise prompts.RowError(f"row {earlier} already has the id '{custom_id}'")
+                    line = run.requests.line(custom_id, row)
+                except prompts.RowError as exc:
+                    outcomes[i] = answers.Outcome(error=str(exc))
+                    continue
+                asked[custom_id] = i
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+        batch = None
+        if asked:
+            results, errors = Path(tmp) / "results.jsonl", Path(tmp) / "errors.jsonl"
+            batch = await offline.run_batch_file(
+                settings, lines, results, errors, prompts.ENDPOINT, console=console, engines=engines
+            )
+            if batch.status == BatchStatus.FAILED:
+                return chunk, batch
+            for path in (results, errors):
+                with open(path, "rb") as result_fh:
+                    for raw in result_fh:
+                        result = json.loads(raw)
+                        index = asked.get(result.get("custom_id"))
+                        if index is not None:
+                            outcomes[index] = run.answers.outcome(result)
+    missing = answers.Outcome(error="the batch wrote no result for this row")
+    joined = [o or missing for o in outcomes]
+    for array in answers.columns(joined, run.answers, usage=run.usage):
+        chunk = chunk.append_column(run.schema.field(chunk.num_columns), array)
+    return chunk, batch
