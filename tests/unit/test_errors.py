@@ -36,6 +36,7 @@ LINE_CODE = re.compile(r"^[a-z]+(_[a-z]+)*$")
 INTERNAL = {
     "LoginRequired",  # web/session.py: the dashboard answers with its login form
     "_HeadTooLarge",  # api/slow_clients.py: becomes a 431 written by the protocol itself
+    "RowError",  # tables/prompts.py: its message becomes the row's `error` cell
 }
 
 
