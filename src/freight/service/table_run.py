@@ -196,7 +196,7 @@ async def run_table_async(
         if engines is None:
             await pool.shutdown()
     console.print(
-        f"{'completed' if totals.is_complete else 'incomplete'}: "
+        f"{BatchStatus.COMPLETED if totals.is_complete else 'incomplete'}: "
         f"{totals.num_rows - totals.num_failed} rows answered, {totals.num_failed} failed; "
         f"{totals.input_tokens} input and {totals.output_tokens} output tokens -> {run.output}"
     )
