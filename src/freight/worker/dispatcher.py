@@ -107,7 +107,8 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then drain and give back what was not finished."""
         flusher = asyncio.create_task(self._flush_loop(stop))
-        log.info("worker %s started", self.owner)
+        # Operators (and test_scale_out) read this line to know the worker is at work.
+        log.info("worker %s started (max in flight %d)", self.owner, self.policy().capacity)
         try:
             while not stop.is_set():
                 wait = self.settings.worker.poll_seconds
