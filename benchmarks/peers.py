@@ -13,9 +13,9 @@ Wall time as the user waits (`--view wall`; start-up included, benchmarks/proces
   run-batch      `python -m vllm.entrypoints.openai.run_batch -i IN -o OUT ...` as a process
   freight-run    `freight run IN -o OUT` as a process
   freight-serve  IN submitted with the official SDK to an already running `freight serve`
-  on `short` files of 1, 100 and 1,000 lines (a fresh file per repeat); add 10,000
-  with `--wall-sizes 1,100,1000,10000` (about half an hour more here, so files above
-  1,000 lines run `--large-repeats` times: once by default).
+  on `short` files of 100 and 1,000 lines (a fresh file per repeat); add 1 (start-up
+  alone) or 10,000 with `--wall-sizes 1,100,1000,10000` (10,000 is about half an hour
+  more here, so files above 1,000 lines run `--large-repeats` times: once by default).
 
 Every repeat runs the systems in a fresh seeded random order; every raw sample is
 stored (seconds, requests, prompt tokens, output tokens delivered in result lines and
@@ -44,7 +44,7 @@ from rich.console import Console
 from benchmarks import harness, processes, profiling, systems, workloads
 
 console = Console(stderr=True)
-SIZES = {"mixed": 96, "shared-prefix": 200, "duplicates": 150, "long-tail": 150}
+SIZES = {"mixed": 96, "shared-prefix": 150, "duplicates": 96, "long-tail": 96}
 QUICK_SIZE = 8
 SYSTEMS = ("run-batch", "freight", "api", "single")
 ABLATIONS = {
@@ -53,7 +53,7 @@ ABLATIONS = {
     "freight (no length-aware)": {"length_aware": False},
 }
 WALL_SYSTEMS = ("run-batch", "freight-run", "freight-serve")
-WALL_SIZES = "1,100,1000"
+WALL_SIZES = "100,1000"
 QUICK_WALL_SIZES = "1,100"
 LARGE_LINES = 1000  # wall files above this many lines run --large-repeats times
 Measured = systems.Measured
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workloads", type=lambda s: s.split(","), default=list(SIZES))
     parser.add_argument("--systems", type=lambda s: s.split(","), default=list(SYSTEMS))
     parser.add_argument("--size", type=int, default=None, help="every steady workload's lines")
-    parser.add_argument("--single-limit", type=int, default=8)
+    parser.add_argument("--single-limit", type=int, default=4)
     parser.add_argument("--ablate", action="store_true")
     parser.add_argument("--profile", action="store_true", help="py-spy profile per workload")
     parser.add_argument(

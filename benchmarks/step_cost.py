@@ -11,7 +11,7 @@ real-time answer takes beside N - 1 batch sequences (17 steps) against the engin
 Every size is measured --repeats times, sizes in a fresh seeded random order per repeat;
 each raw measurement is stored and the table shows medians and min-max.
 
-    python -m benchmarks.step_cost [--sizes 1,8,16,32,64,128,256] [--repeats 3]
+    python -m benchmarks.step_cost [--sizes 1,16,64,256] [--repeats 3]
         [--compiled] [--quick] [--name step_cost]
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 from benchmarks import harness, systems
 from benchmarks.vllm_offline import offline_llm
 
-SIZES = "1,8,16,32,64,128,256"
+SIZES = "1,16,64,256"
 QUICK_SIZES = "1,16"
 
 
