@@ -10,10 +10,12 @@ and a failed one does not stop the others: the exit code says whether all succee
 What ran, and for how long, goes to RESULTS_DIR/all.json (the page's `suite` table).
 
 The budget, in minutes on the 2-core development machine when idle, eager engines:
-"last" is what each step took in the full run of 2026-12-06 (all.json at that commit,
-105 minutes in all, over the 90-minute target), "full" the estimate after the sizes
-were cut to fit (all.json records what each step really takes; the page's suite
-table shows it):
+"last" is what each step took in the full run of 2026-12-06 at commit 9b78224 (105
+minutes in all, over the 90-minute target), "full" the estimate after the sizes were
+cut to fit (the run at a524108 took 78 minutes; all.json records what each step really
+takes and the page's suite table shows it). The hybrid batch was cut to 384 requests
+for that run, too short for 60 real-time samples under load, and is back at 512; the
+quick run took 17 minutes with a 1-line wall file, which the quick wall view now skips:
 
     step                    last    full    quick   what dominates
     control_plane            7.9     7.9     1      1,000,000 lines through `freight run`
@@ -24,8 +26,8 @@ table shows it):
     overhead                 9.7     7.5     1.5    4 systems x 3 repeats, 96 requests
     peers (steady + wall)   58      40       6      wall view: 12 engine starts; long-tail
     peers-fp32 (agreement)   4.8     4.8     -      two float32 engine starts
-    hybrid                  11.2     9       1.5    a 384-request batch (alone, 2 policies)
-    total                  105     ~79     ~14
+    hybrid                  11.2    10       1.5    a 512-request batch (alone, 2 policies)
+    total                  105     ~80     ~15
 
 Three things are cut to fit: the hybrid comparison runs once (`--repeats 1`; each
 phase still has its 60+ real-time samples), the wall-time view's 1-line file (start-up

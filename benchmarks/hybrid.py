@@ -16,7 +16,7 @@ max_num_seqs / 4 requests, `window:N` one of N. Every latency is stored raw, wit
 send time; ratios are to the same repeat's idle p95 and batch-alone rate. Targets:
 p95 under load <= 2 x idle p95 and batch tok/s >= 0.8 x alone, together.
 
-    python -m benchmarks.hybrid [--batch-requests 384] [--realtime-requests 60]
+    python -m benchmarks.hybrid [--batch-requests 512] [--realtime-requests 60]
         [--arrival open --rate 0.5 | --arrival closed --rt-interval 1]
         [--policies priority,window] [--repeats 1] [--quick] [--name hybrid]
 """
@@ -147,7 +147,7 @@ def window_for(policy: str, settings: Any) -> int:
 
 
 async def measure(args: Any, tmp: Path) -> dict[str, Any]:
-    size = args.batch_requests or (32 if args.quick else 384)
+    size = args.batch_requests or (32 if args.quick else 512)
     num_idle = args.realtime_requests or (8 if args.quick else MIN_SAMPLES)
     path = workloads.write(workloads.mixed(size, max_tokens=64), tmp / "batch.jsonl")
     bench = systems.Bench(tmp, systems.engine_settings(args))
@@ -240,7 +240,7 @@ def summarise(repeats: list[dict[str, Any]], policies: list[str]) -> dict[str, A
 def main(argv: list[str] | None = None) -> None:
     parser = harness.arguments(__doc__, "hybrid", repeats=1)
     systems.add_engine_arguments(parser)
-    parser.add_argument("--batch-requests", type=int, default=None, help="default 384")
+    parser.add_argument("--batch-requests", type=int, default=None, help="default 512")
     parser.add_argument(
         "--realtime-requests", type=int, default=None, help=f"idle phase (default {MIN_SAMPLES})"
     )

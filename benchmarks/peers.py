@@ -54,7 +54,7 @@ ABLATIONS = {
 }
 WALL_SYSTEMS = ("run-batch", "freight-run", "freight-serve")
 WALL_SIZES = "100,1000"
-QUICK_WALL_SIZES = "1,100"
+QUICK_WALL_SIZES = "100"
 LARGE_LINES = 1000  # wall files above this many lines run --large-repeats times
 Measured = systems.Measured
 
