@@ -58,8 +58,11 @@ lint: install
 	$(BIN)/lint-imports
 	$(BIN)/deptry src tests benchmarks examples
 
+# Two workers (one per core here): the tests on the session's real engine run on one,
+# in order, while the rest spread over both (tests/conftest.py, xdist groups).
+TEST_WORKERS ?= 2
 test: install lint
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadgroup
 
 unit: install
 	$(BIN)/pytest tests/unit

