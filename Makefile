@@ -1,4 +1,5 @@
 # Freight: `make demo` and `make test` work from a fresh clone (they install first).
+# `make demo` needs neither root nor a browser; `make test` also installs Chromium (browser).
 # EXTRA=cuda installs for NVIDIA GPUs instead: `make install EXTRA=cuda` (README, GPU).
 PYTHON ?= python3.11
 VENV := .venv
@@ -9,13 +10,12 @@ STAMP_cpu := $(VENV)/.installed
 STAMP_cuda := $(VENV)/.installed-cuda
 STAMP := $(STAMP_$(EXTRA))
 
-.PHONY: install demo test lint unit bench bench-quick clean
+.PHONY: install browser demo test lint docs unit bench bench-quick clean
 
 install: $(STAMP)
 
 ifeq ($(EXTRA),cuda)
 $(STAMP): pyproject.toml Makefile
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CUDA build of vLLM brings the torch (and torchvision) it was built against.
@@ -27,8 +27,6 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 else ifeq ($(EXTRA),cpu)
 $(STAMP): pyproject.toml Makefile
-	# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads one).
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch==2.13.0 first: its CPU wheel lies on this machine's disk.
@@ -46,23 +44,37 @@ else
 $(error EXTRA must be cpu (the default) or cuda, not '$(EXTRA)')
 endif
 
+# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads one).
+# Only the tests need it; apt-get needs root, so install chromium beforehand otherwise.
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
 demo: install
 	$(BIN)/python examples/demo.py
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
-	$(BIN)/mypy src
+	$(BIN)/ruff check src tests benchmarks examples docs/gen_reference.py
+	$(BIN)/ruff format --check src tests benchmarks examples docs/gen_reference.py
+	$(BIN)/mypy src docs/gen_reference.py
 	# The layers and package cycles (pyproject.toml [tool.importlinter]), then every import
 	# declared and every declared package used ([tool.deptry]).
 	$(BIN)/lint-imports
 	$(BIN)/deptry src tests benchmarks examples
 
-# Two workers (one per core here): the tests on the session's real engine run on one,
-# in order, while the rest spread over both (tests/conftest.py, xdist groups).
+# The suite includes the docs: the generated reference pages must match the code
+# (tests/unit/test_docs_reference.py) and `mkdocs build --strict` must pass
+# (tests/integration/test_docs_site.py). Two workers (one per core here): the tests on
+# the session's real engine run on one, in order, while the rest spread over both
+# (tests/conftest.py, xdist groups).
 TEST_WORKERS ?= 2
-test: install lint
+test: install browser lint
 	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadgroup
+
+# The docs site: the reference pages regenerated from the settings and the commands, then
+# the site built into site/ (strict: a broken link or a page left out of the nav fails).
+docs: install
+	$(BIN)/python docs/gen_reference.py
+	$(BIN)/mkdocs build --strict
 
 unit: install
 	$(BIN)/pytest tests/unit
@@ -75,4 +87,4 @@ bench-quick: install
 	$(BIN)/python -m benchmarks.all --quick
 
 clean:
-	rm -rf $(VENV) .freight .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .freight .pytest_cache .mypy_cache .ruff_cache site

@@ -1,4 +1,4 @@
-"""Cost, metrics and the dashboard on the real engine: the README's screenshot and report.
+"""Cost, metrics and the dashboard on the real engine: docs/guides/economics.md's pictures.
 
     python examples/dashboard_tour.py HOME [--screenshot docs/dashboard.png]
 

@@ -46,9 +46,9 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL_CACHE = REPO / ".freight" / "models"
 CHAT_MODEL = DEFAULT_CHAT_MODEL
 
-# The real engine under test: fp32 makes greedy decoding batch-invariant (README,
-# Determinism), eager mode starts in seconds instead of compiling for a minute. The
-# sizes are fixed rather than vLLM's per-device choices, so the tests behave alike
+# The real engine under test: fp32 makes greedy decoding batch-invariant
+# (docs/guides/models.md, Determinism), eager mode starts in seconds instead of compiling
+# for a minute. The sizes are fixed rather than vLLM's per-device choices, so the tests behave alike
 # everywhere; a 1 GiB KV cache and a 0.15 share of a GPU (CPU ignores it) let several
 # test engines share one GPU.
 TEST_ENGINE = EngineSettings(

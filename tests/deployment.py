@@ -1,4 +1,4 @@
-"""A scaled-out deployment for e2e tests (README, Scaling out): a PostgreSQL store, one
+"""A scaled-out deployment for e2e tests (docs/guides/scaling.md): a PostgreSQL store, one
 shared files folder, an API-only `freight serve --no-worker`, and `freight worker`
 processes added by the test, each with its own home as on separate machines.
 """

@@ -46,7 +46,7 @@ class EngineSettings(_Section):
         "auto",
         description="Weights and activations; auto: the checkpoint's own (bf16 where the "
         "device lacks fp16 kernels). float32 makes greedy output batch-invariant on CPU "
-        "(see README, Determinism) at about a third of bf16's speed.",
+        "(docs/guides/models.md, Determinism) at about a third of bf16's speed.",
     )
     max_model_len: int | None = Field(
         None, ge=64, description="Context length in tokens; default: the model's own."
@@ -131,9 +131,15 @@ class LimitSettings(_Section):
     max_message_batch_bytes: int = Field(
         256 * MiB, ge=1, description="Body size of an Anthropic batch create (Anthropic: 256 MB)."
     )
-    max_metadata_pairs: int = Field(16, ge=0)
-    max_metadata_key_chars: int = Field(64, ge=1)
-    max_metadata_value_chars: int = Field(512, ge=1)
+    max_metadata_pairs: int = Field(
+        16, ge=0, description="Most key-value pairs in a batch's metadata."
+    )
+    max_metadata_key_chars: int = Field(
+        64, ge=1, description="Longest key in a batch's metadata (OpenAI: 64)."
+    )
+    max_metadata_value_chars: int = Field(
+        512, ge=1, description="Longest value in a batch's metadata (OpenAI: 512)."
+    )
     max_completion_window: str = Field(
         "30d",
         pattern=r"^[1-9][0-9]{0,6}[smhd]$",
@@ -633,7 +639,7 @@ class WebSettings(_Section):
 
 
 class SecuritySettings(_Section):
-    """API keys, request size limits and CORS (README, Security)."""
+    """API keys, request size limits and CORS (docs/guides/security.md)."""
 
     key_secret: str | None = Field(
         None,
@@ -744,12 +750,21 @@ class Settings(BaseSettings):
         description="Where file contents live: a directory (default home/files; a shared "
         "one for several nodes) or s3://bucket/prefix.",
     )
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field(
+        "127.0.0.1",
+        description="Address `freight serve` binds (`--host`); any but a loopback address needs "
+        "an API key first (`freight keys create`).",
+    )
+    port: int = Field(8000, description="Port `freight serve` listens on (`--port`).")
     public_base_url: str | None = Field(
         None, description="Absolute URL clients reach this server at (for results_url)."
     )
-    default_model: str = DEFAULT_CHAT_MODEL
+    default_model: str = Field(
+        DEFAULT_CHAT_MODEL,
+        description="The model a table run (`freight run TABLE --prompt`) uses without "
+        "`--model`, and the one `freight serve` starts at once (if you registered vLLM "
+        "models and this is none of them, it starts those instead).",
+    )
     models: list[ModelSettings] = Field(default_factory=list)
     engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
     embeddings: EmbeddingsSettings = Field(default_factory=EmbeddingsSettings)  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ declares: Alembic's `compare_metadata` finds nothing, and every reflected column
 and constraint equals what `metadata.create_all` builds. A database at each old head (the
 heads before 0013_merge_heads, and the revisions they grew from) keeps its rows through the
 upgrade, down to that head again and back up. The package ships every migration file, and
-the alembic CLI works from the checkout (README, Migrations).
+the alembic CLI works from the checkout (docs/guides/development.md).
 """
 
 from __future__ import annotations
@@ -378,7 +378,7 @@ def downgrade_to_exactly(db: Database, revision: str) -> None:
 
 def test_there_is_one_head_and_it_reaches_every_revision_file() -> None:
     heads = script().get_heads()
-    assert len(heads) == 1, f"{heads}: join them with `alembic merge` (README, Migrations)"
+    assert len(heads) == 1, f"{heads}: join them with `alembic merge` (docs/guides/development.md)"
     reachable = {Path(r.path) for r in script().iterate_revisions(heads[0], "base")}
     files = {p for p in (MIGRATIONS / "versions").glob("*.py") if p.name != "__init__.py"}
     assert files == reachable

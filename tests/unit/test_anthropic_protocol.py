@@ -391,7 +391,7 @@ def test_deeply_nested_params_are_refused_in_bounded_memory() -> None:
     ids=["one request 200,000 deep", "5,000 requests"],
 )
 def test_a_create_body_is_read_one_request_at_a_time(params: bytes) -> None:
-    """The bound README.md states: a 1 MB body, shallow or 200,000 levels deep, is read
+    """The security guide's bound: a 1 MB body, shallow or 200,000 levels deep, is read
     within a few MiB (the read buffer and one request), not in proportion to its size.
 
     (Not a test to run against the reader before the fix: 200,000 levels need tens of

@@ -455,10 +455,9 @@ def test_serve_preloads_the_users_models_instead_of_the_toy(tmp_path: Path) -> N
     assert serve.preloaded(echo_only) == [CHAT_MODEL]
 
 
-def test_the_readme_gpu_example_passes_the_check_on_two_gpus(tmp_path: Path) -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("## GPU", 1)[1]
-    data = tomllib.loads(section.split("```toml\n", 1)[1].split("```", 1)[0])
+def test_the_gpu_guides_example_passes_the_check_on_two_gpus(tmp_path: Path) -> None:
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "guides" / "gpu.md").read_text()
+    data = tomllib.loads(guide.split("```toml\n", 1)[1].split("```", 1)[0])
     for entry in data["models"]:
         entry["path"] = tmp_path
     s = Settings(

@@ -161,7 +161,7 @@ def test_surrogates_exposed_spells_lone_high_escapes_as_bytes_whatever_the_reads
     ids=["200,000 deep", "messages", "empty objects", "long string"],
 )
 def test_checking_a_body_takes_at_most_three_bytes_of_memory_per_byte(body: bytes) -> None:
-    """The bound README.md states: the check's own memory, the body aside."""
+    """The bound docs/guides/security.md states: the check's own memory, the body aside."""
     tracemalloc.start()
     try:
         json_budget.problem(body, "The request body", 64)
@@ -198,7 +198,7 @@ def test_checking_a_body_takes_at_most_three_bytes_of_memory_per_byte(body: byte
     ids=["one long prompt", "short messages", "empty text blocks", "one-token prompts"],
 )
 def test_an_accepted_body_is_read_in_memory_linear_in_its_size(url: str, body: Any) -> None:
-    """The bound README.md states for a real-time body or batch line: the budget check,
+    """The security guide's bound for a real-time body or batch line: the budget check,
     Python's json and the request model together, at most 64 bytes per byte of body (the
     worst shape known, a list of one-token prompts, takes about 56; text about 2)."""
     raw = json.dumps(body, separators=(",", ":")).encode()

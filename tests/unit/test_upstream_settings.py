@@ -19,7 +19,7 @@ from freight.config import (
 )
 from freight.errors import ConfigError
 
-README = Path(__file__).parents[2] / "README.md"
+MODELS_GUIDE = Path(__file__).parents[2] / "docs" / "guides" / "models.md"
 
 
 def load_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Settings:
@@ -36,15 +36,15 @@ def one_model(engine: str, upstream_lines: str) -> str:
     )
 
 
-def readme_upstream_examples() -> list[str]:
-    blocks = re.findall(r"```toml\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+def guide_upstream_examples() -> list[str]:
+    blocks = re.findall(r"```toml\n(.*?)```", MODELS_GUIDE.read_text(encoding="utf-8"), re.S)
     return [b for b in blocks if "[models.upstream]" in b]
 
 
-def test_the_readmes_upstream_examples_load_as_their_engines_style(
+def test_the_models_guides_upstream_examples_load_as_their_engines_style(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    examples = readme_upstream_examples()
+    examples = guide_upstream_examples()
     assert len(examples) == 3
     loaded = [load_toml(tmp_path, monkeypatch, text).models[0] for text in examples]
     http, openai_batch, anthropic_batch = (m.upstream for m in loaded)

@@ -14,7 +14,7 @@ take to send it or its body, so a client could hold a connection, and the memory
   `body_timeout_seconds` for the next piece of a request body. A body nobody reads (the
   app answered early) gets the same idle limit from the protocol.
 
-What is left to a reverse proxy (README, Security): a minimum body rate, and limits per
+What is left to a reverse proxy (docs/guides/security.md): a minimum body rate, and limits per
 client address.
 """
 

@@ -1,7 +1,7 @@
 """Alembic environment: runs on the connection that freight.store.db hands over.
 
 Freight migrates itself: every process calls `Database.migrate` on start, which passes
-its connection in `config.attributes`. The alembic CLI (README, Migrations) has no such
+its connection in `config.attributes`. The alembic CLI (docs/guides/development.md) has no such
 connection; `-x url=DATABASE_URL` names a development database to open instead.
 """
 
