@@ -18,7 +18,7 @@ from freight.config import (
 )
 from freight.engines.metering import BATCH
 from freight.engines.registry import Registry
-from freight.service import estimate, token_counts
+from freight.service import completion, estimate, token_counts
 from freight.store import batches
 from freight.store.db import Database, open_database
 from freight.usage import pricing
@@ -271,7 +271,7 @@ def test_a_running_batch_is_expected_to_end_after_its_open_work(
             num_succeeded=10,
             output_tokens=50,  # 5 per request: 20 open x 5 = 100 tokens at 10 tokens/s
         )
-        at = estimate.live_completion_at(conn, record, now=float(now))
+        at = completion.live_completion_at(conn, record, now=float(now))
     assert at == now + 10
 
 

@@ -18,42 +18,33 @@ counts, without running anything:
 - the cost at the configured prices (usage/pricing.py): as batch work, at real-time
   prices, and the saving.
 
-A batch carries `expected_completion_at`: estimated when it is created (its line count at
-the history's tokens per request) and, while it runs, recomputed on every read from its
-open requests and the measured throughput (`with_live_completion`), which costs three
-small queries on the batches and engine_usage tables.
-
-There is no result cache yet (issue 22, point 2): `cache_hits` is null, and says so.
+Per-line counting is service/request_counts.py; a batch's `expected_completion_at` is
+service/completion.py's. There is no result cache yet (issue 22, point 2): `cache_hits` is null, and says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
-
-import sqlalchemy as sa
+from typing import Any, Literal
 
 from freight.config import Settings
-from freight.engines.base import Task
 from freight.engines.pool import EnginePool
 from freight.engines.registry import Registry
-from freight.errors import FreightError, InvalidRequest, NotFound
-from freight.protocol import endpoints
+from freight.errors import InvalidRequest, NotFound
+from freight.protocol import batch_input, endpoints
 from freight.protocol.batch_input import FileValidator, TooLong, iter_lines
 from freight.protocol.openai_wire import BatchError
-from freight.service import token_counts
+from freight.service import completion, request_counts, token_counts
 from freight.service.runtime import Service
 from freight.store import batches, files, usage
 from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
-from freight.store.statuses import BatchStatus
 from freight.upstream import passthrough
 from freight.usage import forecast, pricing
 
@@ -162,96 +153,6 @@ def to_json_dict(estimate: Estimate) -> dict[str, Any]:
     return {"object": estimate.object, **plain(dataclasses.asdict(estimate))}
 
 
-@dataclass
-class _Tally:
-    num_requests: int = 0
-    num_invalid: int = 0
-    num_over_context: int = 0
-    num_without_max_tokens: int = 0
-    prompt_tokens: int = 0
-    ceiling: int | None = 0
-    expected: float | None = 0.0
-
-
-@dataclass(frozen=True)
-class QueuePlace:
-    """Where the estimated work would join the queue: its deadline, and its own batch
-    (when estimating a batch that exists) so that it does not count itself as ahead."""
-
-    expires_at: int
-    created_ns: int
-    batch_id: str | None = None
-
-
-class _Counting:
-    """The counts of one model's requests, line by line."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        registry: Registry,
-        db: Database,
-        endpoint: endpoints.AnyEndpoint,
-        model: str,
-        engines: EnginePool | None,
-    ) -> None:
-        self.endpoint = endpoint
-        self.model = model
-        self.counter = token_counts.counter_for(settings, registry, model, engines=engines)
-        with db.read() as conn:
-            history = usage.request_history(conn, model, endpoint.url)
-        self.history = forecast.per_request(history, endpoint.task)
-        self.tally = _Tally()
-
-    def add(self, body: dict[str, Any]) -> None:
-        tally = self.tally
-        try:
-            parsed = endpoints.parse_body(self.endpoint, body, in_batch=True)
-            if isinstance(self.endpoint, endpoints.EmbeddingsEndpoint):
-                request = self.endpoint.to_request(parsed, "estimate")
-                prompt, ceiling, is_capped = self.counter.embedding_inputs(request), 0, True
-            else:
-                work = self.endpoint.to_generations(parsed, "estimate")
-                prompt, ceiling, is_capped = self._generations(work)
-        except FreightError:  # a body the worker would answer with an error line
-            tally.num_invalid += 1
-            return
-        if ceiling is not None and ceiling < 0:  # the engine refuses it: an error line
-            tally.num_invalid += 1
-            tally.num_over_context += 1
-            return
-        tally.num_requests += 1
-        tally.prompt_tokens += prompt
-        tally.num_without_max_tokens += not is_capped
-        tally.ceiling = (
-            None if tally.ceiling is None or ceiling is None else tally.ceiling + ceiling
-        )
-        mean = self.history.mean_tokens if self.endpoint.task == "generate" else 0.0
-        expected = forecast.expected_for(ceiling, mean)
-        tally.expected = (
-            None if tally.expected is None or expected is None else (tally.expected + expected)
-        )
-
-    def _generations(self, work: list[Any]) -> tuple[int, int | None, bool]:
-        """Prompt tokens, output ceiling (-1: over the context) and whether every prompt
-        has its own max_tokens."""
-        context = self.counter.context.num_tokens
-        prompt, ceiling, is_capped = 0, 0, True
-        for generation in work:
-            num_prompt = self.counter.prompt(generation)
-            prompt += num_prompt
-            limit = generation.sampling.max_tokens
-            room = None if context is None else context - num_prompt
-            if room is not None and (room <= 0 or (limit is not None and limit > room)):
-                return prompt, -1, is_capped
-            if limit is None:
-                is_capped = False
-                limit = room
-            if ceiling is not None:
-                ceiling = None if limit is None else ceiling + limit * generation.sampling.n
-        return prompt, ceiling, is_capped
-
-
 def estimate(
     settings: Settings,
     registry: Registry,
@@ -260,7 +161,7 @@ def estimate(
     endpoint_url: str,
     *,
     engines: EnginePool | None = None,
-    place: QueuePlace | None = None,
+    place: completion.QueuePlace | None = None,
     now: float | None = None,
 ) -> Estimate:
     """Estimate the lines of `sources` (each validated as one batch file; a table's chunks
@@ -268,7 +169,7 @@ def estimate(
     now = time.time() if now is None else now
     endpoint = endpoints.get(endpoint_url)
     check_model = functools.partial(passthrough.serving_problem, registry, in_batch=True)
-    counting: _Counting | None = None
+    counting: request_counts.RequestCounts | None = None
     num_unrunnable = 0  # lines with a bad body before any model was known
     for lines in sources:
         validator = FileValidator(
@@ -284,26 +185,42 @@ def estimate(
                 num_unrunnable += 1
                 continue
             if counting is None:
-                counting = _Counting(settings, registry, db, endpoint, accepted.model, engines)
+                counting = _counting(settings, registry, db, endpoint, accepted.model, engines)
             counting.add(accepted.body)
         problems = validator.finish()
         if problems:
             raise InvalidInput(problems)
     if place is None:
-        place = QueuePlace(int(now) + DEFAULT_WINDOW_SECONDS, time.time_ns())
+        place = completion.QueuePlace(int(now) + DEFAULT_WINDOW_SECONDS, time.time_ns())
     return _assemble(settings, db, endpoint, counting, num_unrunnable, place, now)
+
+
+def _counting(
+    settings: Settings,
+    registry: Registry,
+    db: Database,
+    endpoint: endpoints.AnyEndpoint,
+    model: str,
+    engines: EnginePool | None,
+) -> request_counts.RequestCounts:
+    """The counts of `model`'s lines, with its tokenizer and its history here."""
+    counter = token_counts.counter_for(settings, registry, model, engines=engines)
+    with db.read() as conn:
+        history = usage.request_history(conn, model, endpoint.url)
+    per_request = forecast.per_request(history, endpoint.task)
+    return request_counts.RequestCounts(endpoint, model, counter, per_request)
 
 
 def _assemble(
     settings: Settings,
     db: Database,
     endpoint: endpoints.AnyEndpoint,
-    counting: _Counting | None,
+    counting: request_counts.RequestCounts | None,
     num_unrunnable: int,
-    place: QueuePlace,
+    place: completion.QueuePlace,
     now: float,
 ) -> Estimate:
-    tally = counting.tally if counting is not None else _Tally()
+    tally = counting.tally if counting is not None else request_counts.Tally()
     model = counting.model if counting is not None else None
     task = endpoint.task
     history = counting.history if counting is not None else forecast.PerRequest(None, 0)
@@ -383,7 +300,7 @@ def _duration(
     endpoint: endpoints.AnyEndpoint,
     model: str | None,
     work: int | None,
-    place: QueuePlace,
+    place: completion.QueuePlace,
     now: float,
 ) -> Duration:
     if model is None or work is None:
@@ -391,7 +308,7 @@ def _duration(
         return Duration(None, None, None, 0, 0, None, None, reason)
     task = endpoint.task
     with db.read() as conn:
-        rate, ahead = _rate_and_queue(conn, model, task, place, now)
+        rate, ahead = completion.rate_and_queue(conn, model, task, place, now)
     own = forecast.seconds_for(work, rate)
     before = forecast.seconds_for(ahead.num_tokens, rate)
     total = None if own is None or before is None else own + before
@@ -420,41 +337,7 @@ def _duration(
     )
 
 
-def _rate_and_queue(
-    conn: sa.Connection, model: str, task: Task, place: QueuePlace, now: float
-) -> tuple[forecast.Throughput, forecast.QueuedAhead]:
-    """The model's measured batch throughput, and the open work that runs before `place`."""
-    work = usage.batch_engine_work(conn, model, since=now - forecast.RATE_WINDOW_SECONDS)
-    rate = forecast.throughput(work, task)
-    ahead = [
-        b
-        for b in usage.open_batches(conn, model)
-        if b.id != place.batch_id and forecast.runs_before(b, place.expires_at, place.created_ns)
-    ]
-
-    @functools.cache
-    def mean_for(endpoint_url: str) -> float | None:
-        history = usage.request_history(conn, model, endpoint_url)
-        return forecast.per_request(history, task).mean_tokens
-
-    return rate, forecast.queued_ahead(ahead, task, mean_for)
-
-
 # --- inputs --------------------------------------------------------------------------------
-
-
-def first_line(fh: BinaryIO, max_line_bytes: int) -> dict[str, Any] | None:
-    """The first line that parses as a JSON object, if one does (cheap: reads no further)."""
-    for _, raw in iter_lines(fh, max_line_bytes):
-        if isinstance(raw, TooLong):
-            continue
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            return obj
-    return None
 
 
 def endpoint_of(first: dict[str, Any] | None, given: str | None) -> str:
@@ -474,13 +357,13 @@ def estimate_blob(
     endpoint_url: str | None,
     *,
     engines: EnginePool | None = None,
-    place: QueuePlace | None = None,
+    place: completion.QueuePlace | None = None,
 ) -> Estimate:
     """Estimate a stored batch input file."""
     limit = settings.limits.max_line_bytes
     if endpoint_url is None:
         with blobs.open(blob) as fh:
-            endpoint_url = endpoint_of(first_line(fh, limit), None)
+            endpoint_url = endpoint_of(batch_input.first_object(fh, limit), None)
     with blobs.open(blob) as fh:
         return estimate(
             settings,
@@ -505,90 +388,11 @@ def estimate_path(
     """Estimate a batch input file on disk (`freight estimate FILE`)."""
     limit = settings.limits.max_line_bytes
     with open(path, "rb") as fh:
-        endpoint_url = endpoint_of(first_line(fh, limit), endpoint_url)
+        endpoint_url = endpoint_of(batch_input.first_object(fh, limit), endpoint_url)
         fh.seek(0)
         return estimate(
             settings, registry, db, [iter_lines(fh, limit)], endpoint_url, engines=engines
         )
-
-
-# --- a batch's expected completion ---------------------------------------------------------
-
-
-def initial_completion_at(
-    conn: sa.Connection,
-    *,
-    model: str | None,
-    endpoint_url: str,
-    num_requests: Callable[[], int],
-    expires_at: int,
-    created_ns: int,
-    now: float,
-) -> int | None:
-    """A new batch's expected completion: `num_requests()` (called only when there is a
-    history: it may read the whole file) at the history's tokens per request of `model`
-    (its first line's), after the work ahead of it. None without a history or a measured
-    rate: the reads of the running batch will know more."""
-    endpoint = endpoints.ENDPOINTS.get(endpoint_url)
-    if model is None or endpoint is None:
-        return None
-    mean = forecast.per_request(
-        usage.request_history(conn, model, endpoint_url), endpoint.task
-    ).mean_tokens
-    if mean is None:
-        return None
-    place = QueuePlace(expires_at, created_ns)
-    rate, ahead = _rate_and_queue(conn, model, endpoint.task, place, now)
-    if rate.tokens_per_second is None:
-        return None
-    seconds = forecast.seconds_for(num_requests() * mean + ahead.num_tokens, rate)
-    return forecast.completion_at(now, seconds)
-
-
-def live_completion_at(conn: sa.Connection, batch: batches.BatchRecord, now: float) -> int | None:
-    """A running batch's expected completion from its open requests, at its own tokens
-    per request so far (the history's before it has any), after the work ahead of it.
-    Otherwise (validating, ended, or nothing to go on) what was stored at create."""
-    endpoint = endpoints.ENDPOINTS.get(batch.endpoint)
-    if batch.status != BatchStatus.IN_PROGRESS or batch.model is None or endpoint is None:
-        return batch.expected_completion_at
-    if batch.num_open == 0:
-        return int(now)  # finalizing any moment
-    history = usage.request_history(conn, batch.model, batch.endpoint)
-    running = usage.OpenBatch(
-        batch.id,
-        batch.endpoint,
-        batch.expires_at,
-        batch.created_ns,
-        batch.num_open,
-        batch.num_succeeded,
-        batch.input_tokens,
-        batch.output_tokens,
-    )
-    fallback = forecast.per_request(history, endpoint.task).mean_tokens
-    mean = forecast.batch_mean(running, endpoint.task, fallback)
-    if mean is None:
-        return batch.expected_completion_at
-    place = QueuePlace(batch.expires_at, batch.created_ns, batch.id)
-    rate, ahead = _rate_and_queue(conn, batch.model, endpoint.task, place, now)
-    seconds = forecast.seconds_for(batch.num_open * mean + ahead.num_tokens, rate)
-    if seconds is None:
-        return batch.expected_completion_at
-    return forecast.completion_at(now, seconds)
-
-
-def with_live_completion(conn: sa.Connection, batch: batches.BatchRecord) -> batches.BatchRecord:
-    """The batch with its expected completion as of now (see live_completion_at)."""
-    if batch.status != BatchStatus.IN_PROGRESS:
-        return batch
-    value = live_completion_at(conn, batch, time.time())
-    return dataclasses.replace(batch, expected_completion_at=value)
-
-
-def with_live_completions(
-    conn: sa.Connection, records: list[batches.BatchRecord]
-) -> list[batches.BatchRecord]:
-    return [with_live_completion(conn, r) for r in records]
 
 
 # --- the API's estimate --------------------------------------------------------------------
@@ -622,7 +426,7 @@ def estimate_request(
             if batch.input_file_id is None:
                 raise InvalidRequest(f"Batch {batch_id} has no input file.", param="batch_id")
             input_file_id, endpoint = batch.input_file_id, batch.endpoint
-            place = QueuePlace(batch.expires_at, batch.created_ns, batch.id)
+            place = completion.QueuePlace(batch.expires_at, batch.created_ns, batch.id)
         assert input_file_id is not None  # one of the two was given (checked above)
         record = files.get(conn, input_file_id, visible)
     if record.purpose != "batch":

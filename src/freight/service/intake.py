@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from freight import ids
 from freight.config import LimitSettings
 from freight.errors import FreightError, InvalidRequest
-from freight.protocol import endpoints, message_batch_input, openai_wire
-from freight.service import estimate, quotas
+from freight.protocol import batch_input, endpoints, message_batch_input, openai_wire
+from freight.service import completion, quotas
 from freight.service.runtime import Service
 from freight.store import batches, blob_store, files
 
@@ -91,8 +91,8 @@ def create_openai_batch(
     now = now_ns // 1_000_000_000
     with svc.db.read() as conn:
         input_file = _input_file(conn, req.input_file_id, owner)
-        # An estimate from the line count (service/estimate.py), outside the write lock.
-        expected = estimate.initial_completion_at(
+        # An estimate from the line count (service/completion.py), outside the write lock.
+        expected = completion.initial_completion_at(
             conn,
             model=_first_model(svc, input_file.blob),
             endpoint_url=req.endpoint,
@@ -132,7 +132,7 @@ def _first_model(svc: Service, blob: str) -> str | None:
     expected completion is first estimated for (reads only the first line)."""
     try:
         with svc.blobs.open(blob) as fh:
-            first = estimate.first_line(fh, svc.settings.limits.max_line_bytes)
+            first = batch_input.first_object(fh, svc.settings.limits.max_line_bytes)
     except FileNotFoundError:
         return None
     body = first.get("body") if first else None

@@ -66,7 +66,7 @@ batches = sa.Table(
     sa.Column(
         "expected_completion_at",
         sa.BigInteger,
-        doc="Estimated when it was created (service/estimate.py); reads recompute it.",
+        doc="Estimated when it was created (service/completion.py); reads recompute it.",
     ),
     sa.Index("ix_batches_project_created", "project", "created_ns"),
     sa.Index("ix_batches_status", "status"),

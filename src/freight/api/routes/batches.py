@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field
 
 from freight.api.deps import project, scope, service
 from freight.protocol import openai_wire, request_model, views
-from freight.service import estimate, intake
+from freight.service import completion, estimate, intake
 from freight.service.runtime import Service
 from freight.store import batches
 
@@ -76,7 +76,7 @@ def retrieve_batch(
 ) -> openai_wire.Batch:
     with svc.db.read() as conn:
         record = batches.get(conn, batch_id, visible, api="openai")
-        return views.batch_object(estimate.with_live_completion(conn, record))
+        return views.batch_object(completion.with_live_completion(conn, record))
 
 
 @router.get("", response_model=openai_wire.ListPage)
@@ -90,7 +90,7 @@ def list_batches(
         records, has_more = batches.list_page(
             conn, api="openai", project=visible, after=after, limit=limit
         )
-        records = estimate.with_live_completions(conn, records)
+        records = completion.with_live_completions(conn, records)
     return views.list_page([views.batch_object(r) for r in records], has_more)
 
 
