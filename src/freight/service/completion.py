@@ -5,8 +5,9 @@ tokens per request of its first line's model (no tokenizing: creating stays chea
 batch with no history to go on starts with none. While the batch runs,
 `live_completion_at` recomputes it on every read (the API's retrieve and list, the
 dashboard) from its open requests at its own tokens per request so far, after the open
-work of the batches ahead of it, at the model's measured batch throughput
-(usage/forecast.py): three small queries on the batches and engine_usage tables. Once the
+work of the batches ahead of it, at the model's measured batch throughput of the last
+hour (usage/forecast.py): two small queries, on the in-progress batches and on the last
+hour's engine_usage rows. Once the
 batch has ended, the estimate made at create stands, to compare with when it ended.
 """
 
@@ -26,6 +27,10 @@ from freight.store import batches, usage
 from freight.store.statuses import BatchStatus
 from freight.usage import forecast
 
+# A running batch is timed at the last hour's throughput (the conditions it runs in, and
+# few engine_usage rows to add up on every read), else at the longer window's.
+LIVE_WINDOWS = (3600, forecast.RATE_WINDOW_SECONDS)
+
 
 @dataclass(frozen=True)
 class QueuePlace:
@@ -38,11 +43,20 @@ class QueuePlace:
 
 
 def rate_and_queue(
-    conn: sa.Connection, model: str, task: Task, place: QueuePlace, now: float
+    conn: sa.Connection,
+    model: str,
+    task: Task,
+    place: QueuePlace,
+    now: float,
+    *,
+    windows: tuple[int, ...] = (forecast.RATE_WINDOW_SECONDS,),
 ) -> tuple[forecast.Throughput, forecast.QueuedAhead]:
-    """The model's measured batch throughput, and the open work that runs before `place`."""
-    work = usage.batch_engine_work(conn, model, since=now - forecast.RATE_WINDOW_SECONDS)
-    rate = forecast.throughput(work, task)
+    """The model's measured batch throughput (over the first of `windows`, in seconds
+    back from `now`, that has any), and the open work that runs before `place`."""
+    for window in windows:
+        rate = forecast.throughput(usage.batch_engine_work(conn, model, since=now - window), task)
+        if rate.tokens_per_second is not None:
+            break
     ahead = [
         b
         for b in usage.open_batches(conn, model)
@@ -96,7 +110,6 @@ def live_completion_at(conn: sa.Connection, batch: batches.BatchRecord, now: flo
         return batch.expected_completion_at
     if batch.num_open == 0:
         return int(now)  # finalizing any moment
-    history = usage.request_history(conn, batch.model, batch.endpoint)
     running = usage.OpenBatch(
         batch.id,
         batch.endpoint,
@@ -107,12 +120,15 @@ def live_completion_at(conn: sa.Connection, batch: batches.BatchRecord, now: flo
         batch.input_tokens,
         batch.output_tokens,
     )
-    fallback = forecast.per_request(history, endpoint.task).mean_tokens
+    fallback = None
+    if not batch.num_succeeded:
+        history = usage.request_history(conn, batch.model, batch.endpoint)
+        fallback = forecast.per_request(history, endpoint.task).mean_tokens
     mean = forecast.batch_mean(running, endpoint.task, fallback)
     if mean is None:
         return batch.expected_completion_at
     place = QueuePlace(batch.expires_at, batch.created_ns, batch.id)
-    rate, ahead = rate_and_queue(conn, batch.model, endpoint.task, place, now)
+    rate, ahead = rate_and_queue(conn, batch.model, endpoint.task, place, now, windows=LIVE_WINDOWS)
     seconds = forecast.seconds_for(batch.num_open * mean + ahead.num_tokens, rate)
     if seconds is None:
         return batch.expected_completion_at

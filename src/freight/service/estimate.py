@@ -19,7 +19,8 @@ counts, without running anything:
   prices, and the saving.
 
 Per-line counting is service/request_counts.py; a batch's `expected_completion_at` is
-service/completion.py's. There is no result cache yet (issue 22, point 2): `cache_hits` is null, and says so.
+service/completion.py's. There is no result cache yet (issue 22, point 2): `cache_hits`
+is null, and says so.
 """
 
 from __future__ import annotations

@@ -91,10 +91,12 @@ def create_openai_batch(
     now = now_ns // 1_000_000_000
     with svc.db.read() as conn:
         input_file = _input_file(conn, req.input_file_id, owner)
+    model = _first_model(svc, input_file.blob)
+    with svc.db.read() as conn:
         # An estimate from the line count (service/completion.py), outside the write lock.
         expected = completion.initial_completion_at(
             conn,
-            model=_first_model(svc, input_file.blob),
+            model=model,
             endpoint_url=req.endpoint,
             num_requests=lambda: svc.quotas.line_count(svc.blobs, input_file.blob),
             expires_at=now + seconds,

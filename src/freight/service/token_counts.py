@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,21 +54,32 @@ class TokenCounter:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class SharedTokenizer:
+    """A loaded HF tokenizer and the lock its users take: a fast tokenizer used from two
+    threads at once can fail ("Already borrowed"), and API estimates run in threads."""
+
+    tokenizer: Any
+    lock: threading.Lock
+
+
 class TokenizerCounter(TokenCounter):
     method = "tokenizer"
     is_exact = True
 
-    def __init__(self, tokenizer: Any, note: str, context: ContextLength) -> None:
-        self._tokenizer = tokenizer
+    def __init__(self, shared: SharedTokenizer, note: str, context: ContextLength) -> None:
+        self._shared = shared
         self.note = note
         self.context = context
 
     def prompt(self, request: GenerationRequest) -> int:
-        return len(vllm_engine.prompt_token_ids(self._tokenizer, request))
+        with self._shared.lock:
+            return len(vllm_engine.prompt_token_ids(self._shared.tokenizer, request))
 
     def embedding_inputs(self, request: EmbeddingRequest) -> int:
         texts = [x for x in request.inputs if isinstance(x, str)]
-        encoded = self._tokenizer(texts)["input_ids"] if texts else []
+        with self._shared.lock:
+            encoded = self._shared.tokenizer(texts)["input_ids"] if texts else []
         arrays = [x for x in request.inputs if not isinstance(x, str)]
         return sum(len(ids) for ids in encoded) + sum(len(ids) for ids in arrays)
 
@@ -113,8 +125,9 @@ class CharacterCounter(TokenCounter):
 
 
 @functools.lru_cache(maxsize=8)
-def _tokenizer(path: str, trust_remote_code: bool) -> Any:
-    return vllm_engine.load_tokenizer(Path(path), trust_remote_code=trust_remote_code)
+def _tokenizer(path: str, trust_remote_code: bool) -> SharedTokenizer:
+    tokenizer = vllm_engine.load_tokenizer(Path(path), trust_remote_code=trust_remote_code)
+    return SharedTokenizer(tokenizer, threading.Lock())
 
 
 def embeddings_tokenizer_dir(model_dir: Path) -> Path:
