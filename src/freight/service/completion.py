@@ -53,6 +53,7 @@ def rate_and_queue(
 ) -> tuple[forecast.Throughput, forecast.QueuedAhead]:
     """The model's measured batch throughput (over the first of `windows`, in seconds
     back from `now`, that has any), and the open work that runs before `place`."""
+    rate = forecast.Throughput(None, 0.0, 0)
     for window in windows:
         rate = forecast.throughput(usage.batch_engine_work(conn, model, since=now - window), task)
         if rate.tokens_per_second is not None:

@@ -231,7 +231,8 @@ def _assemble(
         basis: Literal["history", "ceiling", "none"] = "ceiling"
         output_note = "embeddings generate no tokens"
     elif expected is None:
-        basis, output_note = "none", "unknown: no history, and a request has no known ceiling"
+        basis = "none"
+        output_note = "unknown: no history, and a request has no known ceiling"
     elif history.mean_tokens is not None:
         basis = "history"
         output_note = (
@@ -409,12 +410,13 @@ def estimate_request(
 ) -> Estimate:
     """POST /v1/batches/estimate: an input file of the caller's (with its endpoint, or its
     first line's), or an existing batch's input file and endpoint. Others' ids are 404s."""
-    if (input_file_id is None) == (batch_id is None):
-        raise InvalidRequest(
-            "Give exactly one of input_file_id (an uploaded batch input file) and batch_id "
-            "(an existing batch, estimated from its input file).",
-            param="input_file_id" if input_file_id is None else "batch_id",
-        )
+    neither_or_both = InvalidRequest(
+        "Give exactly one of input_file_id (an uploaded batch input file) and batch_id "
+        "(an existing batch, estimated from its input file).",
+        param="input_file_id" if input_file_id is None else "batch_id",
+    )
+    if input_file_id is not None and batch_id is not None:
+        raise neither_or_both
     place = None
     with svc.db.read() as conn:
         if batch_id is not None:
@@ -428,7 +430,8 @@ def estimate_request(
                 raise InvalidRequest(f"Batch {batch_id} has no input file.", param="batch_id")
             input_file_id, endpoint = batch.input_file_id, batch.endpoint
             place = completion.QueuePlace(batch.expires_at, batch.created_ns, batch.id)
-        assert input_file_id is not None  # one of the two was given (checked above)
+        if input_file_id is None:
+            raise neither_or_both
         record = files.get(conn, input_file_id, visible)
     if record.purpose != "batch":
         raise InvalidRequest(

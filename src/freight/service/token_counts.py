@@ -153,8 +153,9 @@ def context_length(
     """The context length the model's vLLM engine runs with: the started engine's, else
     the configured one, else the model's own (its config.json)."""
     started = engines.engine(spec.name) if engines is not None else None
-    if started is not None and getattr(started, "max_model_len", 0):
-        return ContextLength(int(started.max_model_len), "the running engine")
+    running = getattr(started, "max_model_len", 0) if started is not None else 0
+    if running:
+        return ContextLength(int(running), "the running engine")
     entry = _entry(settings, spec.name)
     if entry.max_model_len is not None:
         return ContextLength(entry.max_model_len, f"[[models]] max_model_len of {spec.name}")
