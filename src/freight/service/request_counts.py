@@ -91,7 +91,8 @@ class RequestCounts:
         """A request's prompts (one per generation), counted, with the engine's checks:
         it refuses a prompt that leaves no room, or a max_tokens larger than the room."""
         context = self.counter.context.num_tokens
-        prompt, ceiling, is_capped = 0, 0, True
+        prompt, is_capped = 0, True
+        ceiling: int | None = 0
         for generation in work:
             num_prompt = self.counter.prompt(generation)
             prompt += num_prompt
