@@ -432,7 +432,10 @@ def estimate_request(
             place = completion.QueuePlace(batch.expires_at, batch.created_ns, batch.id)
         if input_file_id is None:
             raise neither_or_both
-        record = files.get(conn, input_file_id, visible)
+        try:
+            record = files.get(conn, input_file_id, visible)
+        except NotFound as exc:  # named as this request names it
+            raise NotFound(exc.message, param="input_file_id") from None
     if record.purpose != "batch":
         raise InvalidRequest(
             f"File {record.id} has purpose '{record.purpose}'; an estimate reads a batch input "
