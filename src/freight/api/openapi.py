@@ -113,7 +113,11 @@ def complete(schema: dict[str, Any]) -> None:
             ok = responses.setdefault("200", {"description": "Successful Response"})
             if path in _DOWNLOADS:
                 ok["content"] = {_DOWNLOADS[path]: {"schema": {"type": "string"}}}
-            elif "requestBody" in operation and method == "post" and path != "/v1/batches":
+            elif (
+                "requestBody" in operation
+                and method == "post"
+                and not path.startswith("/v1/batches")
+            ):
                 # Real-time routes stream server-sent events when the body says stream: true.
                 ok.setdefault("content", {})["text/event-stream"] = {"schema": {"type": "string"}}
             if (path, method) == ("/v1/files", "post"):

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from freight.cli import client, keys, report, run, serve, webhooks
+from freight.cli import client, estimate, keys, report, run, serve, webhooks
 
 app = typer.Typer(
     help="Freight: batch inference on your own models, with the OpenAI and Anthropic APIs.",
@@ -28,6 +28,7 @@ app.command()(serve.serve)
 app.command()(serve.worker)
 app.command()(run.run)
 app.command("report")(report.report_command)
+app.command("estimate")(estimate.estimate_command)
 
 
 def optional_value(argv: list[str], option: str, default: str) -> list[str]:

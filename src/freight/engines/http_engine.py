@@ -211,15 +211,9 @@ class HTTPEngine:
         return "chat/completions", body
 
     def _estimate(self, request: GenerationRequest) -> int:
-        """Tokens the call may use, for the tokens-per-minute bucket (about 4 chars a token)."""
-        if request.token_ids is not None:
-            prompt = len(request.token_ids)
-        elif request.messages is not None:
-            prompt = sum(len(m.content) for m in request.messages) // 4 + 4 * len(request.messages)
-        else:
-            prompt = len(request.text or "") // 4
+        """Tokens the call may use, for the tokens-per-minute bucket."""
         output = request.sampling.max_tokens or DEFAULT_MAX_TOKENS_ESTIMATE
-        return prompt + output * request.sampling.n
+        return approximate_prompt_tokens(request) + output * request.sampling.n
 
     def _count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
@@ -312,6 +306,16 @@ def _usage(usage: Any) -> tuple[int, int, int]:
         int(details.get("cached_tokens") or 0),
         int(usage.get("completion_tokens") or 0),
     )
+
+
+def approximate_prompt_tokens(request: GenerationRequest) -> int:
+    """A prompt's tokens at about 4 characters a token, and 4 more per chat message (its
+    role and markers): the upstream's tokenizer is not here (also `freight estimate`'s)."""
+    if request.token_ids is not None:
+        return len(request.token_ids)
+    if request.messages is not None:
+        return sum(len(m.content) for m in request.messages) // 4 + 4 * len(request.messages)
+    return len(request.text or "") // 4
 
 
 def _split_tokens(choices: list[Choice], num_output: int) -> None:

@@ -85,6 +85,33 @@ def visible_devices(indices: str, inherited: str | None) -> str:
     return ",".join(seen[int(i)] for i in indices.split(","))
 
 
+def prompt_token_ids(tokenizer: Any, request: GenerationRequest) -> list[int]:
+    """The token ids the engine runs for `request`, with the model's HF `tokenizer`: chat
+    messages through its chat template (with the tools, and the generation prompt unless
+    the last message is continued), text as it is. Estimates count with this too
+    (service/estimate.py), so they count what the engine would see."""
+    if request.token_ids is not None:
+        return list(request.token_ids)
+    if request.messages is not None:
+        rendered = tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in request.messages],
+            tools=json.loads(request.tools_json) if request.tools_json else None,
+            tokenize=False,
+            add_generation_prompt=not request.continue_final_message,
+            continue_final_message=request.continue_final_message,
+        )
+        return list(tokenizer.encode(rendered, add_special_tokens=False))
+    return list(tokenizer.encode(request.text or ""))
+
+
+def load_tokenizer(weights: Path, *, trust_remote_code: bool = False) -> Any:
+    """The model's HF tokenizer from its weights folder, as the engine loads it."""
+    _prepare_environment()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(weights), trust_remote_code=trust_remote_code)
+
+
 class VLLMEngine:
     """One model in one vLLM AsyncLLM."""
 
@@ -124,7 +151,6 @@ class VLLMEngine:
 
     def _build(self) -> tuple[Any, Any]:
         _prepare_environment()
-        from transformers import AutoTokenizer
         from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.usage.usage_lib import UsageContext
@@ -143,8 +169,8 @@ class VLLMEngine:
             ),
             **self.plan.args,
         )
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(self.weights), trust_remote_code=self.plan.args.get("trust_remote_code", False)
+        tokenizer = load_tokenizer(
+            self.weights, trust_remote_code=self.plan.args.get("trust_remote_code", False)
         )
         if self.tool_call_parser is not None:
             self._tool_parser = tool_calls.load_parser(self.tool_call_parser)
@@ -165,18 +191,7 @@ class VLLMEngine:
     # --- prompts -------------------------------------------------------------------
 
     def prompt_token_ids(self, request: GenerationRequest) -> list[int]:
-        if request.token_ids is not None:
-            return list(request.token_ids)
-        if request.messages is not None:
-            rendered = self._tokenizer.apply_chat_template(
-                [{"role": m.role, "content": m.content} for m in request.messages],
-                tools=json.loads(request.tools_json) if request.tools_json else None,
-                tokenize=False,
-                add_generation_prompt=not request.continue_final_message,
-                continue_final_message=request.continue_final_message,
-            )
-            return list(self._tokenizer.encode(rendered, add_special_tokens=False))
-        return list(self._tokenizer.encode(request.text or ""))
+        return prompt_token_ids(self._tokenizer, request)
 
     def _sampling_params(
         self, request: GenerationRequest, num_prompt_tokens: int, *, is_streamed: bool

@@ -290,3 +290,17 @@ class FileValidator:
         if self.num_lines == 0 and not self.problems:
             self._problem("empty_file", "The input file has no requests.", None)
         return self.problems
+
+
+def first_object(fh: BinaryIO, max_line_bytes: int) -> dict[str, Any] | None:
+    """The first line that parses as a JSON object, if one does (cheap: reads no further)."""
+    for _, raw in iter_lines(fh, max_line_bytes):
+        if isinstance(raw, TooLong):
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    return None

@@ -123,6 +123,11 @@ class Batch(BaseModel):
     metadata: dict[str, str] | None = None
     model: str | None = None
     usage: BatchUsage | None = None
+    expected_completion_at: int | None = Field(
+        None,
+        description="Freight extension: when the batch is expected to end (unix seconds), "
+        "from this deployment's measured throughput; null until it has history to go on.",
+    )
 
 
 class ExpiresAfter(_Strict):

@@ -58,6 +58,7 @@ def batch_object(record: BatchRecord) -> openai_wire.Batch:
         metadata=record.metadata,
         model=record.model,
         usage=usage,
+        expected_completion_at=record.expected_completion_at,
     )
 
 

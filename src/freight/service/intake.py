@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from freight import ids
 from freight.config import LimitSettings
 from freight.errors import FreightError, InvalidRequest
-from freight.protocol import endpoints, message_batch_input, openai_wire
-from freight.service import quotas
+from freight.protocol import batch_input, endpoints, message_batch_input, openai_wire
+from freight.service import completion, quotas
 from freight.service.runtime import Service
 from freight.store import batches, blob_store, files
 
@@ -87,12 +87,25 @@ def create_openai_batch(
     else:
         seconds = window_seconds(req.completion_window)
     check_metadata(req.metadata, svc.settings.limits)
+    now_ns = time.time_ns()
+    now = now_ns // 1_000_000_000
     with svc.db.read() as conn:
         input_file = _input_file(conn, req.input_file_id, owner)
+    model = _first_model(svc, input_file.blob)
+    with svc.db.read() as conn:
+        # An estimate from the line count (service/completion.py), outside the write lock.
+        expected = completion.initial_completion_at(
+            conn,
+            model=model,
+            endpoint_url=req.endpoint,
+            num_requests=lambda: svc.quotas.line_count(svc.blobs, input_file.blob),
+            expires_at=now + seconds,
+            created_ns=now_ns,
+            now=now_ns / 1e9,
+        )
 
     def insert(conn: sa.Connection) -> batches.BatchRecord:
         _input_file(conn, input_file.id, owner)  # still there
-        now = int(time.time())
         return batches.insert(
             conn,
             id=ids.new_id("batch_"),
@@ -106,12 +119,27 @@ def create_openai_batch(
                 req.output_expires_after.seconds if req.output_expires_after else None
             ),
             created_at=now,
+            created_ns=now_ns,
             expires_at=now + seconds,
+            expected_completion_at=expected,
         )
 
     return svc.quotas.admit_batch(
         svc.db, svc.blobs, owner, lambda: svc.quotas.line_count(svc.blobs, input_file.blob), insert
     )
+
+
+def _first_model(svc: Service, blob: str) -> str | None:
+    """The model of the file's first line, if it names a known one: what the batch's
+    expected completion is first estimated for (reads only the first line)."""
+    try:
+        with svc.blobs.open(blob) as fh:
+            first = batch_input.first_object(fh, svc.settings.limits.max_line_bytes)
+    except FileNotFoundError:
+        return None
+    body = first.get("body") if first else None
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) and svc.registry.has(model) else None
 
 
 def _input_file(conn: sa.Connection, file_id: str, owner: str) -> files.FileRecord:

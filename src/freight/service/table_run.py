@@ -27,8 +27,10 @@ from rich.console import Console
 from freight.config import Settings
 from freight.engines.pool import EnginePool
 from freight.engines.registry import Registry
-from freight.service import offline
+from freight.protocol.batch_input import TooLong
+from freight.service import estimate, offline
 from freight.store import batches
+from freight.store.db import Database
 from freight.store.statuses import BatchStatus
 from freight.tables import TableError, answers, formats, prompts
 
@@ -229,6 +231,26 @@ def chunks(
         yield pa.Table.from_batches(pending)
 
 
+def batch_lines(
+    run: TableRun, rows: list[dict[str, Any]], first_row: int, max_custom_id_chars: int
+) -> Iterator[tuple[int, dict[str, Any] | prompts.RowError]]:
+    """Each row's batch line, or why the row cannot be asked, by its index in `rows`
+    (`first_row` is the first one's row number): `freight run` and `freight estimate`."""
+    asked: dict[str, int] = {}  # custom_id → index in rows
+    for i, row in enumerate(rows):
+        try:
+            custom_id = prompts.custom_id(row, first_row + i, run.id_column, max_custom_id_chars)
+            if custom_id in asked:
+                earlier = first_row + asked[custom_id]
+                raise prompts.RowError(f"row {earlier} already has the id '{custom_id}'")
+            line = run.requests.line(custom_id, row)
+        except prompts.RowError as exc:
+            yield i, exc
+            continue
+        asked[custom_id] = i
+        yield i, line
+
+
 async def run_chunk(
     settings: Settings,
     run: TableRun,
@@ -247,19 +269,11 @@ async def run_chunk(
     with tempfile.TemporaryDirectory(dir=runs) as tmp:
         lines = Path(tmp) / "rows.jsonl"
         with open(lines, "w") as fh:
-            for i, row in enumerate(rows):
-                try:
-                    custom_id = prompts.custom_id(
-                        row, first_row + i, run.id_column, settings.limits.max_custom_id_chars
-                    )
-                    if custom_id in asked:
-                        earlier = first_row + asked[custom_id]
-                        raise prompts.RowError(f"row {earlier} already has the id '{custom_id}'")
-                    line = run.requests.line(custom_id, row)
-                except prompts.RowError as exc:
-                    outcomes[i] = answers.Outcome(error=str(exc))
+            for i, line in batch_lines(run, rows, first_row, settings.limits.max_custom_id_chars):
+                if isinstance(line, prompts.RowError):
+                    outcomes[i] = answers.Outcome(error=str(line))
                     continue
-                asked[custom_id] = i
+                asked[line["custom_id"]] = i
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
         batch = None
         if asked:
@@ -281,3 +295,47 @@ async def run_chunk(
     for array in answers.columns(joined, run.answers, usage=run.usage):
         chunk = chunk.append_column(run.schema.field(chunk.num_columns), array)
     return chunk, batch
+
+
+def estimate_table(
+    settings: Settings,
+    registry: Registry,
+    db: Database,
+    run: TableRun,
+    *,
+    engines: EnginePool | None = None,
+) -> estimate.Estimate:
+    """`freight estimate` on a table: its rows' lines as `freight run` would send them,
+    chunk by chunk (each validated as its batch would be; a problem's line is the row
+    number). Rows that cannot be asked (a template failing on them) count as invalid."""
+    num_row_errors = 0
+    max_line_bytes = settings.limits.max_line_bytes
+    reader = formats.TableReader(run.input_path, run.input_format)
+
+    def sources() -> Iterator[list[tuple[int, bytes | TooLong]]]:
+        nonlocal num_row_errors
+        row_number = run.num_done + 1
+        for chunk in chunks(reader.batches(), ROWS_PER_RUN, skip=run.num_done):
+            rows = chunk.to_pylist()
+            lines: list[tuple[int, bytes | TooLong]] = []
+            for i, line in batch_lines(run, rows, row_number, settings.limits.max_custom_id_chars):
+                if isinstance(line, prompts.RowError):
+                    num_row_errors += 1
+                    continue
+                raw = json.dumps(line, ensure_ascii=False).encode()
+                lines.append(
+                    (row_number + i, TooLong(len(raw)) if len(raw) > max_line_bytes else raw)
+                )
+            row_number += chunk.num_rows
+            if lines:
+                yield lines
+
+    try:
+        result = estimate.estimate(
+            settings, registry, db, sources(), prompts.ENDPOINT, engines=engines
+        )
+    finally:
+        reader.close()
+    return dataclasses.replace(
+        result, num_invalid_requests=result.num_invalid_requests + num_row_errors
+    )

@@ -86,6 +86,7 @@ class BatchRecord:
     input_tokens: int
     cached_tokens: int
     output_tokens: int
+    expected_completion_at: int | None = None  # an estimate (service/completion.py)
 
     @property
     def num_finished(self) -> int:

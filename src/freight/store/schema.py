@@ -63,6 +63,11 @@ batches = sa.Table(
     sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("cached_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column(
+        "expected_completion_at",
+        sa.BigInteger,
+        doc="Estimated when it was created (service/completion.py); reads recompute it.",
+    ),
     sa.Index("ix_batches_project_created", "project", "created_ns"),
     sa.Index("ix_batches_status", "status"),
 )

@@ -262,3 +262,108 @@ def num_requests_with_status(conn: sa.Connection, status: RequestStatus) -> int:
 def batches_by_status(conn: sa.Connection) -> dict[BatchStatus, int]:
     query = sa.select(batches.c.status, sa.func.count()).group_by(batches.c.status)
     return {BatchStatus(status): int(n) for status, n in conn.execute(query).all()}
+
+
+# --- history for estimates (service/estimate.py) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestHistory:
+    """What the succeeded requests of one model and endpoint, in every batch, added up to."""
+
+    num_requests: int
+    input_tokens: int
+    output_tokens: int
+
+
+def request_history(conn: sa.Connection, model: str, endpoint: str) -> RequestHistory:
+    """Succeeded requests of `model` at `endpoint` and their tokens, all projects.
+
+    Read from the batches' running totals, not the request rows: one row per batch, so
+    it stays cheap enough to run on every retrieve of a batch.
+    """
+    row = conn.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(batches.c.num_succeeded), 0),
+            sa.func.coalesce(sa.func.sum(batches.c.input_tokens), 0),
+            sa.func.coalesce(sa.func.sum(batches.c.output_tokens), 0),
+        ).where(batches.c.model == model, batches.c.endpoint == endpoint)
+    ).one()
+    return RequestHistory(int(row[0]), int(row[1]), int(row[2]))
+
+
+@dataclass(frozen=True)
+class EngineWork:
+    """Metered batch work of one model's engines: busy seconds and the tokens done in them."""
+
+    seconds: float
+    input_tokens: int
+    output_tokens: int
+
+
+def batch_engine_work(conn: sa.Connection, model: str, *, since: float) -> EngineWork:
+    """The `batch` kind of `model`'s engine_usage rows since `since`, all nodes."""
+    row = conn.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(engine_usage.c.seconds), 0),
+            sa.func.coalesce(sa.func.sum(engine_usage.c.input_tokens), 0),
+            sa.func.coalesce(sa.func.sum(engine_usage.c.output_tokens), 0),
+        ).where(
+            engine_usage.c.model == model,
+            engine_usage.c.kind == "batch",
+            engine_usage.c.period_start >= int(since) - int(since) % 60,
+        )
+    ).one()
+    return EngineWork(float(row[0]), int(row[1]), int(row[2]))
+
+
+@dataclass(frozen=True)
+class OpenBatch:
+    """A running batch's place in the queue and what it has done so far."""
+
+    id: str
+    endpoint: str
+    expires_at: int
+    created_ns: int
+    num_open: int
+    num_succeeded: int
+    input_tokens: int
+    output_tokens: int
+
+
+def open_batches(conn: sa.Connection, model: str) -> list[OpenBatch]:
+    """The in-progress batches of `model` with requests still open, earliest deadline first."""
+    finished = (
+        batches.c.num_succeeded
+        + batches.c.num_errored
+        + batches.c.num_cancelled
+        + batches.c.num_expired
+    )
+    query = (
+        sa.select(
+            batches.c.id,
+            batches.c.endpoint,
+            batches.c.expires_at,
+            batches.c.created_ns,
+            (batches.c.num_total - finished).label("num_open"),
+            batches.c.num_succeeded,
+            batches.c.input_tokens,
+            batches.c.output_tokens,
+        )
+        .where(batches.c.status == BatchStatus.IN_PROGRESS, batches.c.model == model)
+        .order_by(batches.c.expires_at, batches.c.created_ns)
+    )
+    return [
+        OpenBatch(
+            id=r.id,
+            endpoint=r.endpoint,
+            expires_at=int(r.expires_at),
+            created_ns=int(r.created_ns),
+            num_open=int(r.num_open),
+            num_succeeded=int(r.num_succeeded),
+            input_tokens=int(r.input_tokens),
+            output_tokens=int(r.output_tokens),
+        )
+        for r in conn.execute(query)
+        if r.num_open > 0
+    ]

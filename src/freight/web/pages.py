@@ -26,7 +26,7 @@ from freight.api import downloads, uploads
 from freight.api.deps import service
 from freight.errors import FreightError, InvalidRequest, NotFound
 from freight.protocol import endpoints, openai_wire
-from freight.service import access, intake
+from freight.service import access, completion, intake
 from freight.service.runtime import Service
 from freight.store import batches, blob_store, files, usage
 from freight.usage import pricing
@@ -203,6 +203,7 @@ def batch_page(
             return templates.TemplateResponse(
                 request, "error.html", {"error": exc.message}, status_code=404
             )
+        batch = completion.with_live_completion(conn, batch)
         span = usage.batch_finish_span(conn, batch_id)
         start = float(batch.in_progress_at or batch.created_at)
         end = span[1] if span else start
@@ -258,7 +259,9 @@ def progress(
             except NotFound:
                 continue
             done = charts.progress(batch)
+            expected = completion.with_live_completion(conn, batch).expected_completion_at
             found[batch_id] = {
+                "expected_completion": when(expected) or "not known yet",
                 "status": batch.status,
                 "done": done.num_done,
                 "total": done.num_total,

@@ -19,6 +19,9 @@
     set(node, ".bar > span", function (el) { el.style.width = b.percent + "%"; });
     set(node, '[data-field="percent"]', function (el) { el.textContent = b.percent + "%"; });
     set(node, '[data-field="counts"]', function (el) { el.textContent = b.done + " / " + b.total; });
+    set(node, '[data-field="expected_completion"]', function (el) {
+      el.textContent = b.expected_completion;
+    });
     ["num_succeeded", "num_errored", "input_tokens", "output_tokens"].forEach(function (name) {
       set(node, '[data-field="' + name + '"]', function (el) {
         el.textContent = b[name].toLocaleString("en-US");
