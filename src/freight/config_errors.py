@@ -48,13 +48,14 @@ def toml_syntax(path: Path, exc: tomllib.TOMLDecodeError) -> str:
 
 def env_source_error(exc: Exception, environ: Mapping[str, str]) -> str:
     """A value pydantic-settings could not read from the environment (a section or a list
-    given as JSON that does not parse), named by its variable."""
+    given as JSON that does not parse), named by its variables."""
     found = _ENV_FIELD.search(str(exc))
+    cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
     if found is not None:
-        name = ENV_PREFIX + found["field"].upper()
-        if _env_value(environ, name) is not None:
-            return f"{name}: not valid JSON for the {found['field']} setting ({exc})"
-    return f"the FREIGHT_* environment: {exc}"
+        names = [name for name, path in _env_settings(environ) if path[0] == found["field"]]
+        if names:
+            return f"{', '.join(sorted(names))}: not valid JSON for {found['field']}{cause}"
+    return f"the FREIGHT_* environment: {exc}{cause}"
 
 
 def describe(
@@ -142,7 +143,7 @@ def _nearest_key(root: type[BaseModel], loc: tuple[str, ...], *, is_env: bool) -
     nearest = difflib.get_close_matches(loc[-1], keys, n=1)
     if not nearest:
         return f"; valid keys here: {', '.join(keys)}"
-    if is_env:
+    if is_env and not any(p.isdigit() for p in loc):  # a list's items are in its JSON
         name = ENV_DELIMITER.join(p.upper() for p in (*loc[:-1], nearest[0]))
         return f"; did you mean {ENV_PREFIX}{name}?"
     return f"; did you mean '{nearest[0]}'?"
@@ -154,10 +155,6 @@ def _env_settings(environ: Mapping[str, str]) -> Iterator[tuple[str, tuple[str, 
         upper = name.upper()
         if upper.startswith(ENV_PREFIX) and upper not in OTHER_ENV_VARS:
             yield name, tuple(upper.removeprefix(ENV_PREFIX).lower().split(ENV_DELIMITER))
-
-
-def _env_value(environ: Mapping[str, str], name: str) -> str | None:
-    return next((v for k, v in environ.items() if k.upper() == name), None)
 
 
 def _env_path(root: type[BaseModel], name: str) -> tuple[str, ...] | None:

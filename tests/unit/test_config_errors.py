@@ -77,6 +77,11 @@ def test_a_whole_list_from_the_environment_is_its_source(
 ) -> None:
     monkeypatch.setenv("FREIGHT_MODELS", '[{"name": "e", "engine": "echo", "path": 3}]')
     assert load_error().startswith("invalid configuration: FREIGHT_MODELS: models.0.path: ")
+    monkeypatch.setenv("FREIGHT_MODELS", '[{"name": "e", "engine": "echo", "aliasses": []}]')
+    assert (
+        "FREIGHT_MODELS: models.0.aliasses: Extra inputs are not permitted; did you mean "
+        "'aliases'?" in load_error()
+    )
     monkeypatch.setenv("FREIGHT_MODELS", "[not json")
     message = load_error()
     assert message.startswith("invalid configuration: FREIGHT_MODELS: not valid JSON")

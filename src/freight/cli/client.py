@@ -251,5 +251,5 @@ def models(base_url: BaseUrl = DEFAULT_BASE, api_key: ApiKey = None) -> None:
     devices, aliases = health.get("engine_devices", {}), health.get("model_aliases", {})
     for card in _call(base_url, api_key, "GET", "/models")["data"]:
         name = aliases.get(card["id"], card["id"])
-        alias_of = f"\talias of {name}" if name != card["id"] else ""
+        alias_of = f" (alias of {name})" if name != card["id"] else ""
         out.print(f"{card['id']}\t{devices.get(name, 'not started')}{alias_of}", highlight=False)

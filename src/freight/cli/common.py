@@ -64,7 +64,7 @@ def open_store(
     except FreightError as exc:
         fail(exc)
     if missing is not None:
-        err.print(f"Created a new Freight store in {missing}.", highlight=False)
+        err.print(f"Created a new Freight store in {missing}.", highlight=False, soft_wrap=True)
     try:
         yield settings, db
     finally:
