@@ -2,12 +2,15 @@
 
 The TOML file is `$FREIGHT_CONFIG` if set, else `freight.toml` in `FREIGHT_HOME`.
 Nested settings use `__` in environment names (`FREIGHT_ENGINE__DTYPE=float32`).
-Unknown keys in the TOML file are errors, so a typo never silently does nothing.
+Unknown keys in the TOML file and unknown `FREIGHT_*` variables are errors, so a typo
+never silently does nothing; each error names its source and the nearest valid key
+(config_errors.py).
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 
@@ -23,16 +26,19 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
-from freight import netguard
+from freight import config_errors, netguard
 from freight.errors import ConfigError
 
 MiB = 1024 * 1024
 DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 DEFAULT_MAX_NUM_SEQS = 256
+# The models every Freight serves without a [[models]] entry (engines/registry.py).
+EMBEDDED_MODELS = (DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL)
 
 
 class _Section(BaseModel):
@@ -425,6 +431,12 @@ class ModelSettings(_Section):
     """One entry of the model registry."""
 
     name: str = Field(description="The name clients put in `model`.")
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="Other names clients may put in `model` for it (e.g. gpt-4o-mini), so "
+        "existing batch files and client code run unchanged; /v1/models lists them, and "
+        "usage and cost are recorded under `name`.",
+    )
     engine: Literal["vllm", "echo", "embeddings", "http", "openai-batch", "anthropic-batch"] = (
         Field(
             "vllm",
@@ -781,6 +793,23 @@ class Settings(BaseSettings):
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)  # type: ignore[arg-type]
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)  # type: ignore[arg-type]
 
+    @field_validator("models")
+    @classmethod
+    def _each_name_serves_one_model(cls, models: list[ModelSettings]) -> list[ModelSettings]:
+        """An alias may not be another model's name or alias: a request naming it would
+        have two models to go to."""
+        owners = {name: f"the built-in model '{name}'" for name in EMBEDDED_MODELS}
+        owners.update({m.name: f"the name of model '{m.name}'" for m in models})
+        for model in models:
+            for alias in model.aliases:
+                if alias in owners:
+                    raise ValueError(
+                        f"the alias '{alias}' of model '{model.name}' is already "
+                        f"{owners[alias]}; a name can lead to one model only"
+                    )
+                owners[alias] = f"an alias of model '{model.name}'"
+        return models
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -834,13 +863,34 @@ def _toml_path() -> Path:
 
 
 def load(**overrides: Any) -> Settings:
-    """Load settings, turning pydantic's errors into one readable ConfigError."""
+    """Load settings; every problem becomes one ConfigError that names where the bad
+    value came from (the TOML file, an environment variable, a command-line option)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        settings = Settings(**given)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
-            f"invalid configuration ({_toml_path()} or FREIGHT_*): {problems}"
-        ) from exc
+            f"invalid configuration: {config_errors.toml_syntax(_toml_path(), exc)}"
+        ) from None
+    except SettingsError as exc:
+        problem = config_errors.env_source_error(exc, os.environ)
+        raise ConfigError(f"invalid configuration: {problem}") from exc
+    except ValidationError as exc:
+        problems = config_errors.describe(
+            exc,
+            Settings,
+            toml_path=_toml_path(),
+            environ=os.environ,
+            options={k: f"--{k.replace('_', '-')}" for k in given},
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc
+    # An upstream's key may sit in any variable, FREIGHT_* included.
+    key_vars = frozenset(
+        name
+        for m in settings.models
+        if m.upstream is not None and (name := m.upstream.api_key_env) is not None
+    )
+    unknown = config_errors.unknown_env_vars(Settings, os.environ, allowed=key_vars)
+    if unknown:
+        raise ConfigError(f"invalid configuration: {'; '.join(unknown)}")
+    return settings

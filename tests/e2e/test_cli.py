@@ -163,8 +163,9 @@ def test_client_commands_against_a_server(echo_server: LiveServer, tmp_path: Pat
     assert ["echo", "cpu"] in rows  # its engine ran the batch: the device it runs on
     assert ["smollm2-135m-instruct", "not started"] in rows
     missing = run_cli("batches", "get", "batch_nope", env=env)
-    assert missing.returncode == 1 and "No such batch" in missing.stderr
+    assert missing.returncode == 2 and "No such batch" in missing.stderr  # an unknown id
     cancel = run_cli("batches", "cancel", batch_id, env=env)
-    assert cancel.returncode == 1 and "409" in cancel.stderr
+    assert cancel.returncode == 2 and "409" in cancel.stderr  # refused as given
     unreachable = run_cli("models", env={"FREIGHT_BASE_URL": "http://127.0.0.1:9/v1"})
     assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+    assert "freight serve" in unreachable.stderr and "--base-url" in unreachable.stderr

@@ -109,6 +109,7 @@ def test_report_rejects_bad_arguments(seeded_home: Path) -> None:
 
 def test_report_on_an_empty_store_says_so_in_every_format(tmp_path: Path) -> None:
     home = tmp_path / "empty"
+    open_database(f"sqlite:///{(home / 'freight.db').resolve()}", home).dispose()
     data = json.loads(run_cli("report", "--home", str(home), "--json", check=True).stdout)
     assert data["rows"] == [] and data["totals"]["num_requests"] == 0
     assert data["totals"]["batch_cost"] is None

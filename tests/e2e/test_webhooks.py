@@ -350,7 +350,7 @@ def test_cli_adds_lists_shows_deliveries_and_removes(
     removed = runner.invoke(main.app, ["webhooks", "remove", endpoint_id, "--home", home], env=env)
     assert removed.exit_code == 0 and f"Removed webhook endpoint {endpoint_id}" in removed.output
     again = runner.invoke(main.app, ["webhooks", "remove", endpoint_id, "--home", home], env=env)
-    assert again.exit_code == 1 and "No such webhook endpoint" in again.output
+    assert again.exit_code == 2 and "No such webhook endpoint" in again.output  # as keys revoke
     bad = runner.invoke(main.app, ["webhooks", "add", "ftp://x", "--home", home], env=env)
     assert bad.exit_code == 2 and "use an absolute http:// or https:// URL" in bad.output
     empty = runner.invoke(main.app, ["webhooks", "list", "--home", home], env=env)

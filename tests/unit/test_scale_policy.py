@@ -1,10 +1,9 @@
-"""Small policies of scaling out: which batches go to Ray, and `--ray` with or without a value."""
+"""Small policies of scaling out: which batches go to Ray (`freight run --ray`: test_cli_errors)."""
 
 from __future__ import annotations
 
 import pytest
 
-from freight.cli.main import optional_value
 from freight.cluster.handoff import is_large
 
 
@@ -16,22 +15,3 @@ def test_a_batch_goes_to_ray_from_min_requests_open_requests(
     num_open: int, min_requests: int, expected: bool
 ) -> None:
     assert is_large(num_open, min_requests) is expected
-
-
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (["run", "in.jsonl", "-o", "o", "--ray"], ["run", "in.jsonl", "-o", "o", "--ray=local"]),
-        (["run", "in.jsonl", "--ray", "-o", "o"], ["run", "in.jsonl", "--ray=local", "-o", "o"]),
-        (
-            ["run", "in.jsonl", "--ray", "auto", "-o", "o"],
-            ["run", "in.jsonl", "--ray", "auto", "-o", "o"],
-        ),
-        (["run", "in.jsonl", "--ray=10.0.0.1:6379"], ["run", "in.jsonl", "--ray=10.0.0.1:6379"]),
-        (["run", "in.jsonl", "-o", "o"], ["run", "in.jsonl", "-o", "o"]),
-    ],
-)
-def test_ray_alone_means_a_local_cluster_and_takes_an_address_otherwise(
-    argv: list[str], expected: list[str]
-) -> None:
-    assert optional_value(argv, "--ray", "local") == expected

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from freight.cli.common import fail
 from freight.store import batches
 from freight.store.statuses import BatchStatus
 
@@ -34,21 +35,34 @@ DEFAULT_BASE = "http://127.0.0.1:8000/v1"
 
 
 def _call(base_url: str, api_key: str | None, method: str, path: str, **kwargs: Any) -> Any:
+    """The server's answer; a failed call ends the command with a message that says what
+    to do next, and the exit code of freight.cli.main's table: 2 for a request the server
+    refused as given (4xx but 429), else 1."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         response = httpx.request(
             method, base_url.rstrip("/") + path, headers=headers, timeout=120, **kwargs
         )
+    except httpx.ConnectError as exc:
+        fail(
+            f"cannot reach Freight at {base_url} ({exc}): start it with `freight serve`, "
+            "or give its URL with --base-url (or $FREIGHT_BASE_URL)",
+            code=1,
+        )
     except httpx.TransportError as exc:
-        err.print(f"[red]error:[/red] cannot reach Freight at {base_url}: {exc}")
-        raise typer.Exit(1) from None
+        fail(f"cannot reach Freight at {base_url}: {exc}", code=1)
     if response.status_code >= 400:
         try:
             message = response.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = response.text
-        err.print(f"[red]error {response.status_code}:[/red] {message}")
-        raise typer.Exit(1)
+        if response.status_code == 401:
+            message += (
+                " (pass a valid key with --api-key or $FREIGHT_API_KEY; `freight keys "
+                "create` on the server's machine makes one)"
+            )
+        is_refused = 400 <= response.status_code < 500 and response.status_code != 429
+        fail(f"HTTP {response.status_code}: {message}", code=2 if is_refused else 1)
     if response.headers.get("content-type", "").startswith("application/json"):
         return response.json()
     return response.content
@@ -182,12 +196,16 @@ def batches_wait(
         Path | None, typer.Option("-o", "--output", help="Download the output file here.")
     ] = None,
     errors: Annotated[
-        Path | None, typer.Option("--errors", help="Download the error file here.")
+        Path | None,
+        typer.Option("--errors", help="Download the error file here (default: into OUTPUT too)."),
     ] = None,
     base_url: BaseUrl = DEFAULT_BASE,
     api_key: ApiKey = None,
 ) -> None:
-    """Wait for a batch to end, with a progress bar; exit 0 completed, 3 with errors, else 1."""
+    """Wait for a batch to end, with a progress bar; exit 0 completed, 3 with errors, else 1.
+
+    With -o, its error lines follow its result lines there, as `freight run` writes them,
+    unless --errors names their own file."""
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -208,13 +226,17 @@ def batches_wait(
             if batch["status"] in batches.TERMINAL:
                 break
             time.sleep(interval)
+    contents: dict[Path, bytes] = {}
     for file_id, path in (
         (batch.get("output_file_id"), output),
-        (batch.get("error_file_id"), errors),
+        (batch.get("error_file_id"), errors or output),
     ):
         if file_id and path is not None:
-            path.write_bytes(_call(base_url, api_key, "GET", f"/files/{file_id}/content"))
-            err.print(f"wrote {path}")
+            content = _call(base_url, api_key, "GET", f"/files/{file_id}/content")
+            contents[path] = contents.get(path, b"") + content
+    for path, content in contents.items():
+        path.write_bytes(content)
+        err.print(f"wrote {path}")
     _show(batch, quiet=False)
     if batch["status"] != BatchStatus.COMPLETED:
         raise typer.Exit(1)
@@ -222,8 +244,12 @@ def batches_wait(
 
 
 def models(base_url: BaseUrl = DEFAULT_BASE, api_key: ApiKey = None) -> None:
-    """List the models the server offers, with the device each started engine runs on."""
+    """List the models the server offers, with the device each started engine runs on;
+    an alias with its model's."""
     root = base_url.rstrip("/").removesuffix("/v1")
-    devices = _call(root, api_key, "GET", "/health").get("engine_devices", {})
+    health = _call(root, api_key, "GET", "/health")
+    devices, aliases = health.get("engine_devices", {}), health.get("model_aliases", {})
     for card in _call(base_url, api_key, "GET", "/models")["data"]:
-        out.print(f"{card['id']}\t{devices.get(card['id'], 'not started')}")
+        name = aliases.get(card["id"], card["id"])
+        alias_of = f" (alias of {name})" if name != card["id"] else ""
+        out.print(f"{card['id']}\t{devices.get(name, 'not started')}{alias_of}", highlight=False)

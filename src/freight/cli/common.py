@@ -44,18 +44,39 @@ def load_settings(home: Path | None, **overrides: object) -> config.Settings:
 
 
 @contextmanager
-def open_store(home: Path | None) -> Iterator[tuple[config.Settings, Database]]:
+def open_store(
+    home: Path | None, *, may_create: bool = False
+) -> Iterator[tuple[config.Settings, Database]]:
     """The settings and the store, for the commands that work on the store directly
-    (`keys`, `webhooks`); the store's connections are closed on the way out."""
+    (`keys`, `webhooks`, `report`); the store's connections are closed on the way out.
+
+    A home without a store is refused (a mistyped --home would otherwise get a new,
+    empty one) unless `may_create`: then the new store is announced."""
     settings = load_settings(home)
+    missing = missing_store(settings)
+    if missing is not None and not may_create:
+        fail(
+            f"{missing} holds no Freight store: check --home (or $FREIGHT_HOME), or create "
+            f"one there with `freight serve --home {missing}`"
+        )
     try:
         db = open_database(settings.sqlalchemy_url, settings.home)
     except FreightError as exc:
         fail(exc)
+    if missing is not None:
+        err.print(f"Created a new Freight store in {missing}.", highlight=False, soft_wrap=True)
     try:
         yield settings, db
     finally:
         db.dispose()
+
+
+def missing_store(settings: config.Settings) -> Path | None:
+    """The home, if its store is a SQLite file that does not exist yet (a `database_url`
+    elsewhere is not this home's to judge)."""
+    if settings.database_url is not None or (settings.home / "freight.db").exists():
+        return None
+    return settings.home.resolve()
 
 
 def setup_logging(verbose: bool) -> None:

@@ -42,8 +42,11 @@ def create(
     ] = None,
     home: HomeOption = None,
 ) -> None:
-    """Create a key and print it, once: it is stored only as a keyed hash."""
-    with open_store(home) as (settings, db):
+    """Create a key and print it, once: it is stored only as a keyed hash.
+
+    The first key of a new deployment may come before its first `freight serve`, so this
+    command creates the store if the home has none (and says so)."""
+    with open_store(home, may_create=True) as (settings, db):
         try:
             record, key = access.KeyRing(settings, db).create(
                 project, is_admin=admin, expires_in_days=expires_in

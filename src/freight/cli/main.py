@@ -1,16 +1,24 @@
 """The `freight` command: serve, worker, run, and the client commands (files, batches, models).
 
-Exit codes: 0 success; 1 the work failed (a batch failed validation, expired, was
-cancelled, or a server call failed); 2 bad arguments or configuration; 3 the batch
-finished but some requests have error lines.
+Exit codes, the same for every command (docs/cli-errors.md):
+
+0  success
+1  the work failed: a batch failed validation, expired or was cancelled; the server
+   could not be reached, or failed (5xx) or refused for now (429)
+2  the request as given was wrong: bad arguments, configuration or input, an unknown
+   id, a --home that holds no store, a request the server refused (other 4xx)
+3  the batch finished, but some requests have error lines
+130  interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
+from freight import __version__
 from freight.cli import client, estimate, keys, report, run, serve, webhooks
 
 app = typer.Typer(
@@ -31,21 +39,27 @@ app.command("report")(report.report_command)
 app.command("estimate")(estimate.estimate_command)
 
 
-def optional_value(argv: list[str], option: str, default: str) -> list[str]:
-    """Let `option` stand alone: `--ray` at the end or before another option means
-    `--ray=default` (typer options otherwise always take a value)."""
-    out = []
-    for i, arg in enumerate(argv):
-        following = argv[i + 1] if i + 1 < len(argv) else None
-        if arg == option and (following is None or following.startswith("-")):
-            arg = f"{option}={default}"
-        out.append(arg)
-    return out
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        print(f"freight {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """The options of `freight` itself, before any command (the help is the app's)."""
 
 
 def main() -> None:
     try:
-        app(args=optional_value(sys.argv[1:], "--ray", "local"))
+        app()
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from freight.cli.common import HomeOption, err, load_settings
+from freight.cli.common import HomeOption, err, fail, open_store
 
 
 def report_command(
@@ -28,24 +28,19 @@ def report_command(
     import calendar
     import time
 
-    from freight.store.db import open_database
     from freight.usage import report
 
     if as_json and as_csv:
-        err.print("[red]error:[/red] choose one of --json and --csv")
-        raise typer.Exit(2)
+        fail("choose one of --json and --csv")
     now = int(time.time())
     if since is not None:
         try:
             start = calendar.timegm(time.strptime(since, "%Y-%m-%d"))
         except ValueError:
-            err.print(f"[red]error:[/red] --since expects YYYY-MM-DD, got {since!r}")
-            raise typer.Exit(2) from None
+            fail(f"--since expects YYYY-MM-DD, got {since!r}")
     else:
         start = now - now % 86400 - (days - 1) * 86400
-    settings = load_settings(home)
-    db = open_database(settings.sqlalchemy_url, settings.home)
-    try:
+    with open_store(home) as (settings, db):
         result = report.build(db, settings, since=start, project=project)
         if as_json:
             print(report.to_json(result))
@@ -58,5 +53,3 @@ def report_command(
 
             plotting.plot(db, settings, plot, since=start, until=now + 1, project=project)
             err.print(f"wrote {plot}")
-    finally:
-        db.dispose()

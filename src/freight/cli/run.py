@@ -58,7 +58,10 @@ def run(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="The model (default: default_model).", rich_help_panel=TABLE_PANEL),
+        typer.Option(
+            help="The model: of every line of a batch file (instead of each line's own), or "
+            "of a table's prompts (default: default_model). A model's name or alias."
+        ),
     ] = None,
     max_tokens: Annotated[
         int | None,
@@ -120,12 +123,20 @@ def run(
     home: HomeOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
     ray: Annotated[
-        str | None,
+        bool,
         typer.Option(
             "--ray",
-            metavar="[ADDRESS]",
-            help="Run on a Ray cluster: ADDRESS of its head (host:port, ray://..., 'auto'), "
-            "or alone to start a local one. Engine actors: \\[ray] num_actors (freight.toml).",
+            help="Run on a Ray cluster: a local one, unless --ray-address names another. "
+            "Engine actors: \\[ray] num_actors (freight.toml).",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            metavar="ADDRESS",
+            help="The Ray cluster's head (host:port, ray://..., 'auto': the one this node "
+            "belongs to); implies --ray.",
         ),
     ] = None,
 ) -> None:
@@ -136,7 +147,6 @@ def run(
     """
     table_options = {
         "--system": system,
-        "--model": model,
         "--max-tokens": max_tokens,
         "--temperature": temperature,
         "--schema": schema,
@@ -159,9 +169,15 @@ def run(
             fail(f"{', '.join(given)} run a prompt over a table: give --prompt or --prompt-file")
         if not input_path.is_file():
             fail(f"{input_path} does not exist or is not a file")
-        run_batch_file(input_path, output, errors, endpoint, home, verbose, ray)
+        address = ray_address or ("local" if ray else None)
+        run_batch_file(input_path, output, errors, endpoint, home, verbose, address, model)
         return
-    batch_only = {"--errors": errors, "--endpoint": endpoint, "--ray": ray}
+    batch_only = {
+        "--errors": errors,
+        "--endpoint": endpoint,
+        "--ray": ray or None,
+        "--ray-address": ray_address,
+    }
     given = [name for name, value in batch_only.items() if value is not None]
     if given:
         fail(
@@ -209,18 +225,23 @@ def run_batch_file(
     endpoint: str | None,
     home: Path | None,
     verbose: bool,
-    ray: str | None,
+    ray_address: str | None,
+    model: str | None = None,
 ) -> None:
+    """Run a batch file; `model`, if given, replaces every line's model."""
     from freight.service import offline
 
     settings = load_settings(home)
     setup_logging(verbose)
-    try:
-        code = offline.run_file(
-            settings, input_path, output, errors, endpoint, console=err, ray_address=ray
-        )
-    except FreightError as exc:
-        fail(exc)
+    with tempfile.TemporaryDirectory() as tmp:
+        if model is not None:
+            input_path = offline.with_model(input_path, model, Path(tmp) / input_path.name)
+        try:
+            code = offline.run_file(
+                settings, input_path, output, errors, endpoint, console=err, ray_address=ray_address
+            )
+        except FreightError as exc:
+            fail(exc)
     raise typer.Exit(code)
 
 

@@ -1,8 +1,9 @@
 """`freight webhooks ...`: manage webhook endpoints and read delivery logs in the store.
 
 These commands work on the store of FREIGHT_HOME (or --home) directly, like `freight
-report`, so an operator can set up endpoints for any project. Exit codes: 0 success,
-1 no such endpoint, 2 bad arguments or configuration.
+report`, so an operator can set up endpoints for any project. Exit codes (the table in
+freight.cli.main): 0 success, 2 bad arguments or configuration, a home without a store,
+or no such endpoint.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def remove(
             with db.write() as conn:
                 record = webhook_store.remove_endpoint(conn, endpoint_id)
         except NotFound as exc:
-            fail(exc, code=1)
+            fail(exc)
     out.print(
         f"Removed webhook endpoint {record.id} ({webhook_wire.display_url(record.url)})",
         highlight=False,
@@ -143,7 +144,7 @@ def deliveries(
             if endpoint_id is not None:
                 webhook_store.get_endpoint(conn, endpoint_id, project)
         except NotFound as exc:
-            fail(exc, code=1)
+            fail(exc)
         records = webhook_store.list_deliveries(
             conn, endpoint_id=endpoint_id, project=project, limit=limit
         )

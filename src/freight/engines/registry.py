@@ -75,7 +75,12 @@ class ModelSpec:
 
 
 class Registry:
-    """Name → ModelSpec, from the built-in default plus `[[models]]` in freight.toml."""
+    """Name → ModelSpec, from the built-in default plus `[[models]]` in freight.toml.
+
+    A model's `aliases` lead to it too. Requests are given the real name where they come
+    in (`canonical`: batch validation, real-time routes), so that engines, claims, usage
+    and cost only ever see the real one.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -83,8 +88,10 @@ class Registry:
             DEFAULT_CHAT_MODEL: ModelSpec(DEFAULT_CHAT_MODEL, "vllm", None),
             DEFAULT_EMBEDDING_MODEL: ModelSpec(DEFAULT_EMBEDDING_MODEL, "embeddings", None),
         }
+        self._aliases: dict[str, str] = {}  # alias → the model's name (config checks clashes)
         for entry in settings.models:
             self._specs[entry.name] = _spec_from_settings(entry)
+            self._aliases.update(dict.fromkeys(entry.aliases, entry.name))
 
     def names(self) -> list[str]:
         return sorted(self._specs)
@@ -92,12 +99,20 @@ class Registry:
     def specs(self) -> list[ModelSpec]:
         return [self._specs[name] for name in self.names()]
 
+    def aliases(self) -> dict[str, str]:
+        """Each alias and the name of the model it leads to."""
+        return dict(sorted(self._aliases.items()))
+
+    def canonical(self, name: str) -> str:
+        """The model's own name for `name` (an alias), else `name` unchanged."""
+        return self._aliases.get(name, name)
+
     def has(self, name: str) -> bool:
-        return name in self._specs
+        return self.canonical(name) in self._specs
 
     def get(self, name: str) -> ModelSpec:
         try:
-            return self._specs[name]
+            return self._specs[self.canonical(name)]
         except KeyError:
             raise NotFound(
                 f"The model '{name}' does not exist. Available models: {', '.join(self.names())}.",
@@ -115,7 +130,13 @@ class Registry:
 
 
 def _spec_from_settings(entry: ModelSettings) -> ModelSpec:
-    if entry.engine in ("vllm", "embeddings") and entry.path is None:
+    # An entry for a built-in model without a path keeps its packaged weights (so that
+    # it can be given aliases).
+    is_embedded = (entry.name, entry.engine, entry.path) in (
+        (DEFAULT_CHAT_MODEL, "vllm", None),
+        (DEFAULT_EMBEDDING_MODEL, "embeddings", None),
+    )
+    if entry.engine in ("vllm", "embeddings") and entry.path is None and not is_embedded:
         raise ConfigError(f"models: '{entry.name}' needs a `path` to a local model directory")
     if entry.path is not None and not entry.path.is_dir():
         raise ConfigError(f"models: '{entry.name}' path {entry.path} is not a directory")

@@ -63,6 +63,20 @@ def iter_lines(fh: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes |
             yield line_no, chunk
 
 
+def same_name(model: str) -> str:
+    """No aliases: every model name is its own."""
+    return model
+
+
+def with_canonical_model(
+    body: dict[str, Any], model: str, canonical_model: Callable[[str], str]
+) -> tuple[dict[str, Any], str]:
+    """The body with an alias in `model` replaced by the model's own name, and that name:
+    what runs, what the result says and what usage is recorded under (engines/registry.py)."""
+    name = canonical_model(model)
+    return (body, model) if name == model else ({**body, "model": name}, name)
+
+
 @dataclass
 class AcceptedLine:
     """A line that passed file validation. `error_body` is set if its body is invalid."""
@@ -87,12 +101,14 @@ class FileValidator:
         *,
         has_model: Callable[[str], bool],
         check_model: Callable[[str, str], str | None] = lambda model, url: None,
+        canonical_model: Callable[[str], str] = same_name,
     ) -> None:
         self.endpoint_url = endpoint_url
         self.endpoint = endpoints.get(endpoint_url)
         self.limits = limits
         self.has_model = has_model
         self.check_model = check_model
+        self.canonical_model = canonical_model
         self.problems: list[BatchError] = []
         self.model: str | None = None
         self.num_lines = 0
@@ -235,12 +251,14 @@ class FileValidator:
                 "custom_id",
             )
             return None
-        # Valid UTF-8 and within the depth budget (checked in `feed`): this cannot fail.
-        body_json = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
         self._seen.add(custom_id)
         model = body.get("model")
-        if isinstance(model, str) and not self._check_model_name(line, model):
-            return None
+        if isinstance(model, str):
+            body, model = with_canonical_model(body, model, self.canonical_model)
+            if not self._check_model_name(line, model):
+                return None
+        # Valid UTF-8 and within the depth budget (checked in `feed`): this cannot fail.
+        body_json = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
         return AcceptedLine(
             line=line,
             custom_id=custom_id,

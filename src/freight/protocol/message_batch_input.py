@@ -28,7 +28,7 @@ import ijson
 from freight.config import LimitSettings
 from freight.errors import InvalidRequest
 from freight.protocol import endpoints, json_budget
-from freight.protocol.batch_input import AcceptedLine
+from freight.protocol.batch_input import AcceptedLine, same_name, with_canonical_model
 
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # fullmatch: a trailing newline is refused
 _FIELDS = ("custom_id", "params")
@@ -236,12 +236,14 @@ def iter_requests(
     *,
     has_model: Callable[[str], bool],
     check_model: Callable[[str, str], str | None] = lambda model, url: None,
+    canonical_model: Callable[[str], str] = same_name,
     max_depth: int = json_budget.MAX_CONFIGURABLE_DEPTH,
 ) -> Iterator[AcceptedLine]:
     """Each request of an envelope-checked body, its `params` validated (line = index + 1).
 
     `check_model(model, url)` says why an existing model cannot serve /v1/messages (an
-    embeddings model), if it cannot. `check_envelope` held the body to `[limits]
+    embeddings model), if it cannot; `canonical_model` gives an alias's model its own
+    name (engines/registry.py). `check_envelope` held the body to `[limits]
     max_json_depth` when it was created; `max_depth` (by default the most that setting
     may be) only keeps this read bounded.
     """
@@ -249,6 +251,8 @@ def iter_requests(
     for index, item in _items(fh, max_depth):
         custom_id, params = _check_item(index, item)
         model = params.get("model")
+        if isinstance(model, str):
+            params, model = with_canonical_model(params, model, canonical_model)
         error: dict[str, Any] | None = None
         status = 400
         try:

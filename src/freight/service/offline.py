@@ -59,6 +59,23 @@ def first_url(path: Path) -> str:
     return "/v1/chat/completions"
 
 
+def with_model(source: Path, model: str, target: Path) -> Path:
+    """`source` with every line's `body.model` set to `model` (`freight run --model`),
+    written to `target`. A line that is not a JSON object with a body object is copied as
+    it is: validation reports it with its line number, as it would without --model."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        for raw in src:
+            try:
+                line = json.loads(raw)
+            except (ValueError, RecursionError):  # the validator says what is wrong
+                line = None
+            if isinstance(line, dict) and isinstance(line.get("body"), dict):
+                line["body"]["model"] = model
+                raw = json.dumps(line, ensure_ascii=False).encode() + b"\n"
+            dst.write(raw)
+    return target
+
+
 def run_file(
     settings: Settings,
     input_path: Path,
@@ -208,6 +225,7 @@ async def _run_on_ray(
             scheduler.OrderPolicy(**settings.scheduler.model_dump()),
             has_model=svc.registry.has,
             check_model=functools.partial(passthrough.serving_problem, svc.registry, in_batch=True),
+            canonical_model=svc.registry.canonical,
         )
 
     def execute() -> None:

@@ -77,6 +77,7 @@ class BatchSteps:
             has_model=registry.has,
             check_model=self._model_problem,
             route=upstream.route,
+            canonical_model=registry.canonical,
         )
         self.runner = steps.Steps(
             db, settings.worker.max_batch_step_attempts, backoff, on_done=on_done

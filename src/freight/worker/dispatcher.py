@@ -220,6 +220,7 @@ class Worker:
         ]
 
     def _claim(self, batch_id: str, limit: int) -> list[batch_requests.ClaimedRequest]:
+        only = self.settings.worker.models  # requests carry models' own names, not aliases
         with self.db.write() as conn:
             return batch_requests.claim(
                 conn,
@@ -227,7 +228,7 @@ class Worker:
                 self.owner,
                 limit,
                 self.settings.worker.lease_seconds,
-                models=self.settings.worker.models,
+                models=None if only is None else [self.registry.canonical(m) for m in only],
             )
 
     def _start(self, request: batch_requests.ClaimedRequest) -> None:

@@ -28,7 +28,13 @@ from freight import ids
 from freight.config import LimitSettings
 from freight.errors import FreightError, IllegalTransition, NotFound
 from freight.protocol import message_batch_input
-from freight.protocol.batch_input import AcceptedLine, FileValidator, TooLong, iter_lines
+from freight.protocol.batch_input import (
+    AcceptedLine,
+    FileValidator,
+    TooLong,
+    iter_lines,
+    same_name,
+)
 from freight.store import batch_requests, batches, blob_store, files
 from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
@@ -87,6 +93,7 @@ def ingest_openai_batch(
     has_model: Callable[[str], bool],
     check_model: Callable[[str, str], str | None],
     route: Callable[[str | None], str | None] = no_upstream,
+    canonical_model: Callable[[str], str] = same_name,
 ) -> batches.BatchRecord:
     """Validate the batch's input file and queue its lines, or fail the batch.
 
@@ -103,7 +110,13 @@ def ingest_openai_batch(
             input_file = None
     if input_file is None:  # deleted after the create: nothing will bring it back
         return fail(db, batch.id, [_input_missing(f"input file {batch.input_file_id}")])
-    validator = FileValidator(batch.endpoint, limits, has_model=has_model, check_model=check_model)
+    validator = FileValidator(
+        batch.endpoint,
+        limits,
+        has_model=has_model,
+        check_model=check_model,
+        canonical_model=canonical_model,
+    )
     try:
         fh = blobs.open(input_file.blob)
     except FileNotFoundError:  # not a passing storage fault: the contents are gone
@@ -141,6 +154,7 @@ def ingest_message_batch(
     has_model: Callable[[str], bool],
     check_model: Callable[[str, str], str | None],
     route: Callable[[str | None], str | None] = no_upstream,
+    canonical_model: Callable[[str], str] = same_name,
 ) -> batches.BatchRecord:
     """Queue an Anthropic Message Batch's requests from its stored create body.
 
@@ -159,7 +173,11 @@ def ingest_message_batch(
     try:
         with blobs.open(name) as fh:
             requests = message_batch_input.iter_requests(
-                fh, has_model=has_model, check_model=check_model, max_depth=limits.max_json_depth
+                fh,
+                has_model=has_model,
+                check_model=check_model,
+                canonical_model=canonical_model,
+                max_depth=limits.max_json_depth,
             )
             queued = queue_rows(
                 db,

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from freight.config import LimitSettings
+from freight.protocol import batch_input
 from freight.store import batches, blob_store, faults
 from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
@@ -45,6 +46,8 @@ class IngestRules:
     check_model: Callable[[str, str], str | None]
     # the model's upstream Batch API, if it has one (upstream/passthrough.py)
     route: Callable[[str | None], str | None] = ingest.no_upstream
+    # the model's own name for an alias (engines/registry.py)
+    canonical_model: Callable[[str], str] = batch_input.same_name
 
 
 class Lifecycle(abc.ABC):
@@ -155,6 +158,7 @@ class OpenAIBatches(Lifecycle):
             has_model=rules.has_model,
             check_model=rules.check_model,
             route=rules.route,
+            canonical_model=rules.canonical_model,
         )
 
     def give_up_ingest(
@@ -198,6 +202,7 @@ class MessageBatches(Lifecycle):
             has_model=rules.has_model,
             check_model=rules.check_model,
             route=rules.route,
+            canonical_model=rules.canonical_model,
         )
 
     def give_up_ingest(

@@ -16,8 +16,11 @@ router = APIRouter(tags=["meta"])
 
 @router.get("/v1/models", response_model=openai_wire.ListPage)
 def list_models(svc: Service = Depends(service)) -> openai_wire.ListPage:
+    """Every model, and every alias as a model of its own (clients check names here)."""
+    names = [*svc.registry.names(), *svc.registry.aliases()]
     cards = [
-        openai_wire.ModelCard(id=spec.name, created=spec.created) for spec in svc.registry.specs()
+        openai_wire.ModelCard(id=name, created=svc.registry.get(name).created)
+        for name in sorted(names)
     ]
     return openai_wire.ListPage(
         data=cards,
@@ -30,13 +33,14 @@ def list_models(svc: Service = Depends(service)) -> openai_wire.ListPage:
 @router.get("/v1/models/{model}", response_model=openai_wire.ModelCard)
 def retrieve_model(model: str, svc: Service = Depends(service)) -> openai_wire.ModelCard:
     spec = svc.registry.get(model)
-    return openai_wire.ModelCard(id=spec.name, created=spec.created)
+    return openai_wire.ModelCard(id=model, created=spec.created)
 
 
 @router.get("/health")
 def health(svc: Service = Depends(service)) -> dict[str, Any]:
     """Liveness plus what is ready: `engines` lists models whose engine has started,
-    `engine_devices` where each runs ('cpu', 'cuda:0', 'cuda:0,1 (tensor parallel 2)')."""
+    `engine_devices` where each runs ('cpu', 'cuda:0', 'cuda:0,1 (tensor parallel 2)'),
+    `model_aliases` each alias's model."""
     worker = svc.worker
     return {
         "status": "ok",
@@ -45,6 +49,7 @@ def health(svc: Service = Depends(service)) -> dict[str, Any]:
         "engine_devices": svc.engines.devices(),
         "engine_failures": svc.engines.failures,
         "engine_restarts": svc.engines.num_restarts,
+        "model_aliases": svc.registry.aliases(),
         "worker": None
         if worker is None
         else {

@@ -33,7 +33,7 @@ from freight.api import errors, sse
 from freight.api.deps import anthropic_headers, project, service
 from freight.engines.base import REALTIME_PRIORITY
 from freight.errors import FreightError, InvalidRequest
-from freight.protocol import endpoints, stream
+from freight.protocol import batch_input, endpoints, stream
 from freight.service.runtime import Service
 from freight.store.files import DEFAULT_PROJECT
 from freight.upstream import passthrough
@@ -42,7 +42,10 @@ router = APIRouter(tags=["real-time"])
 
 
 def _parse(endpoint: endpoints.AnyEndpoint, body: dict[str, Any], svc: Service) -> BaseModel:
-    """The validated body, whose model exists (else 404) and serves `endpoint` (else 400)."""
+    """The validated body, whose model exists (else 404) and serves `endpoint` (else 400);
+    an alias in `model` is replaced by its model's own name, as in a batch."""
+    if isinstance(asked := body.get("model"), str):
+        body, _ = batch_input.with_canonical_model(body, asked, svc.registry.canonical)
     parsed = endpoints.parse_body(endpoint, body, in_batch=False)
     is_streamed = bool(getattr(parsed, "stream", False))
     if not is_streamed and getattr(parsed, "stream_options", None) is not None:
