@@ -9,6 +9,8 @@ files and join them to the table's rows by custom_id into the answered table.
 `freight_table` holds the id column and the answer column's name, and its request lines
 hold the JSON Schema of structured answers (`response_format`). So `wait` needs only
 the same table, read again: the ids are computed from the rows alone (tables/job.py).
+The table is read and written in chunks; the results are held by custom_id meanwhile
+(one answer per row asked), since a batch writes them in the order they finish.
 """
 
 from __future__ import annotations
