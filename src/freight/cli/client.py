@@ -16,7 +16,7 @@ from freight.cli.common import fail
 from freight.errors import FreightError
 from freight.service import batch_client
 from freight.store.statuses import BatchStatus
-from freight.tables import job, prompts
+from freight.tables import prompts
 
 files_app = typer.Typer(help="Upload, list and download files.", no_args_is_help=True)
 batches_app = typer.Typer(
@@ -195,8 +195,7 @@ def batches_create(
             temperature=temperature,
             id_column=id_column,
             output_column=output_column,
-            schema=None if schema is None else job.load_schema(schema),
-            schema_where=f"--schema {schema}",
+            schema_path=schema,
             choices=None if choices is None else choices.split(","),
         )
     except FreightError as exc:

@@ -58,15 +58,20 @@ def prepare(
     id_column: str | None = None,
     output_column: str | None = None,
     schema: Any | None = None,
+    schema_path: Path | None = None,
     schema_where: str = "--schema",
     choices: list[str] | None = None,
 ) -> TableBatch:
     """Check a table batch's inputs and options as `freight run` checks a table run's,
     before anything is uploaded; TableError names the problem. `schema`: the JSON Schema
-    object (`schema_where` names it in messages)."""
+    object (`schema_where` names it in messages), or `schema_path` its file."""
     fmt, input_schema = job.read_schema(input_path, input_format)
     answer_columns = job.answer_columns(
-        schema=schema, choices=choices, output_column=output_column, where=schema_where
+        schema=schema,
+        schema_path=schema_path,
+        choices=choices,
+        output_column=output_column,
+        where=schema_where,
     )
     job.check_id_column(id_column, input_schema.names)
     answers.output_schema(input_schema, answer_columns, usage=False)  # a clash, found now

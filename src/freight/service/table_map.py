@@ -225,7 +225,7 @@ def _from_rows(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
     """Rows as a table: a column for every key any row has, in the order they first
     appear, null where a row lacks it."""
     names = dict.fromkeys(key for row in rows for key in row)
-    columns = {}
+    columns: dict[str, pa.Array] = {}
     for name in names:
         try:
             columns[str(name)] = pa.array([row.get(name) for row in rows])

@@ -84,10 +84,12 @@ def prepare(
     """
     fmt, input_schema = job.read_schema(input_path, input_format)
     out_fmt = job.output_format(input_path, output)
-    if schema_path is not None:
-        answer_schema, schema_where = job.load_schema(schema_path), f"--schema {schema_path}"
     answer_columns = job.answer_columns(
-        schema=answer_schema, choices=choices, output_column=output_column, where=schema_where
+        schema=answer_schema,
+        schema_path=schema_path,
+        choices=choices,
+        output_column=output_column,
+        where=schema_where,
     )
     model = model or settings.default_model
     registry = Registry(settings)

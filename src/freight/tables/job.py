@@ -58,22 +58,24 @@ def load_schema(path: Path) -> Any:
 def answer_columns(
     *,
     schema: Any | None = None,
+    schema_path: Path | None = None,
     choices: Sequence[str] | None = None,
     output_column: str | None = None,
     where: str = "--schema",
 ) -> answers.AnswerColumns:
-    """What the answers become: the schema's properties, one of `choices`, or text.
-
-    `where` names the schema in messages (`--schema FILE`, or `schema=` in Python).
-    """
-    if schema is not None and choices is not None:
+    """What the answers become: a JSON Schema's properties (`schema`, or the file
+    `schema_path`), one of `choices`, or text. `where` names `schema` in messages."""
+    has_schema = schema is not None or schema_path is not None
+    if has_schema and choices is not None:
         raise TableError("--schema and --choices both say what the answer is; give one")
-    if schema is not None and output_column is not None:
+    if has_schema and output_column is not None:
         raise TableError(
             "--output-column names the one answer column of --prompt or --choices; with "
             "--schema, the columns are the schema's properties"
         )
     column = output_column or answers.DEFAULT_COLUMN
+    if schema_path is not None:
+        schema, where = load_schema(schema_path), f"--schema {schema_path}"
     if schema is not None:
         return answers.AnswerColumns.from_schema(schema, where=where)
     if choices is not None:
