@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
-import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from freight.cli import table_options
 from freight.cli.common import fail
-from freight.store import batches
+from freight.errors import FreightError
+from freight.service import batch_client
 from freight.store.statuses import BatchStatus
+from freight.tables import prompts
 
 files_app = typer.Typer(help="Upload, list and download files.", no_args_is_help=True)
 batches_app = typer.Typer(
@@ -35,37 +36,21 @@ DEFAULT_BASE = "http://127.0.0.1:8000/v1"
 
 
 def _call(base_url: str, api_key: str | None, method: str, path: str, **kwargs: Any) -> Any:
-    """The server's answer; a failed call ends the command with a message that says what
-    to do next, and the exit code of freight.cli.main's table: 2 for a request the server
-    refused as given (4xx but 429), else 1."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    """The server's answer; a failed call ends the command (`_refused`)."""
     try:
-        response = httpx.request(
-            method, base_url.rstrip("/") + path, headers=headers, timeout=120, **kwargs
-        )
-    except httpx.ConnectError as exc:
-        fail(
-            f"cannot reach Freight at {base_url} ({exc}): start it with `freight serve`, "
-            "or give its URL with --base-url (or $FREIGHT_BASE_URL)",
-            code=1,
-        )
-    except httpx.TransportError as exc:
-        fail(f"cannot reach Freight at {base_url}: {exc}", code=1)
-    if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text
-        if response.status_code == 401:
-            message += (
-                " (pass a valid key with --api-key or $FREIGHT_API_KEY; `freight keys "
-                "create` on the server's machine makes one)"
-            )
-        is_refused = 400 <= response.status_code < 500 and response.status_code != 429
-        fail(f"HTTP {response.status_code}: {message}", code=2 if is_refused else 1)
-    if response.headers.get("content-type", "").startswith("application/json"):
-        return response.json()
-    return response.content
+        return batch_client.BatchClient(base_url, api_key).call(method, path, **kwargs)
+    except batch_client.ServerError as exc:
+        _refused(exc)
+
+
+def _refused(exc: batch_client.ServerError) -> NoReturn:
+    """End the command with a message that says what to do next, and the exit code of
+    freight.cli.main's table: 2 for a request the server refused as given (4xx but
+    429), else 1 (unreachable, busy or failing)."""
+    if exc.status is None:
+        fail(exc.message, code=1)
+    is_refused = 400 <= exc.status < 500 and exc.status != 429
+    fail(f"HTTP {exc.status}: {exc.message}", code=2 if is_refused else 1)
 
 
 def _show(obj: Any, quiet: bool) -> None:
@@ -128,17 +113,45 @@ def files_download(
 
 @batches_app.command("create")
 def batches_create(
-    input_file_id: Annotated[str, typer.Option(help="An uploaded file with purpose batch.")],
+    input_file_id: Annotated[
+        str | None, typer.Option(help="An uploaded file with purpose batch.")
+    ] = None,
     endpoint: Annotated[str, typer.Option(help="The endpoint every line uses.")] = (
         "/v1/chat/completions"
     ),
     window: Annotated[str, typer.Option(help="Completion window: 24h, or <n>s|m|h|d.")] = "24h",
     metadata: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
+    table: Annotated[
+        Path | None,
+        typer.Option(
+            help="Build the batch from a table and a prompt (.csv, .tsv, .parquet, .jsonl "
+            "records) instead of an uploaded file.",
+            dir_okay=False,
+            rich_help_panel=table_options.PANEL,
+        ),
+    ] = None,
+    prompt: table_options.Prompt = None,
+    prompt_file: table_options.PromptFile = None,
+    system: table_options.System = None,
+    model: table_options.Model = None,
+    max_tokens: table_options.MaxTokens = None,
+    temperature: table_options.Temperature = None,
+    schema: table_options.Schema = None,
+    choices: table_options.Choices = None,
+    output_column: table_options.OutputColumn = None,
+    id_column: table_options.IdColumn = None,
+    input_format: table_options.Format = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only the id.")] = False,
     base_url: BaseUrl = DEFAULT_BASE,
     api_key: ApiKey = None,
 ) -> None:
-    """Create a batch from an uploaded file."""
+    """Create a batch from an uploaded file, or from a table and a prompt (--table).
+
+    With --table, the request lines are built here, as `freight run` builds them (every
+    option is checked before anything is uploaded), uploaded with purpose batch, and the
+    batch is created; its metadata `freight_table` records the id and answer columns, so
+    `freight batches wait ID --table TABLE -o OUT` can join the answers back.
+    """
     pairs = {}
     for item in metadata or []:
         key, sep, value = item.partition("=")
@@ -146,10 +159,67 @@ def batches_create(
             err.print(f"[red]error:[/red] --metadata expects KEY=VALUE, got {item!r}")
             raise typer.Exit(2)
         pairs[key] = value
-    body = {"input_file_id": input_file_id, "endpoint": endpoint, "completion_window": window}
-    if pairs:
-        body["metadata"] = pairs  # type: ignore[assignment]
-    _show(_call(base_url, api_key, "POST", "/batches", json=body), quiet)
+    options = {
+        "--prompt": prompt,
+        "--prompt-file": prompt_file,
+        "--system": system,
+        "--model": model,
+        "--max-tokens": max_tokens,
+        "--temperature": temperature,
+        "--schema": schema,
+        "--choices": choices,
+        "--output-column": output_column,
+        "--id-column": id_column,
+        "--format": input_format,
+    }
+    if table is None:
+        given = [name for name, value in options.items() if value is not None]
+        if given:
+            fail(f"{', '.join(given)} build a batch from a table: give --table")
+        if input_file_id is None:
+            fail("give --input-file-id (an uploaded batch file) or --table (a table and a prompt)")
+        body = {"input_file_id": input_file_id, "endpoint": endpoint, "completion_window": window}
+        if pairs:
+            body["metadata"] = pairs  # type: ignore[assignment]
+        _show(_call(base_url, api_key, "POST", "/batches", json=body), quiet)
+        return
+    if input_file_id is not None:
+        fail("--input-file-id and --table both say what the batch runs; give one")
+    if endpoint != prompts.ENDPOINT:
+        fail(f"a table's batch uses {prompts.ENDPOINT}, not --endpoint {endpoint}")
+    from freight.service import table_batches
+
+    try:
+        prepared = table_batches.prepare(
+            table,
+            prompt=table_options.read_prompt(prompt, prompt_file),
+            input_format=input_format,
+            system=system,
+            model=model,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            id_column=id_column,
+            output_column=output_column,
+            schema_path=schema,
+            choices=None if choices is None else choices.split(","),
+        )
+    except FreightError as exc:
+        fail(exc)
+    client = batch_client.BatchClient(base_url, api_key)
+    try:
+        submitted = table_batches.create(client, prepared, window=window, metadata=pairs)
+    except batch_client.ServerError as exc:
+        _refused(exc)
+    except FreightError as exc:
+        fail(exc)
+    for line in submitted.describe_not_sent():
+        err.print(f"not sent: {line}", soft_wrap=True, markup=False)
+    num_sent = submitted.num_rows - submitted.num_not_sent
+    err.print(
+        f"{num_sent} of {submitted.num_rows} rows sent as batch {submitted.batch['id']}",
+        markup=False,
+    )
+    _show(submitted.batch, quiet)
 
 
 @batches_app.command("get")
@@ -193,54 +263,114 @@ def batches_wait(
     batch_id: str,
     interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 1.0,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Download the output file here.")
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Download the output file here; with --table, write the answered table here "
+            "(.csv, .tsv, .parquet, .jsonl).",
+        ),
     ] = None,
     errors: Annotated[
         Path | None,
         typer.Option("--errors", help="Download the error file here (default: into OUTPUT too)."),
     ] = None,
+    table: Annotated[
+        Path | None,
+        typer.Option(
+            help="The table the batch was created from (batches create --table): join the "
+            "answers back to its rows. The id and answer columns come from the batch (its "
+            "metadata and request lines), so no other option of create is needed.",
+            dir_okay=False,
+            rich_help_panel=table_options.PANEL,
+        ),
+    ] = None,
+    usage: table_options.Usage = False,
+    input_format: table_options.Format = None,
     base_url: BaseUrl = DEFAULT_BASE,
     api_key: ApiKey = None,
 ) -> None:
     """Wait for a batch to end, with a progress bar; exit 0 completed, 3 with errors, else 1.
 
     With -o, its error lines follow its result lines there, as `freight run` writes them,
-    unless --errors names their own file."""
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err) as progress:
-        task = progress.add_task(BatchStatus.VALIDATING, total=None)
-        while True:
-            batch = _call(base_url, api_key, "GET", f"/batches/{batch_id}")
-            counts = batch["request_counts"]
-            progress.update(
-                task,
-                description=batch["status"],
-                total=counts["total"] or None,
-                completed=counts["completed"] + counts["failed"],
-            )
-            if batch["status"] in batches.TERMINAL:
-                break
-            time.sleep(interval)
-    contents: dict[Path, bytes] = {}
-    for file_id, path in (
-        (batch.get("output_file_id"), output),
-        (batch.get("error_file_id"), errors or output),
-    ):
-        if file_id and path is not None:
-            content = _call(base_url, api_key, "GET", f"/files/{file_id}/content")
-            contents[path] = contents.get(path, b"") + content
-    for path, content in contents.items():
-        path.write_bytes(content)
-        err.print(f"wrote {path}")
+    unless --errors names their own file. With --table, the answered table goes to -o:
+    every row of the table in order, the answer columns and `error`, as `freight run`
+    writes it; exit 3 when a row has an error.
+    """
+    if table is None:
+        given = [
+            name
+            for name, value in {"--usage": usage or None, "--format": input_format}.items()
+            if value is not None
+        ]
+        if given:
+            fail(f"{', '.join(given)} apply to a table: give --table")
+    else:
+        if output is None:
+            fail("--table joins the answers to the table's rows: give -o for the answered table")
+        if errors is not None:
+            fail("with --table, a row's error goes into its error column: leave out --errors")
+    client = batch_client.BatchClient(base_url, api_key)
+    try:
+        batch = client.wait(batch_id, poll_seconds=interval, console=err)
+        if table is not None and output is not None:
+            _join_table(client, batch, table, output, input_format=input_format, usage=usage)
+        else:
+            contents: dict[Path, bytes] = {}
+            for file_id, path in (
+                (batch.get("output_file_id"), output),
+                (batch.get("error_file_id"), errors or output),
+            ):
+                if file_id and path is not None:
+                    content = client.call("GET", f"/files/{file_id}/content")
+                    contents[path] = contents.get(path, b"") + content
+            for path, content in contents.items():
+                path.write_bytes(content)
+                err.print(f"wrote {path}")
+    except batch_client.ServerError as exc:
+        _refused(exc)
     _show(batch, quiet=False)
     if batch["status"] != BatchStatus.COMPLETED:
         raise typer.Exit(1)
     raise typer.Exit(3 if batch["request_counts"]["failed"] else 0)
+
+
+def _join_table(
+    client: batch_client.BatchClient,
+    batch: dict[str, Any],
+    table: Path,
+    output: Path,
+    *,
+    input_format: str | None,
+    usage: bool,
+) -> NoReturn:
+    """Write the answered table of an ended batch, and exit: 0 every row answered, 3 some
+    rows failed, 1 the batch did not complete."""
+    from freight.service import table_batches
+
+    if batch["status"] == BatchStatus.FAILED:
+        _show(batch, quiet=False)
+        err.print(f"[red]error:[/red] batch {batch['id']} failed: it has no answers to join")
+        raise typer.Exit(1)
+    try:
+        collected = table_batches.collect(
+            client, batch, table, output, input_format=input_format, usage=usage
+        )
+    except batch_client.ServerError as exc:
+        _refused(exc)
+    except FreightError as exc:
+        fail(exc)
+    num_answered = collected.num_rows - collected.num_failed
+    err.print(
+        f"{batch['status']}: {num_answered} rows answered, {collected.num_failed} failed "
+        f"-> {output}",
+        markup=False,
+        soft_wrap=True,
+    )
+    _show(batch, quiet=False)
+    if batch["status"] != BatchStatus.COMPLETED:
+        raise typer.Exit(1)
+    raise typer.Exit(3 if collected.num_failed else 0)
 
 
 def models(base_url: BaseUrl = DEFAULT_BASE, api_key: ApiKey = None) -> None:

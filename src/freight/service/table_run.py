@@ -1,6 +1,6 @@
 """`freight run` on a table: rows run as offline batches of a chunk each, answers join back.
 
-Each chunk of rows (`ROWS_PER_RUN`) becomes a batch file (freight.tables builds its
+Each chunk of rows (`ROWS_PER_RUN`) becomes a batch file (tables/job.py builds its
 lines) and runs through `offline.run_batch_file`, the same validation, worker and
 result lines as `freight run` on a batch file, on engines this run starts once for all
 chunks. Its result lines join back to its rows by custom_id, and the chunk is appended
@@ -32,7 +32,7 @@ from freight.service import estimate, offline
 from freight.store import batches
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus
-from freight.tables import TableError, answers, formats, prompts
+from freight.tables import TableError, answers, formats, job, prompts
 
 # Rows per offline batch: large enough that the engine stays full between chunks (a
 # chunk's tail runs fewer requests at once), small enough that one chunk's rows,
@@ -70,6 +70,8 @@ def prepare(
     id_column: str | None = None,
     output_column: str | None = None,
     schema_path: Path | None = None,
+    answer_schema: Any | None = None,
+    schema_where: str = "schema=",
     choices: list[str] | None = None,
     usage: bool = False,
     resume: bool = False,
@@ -79,50 +81,33 @@ def prepare(
     Raises TableError naming the problem: an unreadable table, an unknown format, a
     template with a syntax error or naming a column the table lacks, an invalid schema,
     fewer than two choices, an unknown model, an output column the table already has.
+    `answer_schema`: the JSON Schema itself instead of `schema_path`'s (freight.map),
+    called `schema_where` in messages.
     """
-    if not input_path.is_file():
-        raise TableError(f"{input_path} does not exist or is not a file")
-    fmt = formats.format_of(input_path, input_format)
-    out_fmt = formats.format_of(output)
-    if output.exists() and input_path.exists() and output.resolve() == input_path.resolve():
-        raise TableError(f"-o {output} is the input table; write the answers elsewhere")
-    if schema_path is not None and choices is not None:
-        raise TableError("--schema and --choices both say what the answer is; give one")
-    if schema_path is not None and output_column is not None:
-        raise TableError(
-            "--output-column names the one answer column of --prompt or --choices; with "
-            "--schema, the columns are the schema's properties"
-        )
-    column = output_column or answers.DEFAULT_COLUMN
-    if schema_path is not None:
-        answer_columns = answers.AnswerColumns.from_schema(
-            _load_json(schema_path), where=f"--schema {schema_path}"
-        )
-    elif choices is not None:
-        answer_columns = answers.AnswerColumns.choices(choices, column)
-    else:
-        answer_columns = answers.AnswerColumns.text(column)
+    fmt, input_schema = job.read_schema(input_path, input_format)
+    out_fmt = job.output_format(input_path, output)
+    answer_columns = job.answer_columns(
+        schema=answer_schema,
+        schema_path=schema_path,
+        choices=choices,
+        output_column=output_column,
+        where=schema_where,
+    )
     model = model or settings.default_model
     registry = Registry(settings)
     if not registry.has(model):
         raise TableError(f"unknown model '{model}'; the models are: {', '.join(registry.names())}")
-    reader = formats.TableReader(input_path, fmt)
-    reader.close()
-    columns = reader.columns
-    if id_column is not None and id_column not in columns:
-        raise TableError(
-            f"--id-column '{id_column}' is not a column of the table; its columns are: "
-            f"{', '.join(columns)}"
-        )
-    requests = prompts.RequestBuilder(
+    job.check_id_column(id_column, input_schema.names)
+    requests = job.request_builder(
+        input_schema.names,
+        answer_columns,
         model=model,
-        prompt=prompts.RowTemplate(prompt, columns, option="--prompt"),
-        system=None if system is None else prompts.RowTemplate(system, columns, option="--system"),
+        prompt=prompt,
+        system=system,
         max_tokens=max_tokens,
         temperature=temperature,
-        response_format=answer_columns.response_format,
     )
-    schema = answers.output_schema(reader.schema, answer_columns, usage=usage)
+    schema = answers.output_schema(input_schema, answer_columns, usage=usage)
     num_done = 0
     if resume and output.exists():
         num_done = formats.rows_written(output, out_fmt, schema.names)
@@ -138,15 +123,6 @@ def prepare(
         usage=usage,
         num_done=num_done,
     )
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise TableError(f"cannot read {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise TableError(f"{path} is not JSON: {exc}") from None
 
 
 @dataclasses.dataclass
@@ -231,26 +207,6 @@ def chunks(
         yield pa.Table.from_batches(pending)
 
 
-def batch_lines(
-    run: TableRun, rows: list[dict[str, Any]], first_row: int, max_custom_id_chars: int
-) -> Iterator[tuple[int, dict[str, Any] | prompts.RowError]]:
-    """Each row's batch line, or why the row cannot be asked, by its index in `rows`
-    (`first_row` is the first one's row number): `freight run` and `freight estimate`."""
-    asked: dict[str, int] = {}  # custom_id → index in rows
-    for i, row in enumerate(rows):
-        try:
-            custom_id = prompts.custom_id(row, first_row + i, run.id_column, max_custom_id_chars)
-            if custom_id in asked:
-                earlier = first_row + asked[custom_id]
-                raise prompts.RowError(f"row {earlier} already has the id '{custom_id}'")
-            line = run.requests.line(custom_id, row)
-        except prompts.RowError as exc:
-            yield i, exc
-            continue
-        asked[custom_id] = i
-        yield i, line
-
-
 async def run_chunk(
     settings: Settings,
     run: TableRun,
@@ -261,22 +217,22 @@ async def run_chunk(
 ) -> tuple[pa.Table, batches.BatchRecord | None]:
     """Run one chunk's rows; the chunk with the answer columns added, and its batch (None
     when no row of it could be asked)."""
-    rows = chunk.to_pylist()
-    outcomes: list[answers.Outcome | None] = [None] * len(rows)
-    asked: dict[str, int] = {}  # custom_id → index in the chunk
+    asked = job.ask(
+        chunk.to_pylist(),
+        first_row,
+        requests=run.requests,
+        id_column=run.id_column,
+        max_custom_id_chars=settings.limits.max_custom_id_chars,
+    )
+    found: dict[str, answers.Outcome] = {}
     runs = settings.home / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=runs) as tmp:
-        lines = Path(tmp) / "rows.jsonl"
-        with open(lines, "w") as fh:
-            for i, line in batch_lines(run, rows, first_row, settings.limits.max_custom_id_chars):
-                if isinstance(line, prompts.RowError):
-                    outcomes[i] = answers.Outcome(error=str(line))
-                    continue
-                asked[line["custom_id"]] = i
-                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-        batch = None
-        if asked:
+    batch = None
+    if asked.lines:
+        with tempfile.TemporaryDirectory(dir=runs) as tmp:
+            lines = Path(tmp) / "rows.jsonl"
+            with open(lines, "w") as fh:
+                fh.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in asked.lines)
             results, errors = Path(tmp) / "results.jsonl", Path(tmp) / "errors.jsonl"
             batch = await offline.run_batch_file(
                 settings, lines, results, errors, prompts.ENDPOINT, console=console, engines=engines
@@ -285,16 +241,8 @@ async def run_chunk(
                 return chunk, batch
             for path in (results, errors):
                 with open(path, "rb") as result_fh:
-                    for raw in result_fh:
-                        result = json.loads(raw)
-                        index = asked.get(result.get("custom_id"))
-                        if index is not None:
-                            outcomes[index] = run.answers.outcome(result)
-    missing = answers.Outcome(error="the batch wrote no result for this row")
-    joined = [o or missing for o in outcomes]
-    for array in answers.columns(joined, run.answers, usage=run.usage):
-        chunk = chunk.append_column(run.schema.field(chunk.num_columns), array)
-    return chunk, batch
+                    found.update(job.outcomes(result_fh, run.answers, wanted=asked.ids))
+    return job.join(chunk, asked, found, run.answers, usage=run.usage), batch
 
 
 def estimate_table(
@@ -316,12 +264,17 @@ def estimate_table(
         nonlocal num_row_errors
         row_number = run.num_done + 1
         for chunk in chunks(reader.batches(), ROWS_PER_RUN, skip=run.num_done):
-            rows = chunk.to_pylist()
+            asked = job.ask(
+                chunk.to_pylist(),
+                row_number,
+                requests=run.requests,
+                id_column=run.id_column,
+                max_custom_id_chars=settings.limits.max_custom_id_chars,
+            )
+            num_row_errors += len(asked.failed)
             lines: list[tuple[int, bytes | TooLong]] = []
-            for i, line in batch_lines(run, rows, row_number, settings.limits.max_custom_id_chars):
-                if isinstance(line, prompts.RowError):
-                    num_row_errors += 1
-                    continue
+            for line in asked.lines:
+                i = asked.ids[line["custom_id"]]
                 raw = json.dumps(line, ensure_ascii=False).encode()
                 lines.append(
                     (row_number + i, TooLong(len(raw)) if len(raw) > max_line_bytes else raw)
