@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from freight.cli.common import HomeOption, err, fail, load_settings, setup_logging
-from freight.config import Settings
+from freight.config import DEFAULT_EMBEDDING_MODEL, Settings
 from freight.errors import FreightError
 from freight.tables import formats
 
@@ -56,9 +56,21 @@ def run(
         str | None,
         typer.Option(help="A system message (a template too).", rich_help_panel=TABLE_PANEL),
     ] = None,
+    embed: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COLUMN",
+            help="Instead of a prompt: embed this text column with an embeddings model, into "
+            "a list-of-float column `embedding` (JSON text in CSV/TSV).",
+            rich_help_panel=TABLE_PANEL,
+        ),
+    ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="The model (default: default_model).", rich_help_panel=TABLE_PANEL),
+        typer.Option(
+            help=f"The model (default: default_model; with --embed, {DEFAULT_EMBEDDING_MODEL}).",
+            rich_help_panel=TABLE_PANEL,
+        ),
     ] = None,
     max_tokens: Annotated[
         int | None,
@@ -133,6 +145,8 @@ def run(
 
     Or run a prompt over every row of a table and write the table back with the answers:
     freight run reviews.csv --prompt 'Sentiment of: {{ text }}' -o labeled.csv
+
+    Or embed a column: freight run reviews.csv --embed text -o vectors.parquet
     """
     table_options = {
         "--system": system,
@@ -149,6 +163,7 @@ def run(
     is_table = (
         prompt is not None
         or prompt_file is not None
+        or embed is not None
         or input_format is not None
         or str(input_path) == "-"
         or formats.is_table_path(input_path)
@@ -156,7 +171,10 @@ def run(
     if not is_table:
         given = [name for name, value in table_options.items() if value is not None]
         if given:
-            fail(f"{', '.join(given)} run a prompt over a table: give --prompt or --prompt-file")
+            fail(
+                f"{', '.join(given)} run a prompt over a table: give --prompt or "
+                "--prompt-file (or --embed COLUMN)"
+            )
         if not input_path.is_file():
             fail(f"{input_path} does not exist or is not a file")
         run_batch_file(input_path, output, errors, endpoint, home, verbose, ray)
@@ -168,15 +186,18 @@ def run(
             f"{', '.join(given)} apply to batch files; a table's errors go into its "
             "error column, and tables run on this machine"
         )
-    if (prompt is None) == (prompt_file is None):
-        fail("a table needs its prompt: give --prompt or --prompt-file (one of them)")
+    if prompt is not None and prompt_file is not None:
+        fail("--prompt and --prompt-file both give the prompt: give one of them")
+    if prompt is None and prompt_file is None and embed is None:
+        fail(
+            "a table needs its prompt: give --prompt or --prompt-file (or --embed COLUMN "
+            "to embed a column)"
+        )
     if prompt_file is not None:
         try:
             prompt = prompt_file.read_text()
         except OSError as exc:
             fail(f"cannot read --prompt-file {prompt_file}: {exc.strerror}")
-    elif prompt is None:
-        fail("a table needs its prompt: give --prompt or --prompt-file")
     settings = load_settings(home)
     setup_logging(verbose)
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,6 +208,7 @@ def run(
             input_path,
             output,
             prompt=prompt,
+            embed=embed,
             input_format=input_format,
             system=system,
             model=model,
@@ -240,7 +262,8 @@ def run_table(
     input_path: Path,
     output: Path,
     *,
-    prompt: str,
+    prompt: str | None,
+    embed: str | None,
     input_format: str | None,
     system: str | None,
     model: str | None,
@@ -262,6 +285,7 @@ def run_table(
             input_path,
             output,
             prompt=prompt,
+            embed=embed,
             input_format=input_format,
             system=system,
             model=model,
