@@ -19,6 +19,8 @@ quick run took 17 minutes with a 1-line wall file, which the quick wall view now
 
     step                    last    full    quick   what dominates
     control_plane            7.9     7.9     1      1,000,000 lines through `freight run`
+    tables                   -      ~19     2.5     1,000,000 rows through `freight run`,
+                                                    twice (the second killed and resumed)
     embeddings (2 dtypes)    6.3     4       1.5    one text per request, 1,200 texts x 3
     upstream                 0.4     0.4     0.5
     scale                    1.5     1.5     1      process starts, 3 worker counts x 3
@@ -28,6 +30,11 @@ quick run took 17 minutes with a 1-line wall file, which the quick wall view now
     peers-fp32 (agreement)   4.8     4.8     -      two float32 engine starts
     hybrid                  11.2    10       1.5    a 512-request batch (alone, 2 policies)
     total                  105     ~80     ~15
+
+The tables benchmark (issue 20: 1,000,000 rows through `freight run` on a table, its
+memory and a resume) is not in the full suite, which would then take more than 90
+minutes here: `python -m benchmarks.tables` runs it alone (`--only tables` is refused
+as not a step of the suite).
 
 Three things are cut to fit: the hybrid comparison runs once (`--repeats 1`; each
 phase still has its 60+ real-time samples), the wall-time view's 1-line file (start-up

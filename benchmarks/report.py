@@ -601,6 +601,46 @@ def upstream(doc: dict[str, Any]) -> str:
     return table(["path", "n", "requests/s"], rows)
 
 
+# --- tables --------------------------------------------------------------------------
+
+
+def tables(doc: dict[str, Any]) -> str:
+    memory, resume, n = doc["memory"], doc["resume"], doc["rows"]
+    at = memory["rss_mb_at_percent_of_rows"]
+    kept, ran = resume["rows_kept"], resume["rows_run_after_resume"]
+    rows = [
+        [
+            f"{n:,} rows through `freight run` (Parquet in and out, `--id-column`)",
+            f"{memory['wall_s']:.0f} s ({num(memory['rows_per_s'], 0)} rows/s)",
+            "",
+        ],
+        ["peak RSS of its process tree", f"{num(memory['peak_rss_mb'], 0)} MB", "<= 500 MB"],
+        [
+            "RSS as 10 / 20 / ... / 90% of the rows were written",
+            " / ".join(num(at[k], 0) for k in sorted(at, key=int)) + " MB",
+            "",
+        ],
+        [
+            "largest / smallest RSS from 10% to 90% of the rows",
+            f"{num(memory['flat_ratio'], 2)} x ({num(memory['window_rss_mb_min'], 0)}{DASH}"
+            f"{num(memory['window_rss_mb_max'], 0)} MB, {memory['window_samples']} samples)",
+            "<= 1.25 x",
+        ],
+        [
+            f"`--resume` after a SIGKILL at {resume['killed_at_rows']:,} rows: rows kept + "
+            "rows run",
+            f"{kept:,} + {ran:,} = {kept + ran:,} ({resume['rows_run_twice']:,} run twice)",
+            "none run twice",
+        ],
+        [
+            "the resumed output against the clean run's, row for row",
+            f"{resume['rows_compared']:,} rows, {resume['rows_differ']:,} differ",
+            "none differ",
+        ],
+    ]
+    return table(["measure", "result", "target"], rows)
+
+
 # --- targets -------------------------------------------------------------------------
 
 Verdict = tuple[str, bool] | None  # (value shown, met) or None: not in this file
@@ -692,6 +732,23 @@ def control(key: str) -> Callable[[dict[str, Any]], Verdict]:
     return check
 
 
+def tables_target(key: str) -> Callable[[dict[str, Any]], Verdict]:
+    def check(doc: dict[str, Any]) -> Verdict:
+        memory, resume, n = doc["memory"], doc["resume"], doc["rows"]
+        size = "" if n >= 1_000_000 else f" for {n:,} rows (not 1,000,000)"
+        if key == "rss":
+            peak = memory["peak_rss_mb"]
+            return f"{num(peak, 0)} MB{size}", not size and peak is not None and peak <= 500
+        if key == "flat":
+            ratio = memory["flat_ratio"]
+            return f"{num(ratio, 2)} x{size}", not size and ratio is not None and ratio <= 1.25
+        twice, differ = resume["rows_run_twice"], resume["rows_differ"]
+        shown = f"{twice:,} rows run twice, {differ:,} differ{size}"
+        return shown, not size and twice == 0 and differ == 0
+
+    return check
+
+
 def hybrid_target(doc: dict[str, Any]) -> Verdict:
     if is_legacy(doc):
         pairs = {
@@ -768,6 +825,24 @@ TARGETS: list[tuple[str, str, str, Callable[[dict[str, Any]], Verdict]]] = [
     ("control_plane", "", "1,000,000 requests through `freight run` <= 10 min", control("run")),
     ("control_plane", "", "`freight run`'s memory flat (within 10%)", control("flat")),
     (
+        "tables",
+        "",
+        "1,000,000-row table through `freight run`: peak RSS <= 500 MB",
+        tables_target("rss"),
+    ),
+    (
+        "tables",
+        "",
+        "its memory flat from 10% to 90% of the rows (largest / smallest <= 1.25 x)",
+        tables_target("flat"),
+    ),
+    (
+        "tables",
+        "",
+        "`--resume` after a kill at about half way runs no finished row again",
+        tables_target("resume"),
+    ),
+    (
         "hybrid",
         "",
         "real-time p95 <= 2 x idle and batch >= 0.8 x alone, together (p95 x / batch x)",
@@ -837,6 +912,7 @@ VIEWS: dict[str, Callable[[dict[str, Any]], str]] = {
     "step_cost": step_cost,
     "embeddings": embeddings,
     "control_plane": control_plane,
+    "tables": tables,
     "scale": scale,
     "upstream": upstream,
     "all": suite,
@@ -848,6 +924,7 @@ COMMANDS = {
     "step_cost": "python -m benchmarks.step_cost",
     "embeddings": "python -m benchmarks.embeddings",
     "control_plane": "python -m benchmarks.control_plane",
+    "tables": "python -m benchmarks.tables",
     "scale": "python -m benchmarks.scale",
     "upstream": "python -m benchmarks.upstream",
     "all": "python -m benchmarks.all",

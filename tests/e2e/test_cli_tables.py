@@ -1,6 +1,7 @@
 """`freight run` on a table as a user runs it: examples/reviews.csv in, the table back with
 answers; bad input stops with exit code 2 before any engine starts; the real model's
-structured answers always fit their choices or schema."""
+structured answers always fit their choices or schema; `--embed` gives the real
+embeddings model's vectors, the same as /v1/embeddings gives."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import pytest
 from jsonschema import Draft202012Validator
 from rich.console import Console
 
+from freight.config import DEFAULT_EMBEDDING_MODEL
 from freight.service import table_run
 from tests.conftest import CHAT_MODEL, LiveServer, make_settings, run_cli
+from tests.e2e.test_embeddings_api import same_vector
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 REVIEWS = EXAMPLES / "reviews.csv"
@@ -131,6 +134,15 @@ def bad_runs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
             "as parquet",
         ),
         "no prompt": ([reviews, "--choices", CHOICES], "a table needs its prompt"),
+        "embed and a prompt": (
+            [reviews, "--embed", "review", "--prompt", "{{ review }}"],
+            "takes no options for a generated answer; drop --prompt/--prompt-file",
+        ),
+        "embed a number column": ([reviews, "--embed", "id"], "--embed 'id' holds int64 values"),
+        "repeated id": (
+            [str(tmp_path / "repeated.csv"), "--prompt", "{{ text }}", "--id-column", "id"],
+            "--id-column 'id': rows 1 and 3 both have the id 'a'",
+        ),
     }
 
 
@@ -140,6 +152,7 @@ def test_bad_input_exits_2_before_the_engine_starts(tmp_path: Path, case: str) -
     its engine would not exit 2, and not within the timeout."""
     (tmp_path / "bad-schema.json").write_text('{"type": "objekt", "properties": {}}')
     (tmp_path / "garbled.parquet").write_text("not parquet at all")
+    (tmp_path / "repeated.csv").write_text("id,text\na,x\nb,y\na,z\n")
     args, message = bad_runs(tmp_path)[case]
     output = tmp_path / "out.csv"
     done = run_cli("run", *args, "-o", str(output), "--home", str(tmp_path / "home"), timeout=60)
@@ -200,3 +213,43 @@ def test_real_model_answers_fit_the_choices_and_the_schema(
     for row in rows:
         if row["error"] is not None:
             assert row["sentiment"] is None
+
+
+@pytest.mark.slow
+def test_embed_a_column_with_the_real_embeddings_model(
+    module_echo_server: LiveServer, tmp_path: Path
+) -> None:
+    """The embeddings model runs in the server's process (as in test_embeddings_api, whose
+    fixture this is): no vLLM engine is needed."""
+    server = module_echo_server
+    head = tmp_path / "reviews-head.csv"
+    lines = REVIEWS.read_text().splitlines(keepends=True)[:6]  # a header and 5 rows
+    lines[3] = lines[3].split(",")[0] + ",Coffee maker,\n"  # a review left empty: null
+    head.write_text("".join(lines))
+    settings = make_settings(tmp_path / "home")
+    prepared = table_run.prepare(settings, head, tmp_path / "out.parquet", embed="review")
+    printed = io.StringIO()
+    code = server.run_in_loop(
+        table_run.run_table_async(
+            settings,
+            prepared,
+            console=Console(file=printed, width=200),
+            engines=server.svc.engines,
+        ),
+        600,
+    )
+
+    assert code == 3, printed.getvalue()  # one row failed: its review is empty
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    table = read_csv(head).to_pylist()
+    assert [{k: r[k] for k in ("id", "product", "review")} for r in rows] == table
+    assert rows[2]["embedding"] is None
+    assert rows[2]["error"] == "the column 'review' is empty (null) in this row"
+    embedded = [r for r in rows if r["error"] is None]
+    assert len(embedded) == 4
+    api = server.openai().embeddings.create(
+        model=DEFAULT_EMBEDDING_MODEL, input=[r["review"] for r in embedded]
+    )
+    for row, item in zip(embedded, api.data, strict=True):
+        assert len(row["embedding"]) == 384
+        assert same_vector(row["embedding"], item.embedding)

@@ -236,3 +236,52 @@ def test_every_table_names_the_device_its_figures_come_from() -> None:
     assert "device: CPU ·" in report.provenance("peers", doc)
     legacy = next(iter(load_fixtures("legacy").values()))
     assert "device: CPU" in report.provenance("peers", legacy)
+
+
+def tables_doc(rows: int = 1_000_000, **resume: int) -> dict[str, Any]:
+    """A tables results file as the benchmark writes one, from an idle machine."""
+    doc = clean(load_fixtures("harness")["smoke-control"])
+    doc.update(benchmark="tables", name="tables", rows=rows)
+    doc["memory"] = {
+        "wall_s": 500.0,
+        "rows_per_s": 2000.0,
+        "peak_rss_mb": 231.4,
+        "rss_mb_at_percent_of_rows": {str(p): 150.0 + p / 10 for p in range(10, 100, 10)},
+        "window_samples": 1800,
+        "window_rss_mb_min": 151.0,
+        "window_rss_mb_max": 159.0,
+        "flat_ratio": 1.053,
+    }
+    doc["resume"] = {
+        "killed_at_rows": 500_000,
+        "rows_kept": 500_000,
+        "rows_run_after_resume": 500_000,
+        "rows_run_twice": 0,
+        "rows_compared": 1_000_000,
+        "rows_differ": 0,
+        **resume,
+    }
+    return doc
+
+
+def test_the_tables_table_shows_memory_against_rows_and_the_resume_counts() -> None:
+    block = report.render_block("tables", {"tables": tables_doc()})
+    assert "| peak RSS of its process tree | 231 MB | <= 500 MB |" in block
+    assert "| 151 / 152 / 153 / 154 / 155 / 156 / 157 / 158 / 159 MB |" in block
+    assert f"| 1.05 x (151{report.DASH}159 MB, 1800 samples) | <= 1.25 x |" in block
+    assert "| 500,000 + 500,000 = 1,000,000 (0 run twice) | none run twice |" in block
+    assert "| 1,000,000 rows, 0 differ | none differ |" in block
+
+
+def test_tables_targets_are_met_only_at_a_million_rows_with_nothing_run_twice() -> None:
+    def verdicts(doc: dict[str, Any]) -> list[str]:
+        lines = report.targets({"tables": doc}).splitlines()
+        return [line for line in lines if "`tables.json`" in line]
+
+    met = verdicts(tables_doc())
+    assert len(met) == 3 and all(line.endswith("| **met** |") for line in met)
+    redone = verdicts(tables_doc(rows_run_twice=10_000))
+    assert "10,000 rows run twice, 0 differ" in redone[2] and redone[2].endswith("**missed** |")
+    small = verdicts(tables_doc(rows=100_000))
+    assert all("for 100,000 rows (not 1,000,000)" in line for line in small)
+    assert all(line.endswith("| **missed** |") for line in small)

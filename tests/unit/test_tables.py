@@ -64,6 +64,22 @@ def test_an_unreadable_table_is_a_table_error(tmp_path: Path) -> None:
         formats.TableReader(tmp_path / "empty.csv", "csv")
 
 
+def test_one_column_is_read_alone_in_row_order(tmp_path: Path) -> None:
+    table = pa.table({"id": list(range(20_000)), "text": ["x"] * 20_000})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=3_000)
+    parts = list(formats.column_values(tmp_path / "t.parquet", "parquet", "id"))
+    assert len(parts) > 1
+    assert pa.chunked_array(parts).to_pylist() == list(range(20_000))
+    source = write_csv(tmp_path / "t.csv", "id,text\n1,a\n,b\n3,c\n")
+    ids = pa.chunked_array(list(formats.column_values(source, "csv", "id")))
+    assert ids.to_pylist() == [1, None, 3]
+    source = write_csv(tmp_path / "t.jsonl", '{"id": "a", "n": 1}\n{"id": "b", "n": 2}\n')
+    assert pa.chunked_array(list(formats.column_values(source, "jsonl", "id"))).to_pylist() == [
+        "a",
+        "b",
+    ]
+
+
 def test_csv_with_quoted_newlines_and_tsv_are_read(tmp_path: Path) -> None:
     csv_path = write_csv(tmp_path / "a.csv", 'id,text\n1,"two\nlines"\n2,plain\n')
     assert read_all(csv_path, "csv").to_pylist() == [
@@ -194,6 +210,57 @@ def test_custom_id_is_the_row_number_or_the_id_column() -> None:
         prompts.custom_id({"id": "long"}, 4, "id", 3)
 
 
+def test_the_first_repeated_id_is_found_across_batches_with_both_rows() -> None:
+    ids = ["a", "b", None, "", "c", "d", "", None, "b", "a"]
+    batches = [pa.array(ids[i : i + 3], pa.string()) for i in range(0, len(ids), 3)]
+    # Rows 9 and 10 repeat rows 2 and 1; row 9 comes first. Null and empty ids (rows 3,
+    # 4, 7, 8) are each their own row's error, not repeats.
+    assert prompts.repeated_id(batches) == prompts.RepeatedId("b", 2, 9)
+    assert prompts.repeated_id([pa.array([7, 3]), pa.array([5, 7])]) == prompts.RepeatedId(7, 1, 4)
+    categorical = pa.array(["x", "y", "x"]).dictionary_encode()  # pandas' category dtype
+    assert prompts.repeated_id([categorical]) == prompts.RepeatedId("x", 1, 3)
+
+
+def test_unique_ids_have_no_repeat() -> None:
+    assert prompts.repeated_id([pa.array(["x", "y", None]), pa.array(["z", None, ""])]) is None
+    assert prompts.repeated_id([pa.array([1])]) is None
+    assert prompts.repeated_id([]) is None
+
+
+def test_an_embedding_line_is_the_columns_text_and_an_empty_cell_fails_its_row() -> None:
+    schema = pa.schema([("id", pa.int64()), ("text", pa.string())])
+    builder = prompts.EmbeddingRequestBuilder.checked("minilm", "text", schema)
+    assert builder.line("7", {"id": 7, "text": "Fast shipping."}) == {
+        "custom_id": "7",
+        "method": "POST",
+        "url": "/v1/embeddings",
+        "body": {"model": "minilm", "input": "Fast shipping."},
+    }
+    with pytest.raises(prompts.RowError) as null:
+        builder.line("8", {"id": 8, "text": None})
+    assert str(null.value) == "the column 'text' is empty (null) in this row"
+    with pytest.raises(prompts.RowError, match="is empty in this row: no text to embed"):
+        builder.line("9", {"id": 9, "text": ""})
+
+
+def test_embed_names_a_text_column_of_the_table() -> None:
+    schema = pa.schema(
+        [
+            ("id", pa.int64()),
+            ("text", pa.string()),
+            ("kind", pa.dictionary(pa.int32(), pa.string())),
+        ]
+    )
+    with pytest.raises(TableError) as missing:
+        prompts.EmbeddingRequestBuilder.checked("m", "txt", schema)
+    assert missing.value.message == (
+        "--embed 'txt' is not a column of the table; its columns are: id, text, kind"
+    )
+    with pytest.raises(TableError, match="--embed 'id' holds int64 values; an embedding is made"):
+        prompts.EmbeddingRequestBuilder.checked("m", "id", schema)
+    assert prompts.EmbeddingRequestBuilder.checked("m", "kind", schema).column == "kind"
+
+
 # --- answers ---------------------------------------------------------------------------
 
 
@@ -266,6 +333,39 @@ def test_an_error_line_is_the_rows_error() -> None:
     assert answers.AnswerColumns.text().outcome(line).error == "too_long: big"
     gone = {"custom_id": "1", "response": None, "error": {"code": "batch_expired", "message": "x"}}
     assert answers.AnswerColumns.text().outcome(gone).error == "batch_expired: x"
+
+
+def test_an_embedding_becomes_a_float_list_column_json_text_in_csv(tmp_path: Path) -> None:
+    column = answers.EmbeddingColumn()
+    line = {
+        "custom_id": "1",
+        "response": {
+            "status_code": 200,
+            "body": {
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -1.5]}],
+                "model": "m",
+                "usage": {"prompt_tokens": 4, "total_tokens": 4},
+            },
+        },
+        "error": None,
+    }
+    embedded = column.outcome(line)
+    assert embedded == answers.Outcome(values={"embedding": [0.25, -1.5]}, prompt_tokens=4)
+    assert column.outcome(ok_line("not an embedding")).error == "the response has no embedding"
+    failed = answers.Outcome(error="the column 'text' is empty (null) in this row")
+    vectors, error = answers.columns([embedded, failed], column, usage=False)
+    assert vectors.type == pa.list_(pa.float32())
+    assert vectors.to_pylist() == [[0.25, -1.5], None]
+    assert error.to_pylist() == [None, failed.error]
+
+    schema = answers.output_schema(pa.schema([("text", pa.string())]), column, usage=False)
+    assert schema.names == ["text", "embedding", "error"]
+    table = pa.table([pa.array(["a", None]), vectors, error], schema=schema)
+    writer = formats.TableWriter(tmp_path / "o.csv", "csv", schema)
+    writer.write(table)
+    writer.close()
+    assert read_all(tmp_path / "o.csv", "csv")["embedding"].to_pylist() == ["[0.25, -1.5]", None]
 
 
 def test_output_columns_follow_the_input_and_may_not_clash() -> None:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from freight.cli.common import HomeOption, err, fail, load_settings, setup_logging
-from freight.config import Settings
+from freight.config import DEFAULT_EMBEDDING_MODEL, Settings
 from freight.errors import FreightError
 from freight.tables import formats
 
@@ -56,11 +56,21 @@ def run(
         str | None,
         typer.Option(help="A system message (a template too).", rich_help_panel=TABLE_PANEL),
     ] = None,
+    embed: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COLUMN",
+            help="Instead of a prompt: embed this text column with an embeddings model, into "
+            "a list-of-float column `embedding` (JSON text in CSV/TSV).",
+            rich_help_panel=TABLE_PANEL,
+        ),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
             help="The model: of every line of a batch file (instead of each line's own), or "
-            "of a table's prompts (default: default_model). A model's name or alias."
+            "of a table's prompts (default: default_model; with --embed, "
+            f"{DEFAULT_EMBEDDING_MODEL}). A model's name or alias."
         ),
     ] = None,
     max_tokens: Annotated[
@@ -144,6 +154,8 @@ def run(
 
     Or run a prompt over every row of a table and write the table back with the answers:
     freight run reviews.csv --prompt 'Sentiment of: {{ text }}' -o labeled.csv
+
+    Or embed a column: freight run reviews.csv --embed text -o vectors.parquet
     """
     table_options = {
         "--system": system,
@@ -159,6 +171,7 @@ def run(
     is_table = (
         prompt is not None
         or prompt_file is not None
+        or embed is not None
         or input_format is not None
         or str(input_path) == "-"
         or formats.is_table_path(input_path)
@@ -166,7 +179,10 @@ def run(
     if not is_table:
         given = [name for name, value in table_options.items() if value is not None]
         if given:
-            fail(f"{', '.join(given)} run a prompt over a table: give --prompt or --prompt-file")
+            fail(
+                f"{', '.join(given)} run a prompt over a table: give --prompt or "
+                "--prompt-file (or --embed COLUMN)"
+            )
         if not input_path.is_file():
             fail(f"{input_path} does not exist or is not a file")
         address = ray_address or ("local" if ray else None)
@@ -184,15 +200,18 @@ def run(
             f"{', '.join(given)} apply to batch files; a table's errors go into its "
             "error column, and tables run on this machine"
         )
-    if (prompt is None) == (prompt_file is None):
-        fail("a table needs its prompt: give --prompt or --prompt-file (one of them)")
+    if prompt is not None and prompt_file is not None:
+        fail("--prompt and --prompt-file both give the prompt: give one of them")
+    if prompt is None and prompt_file is None and embed is None:
+        fail(
+            "a table needs its prompt: give --prompt or --prompt-file (or --embed COLUMN "
+            "to embed a column)"
+        )
     if prompt_file is not None:
         try:
             prompt = prompt_file.read_text()
         except OSError as exc:
             fail(f"cannot read --prompt-file {prompt_file}: {exc.strerror}")
-    elif prompt is None:
-        fail("a table needs its prompt: give --prompt or --prompt-file")
     settings = load_settings(home)
     setup_logging(verbose)
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,6 +222,7 @@ def run(
             input_path,
             output,
             prompt=prompt,
+            embed=embed,
             input_format=input_format,
             system=system,
             model=model,
@@ -261,7 +281,8 @@ def run_table(
     input_path: Path,
     output: Path,
     *,
-    prompt: str,
+    prompt: str | None,
+    embed: str | None,
     input_format: str | None,
     system: str | None,
     model: str | None,
@@ -283,6 +304,7 @@ def run_table(
             input_path,
             output,
             prompt=prompt,
+            embed=embed,
             input_format=input_format,
             system=system,
             model=model,

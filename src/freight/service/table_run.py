@@ -8,8 +8,9 @@ to the output before the next one is read. So a table of any length runs in the 
 of one chunk, answers are on disk as each chunk ends, and `--resume` continues after
 the last row an interrupted run wrote.
 
-Everything a user can get wrong (the files, the templates, the schema, the options) is
-checked by `prepare`, before any engine starts.
+Everything a user can get wrong (the files, the templates, the schema, the options, an
+`--id-column` value two rows share) is checked by `prepare`, before any engine starts.
+`--embed COLUMN` runs the same way, with /v1/embeddings lines and a vector column.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 from rich.console import Console
 
-from freight.config import Settings
+from freight.config import DEFAULT_EMBEDDING_MODEL, Settings
 from freight.engines.pool import EnginePool
 from freight.engines.registry import Registry
 from freight.protocol.batch_input import TooLong
@@ -33,6 +34,7 @@ from freight.store import batches
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus
 from freight.tables import TableError, answers, formats, job, prompts
+from freight.upstream import passthrough
 
 # Rows per offline batch: large enough that the engine stays full between chunks (a
 # chunk's tail runs fewer requests at once), small enough that one chunk's rows,
@@ -48,7 +50,7 @@ class TableRun:
     input_format: str
     output: Path
     output_format: str
-    requests: prompts.RequestBuilder
+    requests: prompts.RowRequests
     answers: answers.AnswerColumns
     schema: pa.Schema  # the output table's
     id_column: str | None = None
@@ -61,7 +63,8 @@ def prepare(
     input_path: Path,
     output: Path,
     *,
-    prompt: str,
+    prompt: str | None = None,
+    embed: str | None = None,
     input_format: str | None = None,
     system: str | None = None,
     model: str | None = None,
@@ -78,36 +81,52 @@ def prepare(
 ) -> TableRun:
     """Check everything about a table run that can be checked without running it.
 
-    Raises TableError naming the problem: an unreadable table, an unknown format, a
-    template with a syntax error or naming a column the table lacks, an invalid schema,
-    fewer than two choices, an unknown model, an output column the table already has.
-    `answer_schema`: the JSON Schema itself instead of `schema_path`'s (freight.map),
-    called `schema_where` in messages.
+    A run either answers a `prompt` or embeds the column `embed` (default model: the
+    embeddings default). Raises TableError naming the problem: an unreadable table, an
+    unknown format, a template with a syntax error or naming a column the table lacks,
+    an invalid schema, fewer than two choices, an unknown model or one that does not
+    serve the run's kind of request, an output column the table already has, an
+    `--id-column` value that two rows share. `answer_schema`: the JSON Schema itself
+    instead of `schema_path`'s (freight.map), called `schema_where` in messages.
     """
     fmt, input_schema = job.read_schema(input_path, input_format)
     out_fmt = job.output_format(input_path, output)
-    answer_columns = job.answer_columns(
-        schema=answer_schema,
-        schema_path=schema_path,
-        choices=choices,
-        output_column=output_column,
-        where=schema_where,
+    _check_task(
+        prompt, embed, system, max_tokens, temperature, schema_path or answer_schema, choices
     )
-    model = model or settings.default_model
+    answer_columns: answers.AnswerColumns
+    if embed is not None:
+        answer_columns = answers.EmbeddingColumn(output_column or answers.EMBEDDING_COLUMN)
+    else:
+        answer_columns = job.answer_columns(
+            schema=answer_schema,
+            schema_path=schema_path,
+            choices=choices,
+            output_column=output_column,
+            where=schema_where,
+        )
+    model = model or (DEFAULT_EMBEDDING_MODEL if embed is not None else settings.default_model)
     registry = Registry(settings)
     if not registry.has(model):
         raise TableError(f"unknown model '{model}'; the models are: {', '.join(registry.names())}")
     job.check_id_column(id_column, input_schema.names)
-    requests = job.request_builder(
-        input_schema.names,
-        answer_columns,
-        model=model,
-        prompt=prompt,
-        system=system,
-        max_tokens=max_tokens,
-        temperature=temperature,
-    )
+    requests: prompts.RowRequests
+    if embed is not None:
+        requests = prompts.EmbeddingRequestBuilder.checked(model, embed, input_schema)
+    else:
+        requests = job.request_builder(
+            input_schema.names,
+            answer_columns,
+            model=model,
+            prompt=prompt,
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+    _check_model_serves(registry, model, requests.url, "a prompt" if embed is None else "--embed")
     schema = answers.output_schema(input_schema, answer_columns, usage=usage)
+    if id_column is not None:
+        _check_unique_ids(input_path, fmt, id_column)
     num_done = 0
     if resume and output.exists():
         num_done = formats.rows_written(output, out_fmt, schema.names)
@@ -123,6 +142,72 @@ def prepare(
         usage=usage,
         num_done=num_done,
     )
+
+
+def _check_task(
+    prompt: str | None,
+    embed: str | None,
+    system: str | None,
+    max_tokens: int | None,
+    temperature: float | None,
+    schema_path: Path | None,
+    choices: list[str] | None,
+) -> None:
+    """A run answers a prompt or embeds a column: never both, never neither."""
+    if embed is None:
+        if prompt is None:
+            raise TableError(
+                "a table needs its prompt (--prompt, --prompt-file), or a column to embed "
+                "(--embed COLUMN)"
+            )
+        return
+    generation = {
+        "--prompt/--prompt-file": prompt,
+        "--system": system,
+        "--max-tokens": max_tokens,
+        "--temperature": temperature,
+        "--schema": schema_path,
+        "--choices": choices,
+    }
+    given = [name for name, value in generation.items() if value is not None]
+    if given:
+        raise TableError(
+            "--embed writes a column's embeddings and takes no options for a generated "
+            f"answer; drop {', '.join(given)}"
+        )
+
+
+def _check_model_serves(registry: Registry, model: str, url: str, what: str) -> None:
+    """An embeddings model cannot answer a prompt, nor a chat model embed a column."""
+    if passthrough.serving_problem(registry, model, url, in_batch=True) is None:
+        return
+    able = [
+        name
+        for name in registry.names()
+        if passthrough.serving_problem(registry, name, url, in_batch=True) is None
+    ]
+    raise TableError(
+        f"the model '{model}' does not serve {url}, which {what} needs; --model may name "
+        f"one that does: {', '.join(able) or 'none is configured'}"
+    )
+
+
+def _check_unique_ids(path: Path, fmt: str, column: str) -> None:
+    """Two rows with one id could not be told apart in the output of a batch (its
+    custom_ids are unique): a repeat anywhere in the table stops the run before it
+    starts, found by reading the id column alone."""
+    try:
+        repeat = prompts.repeated_id(formats.column_values(path, fmt, column))
+    except pa.ArrowNotImplementedError:
+        raise TableError(
+            f"--id-column '{column}' holds values that are not ids; an id is text or a number"
+        ) from None
+    if repeat is not None:
+        raise TableError(
+            f"--id-column '{column}': rows {repeat.first_row} and {repeat.row} both have "
+            f"the id '{repeat.value}'; each row needs an id of its own (without "
+            "--id-column, rows are numbered)"
+        )
 
 
 @dataclasses.dataclass
@@ -235,7 +320,7 @@ async def run_chunk(
                 fh.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in asked.lines)
             results, errors = Path(tmp) / "results.jsonl", Path(tmp) / "errors.jsonl"
             batch = await offline.run_batch_file(
-                settings, lines, results, errors, prompts.ENDPOINT, console=console, engines=engines
+                settings, lines, results, errors, run.requests.url, console=console, engines=engines
             )
             if batch.status == BatchStatus.FAILED:
                 return chunk, batch

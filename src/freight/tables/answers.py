@@ -5,7 +5,8 @@ A plain prompt's answer is one text column (`--output-column`, default `answer`)
 the schema is a column: scalars keep their JSON type (string, integer, number,
 boolean), anything else is JSON text. `--choices a,b,c` is the shortcut for a schema
 with one enum property, named like the output column. An answer that is not JSON, or
-does not validate against the schema, is that row's error, never a value.
+does not validate against the schema, is that row's error, never a value. `--embed`
+writes one list<float32> column (`embedding`): the vector of the row's text.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from freight.tables import TableError
 from freight.tables.prompts import RowError
 
 DEFAULT_COLUMN = "answer"
+EMBEDDING_COLUMN = "embedding"
+EMBEDDING_TYPE = pa.list_(pa.float32())  # the models' own precision
 ERROR_COLUMN = "error"
 USAGE_COLUMNS = ("prompt_tokens", "completion_tokens")
 SCHEMA_NAME = "row_answer"
@@ -126,13 +129,18 @@ class AnswerColumns:
             code, message = problem.get("code"), problem.get("message") or "no answer"
             return Outcome(error=f"{code}: {message}" if code else message, **tokens)
         try:
-            choice = body["choices"][0]
-            content = choice["message"]["content"] or ""
-            return Outcome(values=self.values(content, choice.get("finish_reason")), **tokens)
+            return Outcome(values=self.answer(body), **tokens)
         except RowError as exc:
             return Outcome(error=str(exc), **tokens)
+
+    def answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The column values of a successful response's body; RowError if it has none."""
+        try:
+            choice = body["choices"][0]
+            content = choice["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
-            return Outcome(error="the response has no message content", **tokens)
+            raise RowError("the response has no message content") from None
+        return self.values(content, choice.get("finish_reason"))
 
     def values(self, content: str, finish_reason: str | None = None) -> dict[str, Any]:
         """The column values of one reply; RowError if it does not fit the schema."""
@@ -148,6 +156,22 @@ class AnswerColumns:
             where = "/".join(str(p) for p in error.absolute_path) or "the top level"
             raise RowError(f"the answer does not match the schema (at {where}: {error.message})")
         return {f.name: _column_value(answer.get(f.name), f.type) for f in self.fields}
+
+
+class EmbeddingColumn(AnswerColumns):
+    """`--embed`: the vector of the row's text, in one list<float32> column."""
+
+    def __init__(self, column: str = EMBEDDING_COLUMN) -> None:
+        super().__init__([pa.field(column, EMBEDDING_TYPE)], None)
+
+    def answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            vector = body["data"][0]["embedding"]
+        except (KeyError, IndexError, TypeError):
+            raise RowError("the response has no embedding") from None
+        if not isinstance(vector, list):
+            raise RowError("the response's embedding is not a list of floats")
+        return {self.fields[0].name: vector}
 
 
 def _arrow_type(prop: Any) -> pa.DataType:

@@ -98,7 +98,7 @@ class TableReader:
             self._stream.close()
 
 
-def _open_stream(path: Path, fmt: str) -> Any:
+def _open_stream(path: Path, fmt: str, columns: list[str] | None = None) -> Any:
     if fmt == "jsonl":
         return pa_json.open_json(path)
     return pa_csv.open_csv(
@@ -106,8 +106,32 @@ def _open_stream(path: Path, fmt: str) -> Any:
         parse_options=pa_csv.ParseOptions(delimiter=DELIMITERS[fmt], newlines_in_values=True),
         # An empty cell is CSV's only way to say "missing": null, as in the other formats
         # (and as the output writes a null).
-        convert_options=pa_csv.ConvertOptions(strings_can_be_null=True),
+        convert_options=pa_csv.ConvertOptions(
+            strings_can_be_null=True, include_columns=columns or []
+        ),
     )
+
+
+def column_values(path: Path, fmt: str, name: str) -> Iterator[pa.Array]:
+    """One column's values in row order, a record batch at a time; the other columns are
+    not kept (Parquet does not even read them)."""
+    parquet = stream = None
+    try:
+        if fmt == "parquet":
+            parquet = pq.ParquetFile(path)
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[name]):
+                yield batch.column(0)
+        else:
+            stream = _open_stream(path, fmt, [name])
+            for batch in stream:
+                yield batch.column(name)
+    except (OSError, pa.ArrowException) as exc:
+        raise TableError(f"cannot read {path} as {fmt}: {exc}") from None
+    finally:
+        if parquet is not None:
+            parquet.close()
+        if stream is not None:
+            stream.close()
 
 
 def text_schema(schema: pa.Schema, fmt: str) -> pa.Schema:
