@@ -113,6 +113,8 @@ def prepare(
     requests: prompts.RowRequests
     if embed is not None:
         requests = prompts.EmbeddingRequestBuilder.checked(model, embed, input_schema)
+    elif prompt is None:  # refused by _check_task already; said again for the type
+        raise TableError("a table needs its prompt (--prompt, --prompt-file)")
     else:
         requests = job.request_builder(
             input_schema.names,

@@ -131,7 +131,7 @@ def ask(
     rows: Sequence[Mapping[str, Any]],
     first_row: int,
     *,
-    requests: prompts.RequestBuilder | None,
+    requests: prompts.RowRequests | None,
     id_column: str | None,
     max_custom_id_chars: int,
     seen: dict[str, int] | None = None,
