@@ -15,8 +15,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from freight import __version__
-from freight.cli import client, main
+from freight.cli import main
 from freight.cli import run as run_command
+from freight.service import batch_client
 from freight.store.db import open_database
 from tests.conftest import LiveServer, chat_line, free_port, write_jsonl
 from tests.sdk import batch_lines
@@ -157,7 +158,7 @@ def test_server_answers_map_to_the_exit_code_table(
     def answer(method: str, url: str, **kwargs: Any) -> httpx.Response:
         return httpx.Response(status, json={"error": {"message": "told so"}})
 
-    monkeypatch.setattr(client.httpx, "request", answer)
+    monkeypatch.setattr(batch_client.httpx, "request", answer)
     done = freight("batches", "get", "batch_x")
     assert done.exit_code == code and f"HTTP {status}: told so" in done.stderr
 
