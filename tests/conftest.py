@@ -239,6 +239,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 SESSION_SERVERS = ("real_server", "capped_server")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Groups for `make test`'s workers (pytest-xdist with `--dist loadgroup`): the tests
     on a session server (the real engine, the hostile suite's capped server) run on one
