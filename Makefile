@@ -63,12 +63,9 @@ lint: install
 
 # The suite includes the docs: the generated reference pages must match the code
 # (tests/unit/test_docs_reference.py) and `mkdocs build --strict` must pass
-# (tests/integration/test_docs_site.py). Two workers (one per core here): the tests on
-# the session's real engine run on one, in order, while the rest spread over both
-# (tests/conftest.py, xdist groups).
-TEST_WORKERS ?= 2
+# (tests/integration/test_docs_site.py).
 test: install browser lint
-	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest
 
 # The docs site: the reference pages regenerated from the settings and the commands, then
 # the site built into site/ (strict: a broken link or a page left out of the nav fails).

@@ -235,22 +235,6 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server.stop()
 
 
-# Session-scoped servers: the tests on each run on one pytest-xdist worker, so it starts once.
-SESSION_SERVERS = ("real_server", "capped_server")
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for `make test`'s workers (pytest-xdist with `--dist loadgroup`): the tests
-    on a session server (the real engine, the hostile suite's capped server) run on one
-    worker, in order; every other module is a unit of its own (its module fixtures start
-    once), spread over the workers. Without `--numprocesses` the marks do nothing."""
-    for item in items:
-        names = getattr(item, "fixturenames", ())
-        group = next((s for s in SESSION_SERVERS if s in names), item.nodeid.split("::")[0])
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 # --- helpers ------------------------------------------------------------------------------
 
 
