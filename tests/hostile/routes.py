@@ -77,6 +77,9 @@ TEMPLATES: dict[tuple[str, str], tuple[Template, ...]] = {
             (("metadata", "k"),),
         ),
     ),
+    ("POST", "/v1/batches/estimate"): (
+        Template({"input_file_id": "{file_id}"}, (("input_file_id",),)),
+    ),
     ("POST", "/v1/messages/batches"): (
         Template(
             {"requests": [{"custom_id": "r1", "params": MESSAGE}]},
