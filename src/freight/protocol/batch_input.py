@@ -310,10 +310,16 @@ class FileValidator:
         return self.problems
 
 
-def first_object(fh: BinaryIO, max_line_bytes: int) -> dict[str, Any] | None:
-    """The first line that parses as a JSON object, if one does (cheap: reads no further)."""
+def first_object(
+    fh: BinaryIO, max_line_bytes: int, max_json_depth: int = LimitSettings().max_json_depth
+) -> dict[str, Any] | None:
+    """The first line that parses as a JSON object, if one does (cheap: reads no further).
+    A line over the JSON budget (too deep, not Unicode) is skipped unparsed, as the
+    validator refuses it."""
     for _, raw in iter_lines(fh, max_line_bytes):
         if isinstance(raw, TooLong):
+            continue
+        if json_budget.problem(raw, "a line", max_json_depth) is not None:
             continue
         try:
             obj = json.loads(raw)
