@@ -1,10 +1,4 @@
-"""SIGTERM `freight serve` mid-batch and start it again: nothing is lost or run twice.
-
-The first server runs the real engine (its shutdown under SIGTERM is part of what is
-tested); the second serves the same model name with the echo engine: what it proves is
-the store's side (the interrupted batch is taken up again, every request answered once),
-and a second real-engine start would only add its minute.
-"""
+"""SIGTERM `freight serve` mid-batch and start it again: nothing is lost or run twice."""
 
 from __future__ import annotations
 
@@ -72,7 +66,6 @@ def test_sigterm_mid_batch_then_restart_completes_every_request(tmp_path: Path) 
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=120) == 0, "SIGTERM must end the server cleanly"
 
-    (home / "freight.toml").write_text(f'[[models]]\nname = "{CHAT_MODEL}"\nengine = "echo"\n')
     with serve_process(home, port, env=env) as second:
         wait_http(f"{base}/health", proc=second)
         before = client.batches.retrieve(batch.id)
