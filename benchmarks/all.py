@@ -15,7 +15,8 @@ minutes in all, over the 90-minute target), "full" the estimate after the sizes 
 cut to fit (the run at a524108 took 78 minutes; all.json records what each step really
 takes and the page's suite table shows it). The hybrid batch was cut to 384 requests
 for that run, too short for 60 real-time samples under load, and is back at 512; the
-quick run took 17 minutes with a 1-line wall file, which the quick wall view now skips:
+quick run took 17 minutes with a 1-line wall file, which the quick wall view now skips
+(quick also profiles nothing and cuts the long-tail essays to 128 tokens):
 
     step                    last    full    quick   what dominates
     control_plane            7.9     7.9     1      1,000,000 lines through `freight run`

@@ -24,6 +24,8 @@ Ratios are medians of per-repeat ratios: delivered tokens/s in the steady view, 
 seconds in the wall view. Result texts are compared with run-batch's, custom_id by
 custom_id (in float32 greedy runs none should differ). `--profile` records a py-spy
 profile of Freight's process during one extra, untimed `freight run` per workload.
+`--quick` (a smoke run): 8 lines per steady workload, long-tail essays of 128 tokens, no
+profile, and the 100-line wall file only.
 
     python -m benchmarks.peers [--view both|steady|wall] [--quick] [--repeats 3]
         [--ablate] [--profile] [--dtype float32] [--compiled] [--name peers]
@@ -46,6 +48,7 @@ from benchmarks import harness, processes, profiling, systems, workloads
 console = Console(stderr=True)
 SIZES = {"mixed": 96, "shared-prefix": 150, "duplicates": 96, "long-tail": 96}
 QUICK_SIZE = 8
+QUICK_LONG_TOKENS = 128  # --quick: the long-tail essays' max_tokens (full: 512)
 SYSTEMS = ("run-batch", "freight", "api", "single")
 ABLATIONS = {
     "freight (no dedup)": {"deduplicate": False},
@@ -128,9 +131,12 @@ async def steady(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     try:
         for workload in args.workloads:
             size = args.size or (QUICK_SIZE if args.quick else SIZES[workload])
-            path = workloads.write(
-                workloads.WORKLOADS[workload](size), bench.tmp / f"{workload}.jsonl"
+            lines = (
+                workloads.long_tail(size, long_tokens=QUICK_LONG_TOKENS)
+                if args.quick and workload == "long-tail"
+                else workloads.WORKLOADS[workload](size)
             )
+            path = workloads.write(lines, bench.tmp / f"{workload}.jsonl")
             samples: list[harness.Sample] = []
             texts: dict[tuple[int, str], dict[str, str]] = {}
             orders = []
@@ -152,7 +158,7 @@ async def steady(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 "summary": harness.summarise(samples, baselines=("run-batch", "single")),
                 "agreement": agreements(texts),
             }
-            if args.profile:
+            if args.profile and not args.quick:  # a smoke run profiles nothing
                 results[workload]["profile"] = await profiled_run(bench, path, args, workload)
     finally:
         await bench.stop()

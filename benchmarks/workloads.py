@@ -154,15 +154,16 @@ def duplicates(num: int, seed: int = 0, share: float = 0.3) -> Lines:
     return lines
 
 
-def long_tail(num: int, seed: int = 0, share_long: float = 0.05) -> Lines:
-    """Most requests want a one-line answer (max_tokens 16); a few want an essay (512)."""
+def long_tail(num: int, seed: int = 0, share_long: float = 0.05, long_tokens: int = 512) -> Lines:
+    """Most requests want a one-line answer (max_tokens 16); a few want an essay
+    (`long_tokens`, 512; a smoke run asks for less: one essay alone sets its time)."""
     rng = random.Random(seed)
     lines = []
     for i in range(num):
         topic = rng.choice(TOPICS)
         if rng.random() < share_long:
             prompt = f"Write a long, detailed essay of many paragraphs about {topic}."
-            lines.append(line(f"tail-{i}", [{"role": "user", "content": prompt}], 512))
+            lines.append(line(f"tail-{i}", [{"role": "user", "content": prompt}], long_tokens))
         else:
             prompt = f"In one short sentence, what is {topic}? ({i})"
             lines.append(line(f"tail-{i}", [{"role": "user", "content": prompt}], 16))
