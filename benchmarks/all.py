@@ -16,7 +16,8 @@ cut to fit (the run at a524108 took 78 minutes; all.json records what each step 
 takes and the page's suite table shows it). The hybrid batch was cut to 384 requests
 for that run, too short for 60 real-time samples under load, and is back at 512; the
 quick run took 17 minutes with a 1-line wall file, which the quick wall view now skips
-(quick also profiles nothing and cuts the long-tail essays to 128 tokens):
+(quick also profiles nothing and cuts the long-tail essays to 128 tokens; the quick
+run at e606b42 took 9 minutes):
 
     step                    last    full    quick   what dominates
     control_plane            7.9     7.9     1      1,000,000 lines through `freight run`
