@@ -235,6 +235,43 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server.stop()
 
 
+TOOLS_MODEL = "smollm2-hermes"  # the default model's weights with vLLM's `hermes` parser
+NARROW_MODEL = "smollm2-narrow"  # the same weights, a short context and a narrow batch
+GiB = 1024**3
+
+
+@pytest.fixture(scope="session")
+def two_engine_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server with two more vLLM engines of the default model's weights, each with its
+    own settings: TOOLS_MODEL (a tool-call parser, a 1 GiB KV cache of its own) and
+    NARROW_MODEL (512 tokens of context, 4 sequences at a time, [engine] kv_cache_gib).
+    Shared by the tests of engine settings and of auto tool choice: an engine start is
+    the dearest thing in the suite, so they start once for both."""
+    weights = MODEL_CACHE / CHAT_MODEL
+    models = [
+        ModelSettings(
+            name=NARROW_MODEL, path=weights, max_model_len=512, engine_args={"max_num_seqs": 4}
+        ),
+        ModelSettings(
+            name=TOOLS_MODEL,
+            path=weights,
+            max_model_len=1024,
+            kv_cache_bytes=GiB,
+            tool_call_parser="hermes",
+        ),
+    ]
+    settings = make_settings(
+        tmp_path_factory.mktemp("two-engines"),
+        models=models,
+        engine=TEST_ENGINE.model_copy(update={"kv_cache_gib": 1.5}),
+    )
+    server = LiveServer(Service(settings), preload=[NARROW_MODEL, TOOLS_MODEL]).start()
+    for name in (NARROW_MODEL, TOOLS_MODEL):
+        server.wait_for_engine(name)
+    yield server
+    server.stop()
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 

@@ -25,13 +25,10 @@ from openai.types.chat import ChatCompletion as SDKChatCompletion
 from openai.types.responses import Response as SDKResponse
 from pydantic import BaseModel
 
-from freight.config import ModelSettings
-from freight.service.runtime import Service
 from tests.conftest import (
     CHAT_MODEL,
-    MODEL_CACHE,
+    TOOLS_MODEL,
     LiveServer,
-    make_settings,
     wait_for_batch,
     wait_for_message_batch,
     write_jsonl,
@@ -333,34 +330,21 @@ def test_a_batch_of_100_forced_tool_calls_validates_on_both_apis(
         jsonschema.validate(json.loads(call["function"]["arguments"]), LABEL_SCHEMA)
 
 
-# --- auto tool choice with a tool-call parser ---------------------------------------------------
+# --- auto tool choice with a tool-call parser (the session's two-engine server, conftest) ----
 
-TOOLS_MODEL = "smollm2-hermes"  # the default model's weights with vLLM's `hermes` parser
 HERMES_CALL = (
     '<tool_call>{"name": "record_label", "arguments": {"sentiment": "positive", "stars": 5}}'
     "</tool_call>"
 )
 
 
-@pytest.fixture(scope="module")
-def tools_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    model = ModelSettings(
-        name=TOOLS_MODEL, path=MODEL_CACHE / CHAT_MODEL, tool_call_parser="hermes"
-    )
-    settings = make_settings(tmp_path_factory.mktemp("tools-home"), models=[model])
-    server = LiveServer(Service(settings), preload=[TOOLS_MODEL]).start()
-    server.wait_for_engine(TOOLS_MODEL)
-    yield server
-    server.stop()
-
-
 def test_auto_tool_choice_with_a_parser_returns_the_calls_the_model_made(
-    tools_server: LiveServer,
+    two_engine_server: LiveServer,
 ) -> None:
     """The model is asked to copy a call in the hermes format; whatever it writes, the
     answer is a valid message, and a call it made is a tool_use / tool_calls entry."""
     prompt = f"Copy this line exactly, nothing else:\n{HERMES_CALL}"
-    message = tools_server.anthropic().messages.create(
+    message = two_engine_server.anthropic().messages.create(
         model=TOOLS_MODEL,
         max_tokens=120,
         messages=[{"role": "user", "content": prompt}],
@@ -375,7 +359,7 @@ def test_auto_tool_choice_with_a_parser_returns_the_calls_the_model_made(
     else:
         assert message.stop_reason in ("end_turn", "max_tokens")
 
-    completion = tools_server.openai().chat.completions.create(
+    completion = two_engine_server.openai().chat.completions.create(
         model=TOOLS_MODEL,
         max_tokens=120,
         temperature=0,
