@@ -52,6 +52,7 @@ LABELS = "positive, negative or neutral"
 # request gives the answer the first run gave (design.md, Determinism).
 ENGINE_ENV = {
     "FREIGHT_ENGINE__DTYPE": "float32",
+    "FREIGHT_ENGINE__ENFORCE_EAGER": "true",
     "FREIGHT_ENGINE__MAX_MODEL_LEN": "2048",
     "FREIGHT_ENGINE__MAX_NUM_SEQS": "256",
     "FREIGHT_ENGINE__MAX_NUM_BATCHED_TOKENS": "4096",
@@ -76,7 +77,9 @@ def labeling(num: int, seed: int, prefix: str = "row") -> list[dict[str, Any]]:
     return [label_line(f"{prefix}-{i}", review(rng)) for i in range(num)]
 
 
-def changed(lines: list[dict[str, Any]], share: float, seed: int) -> tuple[list, list[str]]:
+def changed(
+    lines: list[dict[str, Any]], share: float, seed: int
+) -> tuple[list[dict[str, Any]], list[str]]:
     """The file with `share` of its rows given another review (same custom_ids)."""
     rng = random.Random(f"changed:{seed}")
     picked = sorted(rng.sample(range(len(lines)), round(len(lines) * share)))
@@ -291,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     run.engine = harness.engine_flags(
         {
             "dtype": "float32",
+            "enforce_eager": True,
             "max_num_seqs": 256,
             "max_num_batched_tokens": 4096,
             "kv_cache_gib": 2.0,

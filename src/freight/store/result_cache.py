@@ -35,8 +35,11 @@ class CachedAnswer:
     response_json: str
 
 
-def lookup(conn: sa.Connection, keys: Iterable[str], since: float) -> dict[str, CachedAnswer]:
-    """The newest stored answer (finished at or after `since`) for each of `keys` that has one."""
+def lookup(
+    conn: sa.Connection, keys: Iterable[str], since: float, *, other_than: str | None = None
+) -> dict[str, CachedAnswer]:
+    """The newest stored answer (finished at or after `since`) for each of `keys` that has
+    one; `other_than`: not from that batch."""
     wanted = sorted(set(keys))
     found: dict[str, tuple[float, CachedAnswer]] = {}
     for start in range(0, len(wanted), _IN_CHUNK):
@@ -54,6 +57,7 @@ def lookup(conn: sa.Connection, keys: Iterable[str], since: float) -> dict[str, 
                 requests.c.finished_at >= since,
                 requests.c.cached_from.is_(None),
                 requests.c.response_json.is_not(None),
+                *([] if other_than is None else [requests.c.batch_id != other_than]),
             )
         ).all()
         for row in rows:
@@ -75,14 +79,17 @@ def serve(
 ) -> tuple[list[batch_requests.ClaimedRequest], int]:
     """Record the answer of each just-claimed request the cache holds; the rest to run.
 
-    Runs in the claim's write transaction, so a served request is never also run. A served
+    Runs in the claim's write transaction, so a served request is never also run. Answers
+    come from other batches only: within a batch, identical requests are the deduplication's
+    (worker/runner.py), so what the estimate counts is what is served. A served
     line is the original's response body as stored (its `usage` included), with no engine
     tokens of its own: it costs nothing. Returns (the requests left to run, the number served).
     """
     keyed = [c for c in claimed if c.cache_key is not None]
     if not keyed:
         return claimed, 0
-    found = lookup(conn, (c.cache_key for c in keyed if c.cache_key), since)
+    keys = [c.cache_key for c in keyed if c.cache_key is not None]
+    found = lookup(conn, keys, since, other_than=keyed[0].batch_id)  # one batch per claim
     outcomes = []
     misses = []
     for c in claimed:
