@@ -447,7 +447,7 @@ def replace_result(conn: sa.Connection, batch_id: str, request_id: str, error_js
     instead, and the batch's counters move with it, so they still match the lines.
     """
     row = conn.execute(
-        sa.select(requests.c.status).where(
+        sa.select(requests.c.status, requests.c.cached_from).where(
             requests.c.id == request_id, requests.c.batch_id == batch_id
         )
     ).first()
@@ -464,7 +464,12 @@ def replace_result(conn: sa.Connection, batch_id: str, request_id: str, error_js
         )
     )
     if row.status != RequestStatus.ERRORED:
-        batches.add_counts(conn, batch_id, **{_COUNTER[row.status]: -1, "num_errored": 1})
+        from_cache = -1 if row.cached_from is not None else 0
+        batches.add_counts(
+            conn,
+            batch_id,
+            **{_COUNTER[row.status]: -1, "num_errored": 1, "num_from_cache": from_cache},
+        )
 
 
 def _running_among(conn: sa.Connection, ids: list[str], *, lock: bool = False) -> set[str]:
