@@ -132,6 +132,14 @@ def test_a_second_run_is_answered_from_the_store_and_the_estimate_counts_it_exac
         # the original's response body, its usage included
         assert second_out[custom_id]["response"]["body"] == first_out[source]["response"]["body"]
     assert second_out["r0"]["response"]["body"]["usage"]["completion_tokens"] > 0
+    # the dashboard shows the served-from-cache figure, on the batch and the cost page
+    with httpx.Client(base_url=echo_server.base_url) as browser:
+        signed = browser.post("/ui/login", data={"api_key": "sk-test"})
+        assert signed.status_code == 303
+        page = browser.get(f"/ui/batches/{second.id}").text
+        assert f'data-field="num_from_cache">{independent}<' in page
+        cost = browser.get("/ui/cost").text
+        assert f'data-field="total-from-cache">{independent}<' in cost
     # cached lines cost nothing: the batch's usage counts only what the engine ran
     assert second.usage.output_tokens == sum(
         second_out[c]["response"]["body"]["usage"]["completion_tokens"]
