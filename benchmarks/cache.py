@@ -40,6 +40,7 @@ import openai
 
 from benchmarks import harness, workloads
 from benchmarks.control_plane import freight_env
+from freight import config
 
 REQUESTS = 2000
 QUICK_REQUESTS = 100
@@ -291,17 +292,17 @@ def main(argv: list[str] | None = None) -> None:
     num = args.requests or (QUICK_REQUESTS if args.quick else REQUESTS)
     num_warmup = args.warmup or (QUICK_WARMUP if args.quick else WARMUP)
     run = harness.Run("cache", args, argv)
+    # the flags ENGINE_ENV gives the server, the rest at Freight's defaults
+    engine = config.EngineSettings(  # type: ignore[call-arg]
+        dtype="float32",
+        enforce_eager=True,
+        max_num_seqs=256,
+        max_num_batched_tokens=4096,
+        kv_cache_gib=2.0,
+        max_model_len=2048,
+    )
     run.engine = harness.engine_flags(
-        {
-            "dtype": "float32",
-            "enforce_eager": True,
-            "max_num_seqs": 256,
-            "max_num_batched_tokens": 4096,
-            "kv_cache_gib": 2.0,
-            "max_model_len": 2048,
-        },
-        model=workloads.MODEL,
-        max_tokens=MAX_TOKENS,
+        engine.model_dump(), model=workloads.MODEL, max_tokens=MAX_TOKENS
     )
     with harness.scratch("freight-cache-") as tmp:
         result = measure(tmp, num, num_warmup, args.changed, args.seed)
