@@ -106,6 +106,8 @@ async def measure(args: Any, tmp: Path) -> dict[str, Any]:
         home=tmp / "home",
         model_cache=harness.REPO / ".freight" / "models",
         embeddings=config.EmbeddingsSettings(dtype=args.dtype),  # type: ignore[call-arg]
+        # the result cache off: each repeat embeds the same texts, on the engine
+        cache=config.CacheSettings(enabled=False),  # type: ignore[call-arg]
     )
     registry = Registry(settings)
     pool = EnginePool(settings, registry)

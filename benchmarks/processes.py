@@ -49,6 +49,8 @@ def freight_toml(engine: config.EngineSettings) -> str:
             lines.append(f"{key} = {value}")
         else:
             lines.append(f'{key} = "{value}"')
+    # the result cache off: repeats of a file measure the engine, not the store
+    lines += ["", "[cache]", "enabled = false"]
     return "\n".join(lines) + "\n"
 
 

@@ -641,6 +641,78 @@ def tables(doc: dict[str, Any]) -> str:
     return table(["measure", "result", "target"], rows)
 
 
+# --- cache ---------------------------------------------------------------------------
+
+
+def cache(doc: dict[str, Any]) -> str:
+    first, second, fresh, n = doc["first"], doc["second"], doc["fresh"], doc["requests"]
+    est = first["estimate"]
+    rows = [
+        [
+            f"first run: {n:,} labeling requests (temperature 0), real engine",
+            f"{first['seconds']:.1f} s",
+            "",
+        ],
+        [
+            f"second run: the same file with {doc['changed_rows']:,} rows changed",
+            f"{second['seconds']:.1f} s ({second['ratio_to_first']:.3f} x the first)",
+            f"<= {second['target_ratio']:g} x",
+        ],
+        [
+            "the estimate's cache hits for the second file / the unchanged rows answered",
+            f"{second['estimate_cache_hits']:,} / {second['expected_cache_hits']:,}",
+            "equal",
+        ],
+        [
+            "served from cache (/metrics) during the second run",
+            f"{second['served_from_cache_metric']:,}",
+            "",
+        ],
+        [
+            "unchanged lines equal to the first run's (response body)",
+            f"{second['unchanged_lines_equal_to_first']:,} of {second['unchanged_lines']:,}",
+            "all",
+        ],
+        [
+            f"changed lines equal to a fresh run's (`cache: false`, {fresh['seconds']:.1f} s)",
+            f"{second['changed_lines_equal_to_fresh']:,} of {doc['changed_rows']:,}",
+            "all",
+        ],
+        [
+            "first run, estimate's error: duration (expected / actual)",
+            f"{num(est['expected_seconds_for_this_batch'])} s / {first['seconds']:.1f} s "
+            f"({num(est['duration_factor'], 2)} x)",
+            "",
+        ],
+        [
+            "first run, estimate's error: output tokens (expected / actual)",
+            f"{num(est['expected_output_tokens'], 0)} / {first['output_tokens']:,} "
+            f"({num(est['output_tokens_factor'], 2)} x, from {est['output_tokens_basis']})",
+            "",
+        ],
+    ]
+    return table(["measure", "result", "target"], rows)
+
+
+def cache_target(key: str) -> Callable[[dict[str, Any]], Verdict]:
+    def check(doc: dict[str, Any]) -> Verdict:
+        second, n = doc["second"], doc["requests"]
+        size = "" if n >= 2000 else f" for {n:,} requests (not 2,000)"
+        if key == "time":
+            ratio = second["ratio_to_first"]
+            return f"{ratio:.3f} x{size}", not size and ratio <= second["target_ratio"]
+        if key == "lines":
+            equal = (
+                second["unchanged_lines_equal_to_first"] + second["changed_lines_equal_to_fresh"]
+            )
+            shown = f"{equal:,} of {n:,} equal{size}"
+            return shown, not size and bool(second["all_lines_equal"])
+        hits = f"{second['estimate_cache_hits']:,} / {second['expected_cache_hits']:,}"
+        return f"{hits}{size}", not size and bool(second["estimate_exact"])
+
+    return check
+
+
 # --- targets -------------------------------------------------------------------------
 
 Verdict = tuple[str, bool] | None  # (value shown, met) or None: not in this file
@@ -850,6 +922,24 @@ TARGETS: list[tuple[str, str, str, Callable[[dict[str, Any]], Verdict]]] = [
     ),
     ("embeddings", "", "float32 (default): batch >= 10 x one text per request", embeddings_target),
     (
+        "cache",
+        "",
+        "2,000 labeling requests again with 5% changed: <= 0.1 x the first run's time",
+        cache_target("time"),
+    ),
+    (
+        "cache",
+        "",
+        "every line of that run equal to the first (or a fresh) run's",
+        cache_target("lines"),
+    ),
+    (
+        "cache",
+        "",
+        "the estimate says exactly how many requests the cache answers",
+        cache_target("hits"),
+    ),
+    (
         "embeddings-bf16",
         "python -m benchmarks.embeddings --dtype bfloat16 --name embeddings-bf16",
         "bfloat16: batch >= 10 x one text per request",
@@ -915,6 +1005,7 @@ VIEWS: dict[str, Callable[[dict[str, Any]], str]] = {
     "tables": tables,
     "scale": scale,
     "upstream": upstream,
+    "cache": cache,
     "all": suite,
 }
 COMMANDS = {
@@ -927,6 +1018,7 @@ COMMANDS = {
     "tables": "python -m benchmarks.tables",
     "scale": "python -m benchmarks.scale",
     "upstream": "python -m benchmarks.upstream",
+    "cache": "python -m benchmarks.cache",
     "all": "python -m benchmarks.all",
     "embeddings-bf16": "python -m benchmarks.embeddings --dtype bfloat16 --name embeddings-bf16",
     "peers-fp32": "python -m benchmarks.peers --view steady --dtype float32 --workloads mixed "

@@ -219,6 +219,8 @@ class Bench:
 
     async def start(self, **overrides: Any) -> None:
         """Start Freight's engine, run the warm-up file through it, serve the API."""
+        # The result cache off: every repeat of a file must run on the engine.
+        overrides.setdefault("cache", config.CacheSettings(enabled=False))  # type: ignore[call-arg]
         self.settings = config.Settings(
             home=self.tmp / "home", model_cache=MODEL_CACHE, engine=self.engine_config, **overrides
         )

@@ -51,7 +51,7 @@ def _extras(value: Any, path: str = "") -> list[str]:
 # Fields Freight adds to the SDKs' objects on purpose, documented as its own extensions
 # (docs/guides/economics.md: a batch's `expected_completion_at`). Any other field the
 # SDK does not know is a bug.
-FREIGHT_EXTENSIONS = frozenset({".expected_completion_at"})
+FREIGHT_EXTENSIONS = frozenset({".expected_completion_at", ".cache"})
 
 
 def assert_round_trip(

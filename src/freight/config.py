@@ -224,6 +224,22 @@ class SchedulerSettings(_Section):
     deduplicate: bool = Field(True, description="Compute identical temperature-0 requests once.")
 
 
+class CacheSettings(_Section):
+    """The result cache across batches (store/result_cache.py; docs/guides/economics.md)."""
+
+    enabled: bool = Field(
+        True,
+        description="Answer a deterministic request this project already ran (same model "
+        "weights, endpoint and body) from its stored result instead of the engine.",
+    )
+    ttl_seconds: int = Field(
+        7 * 86400,
+        ge=0,
+        description="cache_ttl: how old a stored result may be to answer from (seconds; "
+        "default 7 days).",
+    )
+
+
 class S3Settings(_Section):
     """The S3-compatible object store behind `files_url = "s3://bucket/prefix"`.
 
@@ -783,6 +799,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
     worker: WorkerSettings = Field(default_factory=WorkerSettings)  # type: ignore[arg-type]
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)  # type: ignore[arg-type]
+    cache: CacheSettings = Field(default_factory=CacheSettings)  # type: ignore[arg-type]
     pricing: PricingSettings = Field(default_factory=PricingSettings)  # type: ignore[arg-type]
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)  # type: ignore[arg-type]
     web: WebSettings = Field(default_factory=WebSettings)  # type: ignore[arg-type]

@@ -101,7 +101,7 @@ def test_the_estimate_counts_a_file_then_learns_from_this_deployments_runs(
     assert out["num_requests_without_max_tokens"] == 2
     assert (out["expected_basis"], out["num_past_requests"]) == ("ceiling", 0)
     assert before["duration"]["expected_seconds"] is None  # nothing measured yet
-    assert before["cache_hits"] is None and before["cache_note"]
+    assert before["cache_hits"] == 0 and before["cache_note"]  # sampled: never cached
 
     done = run_batch(echo_server, write_jsonl(tmp_path / "capped.jsonl", echo_lines(10)))
     assert done.status == "completed"

@@ -285,3 +285,66 @@ def test_tables_targets_are_met_only_at_a_million_rows_with_nothing_run_twice() 
     small = verdicts(tables_doc(rows=100_000))
     assert all("for 100,000 rows (not 1,000,000)" in line for line in small)
     assert all(line.endswith("| **missed** |") for line in small)
+
+
+def cache_doc(requests: int = 2000, **second: Any) -> dict[str, Any]:
+    """A cache results file as benchmarks/cache.py writes one, from an idle machine."""
+    doc = clean(load_fixtures("harness")["smoke-control"])
+    doc.update(benchmark="cache", name="cache", requests=requests, changed_rows=100)
+    doc["first"] = {
+        "seconds": 60.0,
+        "output_tokens": 9000,
+        "requests_completed": requests,
+        "estimate": {
+            "expected_seconds_for_this_batch": 45.0,
+            "expected_output_tokens": 10000,
+            "output_tokens_basis": "history",
+            "tokens_per_second": 200.0,
+            "duration_factor": 1.333,
+            "output_tokens_factor": 1.111,
+            "cache_hits": 0,
+        },
+    }
+    doc["second"] = {
+        "seconds": 4.5,
+        "ratio_to_first": 0.075,
+        "target_ratio": 0.1,
+        "meets_target": True,
+        "requests_completed": requests,
+        "estimate_cache_hits": requests - 100,
+        "expected_cache_hits": requests - 100,
+        "estimate_exact": True,
+        "served_from_cache_metric": requests - 100,
+        "unchanged_lines": requests - 100,
+        "unchanged_lines_equal_to_first": requests - 100,
+        "changed_lines_equal_to_fresh": 100,
+        "all_lines_equal": True,
+        **second,
+    }
+    doc["fresh"] = {"seconds": 4.0, "requests": 100}
+    return doc
+
+
+def test_the_cache_table_shows_both_runs_the_hits_and_the_estimates_error() -> None:
+    block = report.render_block("cache", {"cache": cache_doc()})
+    assert "| 4.5 s (0.075 x the first) | <= 0.1 x |" in block
+    assert "| 1,900 / 1,900 | equal |" in block
+    assert "| 1,900 of 1,900 | all |" in block
+    assert "| 45.0 s / 60.0 s (1.33 x) |" in block
+    assert "| 10,000 / 9,000 (1.11 x, from history) |" in block
+
+
+def test_cache_targets_are_met_only_at_2000_requests_with_every_line_equal() -> None:
+    def verdicts(doc: dict[str, Any]) -> list[str]:
+        lines = report.targets({"cache": doc}).splitlines()
+        return [line for line in lines if "`cache.json`" in line]
+
+    met = verdicts(cache_doc())
+    assert len(met) == 3 and all(line.endswith("| **met** |") for line in met)
+    slow = verdicts(cache_doc(ratio_to_first=0.2))
+    assert slow[0].endswith("| **missed** |") and slow[1].endswith("| **met** |")
+    wrong = verdicts(cache_doc(estimate_cache_hits=1899, estimate_exact=False))
+    assert "1,899 / 1,900" in wrong[2] and wrong[2].endswith("| **missed** |")
+    small = verdicts(cache_doc(requests=100))
+    assert all("for 100 requests (not 2,000)" in line for line in small)
+    assert all(line.endswith("| **missed** |") for line in small)

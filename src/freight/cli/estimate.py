@@ -83,6 +83,10 @@ def estimate_command(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    project: Annotated[
+        str,
+        typer.Option(help="The project the batch would belong to (for its result cache hits)."),
+    ] = "default",
     home: HomeOption = None,
 ) -> None:
     """Estimate a batch without running it: requests, prompt tokens (each model's own
@@ -129,7 +133,9 @@ def estimate_command(
     try:
         with tempfile.TemporaryDirectory() as tmp:
             if not is_table:
-                result = estimate.estimate_path(settings, registry, db, input_path, endpoint)
+                result = estimate.estimate_path(
+                    settings, registry, db, input_path, endpoint, project=project
+                )
             else:
                 if prompt_file is not None:
                     try:
@@ -152,7 +158,7 @@ def estimate_command(
                     schema_path=schema,
                     choices=None if choices is None else choices.split(","),
                 )
-                result = table_run.estimate_table(settings, registry, db, prepared)
+                result = table_run.estimate_table(settings, registry, db, prepared, project=project)
     except estimate.InvalidInput as exc:
         problems = Table("line", "code", "message", title="The input is invalid")
         for p in exc.problems:
@@ -204,7 +210,7 @@ def to_table(e: Estimate) -> Table:
         "output tokens, ceiling", _number(out.ceiling), escape(f"sum of max_tokens x n{context}")
     )
     table.add_row("output tokens, expected", _number(out.expected), escape(out.note))
-    table.add_row("cache hits", "-", escape(e.cache_note))
+    table.add_row("cache hits", _number(e.cache_hits), escape(e.cache_note))
     table.add_row("duration", _seconds(duration.expected_seconds), escape(duration.basis))
     if duration.num_requests_queued_ahead:
         table.add_row(

@@ -90,5 +90,6 @@ SCHEMA = pa.schema(
         ("body", pa.string()),
         ("attempts", pa.int64()),
         ("dedup_key", pa.string()),
+        ("cache_key", pa.string()),
     ]
 )

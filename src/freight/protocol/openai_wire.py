@@ -128,6 +128,11 @@ class Batch(BaseModel):
         description="Freight extension: when the batch is expected to end (unix seconds), "
         "from this deployment's measured throughput; null until it has history to go on.",
     )
+    cache: bool | None = Field(
+        None,
+        description="Freight extension: whether the result cache may answer this batch's "
+        "deterministic requests (false when created with `cache: false`).",
+    )
 
 
 class ExpiresAfter(_Strict):
@@ -143,6 +148,12 @@ class CreateBatch(_Strict):
     completion_window: str = Field(description="`24h`, or any `<n>s|m|h|d` (extension).")
     metadata: dict[str, str] | None = None
     output_expires_after: ExpiresAfter | None = None
+    cache: bool = Field(
+        True,
+        description="Freight extension (`extra_body`): false keeps the result cache out of "
+        "this batch: every request runs on the engine, and its answers are not offered "
+        "to later batches.",
+    )
 
 
 class ListPage(BaseModel):

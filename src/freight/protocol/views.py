@@ -59,6 +59,7 @@ def batch_object(record: BatchRecord) -> openai_wire.Batch:
         model=record.model,
         usage=usage,
         expected_completion_at=record.expected_completion_at,
+        cache=record.cache,
     )
 
 

@@ -117,12 +117,12 @@ def live_completion_at(conn: sa.Connection, batch: batches.BatchRecord, now: flo
         batch.expires_at,
         batch.created_ns,
         batch.num_open,
-        batch.num_succeeded,
+        batch.num_run_succeeded,
         batch.input_tokens,
         batch.output_tokens,
     )
     fallback = None
-    if not batch.num_succeeded:
+    if not batch.num_run_succeeded:
         history = usage.request_history(conn, batch.model, batch.endpoint)
         fallback = forecast.per_request(history, endpoint.task).mean_tokens
     mean = forecast.batch_mean(running, endpoint.task, fallback)

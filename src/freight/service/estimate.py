@@ -19,8 +19,11 @@ counts, without running anything:
   prices, and the saving.
 
 Per-line counting is service/request_counts.py; a batch's `expected_completion_at` is
-service/completion.py's. There is no result cache yet (issue 22, point 2): `cache_hits`
-is null, and says so.
+service/completion.py's. `cache_hits` is how many of the requests the result cache
+would answer now (store/result_cache.py): each line's cache key for the project the batch
+would belong to, looked up in one bulk query, exactly as a worker's claim would find them
+(only the cache's `ttl` may run out in between). The other figures count every request,
+cached or not: the duration and cost are those of running the whole file.
 """
 
 from __future__ import annotations
@@ -35,15 +38,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from freight.config import Settings
+from freight.engines import weights
 from freight.engines.pool import EnginePool
 from freight.engines.registry import Registry
 from freight.errors import InvalidRequest, NotFound
-from freight.protocol import batch_input, endpoints
+from freight.protocol import batch_input, cache_keys, endpoints
 from freight.protocol.batch_input import FileValidator, TooLong, iter_lines
 from freight.protocol.openai_wire import BatchError
 from freight.service import completion, request_counts, token_counts
 from freight.service.runtime import Service
-from freight.store import batches, files, usage
+from freight.store import batches, files, result_cache, usage
 from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.upstream import passthrough
@@ -51,10 +55,6 @@ from freight.usage import forecast, pricing
 
 # A batch estimated before it exists joins the queue with the API's usual window.
 DEFAULT_WINDOW_SECONDS = 86400  # 24h
-NO_CACHE_NOTE = (
-    "Freight has no result cache yet: every request runs on the engine, so none would be "
-    "answered from a cache. This stays null until a cache exists."
-)
 Lines = Iterable[tuple[int, bytes | TooLong]]
 
 
@@ -131,7 +131,7 @@ class Estimate:
     num_requests_over_context: int  # of those, refused for the model's context length
     prompt_tokens: PromptTokens
     output_tokens: OutputTokens
-    cache_hits: int | None
+    cache_hits: int | None  # None: the result cache is off for this batch or deployment
     cache_note: str
     duration: Duration
     cost: CostEstimate
@@ -164,17 +164,27 @@ def estimate(
     engines: EnginePool | None = None,
     place: completion.QueuePlace | None = None,
     now: float | None = None,
+    project: str = files.DEFAULT_PROJECT,
+    use_cache: bool = True,
 ) -> Estimate:
     """Estimate the lines of `sources` (each validated as one batch file; a table's chunks
-    are several) sent to `endpoint_url`. InvalidInput if a batch would fail validation."""
+    are several) sent to `endpoint_url` by `project`. InvalidInput if a batch would fail
+    validation. `use_cache`: false for a batch created with `cache: false`."""
     now = time.time() if now is None else now
+    is_cached = use_cache and settings.cache.enabled
+    key_of = cache_keys.key_of(project, weights.weights_of(registry)) if is_cached else None
+    keys: list[str | None] = []
     endpoint = endpoints.get(endpoint_url)
     check_model = functools.partial(passthrough.serving_problem, registry, in_batch=True)
     counting: request_counts.RequestCounts | None = None
     num_unrunnable = 0  # lines with a bad body before any model was known
     for lines in sources:
         validator = FileValidator(
-            endpoint_url, settings.limits, has_model=registry.has, check_model=check_model
+            endpoint_url,
+            settings.limits,
+            has_model=registry.has,
+            check_model=check_model,
+            canonical_model=registry.canonical,  # as the ingest does: the keys match its keys
         )
         for line_no, raw in lines:
             accepted = validator.feed(line_no, raw)
@@ -188,12 +198,20 @@ def estimate(
             if counting is None:
                 counting = _counting(settings, registry, db, endpoint, accepted.model, engines)
             counting.add(accepted.body)
+            if key_of is not None:
+                keys.append(key_of(accepted))
         problems = validator.finish()
         if problems:
             raise InvalidInput(problems)
     if place is None:
         place = completion.QueuePlace(int(now) + DEFAULT_WINDOW_SECONDS, time.time_ns())
-    return _assemble(settings, db, endpoint, counting, num_unrunnable, place, now)
+    cache = _cache_hits(settings, db, keys, now) if is_cached else None
+    return _assemble(settings, db, endpoint, counting, num_unrunnable, place, now, cache)
+
+
+def _cache_hits(settings: Settings, db: Database, keys: list[str | None], now: float) -> int:
+    with db.read() as conn:
+        return result_cache.count_hits(conn, keys, now - settings.cache.ttl_seconds)
 
 
 def _counting(
@@ -220,6 +238,7 @@ def _assemble(
     num_unrunnable: int,
     place: completion.QueuePlace,
     now: float,
+    cache_hits: int | None,
 ) -> Estimate:
     tally = counting.tally if counting is not None else request_counts.Tally()
     model = counting.model if counting is not None else None
@@ -277,8 +296,13 @@ def _assemble(
             note=counter.note if counter else "no request to count",
         ),
         output_tokens=output,
-        cache_hits=None,
-        cache_note=NO_CACHE_NOTE,
+        cache_hits=cache_hits,
+        cache_note=(
+            "requests the result cache would answer now: deterministic requests this project "
+            f"ran on the same model weights within the last {settings.cache.ttl_seconds:,} s"
+            if cache_hits is not None
+            else "the result cache is off for this batch or deployment"
+        ),
         duration=duration,
         cost=CostEstimate(
             currency="USD",
@@ -360,8 +384,10 @@ def estimate_blob(
     *,
     engines: EnginePool | None = None,
     place: completion.QueuePlace | None = None,
+    project: str = files.DEFAULT_PROJECT,
+    use_cache: bool = True,
 ) -> Estimate:
-    """Estimate a stored batch input file."""
+    """Estimate a stored batch input file of `project`'s."""
     limit = settings.limits.max_line_bytes
     if endpoint_url is None:
         with blobs.open(blob) as fh:
@@ -375,6 +401,8 @@ def estimate_blob(
             endpoint_url,
             engines=engines,
             place=place,
+            project=project,
+            use_cache=use_cache,
         )
 
 
@@ -386,14 +414,21 @@ def estimate_path(
     endpoint_url: str | None,
     *,
     engines: EnginePool | None = None,
+    project: str = files.DEFAULT_PROJECT,
 ) -> Estimate:
-    """Estimate a batch input file on disk (`freight estimate FILE`)."""
+    """Estimate a batch input file on disk (`freight estimate FILE`) as `project`'s batch."""
     limit = settings.limits.max_line_bytes
     with open(path, "rb") as fh:
         endpoint_url = endpoint_of(batch_input.first_object(fh, limit), endpoint_url)
         fh.seek(0)
         return estimate(
-            settings, registry, db, [iter_lines(fh, limit)], endpoint_url, engines=engines
+            settings,
+            registry,
+            db,
+            [iter_lines(fh, limit)],
+            endpoint_url,
+            engines=engines,
+            project=project,
         )
 
 
@@ -418,6 +453,7 @@ def estimate_request(
     if input_file_id is not None and batch_id is not None:
         raise neither_or_both
     place = None
+    use_cache = True
     with svc.db.read() as conn:
         if batch_id is not None:
             if endpoint is not None:
@@ -430,6 +466,7 @@ def estimate_request(
                 raise InvalidRequest(f"Batch {batch_id} has no input file.", param="batch_id")
             input_file_id, endpoint = batch.input_file_id, batch.endpoint
             place = completion.QueuePlace(batch.expires_at, batch.created_ns, batch.id)
+            use_cache = batch.cache
         if input_file_id is None:
             raise neither_or_both
         try:
@@ -454,6 +491,8 @@ def estimate_request(
             endpoint,
             engines=svc.engines,
             place=place,
+            project=record.project,  # the file's owner: the project its batch belongs to
+            use_cache=use_cache,
         )
     except FileNotFoundError:
         raise NotFound(

@@ -122,6 +122,7 @@ def create_openai_batch(
             created_ns=now_ns,
             expires_at=now + seconds,
             expected_completion_at=expected,
+            cache=req.cache,
         )
 
     return svc.quotas.admit_batch(

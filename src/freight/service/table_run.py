@@ -32,6 +32,7 @@ from freight.protocol.batch_input import TooLong
 from freight.service import estimate, offline
 from freight.store import batches
 from freight.store.db import Database
+from freight.store.files import DEFAULT_PROJECT
 from freight.store.statuses import BatchStatus
 from freight.tables import TableError, answers, formats, job, prompts
 from freight.upstream import passthrough
@@ -339,6 +340,7 @@ def estimate_table(
     run: TableRun,
     *,
     engines: EnginePool | None = None,
+    project: str = DEFAULT_PROJECT,
 ) -> estimate.Estimate:
     """`freight estimate` on a table: its rows' lines as `freight run` would send them,
     chunk by chunk (each validated as its batch would be; a problem's line is the row
@@ -372,7 +374,7 @@ def estimate_table(
 
     try:
         result = estimate.estimate(
-            settings, registry, db, sources(), prompts.ENDPOINT, engines=engines
+            settings, registry, db, sources(), prompts.ENDPOINT, engines=engines, project=project
         )
     finally:
         reader.close()

@@ -48,6 +48,7 @@ class ClaimedRequest:
     body: str
     attempts: int
     dedup_key: str | None = None
+    cache_key: str | None = None  # set when the result cache may answer it
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Outcome:
     input_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
+    cached_from: str | None = None  # the request whose stored answer this is (result cache)
 
 
 CLAIMED_COLUMNS = (
@@ -74,6 +76,7 @@ CLAIMED_COLUMNS = (
     requests.c.body,
     requests.c.attempts,
     requests.c.dedup_key,
+    requests.c.cache_key,
 )
 
 
@@ -154,7 +157,15 @@ def claim(
     )
     return [
         ClaimedRequest(
-            r.id, r.batch_id, r.line, r.custom_id, r.url, r.body, r.attempts + 1, r.dedup_key
+            r.id,
+            r.batch_id,
+            r.line,
+            r.custom_id,
+            r.url,
+            r.body,
+            r.attempts + 1,
+            r.dedup_key,
+            r.cache_key,
         )
         for r in rows
     ]
@@ -334,6 +345,7 @@ _RECORD = (
         cached_tokens=sa.bindparam("new_cached_tokens"),
         output_tokens=sa.bindparam("new_output_tokens"),
         finished_at=sa.bindparam("new_finished_at"),
+        cached_from=sa.bindparam("new_cached_from"),
         lease_owner=None,
         lease_expires_at=None,
     )
@@ -370,6 +382,7 @@ def record(conn: sa.Connection, outcomes: list[Outcome], *, now: float | None = 
                 "new_cached_tokens": o.cached_tokens,
                 "new_output_tokens": o.output_tokens,
                 "new_finished_at": finished_at,
+                "new_cached_from": o.cached_from,
             }
         )
         deltas = per_batch[o.batch_id]
@@ -377,6 +390,7 @@ def record(conn: sa.Connection, outcomes: list[Outcome], *, now: float | None = 
         deltas["input_tokens"] += o.input_tokens
         deltas["cached_tokens"] += o.cached_tokens
         deltas["output_tokens"] += o.output_tokens
+        deltas["num_from_cache"] += o.cached_from is not None
     if rows:
         conn.execute(_RECORD, rows)
     for batch_id in sorted(per_batch):  # batch rows last, in id order
@@ -433,7 +447,7 @@ def replace_result(conn: sa.Connection, batch_id: str, request_id: str, error_js
     instead, and the batch's counters move with it, so they still match the lines.
     """
     row = conn.execute(
-        sa.select(requests.c.status).where(
+        sa.select(requests.c.status, requests.c.cached_from).where(
             requests.c.id == request_id, requests.c.batch_id == batch_id
         )
     ).first()
@@ -450,7 +464,12 @@ def replace_result(conn: sa.Connection, batch_id: str, request_id: str, error_js
         )
     )
     if row.status != RequestStatus.ERRORED:
-        batches.add_counts(conn, batch_id, **{_COUNTER[row.status]: -1, "num_errored": 1})
+        from_cache = -1 if row.cached_from is not None else 0
+        batches.add_counts(
+            conn,
+            batch_id,
+            **{_COUNTER[row.status]: -1, "num_errored": 1, "num_from_cache": from_cache},
+        )
 
 
 def _running_among(conn: sa.Connection, ids: list[str], *, lock: bool = False) -> set[str]:

@@ -87,6 +87,13 @@ class BatchRecord:
     cached_tokens: int
     output_tokens: int
     expected_completion_at: int | None = None  # an estimate (service/completion.py)
+    cache: bool = True  # its requests use the result cache (store/result_cache.py)
+    num_from_cache: int = 0  # of num_succeeded, those the result cache answered
+
+    @property
+    def num_run_succeeded(self) -> int:
+        """Succeeded requests the engine ran (their tokens are in the token totals)."""
+        return self.num_succeeded - self.num_from_cache
 
     @property
     def num_finished(self) -> int:

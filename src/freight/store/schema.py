@@ -64,9 +64,23 @@ batches = sa.Table(
     sa.Column("cached_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column(
+        "num_from_cache",
+        sa.BigInteger,
+        nullable=False,
+        server_default="0",
+        doc="Of num_succeeded, those served by the result cache (no tokens of their own).",
+    ),
+    sa.Column(
         "expected_completion_at",
         sa.BigInteger,
         doc="Estimated when it was created (service/completion.py); reads recompute it.",
+    ),
+    sa.Column(
+        "cache",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.true(),
+        doc='Whether its requests use the result cache (`"cache": false` at create).',
     ),
     sa.Index("ix_batches_project_created", "project", "created_ns"),
     sa.Index("ix_batches_status", "status"),
@@ -107,11 +121,23 @@ requests = sa.Table(
     ),
     sa.Column("upstream_batch_id", sa.String(64), doc="The upstream_batches row carrying it."),
     sa.Column("model", sa.String(255), doc="The body's model (`freight worker --models`)."),
+    sa.Column(
+        "cache_key",
+        sa.String(64),
+        doc="Project, model weights, endpoint and body, hashed: set on cacheable requests "
+        "(protocol/cache_keys.py). A succeeded row with one is a cached answer.",
+    ),
+    sa.Column(
+        "cached_from",
+        sa.String(64),
+        doc="The request whose stored answer this one was served from (result cache).",
+    ),
     sa.UniqueConstraint("batch_id", "line", name="uq_requests_batch_line"),
     sa.Index("ix_requests_batch_status_line", "batch_id", "status", "line"),
     sa.Index("ix_requests_claim_order", "batch_id", "status", "admission_key", "line"),
     sa.Index("ix_requests_status_lease", "status", "lease_expires_at"),
     sa.Index("ix_requests_upstream", "upstream", "status", "upstream_batch_id"),
+    sa.Index("ix_requests_cache_key", "cache_key", "status", "finished_at"),
 )
 
 upstream_batches = sa.Table(

@@ -107,6 +107,7 @@ class DeliveredRow:
     input_tokens: int
     cached_tokens: int
     output_tokens: int
+    num_from_cache: int = 0  # of num_requests, answered by the result cache (no tokens)
 
 
 def delivered_by_bucket(
@@ -128,6 +129,7 @@ def delivered_by_bucket(
             sa.func.sum(requests.c.input_tokens).label("input_tokens"),
             sa.func.sum(requests.c.cached_tokens).label("cached_tokens"),
             sa.func.sum(requests.c.output_tokens).label("output_tokens"),
+            sa.func.count(requests.c.cached_from).label("num_from_cache"),
         )
         .select_from(requests.join(batches, batches.c.id == requests.c.batch_id))
         .where(requests.c.status == RequestStatus.SUCCEEDED, requests.c.finished_at >= since)
@@ -147,6 +149,7 @@ def delivered_by_bucket(
             input_tokens=int(r.input_tokens or 0),
             cached_tokens=int(r.cached_tokens or 0),
             output_tokens=int(r.output_tokens or 0),
+            num_from_cache=int(r.num_from_cache or 0),
         )
         for r in conn.execute(query)
     ]
@@ -163,6 +166,7 @@ class BatchTotalsRow:
     input_tokens: int
     cached_tokens: int
     output_tokens: int
+    num_from_cache: int = 0  # of num_succeeded, answered by the result cache (no tokens)
 
 
 def batch_days(
@@ -191,6 +195,7 @@ def batch_days(
             sa.func.sum(batches.c.input_tokens).label("input_tokens"),
             sa.func.sum(batches.c.cached_tokens).label("cached_tokens"),
             sa.func.sum(batches.c.output_tokens).label("output_tokens"),
+            sa.func.sum(batches.c.num_from_cache).label("num_from_cache"),
         )
         .where(when >= since)
         .group_by(day, batches.c.model)
@@ -207,6 +212,7 @@ def batch_days(
             input_tokens=int(r.input_tokens or 0),
             cached_tokens=int(r.cached_tokens or 0),
             output_tokens=int(r.output_tokens or 0),
+            num_from_cache=int(r.num_from_cache or 0),
         )
         for r in conn.execute(query)
     ]
@@ -277,14 +283,15 @@ class RequestHistory:
 
 
 def request_history(conn: sa.Connection, model: str, endpoint: str) -> RequestHistory:
-    """Succeeded requests of `model` at `endpoint` and their tokens, all projects.
+    """Succeeded requests of `model` at `endpoint` and their tokens, all projects; those
+    the result cache answered are left out (they have no tokens of their own).
 
     Read from the batches' running totals, not the request rows: one row per batch, so
     it stays cheap enough to run on every retrieve of a batch.
     """
     row = conn.execute(
         sa.select(
-            sa.func.coalesce(sa.func.sum(batches.c.num_succeeded), 0),
+            sa.func.coalesce(sa.func.sum(batches.c.num_succeeded - batches.c.num_from_cache), 0),
             sa.func.coalesce(sa.func.sum(batches.c.input_tokens), 0),
             sa.func.coalesce(sa.func.sum(batches.c.output_tokens), 0),
         ).where(batches.c.model == model, batches.c.endpoint == endpoint)
@@ -326,7 +333,7 @@ class OpenBatch:
     expires_at: int
     created_ns: int
     num_open: int
-    num_succeeded: int
+    num_succeeded: int  # run on the engine: the result cache's answers are left out
     input_tokens: int
     output_tokens: int
 
@@ -346,7 +353,7 @@ def open_batches(conn: sa.Connection, model: str) -> list[OpenBatch]:
             batches.c.expires_at,
             batches.c.created_ns,
             (batches.c.num_total - finished).label("num_open"),
-            batches.c.num_succeeded,
+            (batches.c.num_succeeded - batches.c.num_from_cache).label("num_succeeded"),
             batches.c.input_tokens,
             batches.c.output_tokens,
         )

@@ -4,7 +4,8 @@ One row per (UTC day, project, model, kind). Batch rows come from the requests t
 succeeded that day (store/usage.py); real-time rows from the engine meter, which knows
 the model but not the project (shown as `*`). Columns:
 
-- requests, input/output tokens: what was delivered;
+- requests, input/output tokens: what was delivered; from_cache: of those requests, how
+  many the result cache answered (they carry no tokens here, so they cost nothing);
 - realtime_cost: the same tokens at the model's list prices; batch_cost: with the batch
   discount; savings: the difference (usage/pricing.py). Unpriced models show none;
 - tokens_per_second: generated tokens per second of engine time spent on that kind of
@@ -70,6 +71,7 @@ class ReportRow:
     tokens_per_second: float | None
     utilization: float | None
     measured_usd_per_mtok: Decimal | None
+    num_from_cache: int = 0  # served by the result cache: zero cost
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Report:
 
         return {
             "num_requests": sum(r.num_requests for r in self.rows),
+            "num_from_cache": sum(r.num_from_cache for r in self.rows),
             "input_tokens": sum(r.input_tokens for r in self.rows),
             "cached_tokens": sum(r.cached_tokens for r in self.rows),
             "output_tokens": sum(r.output_tokens for r in self.rows),
@@ -170,6 +173,7 @@ def build(
                 measured_usd_per_mtok=pricing.per_million_tokens(
                     prices.hardware_per_hour, seconds, batch_tokens[key]
                 ),
+                num_from_cache=d.num_from_cache,
             )
         )
     if project is None:
@@ -278,6 +282,7 @@ def to_table(report: Report) -> Table:
         ("model", "left"),
         ("kind", "left"),
         ("requests", "right"),
+        ("from cache", "right"),
         ("input tok", "right"),
         ("output tok", "right"),
         ("real-time $", "right"),
@@ -295,6 +300,7 @@ def to_table(report: Report) -> Table:
             r.model,
             r.kind,
             f"{r.num_requests:,}",
+            f"{r.num_from_cache:,}",
             f"{r.input_tokens:,}",
             f"{r.output_tokens:,}",
             pricing.format_usd(r.realtime_cost),
@@ -312,6 +318,7 @@ def to_table(report: Report) -> Table:
         "",
         "",
         f"{totals['num_requests']:,}",
+        f"{totals['num_from_cache']:,}",
         f"{totals['input_tokens']:,}",
         f"{totals['output_tokens']:,}",
         pricing.format_usd(totals["realtime_cost"]),

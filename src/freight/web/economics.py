@@ -28,6 +28,7 @@ class CostRow:
     input_tokens: int
     output_tokens: int
     cost: pricing.Cost | None
+    num_from_cache: int = 0  # of num_requests, served by the result cache: no cost
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def cost_page(svc: Service, project: str | None, *, since: int) -> dict[str, Any
             input_tokens=r.input_tokens,
             output_tokens=r.output_tokens,
             cost=prices.cost(r.model, r.input_tokens, r.output_tokens),
+            num_from_cache=r.num_from_cache,
         )
         for r in own
     ]
@@ -87,6 +89,7 @@ def cost_page(svc: Service, project: str | None, *, since: int) -> dict[str, Any
         "rows": rows,
         "total": total,
         "num_requests": sum(r.num_requests for r in rows),
+        "num_from_cache": sum(r.num_from_cache for r in rows),
         "input_tokens": sum(r.input_tokens for r in rows),
         "output_tokens": sum(r.output_tokens for r in rows),
         "engines": engines,

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from freight.config import Settings
+from freight.engines import weights
 from freight.engines.registry import Registry
+from freight.protocol import cache_keys
 from freight.store import batch_requests, batches
 from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
@@ -78,6 +80,7 @@ class BatchSteps:
             check_model=self._model_problem,
             route=upstream.route,
             canonical_model=registry.canonical,
+            keys_for=cache_keys.keys_for(settings.cache.enabled, weights.weights_of(registry)),
         )
         self.runner = steps.Steps(
             db, settings.worker.max_batch_step_attempts, backoff, on_done=on_done

@@ -27,7 +27,7 @@ from freight import ids
 from freight.config import Settings
 from freight.engines.pool import EnginePool
 from freight.engines.registry import Registry
-from freight.store import batch_requests, batches, faults
+from freight.store import batch_requests, batches, faults, result_cache
 from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
@@ -75,6 +75,7 @@ class Worker:
         self.num_recorded = 0
         self.num_given_back = 0  # batch requests taken back out of the engine for real-time
         self.num_passes = 0  # loop passes whose housekeeping and admission ran through
+        self.num_served_from_cache = 0  # requests answered by the result cache, not the engine
         # Large batches go to a Ray cluster when one is configured (cluster/handoff.py).
         self.ray = handoff(self.owner) if handoff is not None else None
         # Models routed to an upstream Batch API (upstream/passthrough.py).
@@ -164,6 +165,14 @@ class Worker:
         if want <= 0:
             return
         runnable = await asyncio.to_thread(self._runnable)
+        num_served = self.num_served_from_cache
+        try:
+            await self._claim_and_start(runnable, want)
+        finally:
+            if self.num_served_from_cache > num_served:  # answered without the engine:
+                self._kick.set()  # claim again at once, there may be more to serve or run
+
+    async def _claim_and_start(self, runnable: list[scheduler.RunnableBatch], want: int) -> None:
         # Fair share between projects first; then whatever a project could not use (its
         # open requests are already running) goes to the rest in claim order.
         self._fair_turn += 1
@@ -220,9 +229,12 @@ class Worker:
         ]
 
     def _claim(self, batch_id: str, limit: int) -> list[batch_requests.ClaimedRequest]:
+        """Lease up to `limit` requests; those the result cache answers are recorded in the
+        same transaction (store/result_cache.py) and only the rest come back to run."""
         only = self.settings.worker.models  # requests carry models' own names, not aliases
+        cache = self.settings.cache
         with self.db.write() as conn:
-            return batch_requests.claim(
+            claimed = batch_requests.claim(
                 conn,
                 batch_id,
                 self.owner,
@@ -230,6 +242,11 @@ class Worker:
                 self.settings.worker.lease_seconds,
                 models=None if only is None else [self.registry.canonical(m) for m in only],
             )
+            if not cache.enabled:
+                return claimed
+            to_run, num_served = result_cache.serve(conn, claimed, time.time() - cache.ttl_seconds)
+        self.num_served_from_cache += num_served
+        return to_run
 
     def _start(self, request: batch_requests.ClaimedRequest) -> None:
         task = asyncio.create_task(self._run_one(request))

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from freight import ids
 from freight.config import LimitSettings
 from freight.errors import FreightError, IllegalTransition, NotFound
-from freight.protocol import message_batch_input
+from freight.protocol import cache_keys, message_batch_input
 from freight.protocol.batch_input import (
     AcceptedLine,
     FileValidator,
@@ -55,8 +55,10 @@ def _row(
     accepted: AcceptedLine,
     policy: scheduler.OrderPolicy,
     route: Callable[[str | None], str | None] = no_upstream,
+    key_of: cache_keys.KeyOf | None = None,
 ) -> dict[str, Any]:
     # every row carries the same keys: an executemany takes its columns from the first row
+    upstream = route(accepted.model) if accepted.error_body is None else None
     row: dict[str, Any] = {
         "id": ids.new_request_id(),
         "batch_id": batch_id,
@@ -71,8 +73,10 @@ def _row(
         "admission_key": scheduler.admission_key(accepted.body, policy),
         "dedup_key": scheduler.dedup_key(accepted.url, accepted.body, policy),
         # the model, when it runs through an upstream Batch API (upstream/passthrough.py)
-        "upstream": route(accepted.model) if accepted.error_body is None else None,
+        "upstream": upstream,
         "model": accepted.model if accepted.error_body is None else None,  # claims filter by it
+        # the result cache's key (store/result_cache.py); never for upstream Batch APIs
+        "cache_key": key_of(accepted) if key_of is not None and upstream is None else None,
     }
     if accepted.error_body is not None:
         row.update(
@@ -94,6 +98,7 @@ def ingest_openai_batch(
     check_model: Callable[[str, str], str | None],
     route: Callable[[str | None], str | None] = no_upstream,
     canonical_model: Callable[[str], str] = same_name,
+    key_of: cache_keys.KeyOf | None = None,
 ) -> batches.BatchRecord:
     """Validate the batch's input file and queue its lines, or fail the batch.
 
@@ -123,7 +128,7 @@ def ingest_openai_batch(
         return fail(db, batch.id, [_input_missing(f"the contents of {input_file.id}")])
     with fh:
         lines = _accepted(validator, iter_lines(fh, limits.max_line_bytes))
-        queued = queue_rows(db, batch.id, (_row(batch.id, a, policy, route) for a in lines))
+        queued = queue_rows(db, batch.id, (_row(batch.id, a, policy, route, key_of) for a in lines))
     if queued is None:
         return moved_on(db, batch.id)
     problems = validator.finish()
@@ -155,6 +160,7 @@ def ingest_message_batch(
     check_model: Callable[[str, str], str | None],
     route: Callable[[str | None], str | None] = no_upstream,
     canonical_model: Callable[[str], str] = same_name,
+    key_of: cache_keys.KeyOf | None = None,
 ) -> batches.BatchRecord:
     """Queue an Anthropic Message Batch's requests from its stored create body.
 
@@ -182,7 +188,10 @@ def ingest_message_batch(
             queued = queue_rows(
                 db,
                 batch.id,
-                (_row(batch.id, a, policy, route) for a in _noting_models(requests, models)),
+                (
+                    _row(batch.id, a, policy, route, key_of)
+                    for a in _noting_models(requests, models)
+                ),
             )
     except FileNotFoundError:
         queued = Queued(0, 0, [])

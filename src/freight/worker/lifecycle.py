@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from freight.config import LimitSettings
-from freight.protocol import batch_input
+from freight.protocol import batch_input, cache_keys
 from freight.store import batches, blob_store, faults
 from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
@@ -48,6 +48,8 @@ class IngestRules:
     route: Callable[[str | None], str | None] = ingest.no_upstream
     # the model's own name for an alias (engines/registry.py)
     canonical_model: Callable[[str], str] = batch_input.same_name
+    # each batch's result cache keys, None when the cache is off for it (protocol/cache_keys.py)
+    keys_for: Callable[[batches.BatchRecord], cache_keys.KeyOf | None] = lambda batch: None
 
 
 class Lifecycle(abc.ABC):
@@ -159,6 +161,7 @@ class OpenAIBatches(Lifecycle):
             check_model=rules.check_model,
             route=rules.route,
             canonical_model=rules.canonical_model,
+            key_of=rules.keys_for(batch),
         )
 
     def give_up_ingest(
@@ -203,6 +206,7 @@ class MessageBatches(Lifecycle):
             check_model=rules.check_model,
             route=rules.route,
             canonical_model=rules.canonical_model,
+            key_of=rules.keys_for(batch),
         )
 
     def give_up_ingest(

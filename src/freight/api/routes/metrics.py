@@ -104,6 +104,13 @@ def _queue_families(
     )
     recorded.add_metric([], worker.num_recorded if worker else 0)
     yield recorded
+    from_cache = CounterMetricFamily(
+        "freight_results_served_from_cache",
+        "Batch requests this process's worker answered from the result cache, without the "
+        "engine: no engine tokens, no cost (they are not in freight_results_recorded).",
+    )
+    from_cache.add_metric([], worker.num_served_from_cache if worker else 0)
+    yield from_cache
     claimed = GaugeMetricFamily(
         "freight_worker_requests_in_flight", "Batch requests this process's worker is running."
     )
