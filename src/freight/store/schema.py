@@ -68,6 +68,13 @@ batches = sa.Table(
         sa.BigInteger,
         doc="Estimated when it was created (service/completion.py); reads recompute it.",
     ),
+    sa.Column(
+        "last_result_seq",
+        sa.BigInteger,
+        nullable=False,
+        server_default="0",
+        doc="The last result_seq given to one of its requests (store/result_order.py).",
+    ),
     sa.Index("ix_batches_project_created", "project", "created_ns"),
     sa.Index("ix_batches_status", "status"),
 )
@@ -107,11 +114,17 @@ requests = sa.Table(
     ),
     sa.Column("upstream_batch_id", sa.String(64), doc="The upstream_batches row carrying it."),
     sa.Column("model", sa.String(255), doc="The body's model (`freight worker --models`)."),
+    sa.Column(
+        "result_seq",
+        sa.BigInteger,
+        doc="Its place in the batch's results as they land, once finished (store/result_order.py).",
+    ),
     sa.UniqueConstraint("batch_id", "line", name="uq_requests_batch_line"),
     sa.Index("ix_requests_batch_status_line", "batch_id", "status", "line"),
     sa.Index("ix_requests_claim_order", "batch_id", "status", "admission_key", "line"),
     sa.Index("ix_requests_status_lease", "status", "lease_expires_at"),
     sa.Index("ix_requests_upstream", "upstream", "status", "upstream_batch_id"),
+    sa.Index("ix_requests_batch_result_seq", "batch_id", "result_seq"),
 )
 
 upstream_batches = sa.Table(
