@@ -57,6 +57,21 @@ def chat_lines(tmp_path: Path, num: int, max_tokens: int, model: str | None = No
     return write_jsonl(tmp_path / "in.jsonl", lines)
 
 
+def short_and_long_lines(tmp_path: Path, num: int, *, every: int, long_tokens: int) -> Path:
+    """Every `every`-th request answers in 4 tokens, the others count for `long_tokens`:
+    the engine runs them all at once, so the short ones land well before the long ones
+    end (a batch that is seen running with lines already out)."""
+    lines = [
+        chat_line(f"r{i}", "Say hi.", max_tokens=4)
+        if i % every == 0
+        else chat_line(
+            f"r{i}", "Count from 1 to 1000, separated by commas.", max_tokens=long_tokens
+        )
+        for i in range(num)
+    ]
+    return write_jsonl(tmp_path / "in.jsonl", lines)
+
+
 def results_page(
     client: openai.OpenAI, batch_id: str, after: str | None = None, limit: int | None = None
 ) -> httpx.Response:
@@ -144,7 +159,8 @@ def test_watch_killed_mid_run_and_restarted_ends_with_the_same_file(
     real_server: LiveServer, tmp_path: Path
 ) -> None:
     client = real_server.openai()
-    batch = create_batch(client, chat_lines(tmp_path, 200, max_tokens=16))
+    num = 60
+    batch = create_batch(client, short_and_long_lines(tmp_path, num, every=6, long_tokens=96))
     out = tmp_path / "watched.jsonl"
     env = {**os.environ, **TEST_ENGINE_ENV}
     proc = subprocess.Popen(
@@ -175,7 +191,7 @@ def test_watch_killed_mid_run_and_restarted_ends_with_the_same_file(
     assert rerun.returncode == restarted.returncode, rerun.stderr
     assert out.read_bytes() == clean.read_bytes()
     watched = batch_lines(out.read_text())
-    assert len(watched) == 200 > written_before
+    assert len(watched) == num > written_before
     final = file_lines(client, ended.output_file_id) + file_lines(client, ended.error_file_id)
     assert canonical(watched) == canonical(final)
 
@@ -185,8 +201,9 @@ def test_a_batch_cancelled_half_way_then_retried_answers_every_custom_id_once(
     real_server: LiveServer, tmp_path: Path
 ) -> None:
     client = real_server.openai()
-    num = 200
-    batch = create_batch(client, chat_lines(tmp_path, num, max_tokens=16), metadata={"team": "ml"})
+    num = 100
+    path = short_and_long_lines(tmp_path, num, every=5, long_tokens=96)
+    batch = create_batch(client, path, metadata={"team": "ml"})
     wait_until(
         lambda: client.batches.retrieve(batch.id).request_counts.completed >= 10,  # type: ignore[union-attr]
         timeout=300,

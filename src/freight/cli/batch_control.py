@@ -12,10 +12,10 @@ from freight.cli.client import (
     DEFAULT_BASE,
     ApiKey,
     BaseUrl,
-    _call,
-    _refused,
-    _show,
+    call_server,
     err,
+    refused,
+    show,
 )
 from freight.cli.client import batches_app as batches_app  # main.py adds it, with these
 from freight.cli.common import fail
@@ -50,11 +50,11 @@ def batches_watch(
     try:
         batch, position = watch.follow(client, batch_id, output, poll_seconds=interval, console=err)
     except batch_client.ServerError as exc:
-        _refused(exc)
+        refused(exc)
     except FreightError as exc:
         fail(exc)
     err.print(f"{batch['status']}: {position.num_lines} lines -> {output}", markup=False)
-    _show(batch, quiet=False)
+    show(batch, quiet=False)
     raise typer.Exit(watch.exit_code(batch))
 
 
@@ -76,4 +76,4 @@ def batches_retry(
     """Create a new batch of an ended batch's requests that did not succeed (same
     custom_ids, endpoint and window; metadata freight_retry_of names the original)."""
     body = {"include": ["invalid_request"] if include_invalid else []}
-    _show(_call(base_url, api_key, "POST", f"/batches/{batch_id}/retry", json=body), quiet)
+    show(call_server(base_url, api_key, "POST", f"/batches/{batch_id}/retry", json=body), quiet)
