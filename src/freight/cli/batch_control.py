@@ -53,7 +53,9 @@ def batches_watch(
         refused(exc)
     except FreightError as exc:
         fail(exc)
-    err.print(f"{batch['status']}: {position.num_lines} lines -> {output}", markup=False)
+    err.print(
+        f"{batch['status']}: {position.num_lines} lines -> {output}", markup=False, soft_wrap=True
+    )
     show(batch, quiet=False)
     raise typer.Exit(watch.exit_code(batch))
 

@@ -269,6 +269,7 @@ def run_batch_file(
                     f"--resume: {left.num_skipped} lines already in {output}, "
                     f"{left.num_lines} to run",
                     markup=False,
+                    soft_wrap=True,
                 )
                 if left.num_lines == 0:
                     raise typer.Exit(0)

@@ -11,6 +11,7 @@ Its metadata is the original's plus `freight_retry_of`: the original batch's id.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from freight import ids
 from freight.errors import Conflict, FreightError
@@ -25,7 +26,7 @@ INCLUDABLE = (retry_lines.INVALID_REQUEST,)
 
 
 def retry_batch(
-    svc: Service, batch_id: str, visible: str | None, *, include: list[str]
+    svc: Service, batch_id: str, visible: str | None, *, include: Sequence[str]
 ) -> batches.BatchRecord:
     """Create the retry of `batch_id` (in its project); Conflict unless it has ended and
     has a request to run again."""

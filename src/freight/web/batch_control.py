@@ -41,6 +41,5 @@ def _excerpt(row: Any) -> str:
             )
         elif "message" in body:
             text = body.get("message")
-    if not isinstance(text, str):
-        text = json.dumps(body, ensure_ascii=False)
-    return text[:EXCERPT_CHARS] + ("…" if len(text) > EXCERPT_CHARS else "")
+    shown = text if isinstance(text, str) else json.dumps(body, ensure_ascii=False)
+    return shown[:EXCERPT_CHARS] + ("…" if len(shown) > EXCERPT_CHARS else "")
