@@ -9,6 +9,7 @@ another project's batch, a batch not ended) on the echo engine.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -323,3 +324,36 @@ def test_run_resume_runs_only_the_custom_ids_the_output_lacks(tmp_path: Path) ->
     nothing_left = run_cli("run", str(source), "-o", str(out), "--resume", "--home", str(home))
     assert nothing_left.returncode == 0 and "0 to run" in nothing_left.stderr
     assert len(batch_lines(out.read_text())) == 4
+
+
+@pytest.mark.slow
+def test_run_resume_on_the_real_engine_appends_only_the_missing_custom_ids(
+    real_server: LiveServer, tmp_path: Path
+) -> None:
+    """What `freight run --resume` does (cli/run.py), on the session's engine: the lines
+    of the custom_ids the output lacks are run and appended, the others kept as they are."""
+    from rich.console import Console
+
+    from freight.service import offline, resume_file
+
+    source = chat_lines(tmp_path, 6, max_tokens=4)
+    out = tmp_path / "out.jsonl"
+    kept = '{"id": "x", "custom_id": "r1", "response": null, "error": null}\n'
+    out.write_text(kept + '{"id": "y", "custom_id": "r4", "resp')  # killed mid-line
+    left = resume_file.remaining(source, resume_file.done_custom_ids(out), tmp_path / "left.jsonl")
+    assert (left.num_lines, left.num_skipped) == (5, 1)
+    run = offline.run_file_async(
+        real_server.svc.settings,
+        left.path,
+        out,
+        None,
+        None,
+        console=Console(file=io.StringIO()),
+        engines=real_server.svc.engines,
+        append=True,
+    )
+    assert real_server.run_in_loop(run) == 0
+    text = out.read_text()
+    assert text.startswith(kept)
+    appended = batch_lines(text[len(kept) :])
+    assert sorted(line["custom_id"] for line in appended) == ["r0", "r2", "r3", "r4", "r5"]
