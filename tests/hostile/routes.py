@@ -80,6 +80,9 @@ TEMPLATES: dict[tuple[str, str], tuple[Template, ...]] = {
     ("POST", "/v1/batches/estimate"): (
         Template({"input_file_id": "{file_id}"}, (("input_file_id",),)),
     ),
+    ("POST", "/v1/batches/{batch_id}/retry"): (
+        Template({"include": ["invalid_request"]}, (("include",), ("include", 0))),
+    ),
     ("POST", "/v1/messages/batches"): (
         Template(
             {"requests": [{"custom_id": "r1", "params": MESSAGE}]},

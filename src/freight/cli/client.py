@@ -35,15 +35,15 @@ ApiKey = Annotated[
 DEFAULT_BASE = "http://127.0.0.1:8000/v1"
 
 
-def _call(base_url: str, api_key: str | None, method: str, path: str, **kwargs: Any) -> Any:
-    """The server's answer; a failed call ends the command (`_refused`)."""
+def call_server(base_url: str, api_key: str | None, method: str, path: str, **kwargs: Any) -> Any:
+    """The server's answer; a failed call ends the command (`refused`)."""
     try:
         return batch_client.BatchClient(base_url, api_key).call(method, path, **kwargs)
     except batch_client.ServerError as exc:
-        _refused(exc)
+        refused(exc)
 
 
-def _refused(exc: batch_client.ServerError) -> NoReturn:
+def refused(exc: batch_client.ServerError) -> NoReturn:
     """End the command with a message that says what to do next, and the exit code of
     freight.cli.main's table: 2 for a request the server refused as given (4xx but
     429), else 1 (unreachable, busy or failing)."""
@@ -53,7 +53,7 @@ def _refused(exc: batch_client.ServerError) -> NoReturn:
     fail(f"HTTP {exc.status}: {exc.message}", code=2 if is_refused else 1)
 
 
-def _show(obj: Any, quiet: bool) -> None:
+def show(obj: Any, quiet: bool) -> None:
     if quiet:
         out.print(obj["id"])
     else:
@@ -70,7 +70,7 @@ def files_upload(
 ) -> None:
     """Upload a file (a batch input file by default)."""
     with open(path, "rb") as fh:
-        obj = _call(
+        obj = call_server(
             base_url,
             api_key,
             "POST",
@@ -78,13 +78,13 @@ def files_upload(
             data={"purpose": purpose},
             files={"file": (path.name, fh, "application/jsonl")},
         )
-    _show(obj, quiet)
+    show(obj, quiet)
 
 
 @files_app.command("list")
 def files_list(base_url: BaseUrl = DEFAULT_BASE, api_key: ApiKey = None) -> None:
     """List files, newest first."""
-    page = _call(base_url, api_key, "GET", "/files")
+    page = call_server(base_url, api_key, "GET", "/files")
     table = Table("purpose", "bytes", "filename", "created")
     table.columns.insert(0, Column("id", no_wrap=True))
     for f in page["data"]:
@@ -106,7 +106,7 @@ def files_download(
     api_key: ApiKey = None,
 ) -> None:
     """Download a file's content (e.g. a batch's output file)."""
-    content = _call(base_url, api_key, "GET", f"/files/{file_id}/content")
+    content = call_server(base_url, api_key, "GET", f"/files/{file_id}/content")
     output.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
     err.print(f"wrote {output}")
 
@@ -181,7 +181,7 @@ def batches_create(
         body = {"input_file_id": input_file_id, "endpoint": endpoint, "completion_window": window}
         if pairs:
             body["metadata"] = pairs  # type: ignore[assignment]
-        _show(_call(base_url, api_key, "POST", "/batches", json=body), quiet)
+        show(call_server(base_url, api_key, "POST", "/batches", json=body), quiet)
         return
     if input_file_id is not None:
         fail("--input-file-id and --table both say what the batch runs; give one")
@@ -209,7 +209,7 @@ def batches_create(
     try:
         submitted = table_batches.create(client, prepared, window=window, metadata=pairs)
     except batch_client.ServerError as exc:
-        _refused(exc)
+        refused(exc)
     except FreightError as exc:
         fail(exc)
     for line in submitted.describe_not_sent():
@@ -219,13 +219,13 @@ def batches_create(
         f"{num_sent} of {submitted.num_rows} rows sent as batch {submitted.batch['id']}",
         markup=False,
     )
-    _show(submitted.batch, quiet)
+    show(submitted.batch, quiet)
 
 
 @batches_app.command("get")
 def batches_get(batch_id: str, base_url: BaseUrl = DEFAULT_BASE, api_key: ApiKey = None) -> None:
     """Show one batch."""
-    _show(_call(base_url, api_key, "GET", f"/batches/{batch_id}"), quiet=False)
+    show(call_server(base_url, api_key, "GET", f"/batches/{batch_id}"), quiet=False)
 
 
 @batches_app.command("list")
@@ -235,7 +235,7 @@ def batches_list(
     api_key: ApiKey = None,
 ) -> None:
     """List batches, newest first."""
-    page = _call(base_url, api_key, "GET", "/batches", params={"limit": limit})
+    page = call_server(base_url, api_key, "GET", "/batches", params={"limit": limit})
     table = Table("status", "done", "failed", "total", "endpoint", "created")
     table.columns.insert(0, Column("id", no_wrap=True))
     for b in page["data"]:
@@ -255,7 +255,7 @@ def batches_list(
 @batches_app.command("cancel")
 def batches_cancel(batch_id: str, base_url: BaseUrl = DEFAULT_BASE, api_key: ApiKey = None) -> None:
     """Cancel a batch: finished lines are kept, the rest get batch_cancelled lines."""
-    _show(_call(base_url, api_key, "POST", f"/batches/{batch_id}/cancel"), quiet=False)
+    show(call_server(base_url, api_key, "POST", f"/batches/{batch_id}/cancel"), quiet=False)
 
 
 @batches_app.command("wait")
@@ -328,8 +328,8 @@ def batches_wait(
                 path.write_bytes(content)
                 err.print(f"wrote {path}")
     except batch_client.ServerError as exc:
-        _refused(exc)
-    _show(batch, quiet=False)
+        refused(exc)
+    show(batch, quiet=False)
     if batch["status"] != BatchStatus.COMPLETED:
         raise typer.Exit(1)
     raise typer.Exit(3 if batch["request_counts"]["failed"] else 0)
@@ -349,7 +349,7 @@ def _join_table(
     from freight.service import table_batches
 
     if batch["status"] == BatchStatus.FAILED:
-        _show(batch, quiet=False)
+        show(batch, quiet=False)
         err.print(f"[red]error:[/red] batch {batch['id']} failed: it has no answers to join")
         raise typer.Exit(1)
     try:
@@ -357,7 +357,7 @@ def _join_table(
             client, batch, table, output, input_format=input_format, usage=usage
         )
     except batch_client.ServerError as exc:
-        _refused(exc)
+        refused(exc)
     except FreightError as exc:
         fail(exc)
     num_answered = collected.num_rows - collected.num_failed
@@ -367,7 +367,7 @@ def _join_table(
         markup=False,
         soft_wrap=True,
     )
-    _show(batch, quiet=False)
+    show(batch, quiet=False)
     if batch["status"] != BatchStatus.COMPLETED:
         raise typer.Exit(1)
     raise typer.Exit(3 if collected.num_failed else 0)
@@ -377,9 +377,9 @@ def models(base_url: BaseUrl = DEFAULT_BASE, api_key: ApiKey = None) -> None:
     """List the models the server offers, with the device each started engine runs on;
     an alias with its model's."""
     root = base_url.rstrip("/").removesuffix("/v1")
-    health = _call(root, api_key, "GET", "/health")
+    health = call_server(root, api_key, "GET", "/health")
     devices, aliases = health.get("engine_devices", {}), health.get("model_aliases", {})
-    for card in _call(base_url, api_key, "GET", "/models")["data"]:
+    for card in call_server(base_url, api_key, "GET", "/models")["data"]:
         name = aliases.get(card["id"], card["id"])
         alias_of = f" (alias of {name})" if name != card["id"] else ""
         out.print(f"{card['id']}\t{devices.get(name, 'not started')}{alias_of}", highlight=False)

@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from freight import __version__
-from freight.cli import client, estimate, keys, report, run, serve, webhooks
+from freight.cli import batch_control, client, estimate, keys, report, run, serve, webhooks
 
 app = typer.Typer(
     help="Freight: batch inference on your own models, with the OpenAI and Anthropic APIs.",
@@ -28,7 +28,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(client.files_app, name="files")
-app.add_typer(client.batches_app, name="batches")
+# `batches` has batch_control's commands too (watch, retry): importing it adds them.
+app.add_typer(batch_control.batches_app, name="batches")
 app.command("models")(client.models)
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(webhooks.webhooks_app, name="webhooks")

@@ -117,9 +117,9 @@ def run(
         bool,
         typer.Option(
             "--resume",
-            help="Keep the rows an interrupted run wrote to OUTPUT (.csv, .tsv, .jsonl) "
-            "and run the rest.",
-            rich_help_panel=TABLE_PANEL,
+            help="Keep what an earlier run wrote to OUTPUT and run the rest: a table's rows "
+            "(.csv, .tsv, .jsonl); a batch file's custom_ids whose lines OUTPUT holds (the "
+            "others' lines are appended).",
         ),
     ] = False,
     input_format: Annotated[
@@ -166,7 +166,6 @@ def run(
         "--output-column": output_column,
         "--id-column": id_column,
         "--usage": usage or None,
-        "--resume": resume or None,
     }
     is_table = (
         prompt is not None
@@ -186,7 +185,9 @@ def run(
         if not input_path.is_file():
             fail(f"{input_path} does not exist or is not a file")
         address = ray_address or ("local" if ray else None)
-        run_batch_file(input_path, output, errors, endpoint, home, verbose, address, model)
+        run_batch_file(
+            input_path, output, errors, endpoint, home, verbose, address, model, resume=resume
+        )
         return
     batch_only = {
         "--errors": errors,
@@ -247,18 +248,43 @@ def run_batch_file(
     verbose: bool,
     ray_address: str | None,
     model: str | None = None,
+    *,
+    resume: bool = False,
 ) -> None:
-    """Run a batch file; `model`, if given, replaces every line's model."""
-    from freight.service import offline
+    """Run a batch file; `model`, if given, replaces every line's model; `resume`: only
+    the custom_ids whose lines `output` lacks, appending theirs (service/resume_file.py)."""
+    from freight.service import offline, resume_file
 
     settings = load_settings(home)
     setup_logging(verbose)
+    append = resume and output.exists()
     with tempfile.TemporaryDirectory() as tmp:
-        if model is not None:
-            input_path = offline.with_model(input_path, model, Path(tmp) / input_path.name)
         try:
+            if append:
+                done = resume_file.done_custom_ids(output)
+                (Path(tmp) / "resume").mkdir()
+                target = Path(tmp) / "resume" / input_path.name
+                left = resume_file.remaining(input_path, done, target)
+                err.print(
+                    f"--resume: {left.num_skipped} lines already in {output}, "
+                    f"{left.num_lines} to run",
+                    markup=False,
+                    soft_wrap=True,
+                )
+                if left.num_lines == 0:
+                    raise typer.Exit(0)
+                input_path = left.path
+            if model is not None:
+                input_path = offline.with_model(input_path, model, Path(tmp) / input_path.name)
             code = offline.run_file(
-                settings, input_path, output, errors, endpoint, console=err, ray_address=ray_address
+                settings,
+                input_path,
+                output,
+                errors,
+                endpoint,
+                console=err,
+                ray_address=ray_address,
+                append=append,
             )
         except FreightError as exc:
             fail(exc)

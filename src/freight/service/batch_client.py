@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,16 @@ class ServerError(FreightError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status  # the HTTP status of a refusal; None: no answer at all
+
+
+@dataclass(frozen=True)
+class ResultsPage:
+    """A page of a batch's result lines as they land, and the cursor after it."""
+
+    body: bytes  # whole JSONL lines
+    next_cursor: str
+    is_complete: bool  # the batch has ended and no line is left
+    batch_status: str
 
 
 class BatchClient:
@@ -106,6 +117,23 @@ class BatchClient:
                 if batch["status"] in batches.TERMINAL:
                     return batch
                 time.sleep(poll_seconds)
+
+    def results_page(
+        self, batch_id: str, *, after: str | None = None, limit: int | None = None
+    ) -> ResultsPage:
+        """One page of GET /v1/batches/{id}/results (a Freight extension)."""
+        params: dict[str, str | int] = {}
+        if after is not None:
+            params["after"] = after
+        if limit is not None:
+            params["limit"] = limit
+        response = self._send("GET", f"/batches/{batch_id}/results", params=params)
+        return ResultsPage(
+            body=response.content,
+            next_cursor=response.headers.get("freight-next-cursor", after or ""),
+            is_complete=response.headers.get("freight-results-complete") == "true",
+            batch_status=response.headers.get("freight-batch-status", ""),
+        )
 
     def download(self, file_id: str, output: Path) -> None:
         """Write a file's content to `output`, streamed."""

@@ -85,14 +85,24 @@ def run_file(
     *,
     console: Console,
     ray_address: str | None = None,
+    append: bool = False,
 ) -> int:
     """Run `input_path`; write results; return the exit code (see freight.cli.main).
 
     `ray_address`: run on that Ray cluster ('local': start one here) instead of here.
+    `append`: add the result lines to `output` (`freight run --resume`) instead of
+    replacing it.
     """
     return asyncio.run(
         run_file_async(
-            settings, input_path, output, errors, endpoint, console=console, ray_address=ray_address
+            settings,
+            input_path,
+            output,
+            errors,
+            endpoint,
+            console=console,
+            ray_address=ray_address,
+            append=append,
         )
     )
 
@@ -107,6 +117,7 @@ async def run_file_async(
     console: Console,
     engines: EnginePool | None = None,
     ray_address: str | None = None,
+    append: bool = False,
 ) -> int:
     """`run_file` inside a running event loop, optionally on already-started engines."""
     batch = await run_batch_file(
@@ -118,6 +129,7 @@ async def run_file_async(
         console=console,
         engines=engines,
         ray_address=ray_address,
+        append=append,
     )
     return report(batch, output, errors, console)
 
@@ -132,6 +144,7 @@ async def run_batch_file(
     console: Console,
     engines: EnginePool | None = None,
     ray_address: str | None = None,
+    append: bool = False,
 ) -> batches.BatchRecord:
     """Run `input_path` and write its result lines, unless it failed validation; the batch
     as it ended, for callers that report on it themselves (a table's run of many)."""
@@ -156,6 +169,7 @@ async def run_batch_file(
             endpoint or first_url(input_path),
             console,
             ray_address,
+            append,
         )
 
 
@@ -168,6 +182,7 @@ async def _run(
     endpoint: str,
     console: Console,
     ray_address: str | None,
+    append: bool = False,
 ) -> batches.BatchRecord:
     try:
         (tmp / "files" / "input").symlink_to(input_path.resolve())
@@ -190,7 +205,7 @@ async def _run(
         )
         if ray_address is not None:
             batch = await _run_on_ray(svc, batch.id, ray_address, console)
-            _write_results(svc, batch, output, errors)
+            _write_results(svc, batch, output, errors, append=append)
             return batch
         assert svc.worker is not None
         stop = asyncio.Event()
@@ -200,7 +215,7 @@ async def _run(
         finally:
             stop.set()
             await worker
-        _write_results(svc, batch, output, errors)
+        _write_results(svc, batch, output, errors, append=append)
         return batch
     finally:
         await svc.close()
@@ -282,16 +297,22 @@ async def _watch(svc: Service, batch_id: str, console: Console) -> batches.Batch
 
 
 def _write_results(
-    svc: Service, batch: batches.BatchRecord, output: Path, errors: Path | None
+    svc: Service,
+    batch: batches.BatchRecord,
+    output: Path,
+    errors: Path | None,
+    *,
+    append: bool = False,
 ) -> None:
     """Copy the batch's output lines to `output`, its error lines to `errors` (or after
-    the output lines); a batch that failed validation writes nothing."""
+    the output lines); a batch that failed validation writes nothing. `append`: after
+    what `output` holds (`errors` is written afresh either way)."""
     if batch.status == BatchStatus.FAILED:
         return
     with svc.db.read() as conn:
         out_file = files.get(conn, batch.output_file_id) if batch.output_file_id else None
         err_file = files.get(conn, batch.error_file_id) if batch.error_file_id else None
-    with open(output, "wb") as out_fh:
+    with open(output, "ab" if append else "wb") as out_fh:
         if out_file is not None:
             with svc.blobs.open(out_file.blob) as src:
                 shutil.copyfileobj(src, out_fh)

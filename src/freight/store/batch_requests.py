@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from freight.store import batches
+from freight.store import batches, result_order
 from freight.store.schema import requests
 from freight.store.statuses import RequestStatus
 
@@ -346,6 +346,7 @@ _RECORD = (
         output_tokens=sa.bindparam("new_output_tokens"),
         finished_at=sa.bindparam("new_finished_at"),
         cached_from=sa.bindparam("new_cached_from"),
+        result_seq=sa.bindparam("new_result_seq"),
         lease_owner=None,
         lease_expires_at=None,
     )
@@ -365,13 +366,13 @@ def record(conn: sa.Connection, outcomes: list[Outcome], *, now: float | None = 
         ids = all_ids[start : start + _IN_CHUNK]
         running |= _running_among(conn, ids, lock=_is_postgresql(conn))
     finished_at = time.time() if now is None else now
-    rows = []
+    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     per_batch: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for o in outcomes:
         if o.request_id not in running:
             continue
         running.discard(o.request_id)  # the same request twice in one flush counts once
-        rows.append(
+        rows[o.batch_id].append(
             {
                 "rid": o.request_id,
                 "new_status": o.status,
@@ -391,11 +392,17 @@ def record(conn: sa.Connection, outcomes: list[Outcome], *, now: float | None = 
         deltas["cached_tokens"] += o.cached_tokens
         deltas["output_tokens"] += o.output_tokens
         deltas["num_from_cache"] += o.cached_from is not None
-    if rows:
-        conn.execute(_RECORD, rows)
-    for batch_id in sorted(per_batch):  # batch rows last, in id order
-        batches.add_counts(conn, batch_id, **per_batch[batch_id])
-    return len(rows)
+    # Batch rows after the request rows, in id order. Each batch's results are numbered
+    # from its counter in this transaction (store/result_order.py), before they are written.
+    written = []
+    for batch_id in sorted(per_batch):
+        base = result_order.reserve(conn, batch_id, len(rows[batch_id]), **per_batch[batch_id])
+        for offset, row in enumerate(rows[batch_id], start=1):
+            row["new_result_seq"] = base + offset
+        written += rows[batch_id]
+    if written:
+        conn.execute(_RECORD, written)
+    return len(written)
 
 
 def close_open(
@@ -430,6 +437,7 @@ def close_open(
         lease_expires_at=None,
     )
     batches.add_counts(conn, batch_id, **{_COUNTER[status]: num_closed})
+    result_order.number_finished(conn, batch_id)
     return list(running)
 
 

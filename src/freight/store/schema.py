@@ -82,6 +82,13 @@ batches = sa.Table(
         server_default=sa.true(),
         doc='Whether its requests use the result cache (`"cache": false` at create).',
     ),
+    sa.Column(
+        "last_result_seq",
+        sa.BigInteger,
+        nullable=False,
+        server_default="0",
+        doc="The last result_seq given to one of its requests (store/result_order.py).",
+    ),
     sa.Index("ix_batches_project_created", "project", "created_ns"),
     sa.Index("ix_batches_status", "status"),
 )
@@ -132,12 +139,18 @@ requests = sa.Table(
         sa.String(64),
         doc="The request whose stored answer this one was served from (result cache).",
     ),
+    sa.Column(
+        "result_seq",
+        sa.BigInteger,
+        doc="Its place in the batch's results as they land, once finished (store/result_order.py).",
+    ),
     sa.UniqueConstraint("batch_id", "line", name="uq_requests_batch_line"),
     sa.Index("ix_requests_batch_status_line", "batch_id", "status", "line"),
     sa.Index("ix_requests_claim_order", "batch_id", "status", "admission_key", "line"),
     sa.Index("ix_requests_status_lease", "status", "lease_expires_at"),
     sa.Index("ix_requests_upstream", "upstream", "status", "upstream_batch_id"),
     sa.Index("ix_requests_cache_key", "cache_key", "status", "finished_at"),
+    sa.Index("ix_requests_batch_result_seq", "batch_id", "result_seq"),
 )
 
 upstream_batches = sa.Table(

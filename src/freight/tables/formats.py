@@ -207,7 +207,7 @@ def rows_written(path: Path, fmt: str, columns: list[str]) -> int:
             f"--resume continues a .csv, .tsv or .jsonl output; a {fmt} file is only "
             "complete once its run has finished (run again without --resume)"
         )
-    _drop_cut_line(path)
+    drop_cut_line(path)
     if path.stat().st_size == 0:
         return 0
     found = _written_columns(path, fmt)
@@ -247,7 +247,7 @@ def _written_columns(path: Path, fmt: str) -> list[str]:
         return []
 
 
-def _drop_cut_line(path: Path, block: int = 65536) -> None:
+def drop_cut_line(path: Path, block: int = 65536) -> None:
     """Truncate `path` after its last newline."""
     with open(path, "r+b") as fh:
         end = fh.seek(0, os.SEEK_END)

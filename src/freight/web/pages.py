@@ -26,11 +26,11 @@ from freight.api import downloads, uploads
 from freight.api.deps import service
 from freight.errors import FreightError, InvalidRequest, NotFound
 from freight.protocol import endpoints, openai_wire
-from freight.service import access, completion, intake
+from freight.service import access, completion, intake, retry
 from freight.service.runtime import Service
 from freight.store import batches, blob_store, files, usage
 from freight.usage import pricing
-from freight.web import charts, economics, session
+from freight.web import batch_control, charts, economics, session
 
 TEMPLATES = Path(__file__).parent / "templates"
 templates = Jinja2Templates(directory=TEMPLATES)
@@ -211,6 +211,7 @@ def batch_page(
         points = usage.batch_throughput(conn, batch_id, bucket_seconds=bucket) if span else []
         output_file = _file(conn, batch.output_file_id, visible)
         error_file = _file(conn, batch.error_file_id, visible)
+        latest = batch_control.latest_answers(conn, batch_id)
     prices = pricing.PriceBook(svc.settings)
     run_seconds = end - start if span else None
     has_message_results = (
@@ -231,8 +232,31 @@ def batch_page(
         "output_file": output_file,
         "error_file": error_file,
         "has_message_results": has_message_results,
+        "latest": latest,
+        "can_retry": batch.api == "openai"
+        and batch.is_terminal
+        and bool(batch.num_finished)
+        and batch.num_succeeded < batch.num_finished,
     }
     return templates.TemplateResponse(request, "batch.html", context)
+
+
+@router.post("/ui/batches/{batch_id}/retry")
+async def retry_batch(
+    request: Request,
+    batch_id: str,
+    svc: Service = Depends(service),
+    who: access.Identity = Depends(session.identity),
+) -> Response:
+    """The batch page's retry button: a new batch of the requests that did not succeed."""
+    try:
+        batch = await asyncio.to_thread(retry.retry_batch, svc, batch_id, who.scope, include=[])
+    except FreightError as exc:
+        return templates.TemplateResponse(
+            request, "error.html", {"error": exc.message}, status_code=exc.status_code
+        )
+    svc.kick_worker()
+    return RedirectResponse(f"/ui/batches/{batch.id}", status_code=303)
 
 
 def _file(conn: Any, file_id: str | None, visible: str | None) -> files.FileRecord | None:

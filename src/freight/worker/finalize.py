@@ -84,6 +84,12 @@ def format_message_result(row: Any) -> bytes:
     return f'{{"custom_id":{custom_id},"result":{result}}}\n'.encode()
 
 
+def format_line_or_error(row: Any) -> bytes:
+    """`format_line`, or, for a result that cannot be formatted, the error line a
+    salvaging finalise writes for it (`_Lines`): what GET /v1/batches/{id}/results serves."""
+    return _Lines("results").format(format_line, row)
+
+
 class ResultRow(NamedTuple):
     """What a result line is made from (the columns batch_requests.iter_finished reads)."""
 

@@ -35,7 +35,7 @@ from freight.protocol.batch_input import (
     iter_lines,
     same_name,
 )
-from freight.store import batch_requests, batches, blob_store, files
+from freight.store import batch_requests, batches, blob_store, files, result_order
 from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
@@ -354,6 +354,7 @@ def _commit(
             num_total=queued.num_rows,
             num_errored=queued.num_errored,
         )
+        result_order.number_finished(conn, batch_id)  # lines invalid at ingest: results now
         return batches.transition(
             conn, batch_id, BatchStatus.IN_PROGRESS, detail=f"{queued.num_rows} requests"
         )

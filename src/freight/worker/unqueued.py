@@ -32,7 +32,7 @@ import ijson
 import sqlalchemy as sa
 
 from freight import ids
-from freight.store import batch_requests, batches, blob_store, faults, statuses
+from freight.store import batch_requests, batches, blob_store, faults, result_order, statuses
 from freight.store.blob_store import BlobStorage
 from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
@@ -198,6 +198,7 @@ def _commit_closed(
             return current
         ingest.check_complete(conn, batch_id, queued)
         batch_requests.insert_many(conn, queued.last_chunk)
+        result_order.number_finished(conn, batch_id)
         return then(conn, queued.num_rows)
 
 

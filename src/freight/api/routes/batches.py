@@ -1,16 +1,19 @@
-"""/v1/batches: create, retrieve, list (newest first), cancel; estimate (an extension)."""
+"""/v1/batches: create, retrieve, list (newest first), cancel; estimate, results and retry
+(Freight extensions)."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field
+from starlette.responses import Response
 
 from freight.api.deps import project, scope, service
 from freight.protocol import openai_wire, request_model, views
-from freight.service import completion, estimate, intake
+from freight.service import completion, estimate, intake, live_results, retry
 from freight.service.runtime import Service
 from freight.store import batches
 
@@ -103,5 +106,66 @@ async def cancel_batch(
             return batches.request_cancel(conn, batch_id, visible, api="openai")
 
     record = await asyncio.to_thread(cancel)
+    svc.kick_worker()
+    return views.batch_object(record)
+
+
+@router.get(
+    "/{batch_id}/results",
+    response_class=Response,
+    responses={200: {"content": {"application/jsonl": {}}}},
+)
+def batch_results(
+    batch_id: str,
+    svc: Service = Depends(service),
+    visible: str | None = Depends(scope),
+    after: str | None = Query(
+        None, description="The Freight-Next-Cursor header of the last page; none: the first."
+    ),
+    limit: str | None = Query(
+        None,
+        description=f"Lines per page, 1 to {live_results.MAX_LIMIT} "
+        f"(default {live_results.DEFAULT_LIMIT}).",
+    ),
+) -> Response:
+    """Freight extension: the batch's finished lines so far (JSONL, the output and error
+    files' lines, in the order they landed), while it runs and after it ends.
+
+    Headers: `Freight-Next-Cursor` (pass as `after` for the next page), `Freight-Batch-Status`,
+    and `Freight-Results-Complete: true` once the batch has ended and no line is left.
+    """
+    page = live_results.read_page(svc, batch_id, visible, after=after, limit=limit)
+    headers = {
+        "Freight-Next-Cursor": page.next_cursor,
+        "Freight-Batch-Status": page.batch_status,
+        "Freight-Results-Complete": "true" if page.is_complete else "false",
+    }
+    return Response(page.body, media_type="application/jsonl", headers=headers)
+
+
+class RetryBatch(request_model.RequestModel):
+    """Which requests that did not succeed to run again, beyond the default ones."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    include: list[Literal["invalid_request"]] = Field(
+        default_factory=list,
+        max_length=len(retry.INCLUDABLE),
+        description="`invalid_request`: also those refused as invalid (a 4xx line). By "
+        "default only cancelled, expired and server-side failures run again.",
+    )
+
+
+@router.post("/{batch_id}/retry", response_model=openai_wire.Batch)
+async def retry_batch(
+    batch_id: str,
+    req: RetryBatch | None = Body(None),
+    svc: Service = Depends(service),
+    visible: str | None = Depends(scope),
+) -> openai_wire.Batch:
+    """Freight extension: a new batch of an ended batch's requests that did not succeed
+    (same custom_ids, endpoint and window; metadata `freight_retry_of`). 409 before it ends."""
+    include = list(req.include) if req is not None else []
+    record = await asyncio.to_thread(retry.retry_batch, svc, batch_id, visible, include=include)
     svc.kick_worker()
     return views.batch_object(record)
