@@ -59,6 +59,8 @@ def batch_object(record: BatchRecord) -> openai_wire.Batch:
         model=record.model,
         usage=usage,
         expected_completion_at=record.expected_completion_at,
+        priority=record.priority,
+        at_risk=record.is_at_risk,
     )
 
 

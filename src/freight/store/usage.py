@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from freight.store.schema import batches, engine_usage, requests
+from freight.store.schema import batches, engine_usage, flex_usage, requests
 from freight.store.statuses import BatchStatus, RequestStatus
 
 DAY_SECONDS = 86400
@@ -144,6 +144,85 @@ def delivered_by_bucket(
             project=r.project,
             model=r.model,
             num_requests=int(r.num_requests),
+            input_tokens=int(r.input_tokens or 0),
+            cached_tokens=int(r.cached_tokens or 0),
+            output_tokens=int(r.output_tokens or 0),
+        )
+        for r in conn.execute(query)
+    ]
+
+
+# --- flex-tier requests (worker/flex.py) -------------------------------------------------------
+
+FLEX_PERIOD_SECONDS = 60
+
+
+def record_flex_request(
+    conn: sa.Connection,
+    *,
+    project: str,
+    model: str,
+    at: float,
+    input_tokens: int,
+    cached_tokens: int,
+    output_tokens: int,
+) -> None:
+    """Add one finished flex request to its project's and model's minute."""
+    period_start = int(at) - int(at) % FLEX_PERIOD_SECONDS
+    counts = {
+        "input_tokens": input_tokens,
+        "cached_tokens": cached_tokens,
+        "output_tokens": output_tokens,
+    }
+    key = (
+        (flex_usage.c.project == project)
+        & (flex_usage.c.model == model)
+        & (flex_usage.c.period_start == period_start)
+    )
+    deltas = {name: flex_usage.c[name] + value for name, value in counts.items()}
+    deltas["num_requests"] = flex_usage.c.num_requests + 1
+    if conn.execute(flex_usage.update().where(key).values(**deltas)).rowcount == 0:
+        conn.execute(
+            flex_usage.insert().values(
+                project=project, model=model, period_start=period_start, num_requests=1, **counts
+            )
+        )
+
+
+def flex_by_bucket(
+    conn: sa.Connection,
+    *,
+    since: float,
+    until: float | None = None,
+    bucket_seconds: int,
+    project: str | None = None,
+) -> list[DeliveredRow]:
+    """Flex requests served, per (bucket, project, model): delivered like batch work."""
+    bucket = _bucket(conn, flex_usage.c.period_start, bucket_seconds).label("bucket")
+    query = (
+        sa.select(
+            bucket,
+            flex_usage.c.project,
+            flex_usage.c.model,
+            *(
+                sa.func.sum(flex_usage.c[name]).label(name)
+                for name in ("num_requests", "input_tokens", "cached_tokens", "output_tokens")
+            ),
+        )
+        .where(flex_usage.c.period_start >= int(since) - int(since) % FLEX_PERIOD_SECONDS)
+        .group_by(bucket, flex_usage.c.project, flex_usage.c.model)
+        .order_by(bucket, flex_usage.c.project, flex_usage.c.model)
+    )
+    if until is not None:
+        query = query.where(flex_usage.c.period_start < until)
+    if project is not None:
+        query = query.where(flex_usage.c.project == project)
+    return [
+        DeliveredRow(
+            bucket_start=int(r.bucket) * bucket_seconds,
+            project=r.project,
+            model=r.model,
+            num_requests=int(r.num_requests or 0),
             input_tokens=int(r.input_tokens or 0),
             cached_tokens=int(r.cached_tokens or 0),
             output_tokens=int(r.output_tokens or 0),
@@ -329,10 +408,12 @@ class OpenBatch:
     num_succeeded: int
     input_tokens: int
     output_tokens: int
+    priority: int = 0
 
 
 def open_batches(conn: sa.Connection, model: str) -> list[OpenBatch]:
-    """The in-progress batches of `model` with requests still open, earliest deadline first."""
+    """The in-progress batches of `model` with requests still open, in the worker's order:
+    highest priority, then earliest deadline, first."""
     finished = (
         batches.c.num_succeeded
         + batches.c.num_errored
@@ -349,9 +430,10 @@ def open_batches(conn: sa.Connection, model: str) -> list[OpenBatch]:
             batches.c.num_succeeded,
             batches.c.input_tokens,
             batches.c.output_tokens,
+            batches.c.priority,
         )
         .where(batches.c.status == BatchStatus.IN_PROGRESS, batches.c.model == model)
-        .order_by(batches.c.expires_at, batches.c.created_ns)
+        .order_by(batches.c.priority.desc(), batches.c.expires_at, batches.c.created_ns)
     )
     return [
         OpenBatch(
@@ -363,6 +445,7 @@ def open_batches(conn: sa.Connection, model: str) -> list[OpenBatch]:
             num_succeeded=int(r.num_succeeded),
             input_tokens=int(r.input_tokens),
             output_tokens=int(r.output_tokens),
+            priority=int(r.priority),
         )
         for r in conn.execute(query)
         if r.num_open > 0
