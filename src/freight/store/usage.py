@@ -17,14 +17,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from freight.store.schema import batches, engine_usage, flex_usage, requests
+from freight.store.schema import batches, engine_usage, requests
 from freight.store.statuses import BatchStatus, RequestStatus
 
 DAY_SECONDS = 86400
 _COUNTERS = ("seconds", "num_requests", "input_tokens", "cached_tokens", "output_tokens")
 
 
-def _bucket(conn: sa.Connection, column: Any, seconds: int) -> Any:
+def bucket_of(conn: sa.Connection, column: Any, seconds: int) -> Any:
     """`floor(column / seconds)`, portably: SQLite's CAST truncates (all times are > 0)."""
     if conn.dialect.name == "sqlite":
         return sa.cast(column / seconds, sa.Integer)
@@ -64,7 +64,7 @@ def engine_usage_by_bucket(
     conn: sa.Connection, *, since: float, until: float | None = None, bucket_seconds: int
 ) -> list[EngineUsageRow]:
     """Metered seconds and tokens per (bucket, model, kind), all nodes added up."""
-    bucket = _bucket(conn, engine_usage.c.period_start, bucket_seconds).label("bucket")
+    bucket = bucket_of(conn, engine_usage.c.period_start, bucket_seconds).label("bucket")
     query = (
         sa.select(
             bucket,
@@ -118,7 +118,7 @@ def delivered_by_bucket(
     project: str | None = None,
 ) -> list[DeliveredRow]:
     """Batch requests that succeeded, per (bucket of finished_at, project, model)."""
-    bucket = _bucket(conn, requests.c.finished_at, bucket_seconds).label("bucket")
+    bucket = bucket_of(conn, requests.c.finished_at, bucket_seconds).label("bucket")
     query = (
         sa.select(
             bucket,
@@ -144,85 +144,6 @@ def delivered_by_bucket(
             project=r.project,
             model=r.model,
             num_requests=int(r.num_requests),
-            input_tokens=int(r.input_tokens or 0),
-            cached_tokens=int(r.cached_tokens or 0),
-            output_tokens=int(r.output_tokens or 0),
-        )
-        for r in conn.execute(query)
-    ]
-
-
-# --- flex-tier requests (worker/flex.py) -------------------------------------------------------
-
-FLEX_PERIOD_SECONDS = 60
-
-
-def record_flex_request(
-    conn: sa.Connection,
-    *,
-    project: str,
-    model: str,
-    at: float,
-    input_tokens: int,
-    cached_tokens: int,
-    output_tokens: int,
-) -> None:
-    """Add one finished flex request to its project's and model's minute."""
-    period_start = int(at) - int(at) % FLEX_PERIOD_SECONDS
-    counts = {
-        "input_tokens": input_tokens,
-        "cached_tokens": cached_tokens,
-        "output_tokens": output_tokens,
-    }
-    key = (
-        (flex_usage.c.project == project)
-        & (flex_usage.c.model == model)
-        & (flex_usage.c.period_start == period_start)
-    )
-    deltas = {name: flex_usage.c[name] + value for name, value in counts.items()}
-    deltas["num_requests"] = flex_usage.c.num_requests + 1
-    if conn.execute(flex_usage.update().where(key).values(**deltas)).rowcount == 0:
-        conn.execute(
-            flex_usage.insert().values(
-                project=project, model=model, period_start=period_start, num_requests=1, **counts
-            )
-        )
-
-
-def flex_by_bucket(
-    conn: sa.Connection,
-    *,
-    since: float,
-    until: float | None = None,
-    bucket_seconds: int,
-    project: str | None = None,
-) -> list[DeliveredRow]:
-    """Flex requests served, per (bucket, project, model): delivered like batch work."""
-    bucket = _bucket(conn, flex_usage.c.period_start, bucket_seconds).label("bucket")
-    query = (
-        sa.select(
-            bucket,
-            flex_usage.c.project,
-            flex_usage.c.model,
-            *(
-                sa.func.sum(flex_usage.c[name]).label(name)
-                for name in ("num_requests", "input_tokens", "cached_tokens", "output_tokens")
-            ),
-        )
-        .where(flex_usage.c.period_start >= int(since) - int(since) % FLEX_PERIOD_SECONDS)
-        .group_by(bucket, flex_usage.c.project, flex_usage.c.model)
-        .order_by(bucket, flex_usage.c.project, flex_usage.c.model)
-    )
-    if until is not None:
-        query = query.where(flex_usage.c.period_start < until)
-    if project is not None:
-        query = query.where(flex_usage.c.project == project)
-    return [
-        DeliveredRow(
-            bucket_start=int(r.bucket) * bucket_seconds,
-            project=r.project,
-            model=r.model,
-            num_requests=int(r.num_requests or 0),
             input_tokens=int(r.input_tokens or 0),
             cached_tokens=int(r.cached_tokens or 0),
             output_tokens=int(r.output_tokens or 0),
@@ -260,7 +181,7 @@ def batch_days(
         batches.c.failed_at,
         batches.c.created_at,
     )
-    day = _bucket(conn, when, DAY_SECONDS).label("day")
+    day = bucket_of(conn, when, DAY_SECONDS).label("day")
     query = (
         sa.select(
             day,
@@ -302,7 +223,7 @@ def batch_throughput(
     conn: sa.Connection, batch_id: str, *, bucket_seconds: int
 ) -> list[ThroughputPoint]:
     """Finished requests and output tokens of one batch per bucket of finish time."""
-    bucket = _bucket(conn, requests.c.finished_at, bucket_seconds).label("bucket")
+    bucket = bucket_of(conn, requests.c.finished_at, bucket_seconds).label("bucket")
     query = (
         sa.select(
             bucket,

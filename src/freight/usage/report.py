@@ -32,7 +32,7 @@ from rich.table import Table
 
 from freight.config import Settings
 from freight.engines.metering import BATCH, IDLE, KINDS, REALTIME
-from freight.store import usage
+from freight.store import flex_usage, usage
 from freight.store.db import Database
 from freight.usage import pricing
 
@@ -138,7 +138,7 @@ def build(
         metered = usage.engine_usage_by_bucket(
             conn, since=since, until=until, bucket_seconds=usage.DAY_SECONDS
         )
-        flex = usage.flex_by_bucket(
+        flex = flex_usage.by_bucket(
             conn, since=since, until=until, bucket_seconds=usage.DAY_SECONDS
         )
     engines = engine_days(metered)

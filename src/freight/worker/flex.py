@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from freight.config import Settings
 from freight.errors import FlexUnavailable
 from freight.protocol.endpoints import TokenCounts
-from freight.store import faults, usage
+from freight.store import faults, flex_usage
 from freight.store.db import Database
 from freight.worker import scheduler
 
@@ -137,7 +137,7 @@ async def record_usage(db: Database, project: str, model: str, tokens: TokenCoun
 
     def write() -> None:
         with db.write() as conn:
-            usage.record_flex_request(
+            flex_usage.record_request(
                 conn,
                 project=project,
                 model=model,
