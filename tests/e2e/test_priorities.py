@@ -29,7 +29,7 @@ from freight.engines.metering import BATCH
 from freight.service.runtime import Service
 from freight.store import batches
 from freight.store.schema import requests
-from tests.conftest import LiveServer, chat_line, make_settings, wait_for_batch
+from tests.conftest import LiveServer, chat_line, make_settings, run_cli, wait_for_batch
 from tests.sdk import assert_round_trip
 from tests.seed import add_engine_time
 
@@ -219,4 +219,22 @@ def test_a_batch_that_cannot_meet_its_deadline_is_at_risk_and_counted_on_metrics
     assert listed == {"batch_late": True, "batch_fits": False}
     metrics = httpx.get(f"{echo_server.base_url}/metrics").text
     assert "freight_batches_at_risk 1.0" in metrics
+    client.close()
+    with httpx.Client(base_url=echo_server.base_url) as browser:
+        assert browser.post("/ui/login", data={"api_key": "any"}).status_code == 303
+        page = browser.get("/ui/batches/batch_late").text
+        assert 'data-field="at_risk"' in page and 'data-field="priority">0<' in page
+        assert 'data-field="at_risk"' not in browser.get("/ui/batches/batch_fits").text
+
+
+def test_the_cli_creates_a_batch_with_a_priority(echo_server: LiveServer) -> None:
+    client = echo_server.openai()
+    file_id = upload(client, "cli", echo_lines("cli", 2))
+    base = ["--input-file-id", file_id, "--base-url", f"{echo_server.base_url}/v1"]
+    created = run_cli("batches", "create", *base, "--priority", "3", "--quiet")
+    assert created.returncode == 0, created.stderr
+    batch = client.batches.retrieve(created.stdout.strip())
+    assert (batch.model_extra or {})["priority"] == 3
+    refused = run_cli("batches", "create", *base, "--priority", "99")
+    assert refused.returncode == 2 and "priority" in refused.stderr and "10" in refused.stderr
     client.close()
