@@ -56,7 +56,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from freight.config import Settings
+from freight.config import SchedulerSettings, Settings
 
 
 @dataclass(frozen=True)
@@ -174,6 +174,11 @@ class OrderPolicy:
     prefix_grouping: bool = True
     length_aware: bool = True
     deduplicate: bool = True
+
+    @classmethod
+    def from_settings(cls, options: SchedulerSettings) -> OrderPolicy:
+        """The `[scheduler]` switches of the within-batch optimisations."""
+        return cls(options.prefix_grouping, options.length_aware, options.deduplicate)
 
 
 def prompt_text(body: dict[str, Any]) -> str:
