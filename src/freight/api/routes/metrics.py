@@ -127,10 +127,10 @@ def _flex_families(svc: Service) -> Iterable[Metric]:
     queue = svc.flex
     requests = GaugeMetricFamily(
         "freight_flex_requests",
-        "service_tier flex requests of this process: running in the engine, or waiting.",
+        "service_tier flex requests of this process: in the engine, or waiting for a slot.",
         labels=["state"],
     )
-    requests.add_metric(["running"], queue.num_running)
+    requests.add_metric(["in_engine"], queue.num_running)
     requests.add_metric(["waiting"], queue.num_waiting)
     yield requests
     refused = CounterMetricFamily(
