@@ -63,7 +63,7 @@ def test_a_full_line_is_refused_at_once_with_a_retry_after(tmp_path: Path) -> No
 
     error = asyncio.run(scenario())
     assert error.status_code == 429 and error.retry_after >= 1
-    assert "flex queue is full" in error.message and "Retry" not in error.message
+    assert "flex queue is full" in error.message and "flex_max_queued" in error.message
 
 
 def test_one_that_cannot_start_within_the_longest_wait_is_refused_and_leaves_the_line(

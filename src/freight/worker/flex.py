@@ -72,7 +72,8 @@ class FlexQueue:
             return
         if len(self._waiting) >= options.flex_max_queued:
             raise self._refuse(
-                f"The flex queue is full ({options.flex_max_queued} requests waiting)"
+                f"The flex queue is full: {options.flex_max_queued} waiting "
+                "([scheduler] flex_max_queued)"
             )
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(waiter)
