@@ -7,6 +7,10 @@ benchmarks/systems.py) and the official `openai` SDK. Phases, per repeat:
   alone     a chat batch (the mixed workload, max_tokens 64) alone: delivered tok/s
   policies  the same batch again while real-time requests arrive, until it completes,
             once per real-time policy (`--policies`), in a fresh seeded random order
+  flex      the same batch again while the same arrivals are sent with
+            `service_tier: "flex"` (Freight's flex tier: queued with batch work, ahead of
+            it): their latencies and refusals (429) beside the batch's throughput
+            (`--no-flex` skips it)
 Real-time arrivals are open-loop by default (`--arrival open`: Poisson at `--rate` per
 second, seeded, each sent when it is due whatever the others are doing), or closed-loop
 (`--arrival closed`: `--rt-clients` clients each waiting `--rt-interval` s after every
@@ -18,7 +22,7 @@ p95 under load <= 2 x idle p95 and batch tok/s >= 0.8 x alone, together.
 
     python -m benchmarks.hybrid [--batch-requests 512] [--realtime-requests 60]
         [--arrival open --rate 0.5 | --arrival closed --rt-interval 1]
-        [--policies priority,window] [--repeats 1] [--quick] [--name hybrid]
+        [--policies priority,window] [--no-flex] [--repeats 1] [--quick] [--name hybrid]
 """
 
 from __future__ import annotations
@@ -61,14 +65,25 @@ def latency_summary(latencies: list[dict[str, float]]) -> dict[str, Any]:
     }
 
 
-async def one_realtime(client: openai.AsyncOpenAI, i: int, t0: float) -> dict[str, float]:
+async def one_realtime(
+    client: openai.AsyncOpenAI, i: int, t0: float, tier: str | None = None
+) -> dict[str, float]:
+    """One chat request (in `tier`, e.g. "flex", if given): when it was sent and how long
+    its answer took; a flex request refused with 429 is kept, marked `refused`."""
     started = time.perf_counter()
-    reply = await client.chat.completions.create(
-        model=workloads.MODEL,
-        messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
-        max_tokens=16,
-        temperature=0,
-    )
+    extra = {} if tier is None else {"service_tier": tier}
+    try:
+        reply = await client.chat.completions.create(
+            model=workloads.MODEL,
+            messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+            max_tokens=16,
+            temperature=0,
+            extra_body=extra,
+        )
+    except openai.RateLimitError:
+        if tier != "flex":
+            raise
+        return {"sent_s": started - t0, "latency_s": time.perf_counter() - started, "refused": 1}
     if reply.choices[0].message.content is None:
         raise RuntimeError("a real-time request came back without content")
     return {"sent_s": started - t0, "latency_s": time.perf_counter() - started}
@@ -88,16 +103,21 @@ async def health(client: openai.AsyncOpenAI) -> dict[str, Any]:
 
 
 async def realtime_load(
-    client: openai.AsyncOpenAI, done: asyncio.Event, args: Any, rng: random.Random
+    client: openai.AsyncOpenAI,
+    done: asyncio.Event,
+    args: Any,
+    rng: random.Random,
+    tier: str | None = None,
 ) -> list[dict[str, float]]:
-    """Real-time requests from the batch's first engine step until `done`."""
+    """Real-time requests (in `tier`, if given) from the batch's first engine step until
+    `done`."""
     while not done.is_set() and (await health(client))["worker"]["in_flight"] == 0:
         await asyncio.sleep(0.05)  # wait until the batch is in the engine
     t0 = time.perf_counter()
     latencies: list[dict[str, float]] = []
 
     async def record(i: int) -> None:
-        latencies.append(await one_realtime(client, i, t0))
+        latencies.append(await one_realtime(client, i, t0, tier))
 
     if args.arrival == "open":
         sent: list[asyncio.Task[None]] = []
@@ -123,13 +143,20 @@ async def realtime_load(
 
 
 async def under_load(
-    bench: systems.Bench, path: Path, args: Any, repeat: int, position: int, rng: random.Random
+    bench: systems.Bench,
+    path: Path,
+    args: Any,
+    repeat: int,
+    position: int,
+    rng: random.Random,
+    tier: str | None = None,
 ) -> tuple[harness.Sample, list[dict[str, float]], int]:
-    """The batch through the API, with real-time requests for as long as it runs."""
+    """The batch through the API, with real-time requests (in `tier`, if given) for as
+    long as it runs."""
     client = bench.client
     done = asyncio.Event()
     given_back_before = (await health(client))["worker"]["given_back_for_realtime"]
-    load = asyncio.create_task(realtime_load(client, done, args, rng))
+    load = asyncio.create_task(realtime_load(client, done, args, rng, tier))
     try:
         sample, _ = await bench.freight_api(path, repeat=repeat, position=position)
     finally:
@@ -192,6 +219,10 @@ async def measure(args: Any, tmp: Path) -> dict[str, Any]:
                     f"r{repeat + 1} {policy}: batch {sample.rate('delivered'):.1f} tok/s, "
                     f"real-time {summary}, {given_back} given back"
                 )
+            flex = None
+            if args.flex:
+                await bench.cold()
+                flex = await flex_phase(bench, path, args, repeat, rng, alone.rate("delivered"))
             repeats.append(
                 {
                     "repeat": repeat,
@@ -199,11 +230,39 @@ async def measure(args: Any, tmp: Path) -> dict[str, Any]:
                     "idle": {"latencies": idle, "realtime": latency_summary(idle)},
                     "alone": alone.to_dict(),
                     "policies": by_policy,
+                    **({"flex": flex} if flex is not None else {}),
                 }
             )
     finally:
         await bench.stop()
     return {"batch_requests": size, "repeats": repeats, "summary": summarise(repeats, policies)}
+
+
+async def flex_phase(
+    bench: systems.Bench,
+    path: Path,
+    args: Any,
+    repeat: int,
+    rng: random.Random,
+    alone_rate: float | None,
+) -> dict[str, Any]:
+    """The batch again, with the same arrivals sent as flex requests: every latency raw
+    (refused ones marked), their distribution, and the batch's throughput beside them."""
+    sample, latencies, _ = await under_load(
+        bench, path, args, repeat, position=len(args.policies.split(",")) + 1, rng=rng, tier="flex"
+    )
+    served = [x for x in latencies if not x.get("refused")]
+    console.print(
+        f"r{repeat + 1} flex: batch {sample.rate('delivered'):.1f} tok/s, "
+        f"flex {latency_summary(served)}, {len(latencies) - len(served)} refused"
+    )
+    return {
+        "batch": sample.to_dict(),
+        "latencies": latencies,
+        "flex": latency_summary(served),
+        "num_refused": len(latencies) - len(served),
+        "throughput_ratio": (sample.rate("delivered") or 0) / alone_rate if alone_rate else None,
+    }
 
 
 def summarise(repeats: list[dict[str, Any]], policies: list[str]) -> dict[str, Any]:
@@ -220,6 +279,18 @@ def summarise(repeats: list[dict[str, Any]], policies: list[str]) -> dict[str, A
             )
         },
     }
+    flex_runs = [r["flex"] for r in repeats if "flex" in r]
+    if flex_runs:
+        out["flex_tier"] = {
+            "p50_s": harness.spread(x["flex"]["p50_s"] for x in flex_runs),
+            "p95_s": harness.spread(x["flex"]["p95_s"] for x in flex_runs),
+            "count": sum(x["flex"]["count"] for x in flex_runs),
+            "num_refused": sum(x["num_refused"] for x in flex_runs),
+            "delivered_tokens_per_s": harness.spread(
+                harness.Sample.from_dict(x["batch"]).rate("delivered") for x in flex_runs
+            ),
+            "throughput_ratio": harness.spread(x["throughput_ratio"] for x in flex_runs),
+        }
     for policy in policies:
         runs = [r["policies"][policy] for r in repeats]
         out[policy] = {
@@ -251,6 +322,12 @@ def main(argv: list[str] | None = None) -> None:
         "--rt-interval", type=float, default=1.0, help="closed loop: seconds between requests"
     )
     parser.add_argument("--policies", default="priority,window")
+    parser.add_argument(
+        "--no-flex",
+        dest="flex",
+        action="store_false",
+        help="skip the flex phase (the batch beside service_tier flex requests)",
+    )
     args = harness.parse(parser, argv)
     if args.quick:
         args.policies = args.policies.split(",")[-1]

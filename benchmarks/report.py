@@ -387,6 +387,11 @@ def overhead(doc: dict[str, Any]) -> str:
 # --- hybrid and step cost ------------------------------------------------------------
 
 
+# The hybrid summary's entries that are not real-time policies: the baselines, and the
+# flex tier's phase (its requests are flex ones, not real-time ones).
+NOT_POLICIES = ("idle", "alone", "flex_tier")
+
+
 def hybrid(doc: dict[str, Any]) -> str:
     if is_legacy(doc):
         idle, alone = doc["idle_realtime"], doc["batch_alone"]
@@ -431,7 +436,7 @@ def hybrid(doc: dict[str, Any]) -> str:
         ]
     ]
     for policy, s in summary.items():
-        if policy in ("idle", "alone"):
+        if policy in NOT_POLICIES:
             continue
         count = str(s["count"]) + (" (**< 60 in a repeat**)" if s["min_count"] < 60 else "")
         rows.append(
@@ -444,6 +449,19 @@ def hybrid(doc: dict[str, Any]) -> str:
                 spread(s["p95_ratio"], 2),
                 spread(s["delivered_tokens_per_s"]),
                 spread(s["throughput_ratio"], 2),
+            ]
+        )
+    if (flex := summary.get("flex_tier")) is not None:
+        rows.append(
+            [
+                "flex tier (service_tier flex)",
+                DASH,
+                f"{flex['count']} ({flex['num_refused']} refused)",
+                spread(flex["p50_s"], 3),
+                spread(flex["p95_s"], 3),
+                DASH,
+                spread(flex["delivered_tokens_per_s"]),
+                spread(flex["throughput_ratio"], 2),
             ]
         )
     header = ["policy", "window", "real-time n", "p50 (s)", "p95 (s)", "p95 x idle (<= 2)"]
@@ -830,7 +848,7 @@ def hybrid_target(doc: dict[str, Any]) -> Verdict:
         pairs = {
             p: (median(s["p95_ratio"]), median(s["throughput_ratio"]))
             for p, s in doc["summary"].items()
-            if p not in ("idle", "alone")
+            if p not in NOT_POLICIES
         }
     shown = "; ".join(f"{p}: {num(a, 2)} x / {num(b, 2)} x" for p, (a, b) in pairs.items())
     met = any(a is not None and b is not None and a <= 2 and b >= 0.8 for a, b in pairs.values())

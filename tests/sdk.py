@@ -49,9 +49,13 @@ def _extras(value: Any, path: str = "") -> list[str]:
 
 
 # Fields Freight adds to the SDKs' objects on purpose, documented as its own extensions
-# (docs/guides/economics.md: a batch's `expected_completion_at`). Any other field the
+# (docs/guides/economics.md: a batch's `expected_completion_at`; docs/guides/
+# priority-and-flex.md: a batch's `priority` and `at_risk`, and the `service_tier` of a
+# text completion or a message answered to a request that named one). Any other field the
 # SDK does not know is a bug.
-FREIGHT_EXTENSIONS = frozenset({".expected_completion_at", ".cache"})
+FREIGHT_EXTENSIONS = frozenset(
+    {".expected_completion_at", ".cache", ".priority", ".at_risk", ".service_tier"}
+)
 
 
 def assert_round_trip(

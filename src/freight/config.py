@@ -41,6 +41,12 @@ DEFAULT_MAX_NUM_SEQS = 256
 EMBEDDED_MODELS = (DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL)
 
 
+# Batch priorities (a Freight extension) lie in [MIN_BATCH_PRIORITY, the project's bound];
+# no bound may pass MAX_BATCH_PRIORITY.
+MIN_BATCH_PRIORITY = -1000
+MAX_BATCH_PRIORITY = 1000
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -215,13 +221,38 @@ class WorkerSettings(_Section):
 
 
 class SchedulerSettings(_Section):
-    """Within-batch ordering optimisations (worker/scheduler.py); each can be switched off."""
+    """The order of work (worker/scheduler.py): within-batch optimisations (each can be
+    switched off), batch priorities, and the flex tier of single requests (worker/flex.py)."""
 
     prefix_grouping: bool = Field(
         True, description="Admit requests that share a prompt prefix together."
     )
     length_aware: bool = Field(True, description="Admit requests with long outputs first.")
     deduplicate: bool = Field(True, description="Compute identical temperature-0 requests once.")
+    max_batch_priority: int = Field(
+        10,
+        ge=0,
+        le=MAX_BATCH_PRIORITY,
+        description="The highest `priority` a batch may be created with (Freight extension; "
+        "`[quotas.projects.NAME] max_batch_priority` overrides it per project).",
+    )
+    flex_max_wait_seconds: float = Field(
+        600.0,
+        gt=0,
+        description='A `service_tier: "flex"` request that cannot start within this long '
+        "is answered 429 with Retry-After.",
+    )
+    flex_max_running: int | None = Field(
+        None,
+        ge=1,
+        description="Flex requests in the engine at once (default: the engine's "
+        "max_num_seqs); the worker claims that many fewer batch requests meanwhile.",
+    )
+    flex_max_queued: int = Field(
+        256,
+        ge=0,
+        description="Flex requests waiting for a slot; one more is answered 429 at once.",
+    )
 
 
 class CacheSettings(_Section):
@@ -729,6 +760,13 @@ class QuotaLimits(_Section):
     tokens_per_minute: int | None = Field(
         None, ge=0, description="Real-time input + output tokens per rate window."
     )
+    max_batch_priority: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_BATCH_PRIORITY,
+        description="The highest batch `priority` this project may ask for (default: "
+        "`[scheduler] max_batch_priority`).",
+    )
 
 
 class QuotaSettings(_Section):
@@ -865,6 +903,17 @@ class Settings(BaseSettings):
     @property
     def max_in_flight(self) -> int:
         return self.worker.max_in_flight or 2 * self.max_num_seqs
+
+    @property
+    def flex_max_running(self) -> int:
+        """Flex requests in the engine at once: `[scheduler] flex_max_running`, else the
+        engine's max_num_seqs as configured (or 256)."""
+        return self.scheduler.flex_max_running or self.max_num_seqs
+
+    def max_batch_priority(self, project: str) -> int:
+        """The highest batch priority `project` may ask for."""
+        own = self.quotas.for_project(project).max_batch_priority
+        return self.scheduler.max_batch_priority if own is None else own
 
     @property
     def realtime_batch_window(self) -> int:

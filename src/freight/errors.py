@@ -89,6 +89,19 @@ class QuotaExceeded(FreightError):
         self.retry_after = retry_after
 
 
+class FlexUnavailable(FreightError):
+    """No flex capacity is free; retry after the time in Retry-After."""
+
+    status_code = 429
+    openai_type = "rate_limit_error"
+    anthropic_type = "rate_limit_error"
+    line_code = "flex_unavailable"
+
+    def __init__(self, message: str | None = None, *, retry_after: float, **kwargs: str) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
 class Conflict(FreightError):
     """The object is not in a state that allows this."""
 

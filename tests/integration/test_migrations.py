@@ -138,6 +138,16 @@ ROWS: dict[str, list[dict[str, Any]]] = {
             "output_tokens": 3,
         }
     ],
+    "flex_usage": [
+        {
+            "project": "p",
+            "model": "m",
+            "period_start": T0,
+            "num_requests": 2,
+            "input_tokens": 7,
+            "output_tokens": 3,
+        }
+    ],
     "api_keys": [
         {
             "id": "key_1",

@@ -205,6 +205,23 @@ def test_hybrid_flags_a_phase_with_too_few_samples() -> None:
     assert "10 (**< 60 in a repeat**)" in block
 
 
+def test_hybrid_shows_the_flex_phase_beside_the_policies_and_its_target_ignores_it() -> None:
+    fixtures = copy.deepcopy(load_fixtures("harness"))
+    one = {"median": 0.5, "min": 0.5, "max": 0.5, "n": 1}
+    fixtures["smoke-hybrid"]["summary"]["flex_tier"] = {
+        "p50_s": one,
+        "p95_s": one,
+        "count": 7,
+        "num_refused": 2,
+        "delivered_tokens_per_s": {"median": 90.0, "min": 90.0, "max": 90.0, "n": 1},
+        "throughput_ratio": one,
+    }
+    block = report.render_block("smoke-hybrid", fixtures)
+    assert "| flex tier (service_tier flex) |" in block and "7 (2 refused)" in block
+    shown, _ = report.hybrid_target(fixtures["smoke-hybrid"])
+    assert "flex" not in shown
+
+
 def test_store_size_per_million_requests_is_labelled_an_extrapolation() -> None:
     block = report.render_block("smoke-control", load_fixtures("harness"))
     assert "**extrapolated** linearly" in block

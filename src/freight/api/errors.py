@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from freight import ids
-from freight.errors import FreightError, QuotaExceeded
+from freight.errors import FlexUnavailable, FreightError, QuotaExceeded
 from freight.protocol import anthropic_wire, body_errors, request_model
 from freight.store import faults
 
@@ -80,7 +80,7 @@ def freight_error_response(request: Request, exc: FreightError) -> JSONResponse:
     # Both SDKs retry a 409 by default (a lock timeout upstream); ours are state
     # conflicts that a retry cannot resolve.
     headers = {"x-should-retry": "false"} if exc.status_code == 409 else None
-    if isinstance(exc, QuotaExceeded):
+    if isinstance(exc, QuotaExceeded | FlexUnavailable):
         headers = {"retry-after": str(math.ceil(exc.retry_after))}
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 

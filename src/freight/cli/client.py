@@ -121,6 +121,13 @@ def batches_create(
     ),
     window: Annotated[str, typer.Option(help="Completion window: 24h, or <n>s|m|h|d.")] = "24h",
     metadata: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
+    priority: Annotated[
+        int | None,
+        typer.Option(
+            help="Freight extension: higher runs first (default 0), up to the project's "
+            "bound ([scheduler] max_batch_priority)."
+        ),
+    ] = None,
     table: Annotated[
         Path | None,
         typer.Option(
@@ -181,6 +188,8 @@ def batches_create(
         body = {"input_file_id": input_file_id, "endpoint": endpoint, "completion_window": window}
         if pairs:
             body["metadata"] = pairs  # type: ignore[assignment]
+        if priority is not None:
+            body["priority"] = priority  # type: ignore[assignment]
         show(call_server(base_url, api_key, "POST", "/batches", json=body), quiet)
         return
     if input_file_id is not None:
@@ -207,7 +216,9 @@ def batches_create(
         fail(exc)
     client = batch_client.BatchClient(base_url, api_key)
     try:
-        submitted = table_batches.create(client, prepared, window=window, metadata=pairs)
+        submitted = table_batches.create(
+            client, prepared, window=window, metadata=pairs, priority=priority
+        )
     except batch_client.ServerError as exc:
         refused(exc)
     except FreightError as exc:

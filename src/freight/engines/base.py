@@ -74,7 +74,10 @@ class GenerationRequest:
     is_auto_tool_choice: bool = False
 
 
-REALTIME_PRIORITY = -1
+# Engine priorities, lower first: real time, then flex-tier requests (worker/flex.py),
+# then batch work.
+REALTIME_PRIORITY = -2
+FLEX_PRIORITY = -1
 BATCH_PRIORITY = 0
 
 

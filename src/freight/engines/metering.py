@@ -2,7 +2,8 @@
 
 Every engine the pool hands out is wrapped in a `MeteredEngine`, so batch work (the
 worker), real-time routes and anything else that calls an engine is measured the same
-way, told apart by the request's priority (REALTIME_PRIORITY is real time).
+way, told apart by the request's priority (REALTIME_PRIORITY is real time; flex-tier
+requests count as batch work).
 
 Time is partitioned, per model, into `batch`, `realtime` and `idle` seconds while the
 engine is up. A stretch during which requests are in the engine is split between the
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from freight.engines.base import (
-    BATCH_PRIORITY,
+    REALTIME_PRIORITY,
     Delta,
     EmbeddingEngine,
     EmbeddingRequest,
@@ -46,8 +47,9 @@ TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60
 
 
 def kind_of(request: GenerationRequest | EmbeddingRequest) -> str:
-    """Real-time requests carry a priority below batch work's."""
-    return REALTIME if request.priority < BATCH_PRIORITY else BATCH
+    """Real-time requests carry REALTIME_PRIORITY; batch work and flex-tier requests
+    (priced as batch work, worker/flex.py) anything above it."""
+    return REALTIME if request.priority <= REALTIME_PRIORITY else BATCH
 
 
 @dataclass

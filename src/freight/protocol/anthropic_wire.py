@@ -195,8 +195,10 @@ class MessageCreateParams(_Strict):
     top_k: int | None = Field(None, ge=1)
     metadata: RequestMetadata | None = None
     stream: bool | None = Field(None, description="Real-time only: answer as SSE events.")
-    service_tier: Literal["auto", "standard_only"] | None = Field(
-        None, description="Accepted and ignored: every request is served alike."
+    service_tier: Literal["auto", "standard_only", "flex"] | None = Field(
+        None,
+        description='"auto" and "standard_only": real time; "flex" (a Freight extension): '
+        "queued with batch work, answered when done, billed at the batch price.",
     )
     cache_control: CacheControl | None = Field(None, description="Accepted and ignored.")
     output_config: OutputConfig | None = Field(

@@ -285,6 +285,12 @@ def parse_body(endpoint: AnyEndpoint, body: Any, *, in_batch: bool) -> BaseModel
         raise body_error_from(exc) from None
     if in_batch and getattr(parsed, "stream", None):
         raise BodyError("stream is not supported in batch requests; remove it.", param="stream")
+    if in_batch and getattr(parsed, "service_tier", None) == "flex":
+        raise BodyError(
+            "service_tier 'flex' is for single requests; a batch request already runs as "
+            "batch work: remove it.",
+            param="service_tier",
+        )
     if isinstance(parsed, openai_wire.CompletionRequest):
         completions.completion_prompts(parsed)  # an empty prompt list is a BodyError
     return parsed

@@ -133,6 +133,15 @@ class Batch(BaseModel):
         description="Freight extension: whether the result cache may answer this batch's "
         "deterministic requests (false when created with `cache: false`).",
     )
+    priority: int = Field(
+        0,
+        description="Freight extension: higher runs first (the create field; default 0).",
+    )
+    at_risk: bool = Field(
+        False,
+        description="Freight extension: true while the batch runs and is expected, at the "
+        "measured rate, to end after its deadline (`expected_completion_at` > `expires_at`).",
+    )
 
 
 class ExpiresAfter(_Strict):
@@ -153,6 +162,11 @@ class CreateBatch(_Strict):
         description="Freight extension (`extra_body`): false keeps the result cache out of "
         "this batch: every request runs on the engine, and its answers are not offered "
         "to later batches.",
+    )
+    priority: int | None = Field(
+        None,
+        description="Freight extension (send it with `extra_body`): higher runs first, from "
+        "-1000 up to the project's bound (`[scheduler] max_batch_priority`); default 0.",
     )
 
 
@@ -236,6 +250,15 @@ class StreamOptions(_Strict):
 
 
 MAX_STOP_SEQUENCES = 4  # as upstream
+# `service_tier`: "auto" and "default" are served in real time; "flex" waits with batch
+# work and is billed at the batch price (worker/flex.py; single requests only). The other
+# tiers the SDKs name ("scale", "priority", "fast") are refused with a 400 naming the field.
+ServiceTier = Literal["auto", "default", "flex"]
+SERVICE_TIER_NOTE = (
+    '"auto" or "default": real time; "flex": queued with batch work (after real-time '
+    "requests, before batch requests), answered when done and billed at the batch price "
+    "(single requests only, not with stream)."
+)
 
 
 class _SamplingBody(_Strict):
@@ -250,6 +273,7 @@ class _SamplingBody(_Strict):
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = None
+    service_tier: ServiceTier | None = Field(None, description=SERVICE_TIER_NOTE)
 
     @field_validator("stop")
     @classmethod

@@ -28,7 +28,7 @@ from freight.engines.base import (
     RequestRejected,
     Sampling,
 )
-from freight.protocol import json_output
+from freight.protocol import json_output, openai_wire
 from freight.protocol.request_model import Items, RequestModel
 from freight.protocol.stream import EngineEvents, ServerSentEvent
 
@@ -91,6 +91,9 @@ class CreateResponse(_Strict):
     parallel_tool_calls: bool | None = None
     user: str | None = None
     safety_identifier: str | None = None
+    service_tier: openai_wire.ServiceTier | None = Field(
+        None, description=openai_wire.SERVICE_TIER_NOTE
+    )
     prompt_cache_key: str | None = None
 
     def messages(self) -> tuple[Message, ...]:

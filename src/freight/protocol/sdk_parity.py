@@ -77,6 +77,11 @@ class Method:
 
 
 _UNSUPPORTED = "not supported by Freight's local models"
+_SERVICE_TIER = (
+    "`auto`, `default`: real time; `flex`: queued with batch work, billed at the batch "
+    "price, 429 with Retry-After when no capacity frees up (not with `stream`); `scale`, "
+    "`priority`, `fast` are refused"
+)
 # Samples: a schema to decode against, and a tool with it in each API's shape.
 _SCHEMA = {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]}
 _CHAT_TOOL = {"type": "function", "function": {"name": "f", "parameters": _SCHEMA}}
@@ -129,9 +134,7 @@ METHODS: tuple[Method, ...] = (
             ),
             Param("safety_identifier", IGN, "", "u"),
             Param("seed", S, "", 1),
-            Param(
-                "service_tier", R, "real time is always first; batches are their own tier", "auto"
-            ),
+            Param("service_tier", S, _SERVICE_TIER, "flex"),
             Param("stop", S, "", ["x"]),
             Param("store", IGN, "", True),
             Param("stream", S, "real time only", True),
@@ -205,7 +208,7 @@ METHODS: tuple[Method, ...] = (
             Param("prompt_cache_retention", R, _UNSUPPORTED, "24h"),
             Param("reasoning", R, _UNSUPPORTED, {"effort": "low"}),
             Param("safety_identifier", IGN, "", "u"),
-            Param("service_tier", R, "real time is always first", "auto"),
+            Param("service_tier", S, _SERVICE_TIER, "flex"),
             Param("store", IGN, "responses are not stored", True),
             Param("stream", S, "real time only", True),
             Param("stream_options", R, _UNSUPPORTED, {"include_obfuscation": False}),
@@ -282,7 +285,12 @@ METHODS: tuple[Method, ...] = (
                 "`format` (json_schema): enforced while decoding; `effort` is ignored",
                 {"effort": "low", "format": {"type": "json_schema", "schema": _SCHEMA}},
             ),
-            Param("service_tier", IGN, "every request is served alike", "standard_only"),
+            Param(
+                "service_tier",
+                IGN,
+                "`auto`, `standard_only`: real time; `flex` (Freight's own): as for OpenAI's",
+                "standard_only",
+            ),
             Param("speed", R, _UNSUPPORTED, "fast"),
             Param("stop_sequences", S, "", ["x"]),
             Param("stream", S, "real time only", True),

@@ -60,6 +60,8 @@ def batch_object(record: BatchRecord) -> openai_wire.Batch:
         usage=usage,
         expected_completion_at=record.expected_completion_at,
         cache=record.cache,
+        priority=record.priority,
+        at_risk=record.is_at_risk,
     )
 
 

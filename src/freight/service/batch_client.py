@@ -75,8 +75,10 @@ class BatchClient:
         *,
         window: str = "24h",
         metadata: dict[str, str] | None = None,
+        priority: int | None = None,
     ) -> dict[str, Any]:
-        """Create a batch of an uploaded file; the batch object."""
+        """Create a batch of an uploaded file; the batch object. `priority`: Freight's
+        extension (higher runs first), sent only when given."""
         body: dict[str, Any] = {
             "input_file_id": input_file_id,
             "endpoint": endpoint,
@@ -84,6 +86,8 @@ class BatchClient:
         }
         if metadata:
             body["metadata"] = metadata
+        if priority is not None:
+            body["priority"] = priority
         batch: dict[str, Any] = self.call("POST", "/batches", json=body)
         return batch
 

@@ -40,6 +40,7 @@ class QueuePlace:
     expires_at: int
     created_ns: int
     batch_id: str | None = None
+    priority: int = 0
 
 
 def rate_and_queue(
@@ -61,7 +62,8 @@ def rate_and_queue(
     ahead = [
         b
         for b in usage.open_batches(conn, model)
-        if b.id != place.batch_id and forecast.runs_before(b, place.expires_at, place.created_ns)
+        if b.id != place.batch_id
+        and forecast.runs_before(b, place.expires_at, place.created_ns, place.priority)
     ]
 
     @functools.cache
@@ -81,6 +83,7 @@ def initial_completion_at(
     expires_at: int,
     created_ns: int,
     now: float,
+    priority: int = 0,
 ) -> int | None:
     """A new batch's expected completion: `num_requests()` (called only when there is a
     history: it may read the whole file) at the history's tokens per request of `model`
@@ -94,7 +97,7 @@ def initial_completion_at(
     ).mean_tokens
     if mean is None:
         return None
-    place = QueuePlace(expires_at, created_ns)
+    place = QueuePlace(expires_at, created_ns, priority=priority)
     rate, ahead = rate_and_queue(conn, model, endpoint.task, place, now)
     if rate.tokens_per_second is None:
         return None
@@ -120,6 +123,7 @@ def live_completion_at(conn: sa.Connection, batch: batches.BatchRecord, now: flo
         batch.num_run_succeeded,
         batch.input_tokens,
         batch.output_tokens,
+        batch.priority,
     )
     fallback = None
     if not batch.num_run_succeeded:
@@ -128,7 +132,7 @@ def live_completion_at(conn: sa.Connection, batch: batches.BatchRecord, now: flo
     mean = forecast.batch_mean(running, endpoint.task, fallback)
     if mean is None:
         return batch.expected_completion_at
-    place = QueuePlace(batch.expires_at, batch.created_ns, batch.id)
+    place = QueuePlace(batch.expires_at, batch.created_ns, batch.id, batch.priority)
     rate, ahead = rate_and_queue(conn, batch.model, endpoint.task, place, now, windows=LIVE_WINDOWS)
     seconds = forecast.seconds_for(batch.num_open * mean + ahead.num_tokens, rate)
     if seconds is None:

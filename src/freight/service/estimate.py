@@ -465,7 +465,9 @@ def estimate_request(
             if batch.input_file_id is None:
                 raise InvalidRequest(f"Batch {batch_id} has no input file.", param="batch_id")
             input_file_id, endpoint = batch.input_file_id, batch.endpoint
-            place = completion.QueuePlace(batch.expires_at, batch.created_ns, batch.id)
+            place = completion.QueuePlace(
+                batch.expires_at, batch.created_ns, batch.id, batch.priority
+            )
             use_cache = batch.cache
         if input_file_id is None:
             raise neither_or_both

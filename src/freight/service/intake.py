@@ -14,7 +14,7 @@ import time
 import sqlalchemy as sa
 
 from freight import ids
-from freight.config import LimitSettings
+from freight.config import MIN_BATCH_PRIORITY, LimitSettings, Settings
 from freight.errors import FreightError, InvalidRequest
 from freight.protocol import batch_input, endpoints, message_batch_input, openai_wire
 from freight.service import completion, quotas
@@ -73,6 +73,21 @@ def check_metadata(metadata: dict[str, str] | None, limits: LimitSettings) -> No
             )
 
 
+def check_priority(priority: int | None, settings: Settings, project: str) -> int:
+    """The batch's priority (default 0), refused beyond the project's bound."""
+    if priority is None:
+        return 0
+    highest = settings.max_batch_priority(project)
+    if not MIN_BATCH_PRIORITY <= priority <= highest:
+        raise InvalidRequest(
+            f"priority {priority} is out of range: use an integer from {MIN_BATCH_PRIORITY} "
+            f"up to {highest}, this project's bound ([scheduler] max_batch_priority, or "
+            "[quotas.projects.NAME] max_batch_priority). Higher runs first; default 0.",
+            param="priority",
+        )
+    return priority
+
+
 def create_openai_batch(
     svc: Service, owner: str, req: openai_wire.CreateBatch, *, is_bounded: bool = True
 ) -> batches.BatchRecord:
@@ -87,6 +102,7 @@ def create_openai_batch(
     else:
         seconds = window_seconds(req.completion_window)
     check_metadata(req.metadata, svc.settings.limits)
+    priority = check_priority(req.priority, svc.settings, owner)
     now_ns = time.time_ns()
     now = now_ns // 1_000_000_000
     with svc.db.read() as conn:
@@ -102,6 +118,7 @@ def create_openai_batch(
             expires_at=now + seconds,
             created_ns=now_ns,
             now=now_ns / 1e9,
+            priority=priority,
         )
 
     def insert(conn: sa.Connection) -> batches.BatchRecord:
@@ -123,6 +140,7 @@ def create_openai_batch(
             expires_at=now + seconds,
             expected_completion_at=expected,
             cache=req.cache,
+            priority=priority,
         )
 
     return svc.quotas.admit_batch(

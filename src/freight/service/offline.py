@@ -237,7 +237,7 @@ async def _run_on_ray(
             svc.blobs,
             batch,
             settings.limits,
-            scheduler.OrderPolicy(**settings.scheduler.model_dump()),
+            scheduler.OrderPolicy.from_settings(settings.scheduler),
             has_model=svc.registry.has,
             check_model=functools.partial(passthrough.serving_problem, svc.registry, in_batch=True),
             canonical_model=svc.registry.canonical,

@@ -28,6 +28,7 @@ from freight.store.blob_store import BlobStorage
 from freight.store.db import open_database
 from freight.usage.recorder import UsageRecorder
 from freight.worker.dispatcher import Worker
+from freight.worker.flex import FlexQueue
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class Service:
         self.quotas = quotas.Quotas(settings.quotas)
         self.owns_engines = engines is None
         self.engines = engines or EnginePool(settings, self.registry)
+        # service_tier "flex" requests wait here for a slot (worker/flex.py).
+        self.flex = FlexQueue(settings)
         self.worker: Worker | None = (
             Worker(
                 settings,
@@ -80,6 +83,7 @@ class Service:
                 handoff=functools.partial(RayHandOff, settings, self.db)
                 if settings.ray.address
                 else None,
+                flex=self.flex,
             )
             if with_worker
             else None

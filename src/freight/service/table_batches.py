@@ -125,8 +125,10 @@ def create(
     *,
     window: str = "24h",
     metadata: dict[str, str] | None = None,
+    priority: int | None = None,
 ) -> Submitted:
-    """Build the table's request file, upload it with purpose batch and create its batch.
+    """Build the table's request file, upload it with purpose batch and create its batch
+    (at `priority`, Freight's extension, when given).
 
     A table none of whose rows can be asked is a TableError, before any upload.
     """
@@ -165,6 +167,7 @@ def create(
         prompts.ENDPOINT,
         window=window,
         metadata={**(metadata or {}), **table.metadata},
+        priority=priority,
     )
     return submitted
 

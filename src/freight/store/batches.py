@@ -87,6 +87,7 @@ class BatchRecord:
     cached_tokens: int
     output_tokens: int
     expected_completion_at: int | None = None  # an estimate (service/completion.py)
+    priority: int = 0  # higher runs first (worker/scheduler.py)
     cache: bool = True  # its requests use the result cache (store/result_cache.py)
     num_from_cache: int = 0  # of num_succeeded, those the result cache answered
 
@@ -103,6 +104,17 @@ class BatchRecord:
     def num_open(self) -> int:
         """Requests not yet finished (queued or running)."""
         return self.num_total - self.num_finished
+
+    @property
+    def is_at_risk(self) -> bool:
+        """Running, and expected to end after its deadline at the measured rate (the
+        expected completion of a read: service/completion.py)."""
+        expected = self.expected_completion_at
+        return (
+            self.status == BatchStatus.IN_PROGRESS
+            and expected is not None
+            and expected > self.expires_at
+        )
 
     @property
     def is_terminal(self) -> bool:

@@ -89,6 +89,13 @@ batches = sa.Table(
         server_default="0",
         doc="The last result_seq given to one of its requests (store/result_order.py).",
     ),
+    sa.Column(
+        "priority",
+        sa.Integer,
+        nullable=False,
+        server_default="0",
+        doc="Higher runs first (a Freight extension; worker/scheduler.py).",
+    ),
     sa.Index("ix_batches_project_created", "project", "created_ns"),
     sa.Index("ix_batches_status", "status"),
 )
@@ -196,6 +203,21 @@ engine_usage = sa.Table(
     sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.UniqueConstraint("node", "model", "kind", "period_start", name="uq_engine_usage_key"),
     sa.Index("ix_engine_usage_period", "period_start"),
+)
+
+flex_usage = sa.Table(
+    "flex_usage",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("project", sa.String(64), nullable=False, doc="The requesting key's project."),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("period_start", sa.BigInteger, nullable=False, doc="Unix seconds, minute-aligned."),
+    sa.Column("num_requests", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cached_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.UniqueConstraint("project", "model", "period_start", name="uq_flex_usage_key"),
+    sa.Index("ix_flex_usage_period", "period_start"),
 )
 
 api_keys = sa.Table(

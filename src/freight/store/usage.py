@@ -24,7 +24,7 @@ DAY_SECONDS = 86400
 _COUNTERS = ("seconds", "num_requests", "input_tokens", "cached_tokens", "output_tokens")
 
 
-def _bucket(conn: sa.Connection, column: Any, seconds: int) -> Any:
+def bucket_of(conn: sa.Connection, column: Any, seconds: int) -> Any:
     """`floor(column / seconds)`, portably: SQLite's CAST truncates (all times are > 0)."""
     if conn.dialect.name == "sqlite":
         return sa.cast(column / seconds, sa.Integer)
@@ -64,7 +64,7 @@ def engine_usage_by_bucket(
     conn: sa.Connection, *, since: float, until: float | None = None, bucket_seconds: int
 ) -> list[EngineUsageRow]:
     """Metered seconds and tokens per (bucket, model, kind), all nodes added up."""
-    bucket = _bucket(conn, engine_usage.c.period_start, bucket_seconds).label("bucket")
+    bucket = bucket_of(conn, engine_usage.c.period_start, bucket_seconds).label("bucket")
     query = (
         sa.select(
             bucket,
@@ -119,7 +119,7 @@ def delivered_by_bucket(
     project: str | None = None,
 ) -> list[DeliveredRow]:
     """Batch requests that succeeded, per (bucket of finished_at, project, model)."""
-    bucket = _bucket(conn, requests.c.finished_at, bucket_seconds).label("bucket")
+    bucket = bucket_of(conn, requests.c.finished_at, bucket_seconds).label("bucket")
     query = (
         sa.select(
             bucket,
@@ -185,7 +185,7 @@ def batch_days(
         batches.c.failed_at,
         batches.c.created_at,
     )
-    day = _bucket(conn, when, DAY_SECONDS).label("day")
+    day = bucket_of(conn, when, DAY_SECONDS).label("day")
     query = (
         sa.select(
             day,
@@ -229,7 +229,7 @@ def batch_throughput(
     conn: sa.Connection, batch_id: str, *, bucket_seconds: int
 ) -> list[ThroughputPoint]:
     """Finished requests and output tokens of one batch per bucket of finish time."""
-    bucket = _bucket(conn, requests.c.finished_at, bucket_seconds).label("bucket")
+    bucket = bucket_of(conn, requests.c.finished_at, bucket_seconds).label("bucket")
     query = (
         sa.select(
             bucket,
@@ -336,10 +336,12 @@ class OpenBatch:
     num_succeeded: int  # run on the engine: the result cache's answers are left out
     input_tokens: int
     output_tokens: int
+    priority: int = 0
 
 
 def open_batches(conn: sa.Connection, model: str) -> list[OpenBatch]:
-    """The in-progress batches of `model` with requests still open, earliest deadline first."""
+    """The in-progress batches of `model` with requests still open, in the worker's order:
+    highest priority, then earliest deadline, first."""
     finished = (
         batches.c.num_succeeded
         + batches.c.num_errored
@@ -356,9 +358,10 @@ def open_batches(conn: sa.Connection, model: str) -> list[OpenBatch]:
             (batches.c.num_succeeded - batches.c.num_from_cache).label("num_succeeded"),
             batches.c.input_tokens,
             batches.c.output_tokens,
+            batches.c.priority,
         )
         .where(batches.c.status == BatchStatus.IN_PROGRESS, batches.c.model == model)
-        .order_by(batches.c.expires_at, batches.c.created_ns)
+        .order_by(batches.c.priority.desc(), batches.c.expires_at, batches.c.created_ns)
     )
     return [
         OpenBatch(
@@ -370,6 +373,7 @@ def open_batches(conn: sa.Connection, model: str) -> list[OpenBatch]:
             num_succeeded=int(r.num_succeeded),
             input_tokens=int(r.input_tokens),
             output_tokens=int(r.output_tokens),
+            priority=int(r.priority),
         )
         for r in conn.execute(query)
         if r.num_open > 0

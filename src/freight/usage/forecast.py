@@ -119,9 +119,14 @@ def queued_ahead(
     return QueuedAhead(num_requests, num_tokens)
 
 
-def runs_before(batch: OpenBatch, expires_at: int, created_ns: int) -> bool:
-    """Whether `batch` is ahead in the worker's order: earlier deadline, then older."""
-    return (batch.expires_at, batch.created_ns) < (expires_at, created_ns)
+def runs_before(batch: OpenBatch, expires_at: int, created_ns: int, priority: int = 0) -> bool:
+    """Whether `batch` is ahead in the worker's order: higher priority, then earlier
+    deadline, then older (worker/scheduler.py; the share between projects aside)."""
+    return (-batch.priority, batch.expires_at, batch.created_ns) < (
+        -priority,
+        expires_at,
+        created_ns,
+    )
 
 
 def seconds_for(num_tokens: float, rate: Throughput) -> float | None:

@@ -1,8 +1,9 @@
 """`freight report`: usage, cost and measured economics per day, project and model.
 
 One row per (UTC day, project, model, kind). Batch rows come from the requests that
-succeeded that day (store/usage.py); real-time rows from the engine meter, which knows
-the model but not the project (shown as `*`). Columns:
+succeeded that day (store/usage.py); flex rows from the flex-tier requests each project's
+keys sent (billed like batch work: `batch_cost` is their price); real-time rows from the
+engine meter, which knows the model but not the project (shown as `*`). Columns:
 
 - requests, input/output tokens: what was delivered; from_cache: of those requests, how
   many the result cache answered (they carry no tokens here, so they cost nothing);
@@ -32,11 +33,12 @@ from rich.table import Table
 
 from freight.config import Settings
 from freight.engines.metering import BATCH, IDLE, KINDS, REALTIME
-from freight.store import usage
+from freight.store import flex_usage, usage
 from freight.store.db import Database
 from freight.usage import pricing
 
 ALL_PROJECTS = "*"
+FLEX = "flex"  # single requests served in the flex tier (worker/flex.py), at the batch price
 
 
 @dataclass(frozen=True)
@@ -139,16 +141,20 @@ def build(
         metered = usage.engine_usage_by_bucket(
             conn, since=since, until=until, bucket_seconds=usage.DAY_SECONDS
         )
+        flex = flex_usage.by_bucket(
+            conn, since=since, until=until, bucket_seconds=usage.DAY_SECONDS
+        )
     engines = engine_days(metered)
-    # Tokens delivered by batch work per (day, model), all projects: the measured cost of
-    # the engine's batch time is spread over these.
+    # Tokens delivered by batch work and flex requests (metered as batch work) per (day,
+    # model), all projects: the measured cost of the engine's batch time is spread over these.
     batch_tokens: dict[tuple[int, str], int] = defaultdict(int)
     batch_output: dict[tuple[int, str], int] = defaultdict(int)
-    for d in delivered:
+    kinds = [(BATCH, d) for d in delivered] + [(FLEX, d) for d in flex]
+    for _, d in kinds:
         batch_tokens[(d.bucket_start, d.model or "")] += d.input_tokens + d.output_tokens
         batch_output[(d.bucket_start, d.model or "")] += d.output_tokens
     rows = []
-    for d in delivered:
+    for kind, d in kinds:
         if project is not None and d.project != project:
             continue
         key = (d.bucket_start, d.model or "")
@@ -160,7 +166,7 @@ def build(
                 day=day_name(d.bucket_start),
                 project=d.project,
                 model=d.model or "(unknown)",
-                kind=BATCH,
+                kind=kind,
                 num_requests=d.num_requests,
                 input_tokens=d.input_tokens,
                 cached_tokens=d.cached_tokens,

@@ -75,7 +75,7 @@ class BatchSteps:
         self.handoff = handoff
         self.rules = IngestRules(
             settings.limits,
-            scheduler.OrderPolicy(**settings.scheduler.model_dump()),
+            scheduler.OrderPolicy.from_settings(settings.scheduler),
             has_model=registry.has,
             check_model=self._model_problem,
             route=upstream.route,

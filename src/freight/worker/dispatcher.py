@@ -33,6 +33,7 @@ from freight.store.db import Database
 from freight.store.statuses import BatchStatus, RequestStatus
 from freight.upstream import passthrough
 from freight.worker import batch_steps, runner, scheduler
+from freight.worker.flex import FlexQueue
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,17 @@ class Worker:
         *,
         owner: str | None = None,
         handoff: Callable[[str], batch_steps.HandOff] | None = None,
+        flex: FlexQueue | None = None,
     ) -> None:
         """`handoff(owner)` makes the hand-off for large batches, if any (Ray, built by
-        service/runtime.py)."""
+        service/runtime.py); `flex`, the flex requests this process's API runs, whose
+        slots come out of the batch window (worker/flex.py)."""
         self.settings = settings
         self.db = db
         self.blobs = blobs
         self.engines = engines
         self.registry = registry
+        self.flex = flex
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{ids.new_id('')[:8]}"
         self._shared = runner.SharedResults()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
@@ -161,7 +165,10 @@ class Worker:
         policy = self.policy()
         window = self._window(policy)
         await self._give_back(window, policy)
-        want = scheduler.claim_size(window, self.num_in_flight)
+        num_flex = self.flex.num_running if self.flex is not None else 0
+        want = scheduler.claim_size(
+            scheduler.batch_claim_room(window, num_flex), self.num_in_flight
+        )
         if want <= 0:
             return
         runnable = await asyncio.to_thread(self._runnable)
@@ -221,7 +228,9 @@ class Worker:
         with self.db.read() as conn:
             rows = batches.with_status(conn, BatchStatus.IN_PROGRESS)
         return [
-            scheduler.RunnableBatch(b.id, b.project, b.created_at, b.expires_at, b.num_open)
+            scheduler.RunnableBatch(
+                b.id, b.project, b.created_at, b.expires_at, b.num_open, b.priority
+            )
             for b in rows
             if b.expires_at > now
             and not self.batch_steps.is_busy(b.id)

@@ -2,11 +2,19 @@
 plain data in, decisions out; the worker (worker/dispatcher.py) acts on them.
 
 Order. Batch work is shared fairly between projects (`fair_claims`: an equal part of
-every refill each), then ordered across a project's batches earliest deadline
-(`expires_at`) first, then oldest. Within a batch, requests are claimed by admission key
+every refill each), then ordered across a project's batches by `priority` (a Freight
+extension set at create: higher first), then earliest deadline (`expires_at`) first, then
+oldest; what a project cannot use of its share goes to the others in that same order.
+Priority never takes another project's share: it orders a project's own batches and the
+spare capacity. Within a batch, requests are claimed by admission key
 (shared prompt prefixes together, long outputs first) and identical deterministic
 requests are computed once; `[scheduler]` switches each of these off. Claims refill the
 engine in chunks (`claim_size`).
+
+Flex. Single requests sent with `service_tier: "flex"` wait in the API's flex queue
+(worker/flex.py) and then go to the engine with FLEX_PRIORITY, between real time and
+batch work; the worker claims as many fewer batch requests as flex requests run
+(`batch_claim_room`), so flex takes the next free slots ahead of queued batch work.
 
 Real time first. Real-time requests never pass through the worker: the API sends them
 straight to the shared engine with REALTIME_PRIORITY, and vLLM's priority scheduler
@@ -43,11 +51,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from freight.config import Settings
+from freight.config import SchedulerSettings, Settings
 
 
 @dataclass(frozen=True)
@@ -57,16 +66,18 @@ class RunnableBatch:
     created_at: int
     expires_at: int
     num_open: int
+    priority: int = 0  # higher first
 
 
-def _by_deadline(runnable: list[RunnableBatch]) -> list[RunnableBatch]:
-    ordered = sorted(runnable, key=lambda b: (b.expires_at, b.created_at, b.id))
+def _in_order(runnable: list[RunnableBatch]) -> list[RunnableBatch]:
+    """Highest priority first; within a priority earliest deadline first, then oldest."""
+    ordered = sorted(runnable, key=lambda b: (-b.priority, b.expires_at, b.created_at, b.id))
     return [b for b in ordered if b.num_open > 0]
 
 
 def claim_order(runnable: list[RunnableBatch]) -> list[str]:
     """Batch ids in the order their queued requests should be claimed."""
-    return [b.id for b in _by_deadline(runnable)]
+    return [b.id for b in _in_order(runnable)]
 
 
 def fair_claims(runnable: list[RunnableBatch], want: int, turn: int = 0) -> list[tuple[str, int]]:
@@ -79,7 +90,7 @@ def fair_claims(runnable: list[RunnableBatch], want: int, turn: int = 0) -> list
     project, batches are served in `claim_order`. Returns (batch id, number) pairs.
     """
     by_project: dict[str, list[RunnableBatch]] = {}
-    for batch in _by_deadline(runnable):
+    for batch in _in_order(runnable):
         by_project.setdefault(batch.project, []).append(batch)
     names = sorted(by_project)
     if not names:
@@ -109,6 +120,23 @@ def fair_claims(runnable: list[RunnableBatch], want: int, turn: int = 0) -> list
             plan.append((batch.id, take))
             left -= take
     return plan
+
+
+def batch_claim_room(window: int, num_flex_running: int) -> int:
+    """The batch window less the flex requests in the engine: flex requests queue with
+    batch work, ahead of it, so each one running is one batch request fewer claimed."""
+    return max(0, window - num_flex_running)
+
+
+def flex_retry_after(
+    num_waiting: int, max_running: int, mean_seconds: float | None, max_wait_seconds: float
+) -> int:
+    """Seconds a refused flex request should wait (its Retry-After): the queue ahead of it
+    drained at `max_running` at a time, each taking `mean_seconds` (the flex requests'
+    measured mean; 1 s before any finished), at least 1 s and at most the longest wait."""
+    per_request = 1.0 if mean_seconds is None else mean_seconds
+    rounds = (num_waiting + max_running) // max(1, max_running)
+    return max(1, min(math.ceil(max_wait_seconds), math.ceil(rounds * per_request)))
 
 
 def claim_size(capacity: int, num_in_flight: int) -> int:
@@ -146,6 +174,11 @@ class OrderPolicy:
     prefix_grouping: bool = True
     length_aware: bool = True
     deduplicate: bool = True
+
+    @classmethod
+    def from_settings(cls, options: SchedulerSettings) -> OrderPolicy:
+        """The `[scheduler]` switches of the within-batch optimisations."""
+        return cls(options.prefix_grouping, options.length_aware, options.deduplicate)
 
 
 def prompt_text(body: dict[str, Any]) -> str:

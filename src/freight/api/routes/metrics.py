@@ -28,8 +28,9 @@ from prometheus_client.core import (
 from freight.api.deps import service
 from freight.engines.flow import OVERLOAD_REASONS
 from freight.engines.metering import KINDS, REALTIME, EngineMeter, Histogram
+from freight.service import completion
 from freight.service.runtime import Service
-from freight.store import usage
+from freight.store import batches, usage
 from freight.store.batches import ACTIVE, TERMINAL
 from freight.store.statuses import BatchStatus, RequestStatus
 
@@ -47,18 +48,29 @@ class _Families:
         yield from self.families
 
 
-def _store_gauges(svc: Service) -> tuple[int, dict[BatchStatus, int]]:
+def _store_gauges(svc: Service) -> tuple[int, dict[BatchStatus, int], int]:
     with svc.db.read() as conn:
+        running = batches.with_status(conn, BatchStatus.IN_PROGRESS)
+        num_at_risk = sum(b.is_at_risk for b in completion.with_live_completions(conn, running))
         return (
             usage.num_requests_with_status(conn, RequestStatus.QUEUED),
             usage.batches_by_status(conn),
+            num_at_risk,
         )
 
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(svc: Service = Depends(service)) -> Response:
-    num_queued, by_status = await asyncio.to_thread(_store_gauges, svc)
+    num_queued, by_status, num_at_risk = await asyncio.to_thread(_store_gauges, svc)
+    at_risk = GaugeMetricFamily(
+        "freight_batches_at_risk",
+        "Running batches expected, at the measured rate, to end after their deadline "
+        "(the batch object's `at_risk`).",
+    )
+    at_risk.add_metric([], num_at_risk)
     families = [
+        at_risk,
+        *_flex_families(svc),
         *_queue_families(svc, num_queued, by_status),
         *_meter_families(svc.engines.meter, svc.settings.metrics.utilization_window_seconds),
         *_upstream_families(svc),
@@ -81,10 +93,10 @@ def _queue_families(
     depth.add_metric(["batch"], num_queued)
     depth.add_metric([REALTIME], meter.num_waiting[REALTIME])
     yield depth
-    batches = GaugeMetricFamily("freight_batches", "Batches by status.", labels=["status"])
+    statuses = GaugeMetricFamily("freight_batches", "Batches by status.", labels=["status"])
     for status in BATCH_STATUSES:
-        batches.add_metric([status], by_status.get(status, 0))
-    yield batches
+        statuses.add_metric([status], by_status.get(status, 0))
+    yield statuses
     worker = svc.worker
     retries = CounterMetricFamily(
         "freight_retries", "Engine failures retried by this process's worker."
@@ -116,6 +128,23 @@ def _queue_families(
     )
     claimed.add_metric([], worker.num_in_flight if worker else 0)
     yield claimed
+
+
+def _flex_families(svc: Service) -> Iterable[Metric]:
+    queue = svc.flex
+    requests = GaugeMetricFamily(
+        "freight_flex_requests",
+        "service_tier flex requests of this process: in the engine, or waiting for a slot.",
+        labels=["state"],
+    )
+    requests.add_metric(["in_engine"], queue.num_running)
+    requests.add_metric(["waiting"], queue.num_waiting)
+    yield requests
+    refused = CounterMetricFamily(
+        "freight_flex_refused", "Flex requests answered 429 (queue full or waited too long)."
+    )
+    refused.add_metric([], queue.num_refused)
+    yield refused
 
 
 def _meter_families(meter: EngineMeter, window_seconds: float) -> Iterable[Metric]:

@@ -13,6 +13,10 @@ non-streaming and streaming, with nothing added here: one parse (`endpoints.pars
 the same check as a batch request's body), one check that the model is of the kind the
 endpoint needs, and the endpoint's own `run` or `start_stream`.
 
+`service_tier: "flex"` (a Freight extension of the SDKs' field) sends the request through
+the flex queue instead (worker/flex.py): it waits for a slot, runs after real-time requests
+and before batch work, and is recorded for the key's project at the batch price.
+
 A streamed request is started before the response is (`Endpoint.start_stream` awaits the
 engine's first output), so a request the engine rejects (a prompt over the context
 length) still gets a plain HTTP 400, and a failure after that becomes the stream's last
@@ -31,12 +35,13 @@ from pydantic import BaseModel
 from freight import ids
 from freight.api import errors, sse
 from freight.api.deps import anthropic_headers, project, service
-from freight.engines.base import REALTIME_PRIORITY
+from freight.engines.base import FLEX_PRIORITY, REALTIME_PRIORITY
 from freight.errors import FreightError, InvalidRequest
 from freight.protocol import batch_input, endpoints, stream
 from freight.service.runtime import Service
 from freight.store.files import DEFAULT_PROJECT
 from freight.upstream import passthrough
+from freight.worker import flex
 
 router = APIRouter(tags=["real-time"])
 
@@ -73,12 +78,15 @@ async def serve(
     svc.quotas.admit_realtime(owner)
     parsed = _parse(endpoint, body, svc)
     request_id = ids.new_id("rt-")
+    tier = getattr(parsed, "service_tier", None)
+    if tier == "flex":
+        return await _serve_flex(endpoint, parsed, request_id, svc, owner)
     load = svc.engines.realtime
     if not getattr(parsed, "stream", False):
         with load.track():
             answer = await endpoint.run(svc.engines, parsed, request_id, priority=REALTIME_PRIORITY)
         svc.quotas.record_tokens(owner, answer.tokens.num_input + answer.tokens.num_output)
-        return JSONResponse(answer.body)
+        return JSONResponse(_with_tier(answer.body, None if tier is None else "default"))
 
     if not isinstance(endpoint, endpoints.Endpoint):  # only text generation streams
         raise InvalidRequest(f"{endpoint.url} does not support stream: true.", param="stream")
@@ -100,6 +108,36 @@ async def serve(
 
     path = request.url.path
     return sse.response(tracked(), on_error=lambda exc: _error_event(path, exc))
+
+
+async def _serve_flex(
+    endpoint: endpoints.AnyEndpoint,
+    parsed: BaseModel,
+    request_id: str,
+    svc: Service,
+    owner: str,
+) -> Response:
+    """A `service_tier: "flex"` request: wait for a flex slot (429 with Retry-After if none
+    frees up in time), run after real-time and before batch work, answer when done, and
+    record it for `owner` at the batch price (worker/flex.py)."""
+    if getattr(parsed, "stream", False):
+        raise InvalidRequest(
+            "service_tier 'flex' answers once the request is done; it cannot be combined "
+            "with stream: true. Remove one of them.",
+            param="service_tier",
+        )
+    async with svc.flex.slot():
+        answer = await endpoint.run(svc.engines, parsed, request_id, priority=FLEX_PRIORITY)
+    svc.quotas.record_tokens(owner, answer.tokens.num_input + answer.tokens.num_output)
+    model: str = parsed.model  # type: ignore[attr-defined]
+    await flex.record_usage(svc.db, owner, model, answer.tokens)
+    return JSONResponse(_with_tier(answer.body, "flex"))
+
+
+def _with_tier(body: dict[str, Any], tier: str | None) -> dict[str, Any]:
+    """The response with the tier that served it, when the request named one (as OpenAI
+    answers `service_tier`; on /v1/completions and /v1/messages a Freight extension)."""
+    return body if tier is None else {**body, "service_tier": tier}
 
 
 def _error_event(path: str, exc: Exception) -> stream.ServerSentEvent:

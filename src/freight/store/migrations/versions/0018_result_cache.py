@@ -2,7 +2,7 @@
 answer came from; each batch's `cache` switch and count of answers served from it.
 
 Revision ID: 0018_result_cache
-Revises: 0015_expected_completion
+Revises: 0017_batch_priority
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018_result_cache"
-down_revision = "0015_expected_completion"
+down_revision = "0017_batch_priority"
 branch_labels = None
 depends_on = None
 
