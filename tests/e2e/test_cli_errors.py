@@ -202,7 +202,7 @@ def test_ray_is_a_flag_and_its_address_an_option_of_its_own(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ran: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(run_command, "run_batch_file", lambda *args: ran.append(args))
+    monkeypatch.setattr(run_command, "run_batch_file", lambda *args, **options: ran.append(args))
     source = write_jsonl(tmp_path / "in.jsonl", [chat_line("a", "hi")])
     out = str(tmp_path / "out.jsonl")
     assert freight("run", "--ray", str(source), "-o", out).exit_code == 0

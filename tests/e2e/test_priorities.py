@@ -52,7 +52,11 @@ def upload(client: openai.OpenAI, name: str, lines: list[dict[str, Any]]) -> str
 def create(
     client: openai.OpenAI, file_id: str, *, window: str = "24h", priority: int | None = None
 ) -> Any:
-    extra = {} if priority is None else {"priority": priority}
+    # The cache off: these batches ask the same questions, and an answer served from an
+    # earlier batch's would land at once, whatever the batch's priority or deadline.
+    extra: dict[str, Any] = {"cache": False}
+    if priority is not None:
+        extra["priority"] = priority
     return client.batches.create(
         input_file_id=file_id,
         endpoint="/v1/chat/completions",
