@@ -129,12 +129,16 @@ class LiveServer:
     def openai(self, **kwargs: Any) -> Any:
         import openai
 
-        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key="test", **kwargs)
+        client = openai.OpenAI(base_url=f"{self.base_url}/v1", api_key="test", **kwargs)
+        SDK_CLIENTS.append(client)
+        return client
 
     def anthropic(self, **kwargs: Any) -> Any:
         import anthropic
 
-        return anthropic.Anthropic(base_url=self.base_url, api_key="test", **kwargs)
+        client = anthropic.Anthropic(base_url=self.base_url, api_key="test", **kwargs)
+        SDK_CLIENTS.append(client)
+        return client
 
     def run_in_loop(self, coro: Coroutine[Any, Any, T], timeout: float = 600) -> T:
         """Run `coro` on the server's event loop, where its engines live; its result."""
@@ -149,6 +153,20 @@ class LiveServer:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the engine for {model} did not start in {timeout} s")
             time.sleep(0.5)
+
+
+# Every SDK client a test makes through LiveServer, closed when that test ends
+# (close_sdk_clients). Left to the garbage collector, a client's open sockets warn in
+# whichever later test the collector happens to run in, which filterwarnings turns into
+# an error of that unrelated test.
+SDK_CLIENTS: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def close_sdk_clients() -> Iterator[None]:
+    yield
+    while SDK_CLIENTS:
+        SDK_CLIENTS.pop().close()
 
 
 @pytest.fixture(autouse=True)
