@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from freight.store import batches, result_order
+from freight.store import batches, line_pages, result_order
 from freight.store.schema import requests
 from freight.store.statuses import RequestStatus
 
@@ -494,26 +494,9 @@ def _running_among(conn: sa.Connection, ids: list[str], *, lock: bool = False) -
 
 def iter_finished(conn: sa.Connection, batch_id: str, chunk: int = 2000) -> Iterator[Any]:
     """Every finished request of a batch in line order, fetched in chunks (flat memory)."""
-    last_line = 0
-    while True:
-        rows = conn.execute(
-            sa.select(
-                requests.c.id,
-                requests.c.line,
-                requests.c.custom_id,
-                requests.c.status,
-                requests.c.status_code,
-                requests.c.response_json,
-                requests.c.error_json,
-            )
-            .where(requests.c.batch_id == batch_id, requests.c.line > last_line)
-            .order_by(requests.c.line)
-            .limit(chunk)
-        ).all()
-        if not rows:
-            return
-        yield from rows
-        last_line = rows[-1].line
+    return line_pages.by_line(
+        conn, line_pages.RESULT_COLUMNS, requests.c.batch_id == batch_id, chunk=chunk
+    )
 
 
 def count_by_status(conn: sa.Connection, batch_id: str) -> dict[RequestStatus, int]:

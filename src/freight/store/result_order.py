@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from freight.store import line_pages
 from freight.store.schema import batches, requests
 from freight.store.statuses import RequestStatus
 
@@ -90,16 +91,7 @@ class ResultsPage:
 def page(conn: sa.Connection, batch_id: str, *, after: int, limit: int) -> ResultsPage:
     """Up to `limit` finished requests numbered after `after`, lowest number first."""
     rows = conn.execute(
-        sa.select(
-            requests.c.id,
-            requests.c.line,
-            requests.c.custom_id,
-            requests.c.status,
-            requests.c.status_code,
-            requests.c.response_json,
-            requests.c.error_json,
-            requests.c.result_seq,
-        )
+        sa.select(*line_pages.RESULT_COLUMNS, requests.c.result_seq)
         .where(requests.c.batch_id == batch_id, requests.c.result_seq > after)
         .order_by(requests.c.result_seq)
         .limit(limit)

@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from freight.store import line_pages
 from freight.store.schema import requests
 from freight.store.statuses import RequestStatus
 
@@ -33,19 +34,11 @@ def iter_retryable(
     conn: sa.Connection, batch_id: str, *, include_invalid: bool, chunk: int = 2000
 ) -> Iterator[Any]:
     """The requests to run again, in line order (line, custom_id, url, body), in chunks."""
-    last_line = 0
-    while True:
-        rows = conn.execute(
-            sa.select(requests.c.line, requests.c.custom_id, requests.c.url, requests.c.body)
-            .where(
-                requests.c.batch_id == batch_id,
-                requests.c.line > last_line,
-                _retryable(include_invalid),
-            )
-            .order_by(requests.c.line)
-            .limit(chunk)
-        ).all()
-        if not rows:
-            return
-        yield from rows
-        last_line = rows[-1].line
+    columns = (requests.c.line, requests.c.custom_id, requests.c.url, requests.c.body)
+    return line_pages.by_line(
+        conn,
+        columns,
+        requests.c.batch_id == batch_id,
+        _retryable(include_invalid),
+        chunk=chunk,
+    )

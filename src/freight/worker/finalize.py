@@ -91,7 +91,7 @@ def format_line_or_error(row: Any) -> bytes:
 
 
 class ResultRow(NamedTuple):
-    """What a result line is made from (the columns batch_requests.iter_finished reads)."""
+    """What a result line is made from (store/line_pages.py, RESULT_COLUMNS)."""
 
     id: str
     line: int
