@@ -10,40 +10,38 @@ and a failed one does not stop the others: the exit code says whether all succee
 What ran, and for how long, goes to RESULTS_DIR/all.json (the page's `suite` table).
 
 The budget, in minutes on the 2-core development machine when idle, eager engines:
-"last" is what each step took in the full run of 2026-12-06 at commit 9b78224 (105
-minutes in all, over the 90-minute target), "full" the estimate after the sizes were
-cut to fit (the run at a524108 took 78 minutes; all.json records what each step really
-takes and the page's suite table shows it). The hybrid batch was cut to 384 requests
-for that run, too short for 60 real-time samples under load, and is back at 512; the
-quick run took 17 minutes with a 1-line wall file, which the quick wall view now skips
-(quick also profiles nothing and cuts the long-tail essays to 128 tokens; the quick
-run at e606b42 took 9 minutes):
+"last" is what each step took in the full run at commit a524108 (78 minutes in all, an
+Intel Xeon; all.json records what each step really takes and the page's suite table
+shows it), "full" the estimate for today's sizes. The quick run at e606b42 took 9
+minutes (quick profiles nothing, cuts the long-tail essays to 128 tokens and runs the
+100-line wall file only):
 
     step                    last    full    quick   what dominates
-    control_plane            7.9     7.9     1      1,000,000 lines through `freight run`
-    tables                   -      ~19     2.5     1,000,000 rows through `freight run`,
-                                                    twice (the second killed and resumed)
-    embeddings (2 dtypes)    6.3     4       1.5    one text per request, 1,200 texts x 3
-    upstream                 0.4     0.4     0.5
-    scale                    1.5     1.5     1      process starts, 3 worker counts x 3
-    step_cost                5.7     3.5     1.5    4 batch sizes x 64 steps x 3
-    overhead                 9.7     7.5     1.5    4 systems x 3 repeats, 96 requests
-    peers (steady + wall)   58      40       6      wall view: 12 engine starts; long-tail
-    peers-fp32 (agreement)   4.8     4.8     -      two float32 engine starts
-    hybrid                  11.2    10       1.5    a 512-request batch (alone, 2 policies)
-    total                  105     ~80     ~15
+    control_plane            5.5     5.5    1      1,000,000 lines through `freight run`
+    embeddings (2 dtypes)    4.8     4.8    1.5    one text per request, 1,200 texts x 3
+    upstream                 0.9     0.9    0.5
+    scale                    0.5     0.5    1      process starts, 3 worker counts x 3
+    step_cost                5.0     5.0    1.5    4 batch sizes x 64 steps x 3
+    overhead                 8.9     8.9    1.5    4 systems x 3 repeats, 96 requests
+    peers (steady + wall)   39.6    39.6    6      wall view: 12 engine starts; long-tail
+    peers-fp32 (agreement)   4.1     4.1    -      two float32 engine starts
+    hybrid                   8.3   ~16      1.5    3 repeats x 4 runs of a 256-request
+                                                   batch (alone, 2 policies, flex)
+    total                   78     ~86     ~15
 
-The tables benchmark (issue 20: 1,000,000 rows through `freight run` on a table, its
-memory and a resume) is not in the full suite, which would then take more than 90
-minutes here: `python -m benchmarks.tables` runs it alone (`--only tables` is refused
-as not a step of the suite).
+The hybrid comparison ran once in that run (a 512-request batch at 0.5 real-time
+arrivals a second, about 10 minutes a repeat with its flex phase); it now runs 3
+repeats of a 256-request batch at 1.25 arrivals a second, which keeps 60+ real-time
+samples per phase. The tables benchmark (issue 20: 1,000,000 rows through `freight run`
+on a table, its memory and a resume, ~19 minutes) and the cache benchmark (issue 22,
+~4 minutes) are not steps of the suite, which would then take more than 90 minutes
+here: `python -m benchmarks.tables` and `python -m benchmarks.cache` run them alone
+(`--only tables` is refused as not a step of the suite).
 
-Three things are cut to fit: the hybrid comparison runs once (`--repeats 1`; each
-phase still has its 60+ real-time samples), the wall-time view's 1-line file (start-up
-alone, which the 100-line file shows too) is left out, and its 10,000-line file is not
-in the full suite: for three systems it alone
-takes about half an hour here (each spends ~9 minutes on 10,000 prompts), so
-`--with-10000` adds it, once, as `peers-wall-10000`.
+Two things are cut to fit: the wall-time view's 1-line file (start-up alone, which the
+100-line file shows too) is left out, and its 10,000-line file is not in the full
+suite: for three systems it alone takes about half an hour here (each spends ~9 minutes
+on 10,000 prompts), so `--with-10000` adds it, once, as `peers-wall-10000`.
 """
 
 from __future__ import annotations
