@@ -24,8 +24,10 @@ p95 under load <= 2 x idle p95 and batch tok/s >= 0.8 x alone, together.
         [--arrival open --rate 1.25 | --arrival closed --rt-interval 1]
         [--policies priority,window] [--no-flex] [--repeats 3] [--quick] [--name hybrid]
 
-The defaults fit three repeats in the full suite's 90 minutes: a 256-request batch runs
-about 70 s here, and 1.25 arrivals a second give it about 85 real-time samples per phase.
+The defaults are chosen to fit three repeats in the full suite's 90 minutes: the last
+hybrid run's 512-request batch took 135 s (results/hybrid.json, an AMD EPYC with vLLM's
+CPU build), so a 256-request batch should take about 70 s, and 1.25 arrivals a second
+then give about 85 real-time samples per phase.
 """
 
 from __future__ import annotations
