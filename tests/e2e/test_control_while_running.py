@@ -105,7 +105,7 @@ def test_results_while_running_serve_every_line_once_and_equal_the_final_files(
     real_server: LiveServer, tmp_path: Path
 ) -> None:
     client = real_server.openai()
-    batch = create_batch(client, chat_lines(tmp_path, 300, max_tokens=4))
+    batch = create_batch(client, chat_lines(tmp_path, 120, max_tokens=4))
     read: list[dict[str, Any]] = []
     num_read_while_running = 0
     cursor: str | None = None
@@ -129,7 +129,7 @@ def test_results_while_running_serve_every_line_once_and_equal_the_final_files(
     ended = client.batches.retrieve(batch.id)
     assert ended.status == "completed"
     custom_ids = [line["custom_id"] for line in read]
-    assert len(custom_ids) == 300 and len(set(custom_ids)) == 300  # each exactly once
+    assert len(custom_ids) == 120 and len(set(custom_ids)) == 120  # each exactly once
     final = file_lines(client, ended.output_file_id) + file_lines(client, ended.error_file_id)
     assert canonical(read) == canonical(final)
     # read again from the start once it has ended: the same lines, in the same order
@@ -160,8 +160,8 @@ def test_watch_killed_mid_run_and_restarted_ends_with_the_same_file(
     real_server: LiveServer, tmp_path: Path
 ) -> None:
     client = real_server.openai()
-    num = 60
-    batch = create_batch(client, short_and_long_lines(tmp_path, num, every=6, long_tokens=96))
+    num = 30
+    batch = create_batch(client, short_and_long_lines(tmp_path, num, every=6, long_tokens=64))
     out = tmp_path / "watched.jsonl"
     env = {**os.environ, **TEST_ENGINE_ENV}
     proc = subprocess.Popen(
@@ -202,11 +202,11 @@ def test_a_batch_cancelled_half_way_then_retried_answers_every_custom_id_once(
     real_server: LiveServer, tmp_path: Path
 ) -> None:
     client = real_server.openai()
-    num = 100
-    path = short_and_long_lines(tmp_path, num, every=5, long_tokens=96)
+    num = 40
+    path = short_and_long_lines(tmp_path, num, every=4, long_tokens=64)
     batch = create_batch(client, path, metadata={"team": "ml"})
     wait_until(
-        lambda: client.batches.retrieve(batch.id).request_counts.completed >= 10,  # type: ignore[union-attr]
+        lambda: client.batches.retrieve(batch.id).request_counts.completed >= 5,  # type: ignore[union-attr]
         timeout=300,
         interval=0.02,
         what="the first answers",
