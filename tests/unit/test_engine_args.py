@@ -7,6 +7,7 @@ a machine without a GPU.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.metadata
 import tomllib
 from pathlib import Path
@@ -67,8 +68,9 @@ def cuda(num_gpus: int = 1) -> engine_args.Device:
     return engine_args.detect(FakeCuda(num_gpus))
 
 
-def cpu() -> engine_args.Device:
-    return engine_args.detect(FakeCpu())
+def cpu(*, bf16: bool = True) -> engine_args.Device:
+    """The stand-in CPU, with bf16 instructions or without (whatever this machine has)."""
+    return dataclasses.replace(engine_args.detect(FakeCpu()), bf16_native=bf16)
 
 
 # --- detection ---------------------------------------------------------------------------
@@ -126,6 +128,41 @@ def test_cpu_defaults_leave_sizes_to_vllm_and_give_a_2_gib_cache(tmp_path: Path)
     assert plan.env == {"VLLM_USE_AOT_COMPILE": "0"}  # the CPU-only workaround
     assert plan.device_label == "cpu"
     assert plan.memory_share is None
+
+
+X86_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c\nbogomips\t: 4890.80\n"
+X86_BF16 = X86_AVX2.replace("avx2", "avx2 avx512f avx512_bf16")
+X86_AMX = X86_AVX2.replace("avx2", "avx2 amx_tile amx_bf16")
+ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+ARM_PLAIN = "processor\t: 0\nFeatures\t: fp asimd\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "expected"),
+    [
+        (X86_AVX2, False),
+        (X86_BF16, True),
+        (X86_AMX, True),
+        (ARM_BF16, True),
+        (ARM_PLAIN, False),
+        ("processor\t: 0\n", True),  # no flags to read: vLLM's own choice stands
+    ],
+    ids=["avx2", "avx512-bf16", "amx", "arm-bf16", "arm", "no-flags"],
+)
+def test_bf16_instructions_are_read_from_the_cpu_flags(cpuinfo: str, expected: bool) -> None:
+    assert engine_args.cpu_has_bf16(cpuinfo) is expected
+
+
+def test_auto_dtype_is_float32_on_a_cpu_without_bf16_and_an_explicit_one_is_kept(
+    tmp_path: Path,
+) -> None:
+    plain = settings(tmp_path)
+    assert engine_args.plan(plain, None, cpu(bf16=False)).args["dtype"] == "float32"
+    assert engine_args.plan(plain, None, cpu(bf16=True)).args["dtype"] == "auto"
+    chosen = settings(tmp_path, dtype="bfloat16")
+    assert engine_args.plan(chosen, None, cpu(bf16=False)).args["dtype"] == "bfloat16"
+    gpu = dataclasses.replace(engine_args.detect(FakeCuda()), bf16_native=False)
+    assert engine_args.plan(plain, None, gpu).args["dtype"] == "auto"  # vLLM's call on GPUs
 
 
 def test_cpu_cache_of_a_fraction_of_a_gib_is_passed_exactly_in_bytes(tmp_path: Path) -> None:

