@@ -43,6 +43,8 @@ from typing import Any
 
 import psutil
 
+from freight.engines import engine_args
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 SCHEMA = 2  # results files with an `environment` block; the earlier ones have none
@@ -246,6 +248,8 @@ class Run:
             "git": git_state(),
             "machine": {
                 "cpu": cpu_model(),
+                # vLLM's CPU build emulates bf16 without them (engines/engine_args.py)
+                "bf16_instructions": engine_args.cpu_has_bf16(),
                 "device": device(),
                 "architecture": platform.machine(),
                 "cores": self.cores,

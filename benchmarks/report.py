@@ -40,6 +40,7 @@ BLOCK = re.compile(
     re.S,
 )
 LEGACY = "**legacy: no environment block**"
+NO_BF16 = " (no bf16 instructions)"  # vLLM's CPU build emulates bf16 on such a CPU
 DASH = "\u2013"  # an en dash: "no value", and between min and max
 Docs = dict[str, dict[str, Any]]
 Spread = dict[str, Any] | None
@@ -139,7 +140,8 @@ def provenance(stem: str, doc: dict[str, Any]) -> str:
         env["date"],
         f"commit {commit}",
         f"device: {device_words(env)}",
-        f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB",
+        f"{machine['cpu']}{NO_BF16 if machine.get('bf16_instructions') is False else ''}, "
+        f"{machine['cores']} cores, {machine['memory_gib']} GiB",
         f"Python {versions.get('python')}, vLLM {vllm}, torch {versions.get('torch')}, "
         f"transformers {versions.get('transformers')}",
         engine_words(env.get("engine")),
