@@ -58,8 +58,8 @@ class EngineSettings(_Section):
         "auto",
         description="Weights and activations; auto: the checkpoint's own (bf16 where the "
         "device lacks fp16 kernels), but float32 on a CPU without bf16 instructions "
-        "(AVX512-BF16 or AMX; Arm: BF16), where vLLM would emulate bf16 at a fraction of "
-        "float32's speed. float32 makes greedy output batch-invariant on CPU "
+        "(AVX512-BF16 or AMX; Arm: BF16), where vLLM would emulate bf16, several times "
+        "slower than float32 on batches. float32 makes greedy output batch-invariant on CPU "
         "(docs/guides/models.md, Determinism) at about a third of bf16's speed on a CPU "
         "that has them.",
     )

@@ -15,8 +15,9 @@ cache and where the engine's processes run:
   could not be said with it), 2 GiB unless set; AOT compile is switched off (its cache
   fails to load on CPU and every start recompiles). `dtype = "auto"` is float32 on a
   CPU without bf16 instructions (x86 without AVX512-BF16 or AMX, Arm without BF16):
-  vLLM's CPU build runs bf16 there too, converting in software, and its engine steps
-  took several times as long as float32's on an AVX2-only EPYC (BENCHMARKS.md).
+  vLLM's CPU build runs bf16 there too, converting in software: on an AVX2-only EPYC
+  its prefill and its 16-sequence steps took several times as long as float32's (only a
+  lone sequence's step was quicker; BENCHMARKS.md, bf16 and float32).
 
 The platform is vLLM's own (`vllm.platforms.current_platform`), read once by `detect`;
 everything else here is plain data, so tests pass a stand-in platform object.
