@@ -57,11 +57,12 @@ class EngineSettings(_Section):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
         description="Weights and activations; auto: the checkpoint's own (bf16 where the "
-        "device lacks fp16 kernels), but float32 on a CPU without bf16 instructions "
-        "(AVX512-BF16 or AMX; Arm: BF16), where vLLM would emulate bf16, several times "
-        "slower than float32 on batches. float32 makes greedy output batch-invariant on CPU "
-        "(docs/guides/models.md, Determinism) at about a third of bf16's speed on a CPU "
-        "that has them.",
+        "device lacks fp16 kernels); for the embedded default model, float32 on a CPU "
+        "without bf16 instructions (AVX512-BF16 or AMX; Arm: BF16), where vLLM would "
+        "emulate bf16, several times slower than float32 on batches (set float32 for "
+        "your own model there if its float32 weights fit). float32 makes greedy output "
+        "batch-invariant on CPU (docs/guides/models.md, Determinism) at about a third "
+        "of bf16's speed on a CPU that has them.",
     )
     max_model_len: int | None = Field(
         None, ge=64, description="Context length in tokens; default: the model's own."

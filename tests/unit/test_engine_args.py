@@ -153,7 +153,7 @@ def test_bf16_instructions_are_read_from_the_cpu_flags(cpuinfo: str, expected: b
     assert engine_args.cpu_has_bf16(cpuinfo) is expected
 
 
-def test_auto_dtype_is_float32_on_a_cpu_without_bf16_and_an_explicit_one_is_kept(
+def test_auto_dtype_of_the_default_model_is_float32_on_a_cpu_without_bf16(
     tmp_path: Path,
 ) -> None:
     plain = settings(tmp_path)
@@ -163,6 +163,9 @@ def test_auto_dtype_is_float32_on_a_cpu_without_bf16_and_an_explicit_one_is_kept
     assert engine_args.plan(chosen, None, cpu(bf16=False)).args["dtype"] == "bfloat16"
     gpu = dataclasses.replace(engine_args.detect(FakeCuda()), bf16_native=False)
     assert engine_args.plan(plain, None, gpu).args["dtype"] == "auto"  # vLLM's call on GPUs
+    # a model of the user's keeps vLLM's choice: its float32 weights may not fit
+    own = ModelSettings(name="mine", path=tmp_path)
+    assert engine_args.plan(plain, own, cpu(bf16=False)).args["dtype"] == "auto"
 
 
 def test_cpu_cache_of_a_fraction_of_a_gib_is_passed_exactly_in_bytes(tmp_path: Path) -> None:

@@ -13,11 +13,13 @@ cache and where the engine's processes run:
 - CPU: the cache is `kv_cache_memory_bytes` too (vLLM 0.32's CPU worker reads it;
   its older `VLLM_CPU_KVCACHE_SPACE` takes whole GiB only, so `kv_cache_gib = 1.5`
   could not be said with it), 2 GiB unless set; AOT compile is switched off (its cache
-  fails to load on CPU and every start recompiles). `dtype = "auto"` is float32 on a
-  CPU without bf16 instructions (x86 without AVX512-BF16 or AMX, Arm without BF16):
-  vLLM's CPU build runs bf16 there too, converting in software: on an AVX2-only EPYC
-  its prefill and its 16-sequence steps took several times as long as float32's (only a
-  lone sequence's step was quicker; BENCHMARKS.md, bf16 and float32).
+  fails to load on CPU and every start recompiles). For the embedded default model,
+  `dtype = "auto"` is float32 on a CPU without bf16 instructions (x86 without
+  AVX512-BF16 or AMX, Arm without BF16): vLLM's CPU build runs bf16 there too,
+  converting in software, and on an AVX2-only EPYC its prefill and its 16-sequence steps
+  took several times as long as float32's (only a lone sequence's step was quicker;
+  BENCHMARKS.md, bf16 and float32). A model of the user's keeps vLLM's choice: its
+  float32 weights take twice the memory of bf16's, which may not fit.
 
 The platform is vLLM's own (`vllm.platforms.current_platform`), read once by `detect`;
 everything else here is plain data, so tests pass a stand-in platform object.
@@ -166,7 +168,7 @@ def plan(settings: Settings, model: ModelSettings | None, device: Device) -> Eng
     engine = settings.engine
     entry = model or ModelSettings(name=settings.default_model)
     args: dict[str, Any] = {
-        "dtype": cpu_dtype(engine.dtype, device),
+        "dtype": cpu_dtype(engine.dtype, device) if model is None else engine.dtype,
         "enable_prefix_caching": engine.enable_prefix_caching,
         "enforce_eager": engine.enforce_eager,
         "seed": engine.seed,
@@ -208,8 +210,9 @@ def plan(settings: Settings, model: ModelSettings | None, device: Device) -> Eng
 
 
 def cpu_dtype(dtype: str, device: Device) -> str:
-    """`dtype` as vLLM gets it: "auto" is float32 on a CPU without bf16 instructions, where
-    vLLM would pick the checkpoint's bf16 and emulate it (the module's docstring)."""
+    """The embedded default model's `dtype` as vLLM gets it: "auto" is float32 on a CPU
+    without bf16 instructions, where vLLM would pick the checkpoint's bf16 and emulate it
+    (the module's docstring)."""
     if dtype == "auto" and not device.is_cuda and not device.bf16_native:
         return "float32"
     return dtype
