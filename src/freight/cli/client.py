@@ -16,7 +16,6 @@ from freight.cli.common import fail
 from freight.errors import FreightError
 from freight.service import batch_client
 from freight.store.statuses import BatchStatus
-from freight.tables import prompts
 
 files_app = typer.Typer(help="Upload, list and download files.", no_args_is_help=True)
 batches_app = typer.Typer(
@@ -194,6 +193,8 @@ def batches_create(
         return
     if input_file_id is not None:
         fail("--input-file-id and --table both say what the batch runs; give one")
+    from freight.tables import prompts  # pyarrow and Jinja2: only a table's batch needs them
+
     if endpoint != prompts.ENDPOINT:
         fail(f"a table's batch uses {prompts.ENDPOINT}, not --endpoint {endpoint}")
     from freight.service import table_batches

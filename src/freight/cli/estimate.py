@@ -20,7 +20,6 @@ from rich.table import Table
 from freight.cli.common import HomeOption, err, fail, load_settings
 from freight.cli.run import TABLE_PANEL, read_stdin
 from freight.errors import FreightError
-from freight.tables import formats
 from freight.usage import pricing
 
 if TYPE_CHECKING:
@@ -97,6 +96,7 @@ def estimate_command(
     from freight.engines.registry import Registry
     from freight.service import estimate, table_run
     from freight.store.db import open_database
+    from freight.tables import formats
 
     is_table = (
         prompt is not None

@@ -14,7 +14,6 @@ import typer
 from freight.cli.common import HomeOption, err, fail, load_settings, setup_logging
 from freight.config import DEFAULT_EMBEDDING_MODEL, Settings
 from freight.errors import FreightError
-from freight.tables import formats
 
 TABLE_PANEL = "Tables (CSV, TSV, Parquet, JSONL records)"
 
@@ -157,6 +156,8 @@ def run(
 
     Or embed a column: freight run reviews.csv --embed text -o vectors.parquet
     """
+    from freight.tables import formats  # pyarrow: imported by the commands that read tables
+
     table_options = {
         "--system": system,
         "--max-tokens": max_tokens,

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 
 from freight.errors import ConfigError
@@ -69,6 +67,11 @@ class Database:
         database's write lock from its start; on PostgreSQL an advisory lock taken first
         makes concurrent migrators wait, and the waiters then find the schema current.
         """
+        # Alembic is imported here, not with the module: most `freight` commands never
+        # migrate, and each is a process start (tests/unit/test_cli_imports.py).
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
         with self.write() as conn:
