@@ -10,32 +10,32 @@ and a failed one does not stop the others: the exit code says whether all succee
 What ran, and for how long, goes to RESULTS_DIR/all.json (the page's `suite` table).
 
 The budget, in minutes on the 2-core development machine when idle, eager engines:
-"last" is what each step took in the full run at commit a524108 (78 minutes in all, an
-Intel Xeon; all.json records what each step really takes and the page's suite table
-shows it), "full" the estimate for today's sizes. The quick run at e606b42 took 9
-minutes (quick profiles nothing, cuts the long-tail essays to 128 tokens and runs the
-100-line wall file only):
+"Xeon" is what each step took in the full run at commit a524108 (78 minutes in all, an
+Intel Xeon), "EPYC" the full run at 2e52574 (117 minutes, an AMD EPYC with bf16
+instructions: over the 90-minute budget, so sizes must shrink to fit such a machine);
+all.json records what each step really takes and the page's suite table shows it. The
+quick run at e606b42 took 9 minutes (quick profiles nothing, cuts the long-tail essays
+to 128 tokens and runs the 100-line wall file only):
 
-    step                    last    full    quick   what dominates
-    control_plane            5.5     5.5    1      1,000,000 lines through `freight run`
-    embeddings (2 dtypes)    4.8     4.8    1.5    one text per request, 1,200 texts x 3
-    upstream                 0.9     0.9    0.5
-    scale                    0.5     0.5    1      process starts, 3 worker counts x 3
-    step_cost                5.0     5.0    1.5    4 batch sizes x 64 steps x 3
-    overhead                 8.9     8.9    1.5    4 systems x 3 repeats, 96 requests
-    peers (steady + wall)   39.6    39.6    6      wall view: 12 engine starts; long-tail
-    peers-fp32 (agreement)   4.1     4.1    -      two float32 engine starts
-    hybrid                   8.3   ~16      1.5    3 repeats x 4 runs of a 256-request
+    step                    Xeon    EPYC    quick   what dominates
+    control_plane            5.5     5.8    1      1,000,000 lines through `freight run`
+    embeddings (2 dtypes)    4.8     4.6    1.5    one text per request, 1,200 texts x 3
+    upstream                 0.9     0.6    0.5
+    scale                    0.5     1.3    1      process starts, 3 worker counts x 3
+    step_cost                5.0     6.8    1.5    4 batch sizes x 64 steps x 3
+    overhead                 8.9    12.1    1.5    4 systems x 3 repeats, 96 requests
+    peers (steady + wall)   39.6    50.3    6      wall view: 12 engine starts; long-tail
+    peers-fp32 (agreement)   4.1     4.2    -      two float32 engine starts
+    hybrid                   8.3    30.8    1.5    3 repeats x 4 runs of a 256-request
                                                    batch (alone, 2 policies, flex)
-    total                   78     ~86     ~15
+    total                   78     117     ~15
 
-The hybrid comparison ran once in that run (a 512-request batch at 0.5 real-time
-arrivals a second, about 10 minutes a repeat with its flex phase); it now runs 3
-repeats of a 256-request batch at 1.25 arrivals a second, which keeps 60+ real-time
-samples per phase. The tables benchmark (issue 20: 1,000,000 rows through `freight run`
-on a table, its memory and a resume, ~19 minutes) and the cache benchmark (issue 22,
-~4 minutes) are not steps of the suite, which would then take more than 90 minutes
-here: `python -m benchmarks.tables` and `python -m benchmarks.cache` run them alone
+The hybrid comparison ran once in the Xeon run (a 512-request batch at 0.5 real-time
+arrivals a second); it now runs 3 repeats of a 256-request batch at 1.25 arrivals a
+second, which kept 150+ real-time samples per loaded phase and repeat in the EPYC run.
+The tables benchmark (issue 20: 1,000,000 rows through `freight run` on a table, its
+memory and a resume, ~19 minutes) and the cache benchmark (issue 22, ~4 minutes) are
+not steps of the suite, which would take longer still with them: `python -m benchmarks.tables` and `python -m benchmarks.cache` run them alone
 (`--only tables` is refused as not a step of the suite).
 
 Two things are cut to fit: the wall-time view's 1-line file (start-up alone, which the
