@@ -35,7 +35,8 @@ arrivals a second); it now runs 3 repeats of a 256-request batch at 1.25 arrival
 second, which kept 150+ real-time samples per loaded phase and repeat in the EPYC run.
 The tables benchmark (issue 20: 1,000,000 rows through `freight run` on a table, its
 memory and a resume, ~19 minutes) and the cache benchmark (issue 22, ~4 minutes) are
-not steps of the suite, which would take longer still with them: `python -m benchmarks.tables` and `python -m benchmarks.cache` run them alone
+not steps of the suite, which would take longer still with them:
+`python -m benchmarks.tables` and `python -m benchmarks.cache` run them alone
 (`--only tables` is refused as not a step of the suite).
 
 Two things are cut to fit: the wall-time view's 1-line file (start-up alone, which the
