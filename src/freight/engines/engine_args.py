@@ -168,7 +168,7 @@ def plan(settings: Settings, model: ModelSettings | None, device: Device) -> Eng
     engine = settings.engine
     entry = model or ModelSettings(name=settings.default_model)
     args: dict[str, Any] = {
-        "dtype": cpu_dtype(engine.dtype, device) if model is None else engine.dtype,
+        "dtype": vllm_dtype(engine.dtype, device, is_default_model=model is None),
         "enable_prefix_caching": engine.enable_prefix_caching,
         "enforce_eager": engine.enforce_eager,
         "seed": engine.seed,
@@ -209,11 +209,11 @@ def plan(settings: Settings, model: ModelSettings | None, device: Device) -> Eng
     return EnginePlan(args, env, devices, memory_share=share, kv_cache_bytes=kv_bytes)
 
 
-def cpu_dtype(dtype: str, device: Device) -> str:
-    """The embedded default model's `dtype` as vLLM gets it: "auto" is float32 on a CPU
-    without bf16 instructions, where vLLM would pick the checkpoint's bf16 and emulate it
-    (the module's docstring)."""
-    if dtype == "auto" and not device.is_cuda and not device.bf16_native:
+def vllm_dtype(dtype: str, device: Device, *, is_default_model: bool) -> str:
+    """`dtype` as vLLM gets it: for the embedded default model, "auto" is float32 on a CPU
+    without bf16 instructions, where vLLM would pick the checkpoint's bf16 and emulate it;
+    a model of the user's keeps vLLM's choice (the module's docstring says why)."""
+    if is_default_model and dtype == "auto" and not device.is_cuda and not device.bf16_native:
         return "float32"
     return dtype
 
