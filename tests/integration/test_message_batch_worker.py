@@ -22,7 +22,7 @@ from freight.service.intake import create_message_batch
 from freight.service.runtime import Service
 from freight.store import batch_requests, batches, blob_store
 from tests.conftest import chat_line, make_settings
-from tests.integration.test_worker import run_until, service
+from tests.integration.test_worker import expire_after, run_until, service
 from tests.integration.test_worker import submit as submit_openai
 from tests.sdk import assert_round_trip
 from tests.waiting import wait_until_async
@@ -84,8 +84,8 @@ def test_expiry_turns_the_rest_into_expired_results(tmp_path: Path, database_url
         make_settings(tmp_path, database_url=database_url), EchoEngine("echo", delay_seconds=0.05)
     )
     svc.settings.worker.max_in_flight = 4
-    batch_id = submit(svc, [f"r{i}" for i in range(400)], window="2s")
-    record = asyncio.run(run_until(svc, batch_id, TERMINAL))
+    batch_id = submit(svc, [f"r{i}" for i in range(400)])
+    record = asyncio.run(run_until(svc, batch_id, TERMINAL, action=expire_after(svc, 8)))
     assert record.status == "expired"
     by_id = results(svc, batch_id)
     expired = [k for k, v in by_id.items() if v == {"type": "expired"}]

@@ -80,6 +80,21 @@ async def run_until(
         await task
 
 
+def expire_after(svc: Service, num_succeeded: int) -> Any:
+    """A run_until action: once `num_succeeded` requests of the batch have succeeded, its
+    completion window ends now. A fixed short window would race the ingest on a loaded
+    machine (every request expired, none succeeded); this ends it mid-run every time."""
+
+    async def action(record: batches.BatchRecord) -> bool:
+        if record.num_succeeded < num_succeeded:
+            return False
+        with svc.db.write() as conn:
+            batches.set_values(conn, record.id, expires_at=int(time.time()))
+        return True
+
+    return action
+
+
 def result_lines(svc: Service, record: batches.BatchRecord) -> list[dict[str, Any]]:
     lines = []
     for file_id in (record.output_file_id, record.error_file_id):
@@ -169,8 +184,8 @@ def test_expiry_keeps_finished_lines_and_expires_the_rest(
         make_settings(tmp_path, database_url=database_url), EchoEngine("echo", delay_seconds=0.05)
     )
     svc.settings.worker.max_in_flight = 4
-    batch_id = submit(svc, [chat_line(f"r{i}", "x", model="echo") for i in range(400)], window="2s")
-    record = asyncio.run(run_until(svc, batch_id, TERMINAL))
+    batch_id = submit(svc, [chat_line(f"r{i}", "x", model="echo") for i in range(400)])
+    record = asyncio.run(run_until(svc, batch_id, TERMINAL, action=expire_after(svc, 8)))
     assert record.status == "expired" and record.expired_at
     out = result_lines(svc, record)
     assert len(out) == 400 and len({x["custom_id"] for x in out}) == 400
