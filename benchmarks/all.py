@@ -12,35 +12,41 @@ What ran, and for how long, goes to RESULTS_DIR/all.json (the page's `suite` tab
 The budget, in minutes on the 2-core development machine when idle, eager engines:
 "Xeon" is what each step took in the full run at commit a524108 (78 minutes in all, an
 Intel Xeon), "EPYC" the full run at 2e52574 (117 minutes, an AMD EPYC with bf16
-instructions: over the 90-minute budget, so sizes must shrink to fit such a machine);
-all.json records what each step really takes and the page's suite table shows it. The
-quick run at e606b42 took 9 minutes (quick profiles nothing, cuts the long-tail essays
-to 128 tokens and runs the 100-line wall file only):
+instructions: over the 90-minute budget). The sizes were then cut to fit such a machine
+("now": the sizes each step runs today, in the EPYC run's minutes scaled by what was
+cut, an estimate that all.json replaces with what each step really took; the page's
+suite table shows it). The quick run at e606b42 took 9 minutes (quick profiles nothing,
+cuts the long-tail essays to 128 tokens and runs the 100-line wall file only):
 
-    step                    Xeon    EPYC    quick   what dominates
-    control_plane            5.5     5.8    1      1,000,000 lines through `freight run`
-    embeddings (2 dtypes)    4.8     4.6    1.5    one text per request, 1,200 texts x 3
-    upstream                 0.9     0.6    0.5
-    scale                    0.5     1.3    1      process starts, 3 worker counts x 3
-    step_cost                5.0     6.8    1.5    4 batch sizes x 64 steps x 3
-    overhead                 8.9    12.1    1.5    4 systems x 3 repeats, 96 requests
-    peers (steady + wall)   39.6    50.3    6      wall view: 12 engine starts; long-tail
-    peers-fp32 (agreement)   4.1     4.2    -      two float32 engine starts
-    hybrid                   8.3    30.8    1.5    3 repeats x 4 runs of a 256-request
+    step                    Xeon    EPYC    now    what dominates (now)
+    control_plane            5.5     5.8    6      1,000,000 lines through `freight run`
+    embeddings (2 dtypes)    4.8     4.6    3.2    one text per request, 800 texts x 3
+    upstream                 0.9     0.6    0.6
+    scale                    0.5     1.3    1.3    process starts, 3 worker counts x 3
+    step_cost                5.0     6.8    6.8    4 batch sizes x 64 steps x 3
+    overhead                 8.9    12.1    8.6    4 systems x 3 repeats, 64 requests
+    peers (steady + wall)   39.6    50.3   36      wall view: 12 engine starts; steady:
+                                                   64/100/64/96 lines x 4 systems x 3
+    peers-fp32 (agreement)   4.1     4.2    4.2    two float32 engine starts
+    hybrid                   8.3    30.8   16      3 repeats x 4 runs of a 128-request
                                                    batch (alone, 2 policies, flex)
-    total                   78     117     ~15
+    total                   78     117     83
 
 The hybrid comparison ran once in the Xeon run (a 512-request batch at 0.5 real-time
-arrivals a second); it now runs 3 repeats of a 256-request batch at 1.25 arrivals a
-second, which kept 150+ real-time samples per loaded phase and repeat in the EPYC run.
+arrivals a second); in the EPYC run 3 repeats of a 256-request batch at 1.25 arrivals a
+second (150+ real-time samples per loaded phase and repeat); now 3 repeats of a
+128-request batch at the same rate. The steady workloads were 96/150/96/96 lines and
+the overhead file 96 requests in both earlier runs.
 The tables benchmark (issue 20: 1,000,000 rows through `freight run` on a table, its
 memory and a resume, ~19 minutes) and the cache benchmark (issue 22, ~4 minutes) are
 not steps of the suite, which would take longer still with them:
 `python -m benchmarks.tables` and `python -m benchmarks.cache` run them alone
 (`--only tables` is refused as not a step of the suite).
 
-Two things are cut to fit: the wall-time view's 1-line file (start-up alone, which the
-100-line file shows too) is left out, and its 10,000-line file is not in the full
+Three wall-time files are cut to fit: the 1-line file (start-up alone, which the
+100-line file shows too) is left out; the 1,000-line file took 15.5 minutes of the
+EPYC run, so the suite's large file has 500 lines (`python -m benchmarks.peers --view
+wall --wall-sizes 1000` runs it alone); and the 10,000-line file is not in the full
 suite: for three systems it alone takes about half an hour here (each spends ~9 minutes
 on 10,000 prompts), so `--with-10000` adds it, once, as `peers-wall-10000`.
 """

@@ -13,7 +13,7 @@ prefix cache of the engine about to run is emptied before every sample, so every
 starts cold. Reported per system: every raw sample, medians and min-max, and the median
 of per-repeat ratios of delivered tokens/s to `vllm-offline` and to `engine`.
 
-    python -m benchmarks.overhead [--requests 96] [--repeats 3] [--quick] [--name overhead]
+    python -m benchmarks.overhead [--requests 64] [--repeats 3] [--quick] [--name overhead]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from benchmarks import harness, systems, workloads
 
 console = Console(stderr=True)
 SYSTEMS = ("vllm-offline", "engine", "freight", "api")
-REQUESTS = 96
+REQUESTS = 64
 QUICK_REQUESTS = 16
 
 

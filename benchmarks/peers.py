@@ -13,9 +13,10 @@ Wall time as the user waits (`--view wall`; start-up included, benchmarks/proces
   run-batch      `python -m vllm.entrypoints.openai.run_batch -i IN -o OUT ...` as a process
   freight-run    `freight run IN -o OUT` as a process
   freight-serve  IN submitted with the official SDK to an already running `freight serve`
-  on `short` files of 100 and 1,000 lines (a fresh file per repeat); add 1 (start-up
-  alone) or 10,000 with `--wall-sizes 1,100,1000,10000` (10,000 is about half an hour
-  more here, so files above 1,000 lines run `--large-repeats` times: once by default).
+  on `short` files of 100 and 500 lines (a fresh file per repeat); add 1 (start-up
+  alone), 1,000 or 10,000 with `--wall-sizes 1,100,1000,10000` (1,000 lines take about
+  15 minutes for three repeats here, 10,000 about half an hour more, so files above
+  1,000 lines run `--large-repeats` times: once by default).
 
 Every repeat runs the systems in a fresh seeded random order; every raw sample is
 stored (seconds, requests, prompt tokens, output tokens delivered in result lines and
@@ -46,7 +47,7 @@ from rich.console import Console
 from benchmarks import harness, processes, profiling, systems, workloads
 
 console = Console(stderr=True)
-SIZES = {"mixed": 96, "shared-prefix": 150, "duplicates": 96, "long-tail": 96}
+SIZES = {"mixed": 64, "shared-prefix": 100, "duplicates": 64, "long-tail": 96}
 QUICK_SIZE = 8
 QUICK_LONG_TOKENS = 128  # --quick: the long-tail essays' max_tokens (full: 512)
 SYSTEMS = ("run-batch", "freight", "api", "single")
@@ -56,7 +57,7 @@ ABLATIONS = {
     "freight (no length-aware)": {"length_aware": False},
 }
 WALL_SYSTEMS = ("run-batch", "freight-run", "freight-serve")
-WALL_SIZES = "100,1000"
+WALL_SIZES = "100,500"
 QUICK_WALL_SIZES = "100"
 LARGE_LINES = 1000  # wall files above this many lines run --large-repeats times
 Measured = systems.Measured
