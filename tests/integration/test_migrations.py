@@ -31,11 +31,14 @@ from alembic.operations import Operations
 from alembic.script import ScriptDirectory
 
 from freight.store import schema
-from freight.store.db import Database
+from freight.store.db import HEAD_REVISION, Database
 from tests.conftest import REPO
 
 MIGRATIONS = REPO / "src" / "freight" / "store" / "migrations"
 MIGRATE = "import sys; from freight.store.db import open_database; open_database(sys.argv[1])"
+OPEN_WITHOUT_ALEMBIC = (
+    MIGRATE + "; assert 'alembic' not in sys.modules, 'a database at head imported Alembic'"
+)
 
 # The heads that deployed databases can be at (the four that 0013_merge_heads joins, and the
 # revisions they branched from), and what `alembic downgrade REV` from head leaves applied:
@@ -395,9 +398,37 @@ def test_there_is_one_head_and_it_reaches_every_revision_file() -> None:
 
 
 def test_upgrade_head_builds_exactly_the_declared_schema(db: Database) -> None:
-    db.migrate()
+    alembic(db, command.upgrade, "head")  # every revision, from an empty database
     assert applied(db) == {script().get_current_head()}
     assert_matches_schema_py(db)
+
+
+def test_a_new_database_gets_the_tables_upgrade_head_builds_without_replaying_it(
+    db: Database, database_url: str
+) -> None:
+    """migrate() on an empty database creates schema.py's tables and records the one
+    head; Alembic then treats it as any database at head (down to base and up again
+    gives the same tables). A database at head opens without importing Alembic."""
+    assert script().get_current_head() == HEAD_REVISION, "set db.HEAD_REVISION to the new head"
+    db.migrate()
+    assert applied(db) == {HEAD_REVISION}
+    with db.read() as conn:
+        built = reflected_schema(conn)
+    alembic(db, command.downgrade, "base")
+    with db.read() as conn:
+        assert sa.inspect(conn).get_table_names() == ["alembic_version"]
+    alembic(db, command.upgrade, "head")
+    with db.read() as conn:
+        assert reflected_schema(conn) == built
+    assert_matches_schema_py(db)
+    opened = subprocess.run(
+        [sys.executable, "-c", OPEN_WITHOUT_ALEMBIC, database_url],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert opened.returncode == 0, opened.stderr
 
 
 def test_the_drift_check_sees_a_missing_index_and_a_changed_default(db: Database) -> None:

@@ -19,9 +19,15 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from freight.errors import ConfigError
-from freight.store import private
+from freight.store import private, schema
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration: the schema store/schema.py declares. A database already there
+# needs no Alembic at all; an empty one is built from schema.py in one step and stamped
+# with it (Alembic's recipe for a new database) instead of replaying every revision.
+# tests/integration/test_migrations.py checks that this is Alembic's one head and that
+# both ways build the same tables.
+HEAD_REVISION = "0018_result_cache"
 # Key of the PostgreSQL advisory lock that serialises migrations across processes.
 MIGRATION_LOCK_KEY = zlib.crc32(b"freight-migrations")
 SUPPORTED_URLS = "sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DATABASE"
@@ -63,20 +69,31 @@ class Database:
     def migrate(self) -> None:
         """Bring the schema up to the newest migration, safely from many processes at once.
 
-        The migration runs in one write transaction. On SQLite that transaction holds the
+        A database at HEAD_REVISION is left as it is; an empty one gets schema.py's tables
+        and HEAD_REVISION at once; any other runs Alembic's `upgrade head`. All of it runs
+        in one write transaction. On SQLite that transaction holds the
         database's write lock from its start; on PostgreSQL an advisory lock taken first
         makes concurrent migrators wait, and the waiters then find the schema current.
         """
-        # Alembic is imported here, not with the module: most `freight` commands never
-        # migrate, and each is a process start (tests/unit/test_cli_imports.py).
-        from alembic import command
-        from alembic.config import Config as AlembicConfig
-
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(_MIGRATIONS))
         with self.write() as conn:
             if self.is_postgresql:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+            tables = set(sa.inspect(conn).get_table_names())
+            applied = _applied_revisions(conn) if _VERSION_TABLE.name in tables else set()
+            if applied == {HEAD_REVISION}:
+                return
+            if not applied and not tables - {_VERSION_TABLE.name}:
+                schema.metadata.create_all(conn)
+                _VERSION_TABLE.create(conn, checkfirst=True)
+                conn.execute(_VERSION_TABLE.insert().values(version_num=HEAD_REVISION))
+                return
+            # Alembic is imported only here: most processes find the schema current, and
+            # each `freight` command is a process start (tests/unit/test_cli_imports.py).
+            from alembic import command
+            from alembic.config import Config as AlembicConfig
+
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(_MIGRATIONS))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")  # one head: new revisions follow 0013_merge_heads
 
@@ -97,6 +114,19 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# Alembic's own record of the applied revisions, declared as Alembic creates it.
+_VERSION_TABLE = sa.Table(
+    "alembic_version",
+    sa.MetaData(),
+    sa.Column("version_num", sa.String(32), nullable=False),
+    sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
+
+
+def _applied_revisions(conn: sa.Connection) -> set[str]:
+    return set(conn.execute(sa.select(_VERSION_TABLE.c.version_num)).scalars())
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
