@@ -12,31 +12,34 @@ What ran, and for how long, goes to RESULTS_DIR/all.json (the page's `suite` tab
 The budget, in minutes on the 2-core development machine when idle, eager engines:
 "Xeon" is what each step took in the full run at commit a524108 (78 minutes in all, an
 Intel Xeon), "EPYC" the full run at 2e52574 (117 minutes, an AMD EPYC with bf16
-instructions: over the 90-minute budget). The sizes were then cut to fit such a machine
-("now": the sizes each step runs today, in the EPYC run's minutes scaled by what was
-cut, an estimate that all.json replaces with what each step really took; the page's
-suite table shows it). The quick run at e606b42 took 9 minutes (quick profiles nothing,
-cuts the long-tail essays to 128 tokens and runs the 100-line wall file only):
+instructions: over the 90-minute budget), "cut" the full run at fe4e0f0 on the same
+kind of EPYC with the smaller sizes below (93 minutes: still over, by less; all.json
+records what each step really takes and the page's suite table shows it). The quick run
+at e606b42 took 9 minutes (quick profiles nothing, cuts the long-tail essays to 128
+tokens and runs the 100-line wall file only):
 
-    step                    Xeon    EPYC    now    what dominates (now)
-    control_plane            5.5     5.8    6      1,000,000 lines through `freight run`
-    embeddings (2 dtypes)    4.8     4.6    3.2    one text per request, 800 texts x 3
-    upstream                 0.9     0.6    0.6
-    scale                    0.5     1.3    1.3    process starts, 3 worker counts x 3
-    step_cost                5.0     6.8    6.8    4 batch sizes x 64 steps x 3
-    overhead                 8.9    12.1    8.6    4 systems x 3 repeats, 64 requests
-    peers (steady + wall)   39.6    50.3   36      wall view: 12 engine starts; steady:
+    step                    Xeon    EPYC    cut    what dominates (cut)
+    control_plane            5.5     5.8    5.5    1,000,000 lines through `freight run`
+    embeddings (2 dtypes)    4.8     4.6    4.1    one text per request, 800 texts x 3
+    upstream                 0.9     0.6    0.5
+    scale                    0.5     1.3    1.4    process starts, 3 worker counts x 3
+    step_cost                5.0     6.8    6.4    4 batch sizes x 64 steps x 3
+    overhead                 8.9    12.1   10.1    4 systems x 3 repeats, 64 requests
+    peers (steady + wall)   39.6    50.3   41.8    wall view: 12 engine starts; steady:
                                                    64/100/64/96 lines x 4 systems x 3
-    peers-fp32 (agreement)   4.1     4.2    4.2    two float32 engine starts
-    hybrid                   8.3    30.8   16      3 repeats x 4 runs of a 128-request
+    peers-fp32 (agreement)   4.1     4.2    3.9    two float32 engine starts
+    hybrid                   8.3    30.8   19.1    3 repeats x 4 runs of a 128-request
                                                    batch (alone, 2 policies, flex)
-    total                   78     117     83
+    total                   78     117     93
 
 The hybrid comparison ran once in the Xeon run (a 512-request batch at 0.5 real-time
 arrivals a second); in the EPYC run 3 repeats of a 256-request batch at 1.25 arrivals a
 second (150+ real-time samples per loaded phase and repeat); now 3 repeats of a
-128-request batch at the same rate. The steady workloads were 96/150/96/96 lines and
-the overhead file 96 requests in both earlier runs.
+128-request batch at the same rate (85+ samples per loaded phase and repeat in the
+cut run; its loaded phases did not shrink in proportion to the batch). The steady
+workloads were 96/150/96/96 lines and the overhead file 96 requests in both earlier
+runs. What to cut next on such a machine: hybrid's flex phase (a quarter of its batch
+runs) into its own command.
 The tables benchmark (issue 20: 1,000,000 rows through `freight run` on a table, its
 memory and a resume, ~19 minutes) and the cache benchmark (issue 22, ~4 minutes) are
 not steps of the suite, which would take longer still with them:
