@@ -38,8 +38,11 @@ second (150+ real-time samples per loaded phase and repeat); now 3 repeats of a
 128-request batch at the same rate (85+ samples per loaded phase and repeat in the
 cut run; its loaded phases did not shrink in proportion to the batch). The steady
 workloads were 96/150/96/96 lines and the overhead file 96 requests in both earlier
-runs. What to cut next on such a machine: hybrid's flex phase (a quarter of its batch
-runs) into its own command.
+runs. Cut again after the 93-minute run, to bring the suite under 90 minutes with some
+room (about 5 minutes less, estimated from that run's samples): hybrid's batch 112
+requests, shared-prefix 80 lines, the wall view's large file 400 lines, 600 embedding
+texts, and the py-spy profile only for workloads where Freight's median is below
+run-batch's (what the profile is for; it was an extra `freight run` on all four).
 The tables benchmark (issue 20: 1,000,000 rows through `freight run` on a table, its
 memory and a resume, ~19 minutes) and the cache benchmark (issue 22, ~4 minutes) are
 not steps of the suite, which would take longer still with them:
@@ -48,7 +51,7 @@ not steps of the suite, which would take longer still with them:
 
 Three wall-time files are cut to fit: the 1-line file (start-up alone, which the
 100-line file shows too) is left out; the 1,000-line file took 15.5 minutes of the
-EPYC run, so the suite's large file has 500 lines (`python -m benchmarks.peers --view
+EPYC run, so the suite's large file has 400 lines (`python -m benchmarks.peers --view
 wall --wall-sizes 1000` runs it alone); and the 10,000-line file is not in the full
 suite: for three systems it alone takes about half an hour here (each spends ~9 minutes
 on 10,000 prompts), so `--with-10000` adds it, once, as `peers-wall-10000`.

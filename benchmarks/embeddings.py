@@ -1,6 +1,6 @@
 """Embeddings throughput: a batch file against real-time requests, side by side in one run.
 
-The same N short texts (seeded; default 800) go through four systems, in a fresh
+The same N short texts (seeded; default 600) go through four systems, in a fresh
 seeded random order every repeat:
   direct      sentence-transformers `encode()` on the same model folder, in-process, no
               Freight: the ceiling for this machine
@@ -14,7 +14,7 @@ The model is loaded and warmed before timing (start excluded on every path). Rep
 every raw sample, embeddings/s per system (median, min-max) and the medians of
 per-repeat ratios (target: batch >= 10 x one-by-one).
 
-    python -m benchmarks.embeddings [--texts 800] [--dtype float32|bfloat16]
+    python -m benchmarks.embeddings [--texts 600] [--dtype float32|bfloat16]
         [--list-size 64] [--repeats 3] [--quick] [--name embeddings]
 """
 
@@ -43,7 +43,7 @@ from freight.service.runtime import Service
 MODEL = config.DEFAULT_EMBEDDING_MODEL
 console = Console(stderr=True)
 SYSTEMS = ("direct", "batch", "one-by-one", "lists")
-TEXTS = 800
+TEXTS = 600
 QUICK_TEXTS = 200
 
 

@@ -20,14 +20,15 @@ max_num_seqs / 4 requests, `window:N` one of N. Every latency is stored raw, wit
 send time; ratios are to the same repeat's idle p95 and batch-alone rate. Targets:
 p95 under load <= 2 x idle p95 and batch tok/s >= 0.8 x alone, together.
 
-    python -m benchmarks.hybrid [--batch-requests 128] [--realtime-requests 60]
+    python -m benchmarks.hybrid [--batch-requests 112] [--realtime-requests 60]
         [--arrival open --rate 1.25 | --arrival closed --rt-interval 1]
         [--policies priority,window] [--no-flex] [--repeats 3] [--quick] [--name hybrid]
 
 The defaults are chosen to fit three repeats in the full suite's 90 minutes: in the
 run at 2e52574 (an AMD EPYC with bf16 instructions) a 256-request batch took about
 130 s alone and three repeats 31 minutes, with 150+ real-time samples per loaded phase;
-a 128-request batch halves that and 1.25 arrivals a second should still give 60+.
+three repeats of a 128-request batch took 19 minutes at fe4e0f0, with 85+ samples per
+loaded phase; 112 requests should still give 70+ (cut for the suite's 90 minutes).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ QUESTIONS = [
     "What is two plus two?",
 ]
 MIN_SAMPLES = 60  # per phase; fewer are flagged in the table
-BATCH_REQUESTS = 128
+BATCH_REQUESTS = 112
 RATE = 1.25  # open-loop real-time arrivals per second
 
 

@@ -13,7 +13,7 @@ Wall time as the user waits (`--view wall`; start-up included, benchmarks/proces
   run-batch      `python -m vllm.entrypoints.openai.run_batch -i IN -o OUT ...` as a process
   freight-run    `freight run IN -o OUT` as a process
   freight-serve  IN submitted with the official SDK to an already running `freight serve`
-  on `short` files of 100 and 500 lines (a fresh file per repeat); add 1 (start-up
+  on `short` files of 100 and 400 lines (a fresh file per repeat); add 1 (start-up
   alone), 1,000 or 10,000 with `--wall-sizes 1,100,1000,10000` (1,000 lines take about
   15 minutes for three repeats here, 10,000 about half an hour more, so files above
   1,000 lines run `--large-repeats` times: once by default).
@@ -24,7 +24,8 @@ computed by the engine, peak RSS of the process tree, time to the first result l
 Ratios are medians of per-repeat ratios: delivered tokens/s in the steady view, wall
 seconds in the wall view. Result texts are compared with run-batch's, custom_id by
 custom_id (in float32 greedy runs none should differ). `--profile` records a py-spy
-profile of Freight's process during one extra, untimed `freight run` per workload.
+profile of Freight's process during one extra, untimed `freight run` of each workload
+where Freight's median is below run-batch's.
 `--quick` (a smoke run): 8 lines per steady workload, long-tail essays of 128 tokens, no
 profile, and the 100-line wall file only.
 
@@ -47,7 +48,7 @@ from rich.console import Console
 from benchmarks import harness, processes, profiling, systems, workloads
 
 console = Console(stderr=True)
-SIZES = {"mixed": 64, "shared-prefix": 100, "duplicates": 64, "long-tail": 96}
+SIZES = {"mixed": 64, "shared-prefix": 80, "duplicates": 64, "long-tail": 96}
 QUICK_SIZE = 8
 QUICK_LONG_TOKENS = 128  # --quick: the long-tail essays' max_tokens (full: 512)
 SYSTEMS = ("run-batch", "freight", "api", "single")
@@ -57,7 +58,7 @@ ABLATIONS = {
     "freight (no length-aware)": {"length_aware": False},
 }
 WALL_SYSTEMS = ("run-batch", "freight-run", "freight-serve")
-WALL_SIZES = "100,500"
+WALL_SIZES = "100,400"
 QUICK_WALL_SIZES = "100"
 LARGE_LINES = 1000  # wall files above this many lines run --large-repeats times
 Measured = systems.Measured
@@ -159,8 +160,10 @@ async def steady(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 "summary": harness.summarise(samples, baselines=("run-batch", "single")),
                 "agreement": agreements(texts),
             }
-            if args.profile and not args.quick:  # a smoke run profiles nothing
+            if args.profile and not args.quick and below_run_batch(results[workload]):
                 results[workload]["profile"] = await profiled_run(bench, path, args, workload)
+            else:  # a smoke run profiles nothing; nor does a workload Freight leads
+                profile_path(args, workload).unlink(missing_ok=True)
     finally:
         await bench.stop()
     return {
@@ -169,17 +172,28 @@ async def steady(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     }
 
 
+def below_run_batch(result: dict[str, Any]) -> bool:
+    """Whether Freight's median ratio to run-batch on a workload is below 1.0 (what the
+    profile is for: where Freight's time goes where it is slower)."""
+    ratio = result["summary"].get("freight", {}).get("ratios", {}).get("x_run-batch")
+    return ratio is not None and ratio["median"] < 1.0
+
+
+def profile_path(args: argparse.Namespace, workload: str) -> Path:
+    return Path(args.results_dir) / f"{args.name}-profile-{workload}.txt"
+
+
 async def profiled_run(
     bench: systems.Bench, path: Path, args: argparse.Namespace, workload: str
 ) -> dict[str, Any]:
     """One extra `freight run` of the file under py-spy; not among the timed samples."""
-    profile_path = Path(args.results_dir) / f"{args.name}-profile-{workload}.txt"
-    profile_path.parent.mkdir(parents=True, exist_ok=True)
+    out = profile_path(args, workload)
+    out.parent.mkdir(parents=True, exist_ok=True)
     await bench.cold()
-    with profiling.record(os.getpid(), profile_path):
+    with profiling.record(os.getpid(), out):
         sample, _ = await bench.freight_run(path, repeat=-1, position=0, system="freight")
     log_sample(f"{workload} (profiled)", sample)
-    return {**profiling.summarise(profile_path), "seconds_under_profiler": sample.seconds}
+    return {**profiling.summarise(out), "seconds_under_profiler": sample.seconds}
 
 
 # --- wall time as the user waits -----------------------------------------------------
