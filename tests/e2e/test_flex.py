@@ -126,6 +126,37 @@ def test_flex_requests_complete_beside_a_batch_billed_at_the_batch_price(
 
 
 @pytest.mark.slow
+def test_a_streamed_flex_answer_holds_its_slot_until_its_last_token(
+    real_server: LiveServer,
+) -> None:
+    client = real_server.openai(max_retries=0)
+    flex = real_server.svc.flex
+    served = flex.num_served
+    running: list[int] = []
+    chunks = []
+    with client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "Count from 1 to 50, separated by commas."}],
+        max_tokens=32,
+        temperature=0,
+        service_tier="flex",
+        stream=True,
+        stream_options={"include_usage": True},
+    ) as stream:
+        for chunk in stream:
+            chunks.append(chunk)
+            running.append(flex.num_running)
+    assert running[0] == 1  # the first token is out, the slot is still held
+    assert {c.service_tier for c in chunks} == {"flex"}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens > 0
+    wait_until(lambda: flex.num_running == 0, timeout=30, what="the flex slot to be freed")
+    assert flex.num_served == served + 1
+    client.close()
+
+
+@pytest.mark.slow
 def test_real_time_goes_first_and_a_flex_flood_gets_429s_never_500s(
     real_server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,7 +268,7 @@ def test_every_text_endpoint_serves_flex_and_bills_the_keys_project(
     claude.close()
 
 
-def test_other_tiers_stream_and_batch_lines_are_refused_naming_service_tier(
+def test_other_tiers_and_batch_lines_are_refused_naming_service_tier(
     flex_server: LiveServer,
 ) -> None:
     client = flex_server.openai(max_retries=0)
@@ -248,11 +279,6 @@ def test_other_tiers_stream_and_batch_lines_are_refused_naming_service_tier(
         assert (
             isinstance(refused.value.body, dict) and refused.value.body["param"] == "service_tier"
         )
-    with pytest.raises(openai.BadRequestError, match="stream") as refused:
-        client.chat.completions.create(
-            model="echo", messages=messages, service_tier="flex", stream=True
-        )
-    assert isinstance(refused.value.body, dict) and refused.value.body["param"] == "service_tier"
     line = chat_line("c0", "hi", model="echo", service_tier="flex")
     data = (json.dumps(line) + "\n").encode()
     uploaded = client.files.create(file=("b.jsonl", io.BytesIO(data)), purpose="batch")
@@ -266,6 +292,59 @@ def test_other_tiers_stream_and_batch_lines_are_refused_naming_service_tier(
     assert errored["response"]["status_code"] == 400
     assert errored["response"]["body"]["error"]["param"] == "service_tier"
     client.close()
+
+
+def test_flex_streams_on_every_text_endpoint_holding_its_slot_until_the_end(
+    flex_server: LiveServer,
+) -> None:
+    """Every endpoint that streams streams flex too: each chunk (or the whole answer's
+    object) says the tier, each stream is billed once at the batch price and frees its
+    slot; a streamed `default` tier says its tier too."""
+    _, key = flex_server.svc.keys.create("streamer")
+    client = openai.OpenAI(base_url=f"{flex_server.base_url}/v1", api_key=key, max_retries=0)
+    flex = flex_server.svc.flex
+    messages = [{"role": "user", "content": "hi there"}]
+    chunks = list(
+        client.chat.completions.create(
+            model="echo", messages=messages, service_tier="flex", stream=True  # type: ignore[arg-type]
+        )
+    )
+    assert chunks and {c.service_tier for c in chunks} == {"flex"}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    wait_until(lambda: flex.num_running == 0, timeout=10, what="the flex slot to be freed")
+    text = list(
+        client.completions.create(
+            model="echo", prompt="hi", stream=True, extra_body={"service_tier": "flex"}
+        )
+    )
+    assert text and {(c.model_extra or {}).get("service_tier") for c in text} == {"flex"}
+    with client.responses.stream(model="echo", input="hi", service_tier="flex") as events:
+        final = events.get_final_response()
+    assert final.service_tier == "flex" and final.output_text
+    claude = anthropic.Anthropic(base_url=flex_server.base_url, api_key=key, max_retries=0)
+    with claude.messages.stream(
+        model="echo",
+        max_tokens=8,
+        messages=[{"role": "user", "content": "hi"}],
+        service_tier="flex",  # type: ignore[arg-type]  # Freight's own tier
+    ) as message_events:
+        message = message_events.get_final_message()
+    assert message.content and (message.model_extra or {})["service_tier"] == "flex"
+    default = list(
+        client.chat.completions.create(
+            model="echo", messages=messages, service_tier="default", stream=True
+        )
+    )
+    assert {c.service_tier for c in default} == {"default"}
+    wait_until(lambda: flex.num_running == 0, timeout=10, what="every flex slot to be freed")
+
+    rows = report_rows(flex_server.svc.settings.home, "--project", "streamer")
+    flex_rows = [r for r in rows if r["kind"] == "flex"]
+    assert [(r["model"], r["num_requests"]) for r in flex_rows] == [("echo", 4)]
+    assert flex_rows[0]["output_tokens"] > 0
+    assert_billed_at_the_batch_price(flex_rows[0])
+    client.close()
+    claude.close()
 
 
 def test_a_flood_beyond_the_flex_line_gets_429_with_retry_after(flex_server: LiveServer) -> None:

@@ -116,3 +116,24 @@ def test_an_error_inside_the_slot_frees_it(tmp_path: Path) -> None:
         assert flex.num_running == 0
 
     asyncio.run(scenario())
+
+
+def test_a_taken_slot_is_freed_once_however_often_its_release_is_called(tmp_path: Path) -> None:
+    """What a streamed flex answer holds: released at the stream's end, by its finally
+    and again by the finalizer of a response object, without freeing a slot twice."""
+
+    async def scenario() -> None:
+        flex = queue(tmp_path, flex_max_running=1, flex_max_queued=5)
+        release = await flex.take()
+        waiting = asyncio.create_task(flex.take())
+        await asyncio.sleep(0)
+        assert (flex.num_running, flex.num_waiting) == (1, 1)
+        release()
+        release_next = await asyncio.wait_for(waiting, 5)  # the slot changed hands
+        release()
+        assert (flex.num_running, flex.num_waiting, flex.num_served) == (1, 0, 1)
+        release_next()
+        release_next()
+        assert (flex.num_running, flex.num_served) == (0, 2)
+
+    asyncio.run(scenario())

@@ -198,7 +198,8 @@ class MessageCreateParams(_Strict):
     service_tier: Literal["auto", "standard_only", "flex"] | None = Field(
         None,
         description='"auto" and "standard_only": real time; "flex" (a Freight extension): '
-        "queued with batch work, answered when done, billed at the batch price.",
+        "queued with batch work, answered (or streamed) once it has a slot, billed at the "
+        "batch price.",
     )
     cache_control: CacheControl | None = Field(None, description="Accepted and ignored.")
     output_config: OutputConfig | None = Field(

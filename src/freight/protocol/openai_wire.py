@@ -256,8 +256,8 @@ MAX_STOP_SEQUENCES = 4  # as upstream
 ServiceTier = Literal["auto", "default", "flex"]
 SERVICE_TIER_NOTE = (
     '"auto" or "default": real time; "flex": queued with batch work (after real-time '
-    "requests, before batch requests), answered when done and billed at the batch price "
-    "(single requests only, not with stream)."
+    "requests, before batch requests), answered (or streamed) once it has a slot, and "
+    "billed at the batch price (single requests only)."
 )
 
 

@@ -79,7 +79,7 @@ class Method:
 _UNSUPPORTED = "not supported by Freight's local models"
 _SERVICE_TIER = (
     "`auto`, `default`: real time; `flex`: queued with batch work, billed at the batch "
-    "price, 429 with Retry-After when no capacity frees up (not with `stream`); `scale`, "
+    "price, 429 with Retry-After when no capacity frees up (with or without `stream`); `scale`, "
     "`priority`, `fast` are refused"
 )
 # Samples: a schema to decode against, and a tool with it in each API's shape.

@@ -57,13 +57,28 @@ class FlexQueue:
     async def slot(self) -> AsyncIterator[None]:
         """Hold a flex slot for the body of the `async with`; FlexUnavailable if none
         frees up within `flex_max_wait_seconds` or the line is full."""
-        await self._acquire()
-        started = self.clock()
+        release = await self.take()
         try:
             yield
         finally:
-            self._observe(self.clock() - started)
-            self._release()
+            release()
+
+    async def take(self) -> Callable[[], None]:
+        """Take a flex slot (as `slot`) and hold it until the returned function is called:
+        for a streamed answer, which ends after the handler returns. Calls after the
+        first do nothing, so every way a stream can end may call it."""
+        await self._acquire()
+        started = self.clock()
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._observe(self.clock() - started)
+                self._release()
+
+        return release
 
     async def _acquire(self) -> None:
         options = self.settings.scheduler

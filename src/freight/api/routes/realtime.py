@@ -25,6 +25,7 @@ event.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -35,7 +36,7 @@ from pydantic import BaseModel
 from freight import ids
 from freight.api import errors, sse
 from freight.api.deps import anthropic_headers, project, service
-from freight.engines.base import FLEX_PRIORITY, REALTIME_PRIORITY
+from freight.engines.base import FLEX_PRIORITY, REALTIME_PRIORITY, Generation
 from freight.errors import FreightError, InvalidRequest
 from freight.protocol import batch_input, endpoints, stream
 from freight.service.runtime import Service
@@ -80,7 +81,7 @@ async def serve(
     request_id = ids.new_id("rt-")
     tier = getattr(parsed, "service_tier", None)
     if tier == "flex":
-        return await _serve_flex(endpoint, parsed, request_id, svc, owner)
+        return await _serve_flex(endpoint, parsed, request, request_id, svc, owner)
     load = svc.engines.realtime
     if not getattr(parsed, "stream", False):
         with load.track():
@@ -88,10 +89,9 @@ async def serve(
         svc.quotas.record_tokens(owner, answer.tokens.num_input + answer.tokens.num_output)
         return JSONResponse(_with_tier(answer.body, None if tier is None else "default"))
 
-    if not isinstance(endpoint, endpoints.Endpoint):  # only text generation streams
-        raise InvalidRequest(f"{endpoint.url} does not support stream: true.", param="stream")
+    streamable = _streamable(endpoint)
     with load.track():
-        events = await endpoint.start_stream(
+        events = await streamable.start_stream(
             svc.engines,
             parsed,
             request_id,
@@ -104,40 +104,99 @@ async def serve(
     async def tracked() -> AsyncIterator[stream.ServerSentEvent]:
         with load.track():
             async for event in events:
-                yield event
+                yield _event_with_tier(event, None if tier is None else "default")
 
     path = request.url.path
     return sse.response(tracked(), on_error=lambda exc: _error_event(path, exc))
 
 
+def _streamable(endpoint: endpoints.AnyEndpoint) -> endpoints.Endpoint:
+    if not isinstance(endpoint, endpoints.Endpoint):  # only text generation streams
+        raise InvalidRequest(f"{endpoint.url} does not support stream: true.", param="stream")
+    return endpoint
+
+
 async def _serve_flex(
     endpoint: endpoints.AnyEndpoint,
     parsed: BaseModel,
+    request: Request,
     request_id: str,
     svc: Service,
     owner: str,
 ) -> Response:
     """A `service_tier: "flex"` request: wait for a flex slot (429 with Retry-After if none
-    frees up in time), run after real-time and before batch work, answer when done, and
-    record it for `owner` at the batch price (worker/flex.py)."""
-    if getattr(parsed, "stream", False):
-        raise InvalidRequest(
-            "service_tier 'flex' answers once the request is done; it cannot be combined "
-            "with stream: true. Remove one of them.",
-            param="service_tier",
-        )
-    async with svc.flex.slot():
-        answer = await endpoint.run(svc.engines, parsed, request_id, priority=FLEX_PRIORITY)
-    svc.quotas.record_tokens(owner, answer.tokens.num_input + answer.tokens.num_output)
+    frees up in time), run after real-time and before batch work, answer when done (or
+    stream, holding the slot until the stream ends), and record it for `owner` at the
+    batch price (worker/flex.py)."""
     model: str = parsed.model  # type: ignore[attr-defined]
-    await flex.record_usage(svc.db, owner, model, answer.tokens)
-    return JSONResponse(_with_tier(answer.body, "flex"))
+    if not getattr(parsed, "stream", False):
+        async with svc.flex.slot():
+            answer = await endpoint.run(svc.engines, parsed, request_id, priority=FLEX_PRIORITY)
+        svc.quotas.record_tokens(owner, answer.tokens.num_input + answer.tokens.num_output)
+        await flex.record_usage(svc.db, owner, model, answer.tokens)
+        return JSONResponse(_with_tier(answer.body, "flex"))
+
+    streamable = _streamable(endpoint)
+    finished: list[Generation] = []
+
+    def on_generation(generation: Generation) -> None:
+        finished.append(generation)
+        svc.quotas.record_tokens(
+            owner, generation.num_prompt_tokens + generation.num_output_tokens
+        )
+
+    release = await svc.flex.take()
+    try:
+        events = await streamable.start_stream(
+            svc.engines, parsed, request_id, priority=FLEX_PRIORITY, on_generation=on_generation
+        )
+    except BaseException:
+        release()
+        raise
+
+    async def held() -> AsyncIterator[stream.ServerSentEvent]:
+        try:
+            async for event in events:
+                yield _event_with_tier(event, "flex")
+        finally:
+            release()
+        # only a stream that ran to its end is billed, as a request answered in full
+        await flex.record_usage(svc.db, owner, model, _token_counts(finished))
+
+    events_out = held()
+    weakref.finalize(events_out, release)  # a response never sent still frees its slot
+    path = request.url.path
+    return sse.response(events_out, on_error=lambda exc: _error_event(path, exc))
+
+
+def _token_counts(generations: list[Generation]) -> endpoints.TokenCounts:
+    return endpoints.TokenCounts(
+        num_input=sum(g.num_prompt_tokens for g in generations),
+        num_cached=sum(g.num_cached_tokens for g in generations),
+        num_output=sum(g.num_output_tokens for g in generations),
+    )
 
 
 def _with_tier(body: dict[str, Any], tier: str | None) -> dict[str, Any]:
     """The response with the tier that served it, when the request named one (as OpenAI
     answers `service_tier`; on /v1/completions and /v1/messages a Freight extension)."""
     return body if tier is None else {**body, "service_tier": tier}
+
+
+def _event_with_tier(event: stream.ServerSentEvent, tier: str | None) -> stream.ServerSentEvent:
+    """A streamed event with the tier, where the whole answer's object is: each chunk of
+    chat and completions, the `response` of a Responses event, the `message` of
+    Anthropic's message_start."""
+    data = event.data
+    if tier is None or not isinstance(data, dict):
+        return event
+    if data.get("object") in ("chat.completion.chunk", "text_completion"):
+        return stream.ServerSentEvent(_with_tier(data, tier), event.event)
+    for key in ("response", "message"):
+        inner = data.get(key)
+        if isinstance(inner, dict):
+            return stream.ServerSentEvent({**data, key: _with_tier(inner, tier)}, event.event)
+    return event
 
 
 def _error_event(path: str, exc: Exception) -> stream.ServerSentEvent:
