@@ -6,20 +6,28 @@ projects stays equal whatever the priorities; flex requests take batch claims' r
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
+from typing import cast
 
 import pytest
 
+from freight.config import MAX_BATCH_PRIORITY, MIN_BATCH_PRIORITY
 from freight.engines import metering
 from freight.engines.base import (
     BATCH_PRIORITY,
     FLEX_PRIORITY,
     REALTIME_PRIORITY,
+    Choice,
+    Generation,
     GenerationRequest,
     Sampling,
 )
+from freight.engines.pool import EnginePool
+from freight.store.batch_requests import ClaimedRequest, Outcome
 from freight.usage import forecast
-from freight.worker import scheduler
+from freight.worker import runner, scheduler
 from freight.worker.scheduler import RunnableBatch
 from tests.unit.test_forecast import open_batch
 
@@ -109,6 +117,37 @@ def test_engine_priorities_put_flex_between_real_time_and_batch_work() -> None:
         metering.BATCH,
         metering.BATCH,
     )
+
+
+def test_batch_priorities_keep_their_order_inside_the_engine_after_flex() -> None:
+    order = [scheduler.engine_priority(p) for p in (MAX_BATCH_PRIORITY, 5, 0, -3)]
+    order.append(scheduler.engine_priority(MIN_BATCH_PRIORITY))
+    assert order == sorted(order) and len(set(order)) == len(order)
+    assert FLEX_PRIORITY < scheduler.engine_priority(MAX_BATCH_PRIORITY) == BATCH_PRIORITY
+
+
+def test_a_claimed_request_carries_its_batch_priority_into_the_engine() -> None:
+    seen: list[int] = []
+
+    class Engine:
+        async def generate(self, request: GenerationRequest) -> Generation:
+            seen.append(request.priority)
+            return Generation(1, 0, [Choice("hi", 1, "stop")])
+
+    class Pool:
+        async def get(self, model: str) -> Engine:
+            return Engine()
+
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    for priority in (7, 0):
+        claimed = ClaimedRequest(
+            "r", "b", 1, "c", "/v1/chat/completions", body, 1, priority=priority
+        )
+        pool = cast(EnginePool, Pool())
+        outcome = asyncio.run(runner.execute(claimed, pool, runner.SharedResults()))
+        assert isinstance(outcome, Outcome) and outcome.status_code == 200
+    assert seen == [scheduler.engine_priority(7), scheduler.engine_priority(0)]
+    assert seen[0] < seen[1]  # the higher batch priority runs first in vLLM's queue
 
 
 def test_the_forecast_counts_higher_priority_batches_as_ahead() -> None:

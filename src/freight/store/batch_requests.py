@@ -49,6 +49,7 @@ class ClaimedRequest:
     attempts: int
     dedup_key: str | None = None
     cache_key: str | None = None  # set when the result cache may answer it
+    priority: int = 0  # its batch's (higher first), set by the worker that claims it
 
 
 @dataclass(frozen=True)

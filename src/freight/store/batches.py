@@ -215,8 +215,7 @@ def lock(conn: sa.Connection, batch_id: str) -> BatchRecord:
 
 
 def with_status(conn: sa.Connection, *statuses: BatchStatus) -> list[BatchRecord]:
-    # One status compares directly: an IN list is expanded again on every execution, and
-    # the worker asks for the in-progress batches before every claim (BENCHMARKS.md).
+    # One status compares directly: an IN list is expanded again on every execution.
     (first, *more) = statuses
     match = batches.c.status.in_(statuses) if more else batches.c.status == first
     query = batches.select().where(match).order_by(batches.c.expires_at)

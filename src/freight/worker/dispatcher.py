@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -72,6 +73,9 @@ class Worker:
         self._flush_backoff = faults.Backoff()
         self._kick = asyncio.Event()
         self._last_housekeeping = 0.0
+        # The in-progress batches as the last housekeeping read them (with every other
+        # active batch, in one query): what each claim chooses from (`_runnable`).
+        self._in_progress: list[batches.BatchRecord] = []
         self._last_renew = time.monotonic()
         self._last_reclaim = 0.0
         self._fair_turn = 0  # rotates the projects' order in fair_claims
@@ -171,7 +175,7 @@ class Worker:
         )
         if want <= 0:
             return
-        runnable = await asyncio.to_thread(self._runnable)
+        runnable = self._runnable()
         num_served = self.num_served_from_cache
         try:
             await self._claim_and_start(runnable, want)
@@ -184,8 +188,9 @@ class Worker:
         # open requests are already running) goes to the rest in claim order.
         self._fair_turn += 1
         drained = set()  # batches with nothing left to claim
+        priorities = {b.id: b.priority for b in runnable}
         for batch_id, num in scheduler.fair_claims(runnable, want, self._fair_turn):
-            claimed = await asyncio.to_thread(self._claim, batch_id, num)
+            claimed = await asyncio.to_thread(self._claim, batch_id, num, priorities[batch_id])
             for request in claimed:
                 self._start(request)
             want -= len(claimed)
@@ -196,7 +201,7 @@ class Worker:
         for batch_id in scheduler.claim_order(runnable):
             if batch_id in drained:
                 continue
-            claimed = await asyncio.to_thread(self._claim, batch_id, want)
+            claimed = await asyncio.to_thread(self._claim, batch_id, want, priorities[batch_id])
             for request in claimed:
                 self._start(request)
             want -= len(claimed)
@@ -224,9 +229,12 @@ class Worker:
         self.num_given_back += num
 
     def _runnable(self) -> list[scheduler.RunnableBatch]:
+        """The batches a claim may take from: in progress at the last housekeeping (at
+        most HOUSEKEEPING_SECONDS ago, sooner after a kick or a batch step), not expired,
+        not busy with a step, not going to Ray. A batch that has ended since then only
+        yields an empty claim; its counts only size the claims (`fair_claims`)."""
         now = time.time()
-        with self.db.read() as conn:
-            rows = batches.with_status(conn, BatchStatus.IN_PROGRESS)
+        rows = self._in_progress
         return [
             scheduler.RunnableBatch(
                 b.id, b.project, b.created_at, b.expires_at, b.num_open, b.priority
@@ -237,9 +245,12 @@ class Worker:
             and not (self.ray is not None and self.ray.wants(b))
         ]
 
-    def _claim(self, batch_id: str, limit: int) -> list[batch_requests.ClaimedRequest]:
-        """Lease up to `limit` requests; those the result cache answers are recorded in the
-        same transaction (store/result_cache.py) and only the rest come back to run."""
+    def _claim(
+        self, batch_id: str, limit: int, priority: int
+    ) -> list[batch_requests.ClaimedRequest]:
+        """Lease up to `limit` requests, which carry their batch's `priority` into the
+        engine; those the result cache answers are recorded in the same transaction
+        (store/result_cache.py) and only the rest come back to run."""
         only = self.settings.worker.models  # requests carry models' own names, not aliases
         cache = self.settings.cache
         with self.db.write() as conn:
@@ -251,6 +262,7 @@ class Worker:
                 self.settings.worker.lease_seconds,
                 models=None if only is None else [self.registry.canonical(m) for m in only],
             )
+            claimed = [dataclasses.replace(c, priority=priority) for c in claimed]
             if not cache.enabled:
                 return claimed
             to_run, num_served = result_cache.serve(conn, claimed, time.time() - cache.ttl_seconds)
@@ -390,6 +402,7 @@ class Worker:
             if num:
                 log.warning("reclaimed %d requests whose worker lost its lease", num)
         active = await asyncio.to_thread(self._active)
+        self._in_progress = [b for b in active if b.status == BatchStatus.IN_PROGRESS]
         await self.passthrough.step(active)
         self.batch_steps.advance(active, now, time.time())
 

@@ -20,6 +20,7 @@ from freight.errors import EngineUnavailable, FreightError
 from freight.protocol import endpoints
 from freight.store.batch_requests import ClaimedRequest, Outcome
 from freight.store.statuses import RequestStatus
+from freight.worker import scheduler
 
 R = TypeVar("R")
 
@@ -123,7 +124,11 @@ async def execute(
     try:
         body = endpoint.request_model.model_validate_json(claimed.body)
         answer = await endpoint.run(
-            engines, body, f"{claimed.id}-{claimed.attempts}", share=shared.sharing(key)
+            engines,
+            body,
+            f"{claimed.id}-{claimed.attempts}",
+            priority=scheduler.engine_priority(claimed.priority),
+            share=shared.sharing(key),
         )
     except EngineUnavailable as exc:  # died, not started, or could not start: may pass
         return Transient(claimed.id, exc.message)

@@ -56,7 +56,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from freight.config import SchedulerSettings, Settings
+from freight.config import MAX_BATCH_PRIORITY, SchedulerSettings, Settings
+from freight.engines.base import BATCH_PRIORITY
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,15 @@ class RunnableBatch:
     expires_at: int
     num_open: int
     priority: int = 0  # higher first
+
+
+def engine_priority(batch_priority: int) -> int:
+    """The priority a batch request carries into the engine (vLLM runs lower numbers
+    first): after real-time and flex requests (engines/base.py), then by its batch's
+    priority, higher first: batch priorities 1000..-1000 become 0..2000. So the order
+    in which the worker claims batches (`claim_order`) holds inside the engine too, when
+    requests of several batches wait there for a free slot."""
+    return BATCH_PRIORITY + MAX_BATCH_PRIORITY - batch_priority
 
 
 def _in_order(runnable: list[RunnableBatch]) -> list[RunnableBatch]:
