@@ -24,6 +24,7 @@ import openai
 import pytest
 from openai.types import Batch
 
+from freight.store import batches
 from tests.conftest import (
     TEST_ENGINE_ENV,
     LiveServer,
@@ -298,6 +299,28 @@ def test_retry_includes_invalid_requests_only_when_asked_and_from_the_cli(
         pressed = browser.post(f"/ui/batches/{batch.id}/retry")
         assert pressed.status_code == 409  # the button retries the default set: none here
         assert "nothing to retry" in pressed.text
+
+
+def test_a_retry_keeps_the_output_expiry_priority_and_cache_switch(
+    echo_server: LiveServer, tmp_path: Path
+) -> None:
+    client = echo_server.openai()
+    path = write_jsonl(
+        tmp_path / "in.jsonl",
+        [chat_line("ok", "hi", model="echo"), chat_line("bad", "hi", model="echo", max_tokens=0)],
+    )
+    batch = create_batch(
+        client,
+        path,
+        output_expires_after={"anchor": "created_at", "seconds": 7200},
+        extra_body={"priority": 5, "cache": False},
+    )
+    wait_for_batch(client, batch.id)
+    retried = retry(client, batch.id, {"include": ["invalid_request"]})
+    with echo_server.svc.db.read() as conn:
+        original, again = (batches.get(conn, b, None) for b in (batch.id, retried.id))
+    assert (again.output_expires_after, again.priority, again.cache) == (7200, 5, False)
+    assert (original.output_expires_after, original.priority, original.cache) == (7200, 5, False)
 
 
 def test_run_resume_runs_only_the_custom_ids_the_output_lacks(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 POST /v1/batches/{id}/retry, `freight batches retry ID` and the dashboard's button. The
 new batch runs the same lines (custom_id, url, body) as the original's input, for the
-requests store/retry_lines.py picks, with the same endpoint and completion window; its
+requests store/retry_lines.py picks, with the same endpoint, completion window, output
+expiry (`output_expires_after`), priority and result-cache switch; its
 input file (purpose `batch`, held to the project's storage quota like an upload) is
 written from the stored requests, so it works after the original input file is gone.
 Its metadata is the original's plus `freight_retry_of`: the original batch's id.
@@ -59,6 +60,9 @@ def retry_batch(
         endpoint=original.endpoint,
         completion_window=original.completion_window,
         metadata=_metadata(original, svc.settings.limits.max_metadata_pairs),
+        output_expires_after=_output_expiry(original),
+        cache=original.cache,
+        priority=original.priority,
     )
     try:
         return intake.create_openai_batch(svc, original.project, create)
@@ -115,6 +119,13 @@ def _nothing_to_retry(original: batches.BatchRecord, include_invalid: bool) -> C
         param="batch_id",
         code="nothing_to_retry",
     )
+
+
+def _output_expiry(original: batches.BatchRecord) -> openai_wire.ExpiresAfter | None:
+    seconds = original.output_expires_after
+    if seconds is None:
+        return None
+    return openai_wire.ExpiresAfter(anchor="created_at", seconds=seconds)
 
 
 def _metadata(original: batches.BatchRecord, max_pairs: int) -> dict[str, str]:
