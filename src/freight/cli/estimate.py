@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from freight.cli import table_options
 from freight.cli.common import HomeOption, err, fail, load_settings
-from freight.cli.run import TABLE_PANEL, read_stdin
+from freight.cli.run import read_stdin
 from freight.errors import FreightError
 from freight.usage import pricing
 
@@ -37,50 +38,16 @@ def estimate_command(
     endpoint: Annotated[
         str | None, typer.Option(help="Endpoint every line must use (default: the first line's).")
     ] = None,
-    prompt: Annotated[
-        str | None,
-        typer.Option(
-            help="The prompt for each row (a Jinja2 template).", rich_help_panel=TABLE_PANEL
-        ),
-    ] = None,
-    prompt_file: Annotated[
-        Path | None,
-        typer.Option(help="Read the prompt template from this file.", rich_help_panel=TABLE_PANEL),
-    ] = None,
-    system: Annotated[
-        str | None, typer.Option(help="A system message template.", rich_help_panel=TABLE_PANEL)
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(help="The model (default: default_model).", rich_help_panel=TABLE_PANEL),
-    ] = None,
-    max_tokens: Annotated[
-        int | None,
-        typer.Option(min=1, help="Longest answer, in tokens.", rich_help_panel=TABLE_PANEL),
-    ] = None,
-    temperature: Annotated[float | None, typer.Option(min=0.0, rich_help_panel=TABLE_PANEL)] = None,
-    schema: Annotated[
-        Path | None,
-        typer.Option(help="A JSON Schema of the answer object.", rich_help_panel=TABLE_PANEL),
-    ] = None,
-    choices: Annotated[
-        str | None,
-        typer.Option(
-            help="The answer is one of these comma-separated values.", rich_help_panel=TABLE_PANEL
-        ),
-    ] = None,
-    id_column: Annotated[
-        str | None,
-        typer.Option(help="The column that identifies a row.", rich_help_panel=TABLE_PANEL),
-    ] = None,
-    input_format: Annotated[
-        str | None,
-        typer.Option(
-            "--format",
-            help="The table's format: csv, tsv, parquet, jsonl.",
-            rich_help_panel=TABLE_PANEL,
-        ),
-    ] = None,
+    prompt: table_options.Prompt = None,
+    prompt_file: table_options.PromptFile = None,
+    system: table_options.System = None,
+    model: table_options.Model = None,
+    max_tokens: table_options.MaxTokens = None,
+    temperature: table_options.Temperature = None,
+    schema: table_options.Schema = None,
+    choices: table_options.Choices = None,
+    id_column: table_options.IdColumn = None,
+    input_format: table_options.Format = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     project: Annotated[
         str,
@@ -105,7 +72,7 @@ def estimate_command(
         or str(input_path) == "-"
         or formats.is_table_path(input_path)
     )
-    table_options = {
+    row_options = {
         "--system": system,
         "--model": model,
         "--max-tokens": max_tokens,
@@ -115,7 +82,7 @@ def estimate_command(
         "--id-column": id_column,
     }
     if not is_table:
-        given = [name for name, value in table_options.items() if value is not None]
+        given = [name for name, value in row_options.items() if value is not None]
         if given:
             fail(f"{', '.join(given)} go with a table: give --prompt or --prompt-file")
         if not input_path.is_file():
@@ -137,18 +104,14 @@ def estimate_command(
                     settings, registry, db, input_path, endpoint, project=project
                 )
             else:
-                if prompt_file is not None:
-                    try:
-                        prompt = prompt_file.read_text()
-                    except OSError as exc:
-                        fail(f"cannot read --prompt-file {prompt_file}: {exc.strerror}")
+                prompt = table_options.read_prompt(prompt, prompt_file)
                 if str(input_path) == "-":
                     input_path = read_stdin(Path(tmp), input_format)
                 prepared = table_run.prepare(
                     settings,
                     input_path,
                     Path(tmp) / "answers.csv",  # never written: an estimate runs nothing
-                    prompt=prompt or "",
+                    prompt=prompt,
                     input_format=input_format,
                     system=system,
                     model=model,

@@ -11,11 +11,10 @@ from typing import Annotated
 
 import typer
 
+from freight.cli import table_options
 from freight.cli.common import HomeOption, err, fail, load_settings, setup_logging
 from freight.config import DEFAULT_EMBEDDING_MODEL, Settings
 from freight.errors import FreightError
-
-TABLE_PANEL = "Tables (CSV, TSV, Parquet, JSONL records)"
 
 
 def run(
@@ -40,28 +39,16 @@ def run(
     endpoint: Annotated[
         str | None, typer.Option(help="Endpoint every line must use (default: the first line's).")
     ] = None,
-    prompt: Annotated[
-        str | None,
-        typer.Option(
-            help="The prompt for each row: a Jinja2 template of its columns ('{{ text }}').",
-            rich_help_panel=TABLE_PANEL,
-        ),
-    ] = None,
-    prompt_file: Annotated[
-        Path | None,
-        typer.Option(help="Read the prompt template from this file.", rich_help_panel=TABLE_PANEL),
-    ] = None,
-    system: Annotated[
-        str | None,
-        typer.Option(help="A system message (a template too).", rich_help_panel=TABLE_PANEL),
-    ] = None,
+    prompt: table_options.Prompt = None,
+    prompt_file: table_options.PromptFile = None,
+    system: table_options.System = None,
     embed: Annotated[
         str | None,
         typer.Option(
             metavar="COLUMN",
             help="Instead of a prompt: embed this text column with an embeddings model, into "
             "a list-of-float column `embedding` (JSON text in CSV/TSV).",
-            rich_help_panel=TABLE_PANEL,
+            rich_help_panel=table_options.PANEL,
         ),
     ] = None,
     model: Annotated[
@@ -72,46 +59,13 @@ def run(
             f"{DEFAULT_EMBEDDING_MODEL}). A model's name or alias."
         ),
     ] = None,
-    max_tokens: Annotated[
-        int | None,
-        typer.Option(min=1, help="Longest answer, in tokens.", rich_help_panel=TABLE_PANEL),
-    ] = None,
-    temperature: Annotated[float | None, typer.Option(min=0.0, rich_help_panel=TABLE_PANEL)] = None,
-    schema: Annotated[
-        Path | None,
-        typer.Option(
-            help="A JSON Schema of an object: structured answers, one column per property.",
-            rich_help_panel=TABLE_PANEL,
-        ),
-    ] = None,
-    choices: Annotated[
-        str | None,
-        typer.Option(
-            help="The answer is one of these comma-separated values.",
-            rich_help_panel=TABLE_PANEL,
-        ),
-    ] = None,
-    output_column: Annotated[
-        str | None,
-        typer.Option(
-            help="The answer column's name (default: answer).", rich_help_panel=TABLE_PANEL
-        ),
-    ] = None,
-    id_column: Annotated[
-        str | None,
-        typer.Option(
-            help="The column that identifies a row (default: its row number).",
-            rich_help_panel=TABLE_PANEL,
-        ),
-    ] = None,
-    usage: Annotated[
-        bool,
-        typer.Option(
-            "--usage",
-            help="Add prompt_tokens and completion_tokens columns.",
-            rich_help_panel=TABLE_PANEL,
-        ),
-    ] = False,
+    max_tokens: table_options.MaxTokens = None,
+    temperature: table_options.Temperature = None,
+    schema: table_options.Schema = None,
+    choices: table_options.Choices = None,
+    output_column: table_options.OutputColumn = None,
+    id_column: table_options.IdColumn = None,
+    usage: table_options.Usage = False,
     resume: Annotated[
         bool,
         typer.Option(
@@ -121,14 +75,7 @@ def run(
             "others' lines are appended).",
         ),
     ] = False,
-    input_format: Annotated[
-        str | None,
-        typer.Option(
-            "--format",
-            help="The table's format when its extension does not say: csv, tsv, parquet, jsonl.",
-            rich_help_panel=TABLE_PANEL,
-        ),
-    ] = None,
+    input_format: table_options.Format = None,
     home: HomeOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine logs.")] = False,
     ray: Annotated[
@@ -158,7 +105,7 @@ def run(
     """
     from freight.tables import formats  # pyarrow: imported by the commands that read tables
 
-    table_options = {
+    row_options = {
         "--system": system,
         "--max-tokens": max_tokens,
         "--temperature": temperature,
@@ -177,7 +124,7 @@ def run(
         or formats.is_table_path(input_path)
     )
     if not is_table:
-        given = [name for name, value in table_options.items() if value is not None]
+        given = [name for name, value in row_options.items() if value is not None]
         if given:
             fail(
                 f"{', '.join(given)} run a prompt over a table: give --prompt or "
