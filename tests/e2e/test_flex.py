@@ -306,7 +306,10 @@ def test_flex_streams_on_every_text_endpoint_holding_its_slot_until_the_end(
     messages = [{"role": "user", "content": "hi there"}]
     chunks = list(
         client.chat.completions.create(
-            model="echo", messages=messages, service_tier="flex", stream=True  # type: ignore[arg-type]
+            model="echo",
+            messages=messages,
+            service_tier="flex",
+            stream=True,
         )
     )
     assert chunks and {c.service_tier for c in chunks} == {"flex"}

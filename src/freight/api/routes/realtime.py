@@ -141,9 +141,7 @@ async def _serve_flex(
 
     def on_generation(generation: Generation) -> None:
         finished.append(generation)
-        svc.quotas.record_tokens(
-            owner, generation.num_prompt_tokens + generation.num_output_tokens
-        )
+        svc.quotas.record_tokens(owner, generation.num_prompt_tokens + generation.num_output_tokens)
 
     release = await svc.flex.take()
     try:
