@@ -43,13 +43,6 @@ DEATH_CHECK_SECONDS = 1.0  # how often a waiting request checks that its engine 
 # `freight run` printed its results and then sat idle (BENCHMARKS.md, wall view). The
 # engine holds no state worth a grace period: results are written before it stops.
 SHUTDOWN_SECONDS = 1.0
-# How long the engine process waits for its worker to exit before it sends it SIGTERM
-# (vLLM's default: 5 s). The worker does not exit unasked, so at 5 s the engine process
-# was itself killed first, with its worker, and the shared memory their message queues
-# use was left to Python's resource tracker ("leaked shared_memory objects" at the end
-# of every `freight run`). Asked at once, the worker exits and the queues are closed
-# within SHUTDOWN_SECONDS.
-WORKER_SHUTDOWN_SECONDS = "0"
 
 
 def _prepare_environment() -> None:
@@ -57,7 +50,6 @@ def _prepare_environment() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", WORKER_SHUTDOWN_SECONDS)
 
 
 @contextlib.contextmanager
