@@ -273,14 +273,19 @@ def test_results_parameters_and_projects_are_checked(echo_server: LiveServer) ->
     assert "include" in str(bad_body.value.body)
 
 
+def ok_and_invalid_lines(tmp_path: Path) -> Path:
+    """One echo request that succeeds and one refused as invalid (`max_tokens` 0)."""
+    return write_jsonl(
+        tmp_path / "in.jsonl",
+        [chat_line("ok", "hi", model="echo"), chat_line("bad", "hi", model="echo", max_tokens=0)],
+    )
+
+
 def test_retry_includes_invalid_requests_only_when_asked_and_from_the_cli(
     echo_server: LiveServer, tmp_path: Path
 ) -> None:
     client = echo_server.openai()
-    path = write_jsonl(
-        tmp_path / "in.jsonl",
-        [chat_line("ok", "hi", model="echo"), chat_line("bad", "hi", model="echo", max_tokens=0)],
-    )
+    path = ok_and_invalid_lines(tmp_path)
     batch = create_batch(client, path)
     assert wait_for_batch(client, batch.id).request_counts.failed == 1  # type: ignore[union-attr]
     with pytest.raises(openai.ConflictError):
@@ -305,10 +310,7 @@ def test_a_retry_keeps_the_output_expiry_priority_and_cache_switch(
     echo_server: LiveServer, tmp_path: Path
 ) -> None:
     client = echo_server.openai()
-    path = write_jsonl(
-        tmp_path / "in.jsonl",
-        [chat_line("ok", "hi", model="echo"), chat_line("bad", "hi", model="echo", max_tokens=0)],
-    )
+    path = ok_and_invalid_lines(tmp_path)
     batch = create_batch(
         client,
         path,
