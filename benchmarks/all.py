@@ -1,7 +1,8 @@
 """Every benchmark, one after another, then BENCHMARKS.md rendered from what they wrote.
 
     python -m benchmarks.all            # the full suite: every table, 3 repeats
-    python -m benchmarks.all --quick    # every benchmark in small form (smoke run)
+    python -m benchmarks.all --quick    # every benchmark in small form (smoke run),
+                                        # into benchmarks/results/quick/ by default
     python -m benchmarks.all --only peers,hybrid      # or --skip ...
 
 Each benchmark runs as its own process (its own results file and environment block;
@@ -137,8 +138,20 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+QUICK_RESULTS = harness.RESULTS / "quick"  # where --quick writes unless told otherwise
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The suite's arguments; a smoke run (--quick) writes to QUICK_RESULTS by default,
+    so it never replaces the full run's files (and their page) with smaller ones."""
     args = harness.parse(parser(), argv)
+    if args.quick and Path(args.results_dir) == harness.RESULTS:
+        args.results_dir = QUICK_RESULTS
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     settle_s = args.settle_s
     args.settle_s = 0  # each benchmark settles for itself
     run = harness.Run("all", args, argv)

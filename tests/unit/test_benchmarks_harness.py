@@ -221,6 +221,15 @@ def test_the_suite_leaves_float32_agreement_out_of_quick_runs_and_10000_lines_to
     assert "hybrid" not in names("--skip", "hybrid")
 
 
+def test_a_quick_suite_writes_beside_the_full_results_unless_told_where() -> None:
+    from benchmarks import all as suite
+
+    assert suite.parse([]).results_dir == harness.RESULTS
+    assert suite.parse(["--quick"]).results_dir == harness.RESULTS / "quick"
+    elsewhere = suite.parse(["--quick", "--results-dir", "/tmp/x"]).results_dir
+    assert str(elsewhere) == "/tmp/x"
+
+
 def test_wall_files_above_a_thousand_lines_run_the_large_repeats() -> None:
     from benchmarks import peers
 
