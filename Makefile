@@ -64,8 +64,11 @@ lint: install
 # The suite includes the docs: the generated reference pages must match the code
 # (tests/unit/test_docs_reference.py) and `mkdocs build --strict` must pass
 # (tests/integration/test_docs_site.py).
+# Two pytest-xdist workers: the tests of the shared engines on one, the rest spread
+# (tests/conftest.py, pytest_xdist_make_scheduler); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: install browser lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # The docs site: the reference pages regenerated from the settings and the commands, then
 # the site built into site/ (strict: a broken link or a page left out of the nav fails).

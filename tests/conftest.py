@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -43,6 +44,9 @@ from tests.netstubs import StubResolver
 from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
+# pytest-xdist gives its workers COLUMNS=80; rich consoles made at import time would keep
+# that width, while CLI tests set COLUMNS per call, as a terminal would.
+os.environ.pop("COLUMNS", None)
 MODEL_CACHE = REPO / ".freight" / "models"
 CHAT_MODEL = DEFAULT_CHAT_MODEL
 
@@ -288,6 +292,32 @@ def two_engine_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live
         server.wait_for_engine(name)
     yield server
     server.stop()
+
+
+SHARED_ENGINE_FIXTURES = re.compile(r"\b(real_server|two_engine_server)\b")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs two pytest-xdist workers (`-n 2`): every module that uses a session
+    engine goes to one worker, so each engine starts once, and every other module is one
+    unit of work, so its module-scoped servers start once. (xdist's own `loadgroup` marks
+    do not reach its scheduler under pytest 9.2, which no longer reads `item._nodeid`.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedEngineScheduling(LoadScopeScheduling):
+        def __init__(self, config: pytest.Config, log: Any = None) -> None:
+            super().__init__(config, log)
+            self.engine_modules: dict[str, bool] = {}
+
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            if module not in self.engine_modules:
+                source = (config.rootpath / module).read_text()
+                self.engine_modules[module] = bool(SHARED_ENGINE_FIXTURES.search(source))
+            return "shared-engines" if self.engine_modules[module] else module
+
+    return SharedEngineScheduling(config, log)
 
 
 # --- helpers ------------------------------------------------------------------------------
