@@ -156,10 +156,11 @@ async def _serve_flex(
         try:
             async for event in events:
                 yield _event_with_tier(event, "flex")
+            # only a stream that ran to its end is billed, as a request answered in full;
+            # the slot is freed after, so a freed slot means its usage is on record
+            await flex.record_usage(svc.db, owner, model, _token_counts(finished))
         finally:
             release()
-        # only a stream that ran to its end is billed, as a request answered in full
-        await flex.record_usage(svc.db, owner, model, _token_counts(finished))
 
     events_out = held()
     weakref.finalize(events_out, release)  # a response never sent still frees its slot
