@@ -13,11 +13,11 @@ import functools
 import io
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -294,28 +294,62 @@ def two_engine_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live
     server.stop()
 
 
-SHARED_ENGINE_FIXTURES = re.compile(r"\b(real_server|two_engine_server)\b")
+SHARED_ENGINE_FIXTURES = frozenset({"real_server", "two_engine_server"})
+ENGINE_TESTS = "freight_engine_tests"  # workerinput key: the file that lists those tests
+engine_tests_file = pytest.StashKey[Path]()
+
+
+# `make test` runs two pytest-xdist workers (`-n 2`). Every test that uses a session engine
+# goes to one worker, so each engine starts once; the other tests of a module stay together
+# (its module-scoped servers start once) and go to whichever worker is free. The workers
+# collect, so they list the engine tests (by each test's fixture closure) in a file the
+# controller's scheduler reads. (xdist's own `xdist_group` marks do not reach its
+# scheduler under pytest 9.2, which no longer reads `item._nodeid`.)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and config.getoption("dist", "no") != "no":
+        fd, path = tempfile.mkstemp(prefix="freight-engine-tests-", suffix=".json")
+        os.close(fd)
+        config.stash[engine_tests_file] = Path(path)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if engine_tests_file in config.stash:
+        config.stash[engine_tests_file].unlink(missing_ok=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    node.workerinput[ENGINE_TESTS] = str(node.config.stash[engine_tests_file])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    path = getattr(config, "workerinput", {}).get(ENGINE_TESTS)
+    if path is None:
+        return
+    engine_tests = [
+        item.nodeid
+        for item in items
+        if SHARED_ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    ]
+    written = Path(f"{path}.{config.workerinput['workerid']}")
+    written.write_text(json.dumps(engine_tests))
+    written.replace(path)  # both workers write the same list; each write is whole
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """`make test` runs two pytest-xdist workers (`-n 2`): every module that uses a session
-    engine goes to one worker, so each engine starts once, and every other module is one
-    unit of work, so its module-scoped servers start once. (xdist's own `loadgroup` marks
-    do not reach its scheduler under pytest 9.2, which no longer reads `item._nodeid`.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class SharedEngineScheduling(LoadScopeScheduling):
-        def __init__(self, config: pytest.Config, log: Any = None) -> None:
-            super().__init__(config, log)
-            self.engine_modules: dict[str, bool] = {}
+        engine_tests: frozenset[str] | None = None
 
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::")[0]
-            if module not in self.engine_modules:
-                source = (config.rootpath / module).read_text()
-                self.engine_modules[module] = bool(SHARED_ENGINE_FIXTURES.search(source))
-            return "shared-engines" if self.engine_modules[module] else module
+            if self.engine_tests is None:  # read once every worker has collected
+                listed = json.loads(config.stash[engine_tests_file].read_text())
+                self.engine_tests = frozenset(listed)
+            return "shared-engines" if nodeid in self.engine_tests else nodeid.split("::")[0]
 
     return SharedEngineScheduling(config, log)
 
