@@ -124,6 +124,12 @@ def is_busy(load_1m: float, cores: int) -> bool:
     return load_1m > BUSY_LOAD_PER_CORE * cores
 
 
+def emulates_bf16(args: argparse.Namespace) -> bool:
+    """Whether this run asks for bfloat16 engines on a CPU without bf16 instructions."""
+    wants_bf16 = getattr(args, "dtype", None) == "bfloat16"
+    return wants_bf16 and device() == "cpu" and not engine_args.cpu_has_bf16()
+
+
 def cpu_model() -> str:
     try:
         for raw in Path("/proc/cpuinfo").read_text().splitlines():
@@ -233,6 +239,14 @@ class Run:
             print(
                 f"warning: load average {self.load_before[0]} on {self.cores} cores: "
                 "the results file will be flagged busy",
+                file=sys.stderr,
+            )
+        if emulates_bf16(args):
+            print(
+                "warning: this CPU has no bf16 instructions (avx512_bf16, amx_bf16): vLLM's "
+                "CPU build emulates bfloat16, so its engine steps run many times slower than "
+                "on a CPU that has them, and these results do not compare with such a "
+                "machine's (the file records it); --dtype float32 runs at this CPU's speed",
                 file=sys.stderr,
             )
 

@@ -115,6 +115,23 @@ def test_a_run_that_starts_on_a_loaded_machine_is_flagged_busy(
     assert busy["busy"] is True and idle["busy"] is False
 
 
+def test_a_bf16_run_on_a_cpu_without_bf16_instructions_says_so_at_its_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    monkeypatch.setattr(harness, "device", lambda: "cpu")
+    args = parse("--results-dir", str(tmp_path), "--settle-s", "0")
+    for dtype, has_bf16, warned in [
+        ("bfloat16", False, True),
+        ("bfloat16", True, False),
+        ("float32", False, False),
+    ]:
+        monkeypatch.setattr(harness.engine_args, "cpu_has_bf16", lambda has=has_bf16: has)
+        args.dtype = dtype
+        harness.Run("peers", args, [])
+        assert ("no bf16 instructions" in capsys.readouterr().err) is warned
+
+
 def test_dirty_ignores_what_benchmarks_write_themselves() -> None:
     porcelain = (
         " M benchmarks/results/peers.json\n M BENCHMARKS.md\n?? benchmarks/results/x.png\n"
