@@ -49,7 +49,7 @@ class ClaimedRequest:
     attempts: int
     dedup_key: str | None = None
     cache_key: str | None = None  # set when the result cache may answer it
-    priority: int = 0  # its batch's (higher first), set by the worker that claims it
+    priority: int = 0  # its batch's (higher first), given by the worker that claims it
 
 
 @dataclass(frozen=True)
@@ -115,13 +115,15 @@ def claim(
     lease_seconds: float,
     *,
     models: Collection[str] | None = None,
+    priority: int = 0,
     now: float | None = None,
 ) -> list[ClaimedRequest]:
     """Lease up to `limit` queued requests of one batch, in admission order.
 
     The admission key (worker/scheduler.py) is empty when every ordering optimisation
     is off, which leaves plain line order. `models`: only requests of these models (a
-    worker started with `--models`); None: any.
+    worker started with `--models`); None: any. `priority`: the batch's, which each
+    request carries into the engine.
     """
     if limit <= 0:
         return []
@@ -167,6 +169,7 @@ def claim(
             r.attempts + 1,
             r.dedup_key,
             r.cache_key,
+            priority,
         )
         for r in rows
     ]

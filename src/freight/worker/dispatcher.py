@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -261,8 +260,8 @@ class Worker:
                 limit,
                 self.settings.worker.lease_seconds,
                 models=None if only is None else [self.registry.canonical(m) for m in only],
+                priority=priority,
             )
-            claimed = [dataclasses.replace(c, priority=priority) for c in claimed]
             if not cache.enabled:
                 return claimed
             to_run, num_served = result_cache.serve(conn, claimed, time.time() - cache.ttl_seconds)
