@@ -9,8 +9,11 @@ Order (real time before flex) is shown by the order answers arrive, not by timin
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import socket
+import struct
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +29,7 @@ import pytest
 from freight.config import ModelSettings, SchedulerSettings, WorkerSettings
 from freight.service.runtime import Service
 from freight.usage import pricing
+from freight.worker import flex
 from tests.conftest import (
     CHAT_MODEL,
     LiveServer,
@@ -348,6 +352,58 @@ def test_flex_streams_on_every_text_endpoint_holding_its_slot_until_the_end(
     assert_billed_at_the_batch_price(flex_rows[0])
     client.close()
     claude.close()
+
+
+def read_stream_then_hang_up(base_url: str, key: str, content: str) -> bytes:
+    """POST a streamed flex chat request on a bare socket, read up to its last event
+    (`data: [DONE]`) and reset the connection at once, as a client that has what it
+    wanted does."""
+    host, port = base_url.removeprefix("http://").split(":")
+    body = json.dumps(
+        {
+            "model": "echo",
+            "messages": [{"role": "user", "content": content}],
+            "service_tier": "flex",
+            "stream": True,
+        }
+    ).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\n"
+        f"authorization: Bearer {key}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode()
+    received = b""
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head + body)
+        while b"data: [DONE]" not in received:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return received
+
+
+def test_a_flex_stream_read_to_its_end_is_billed_when_the_client_hangs_up_at_once(
+    flex_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store slow to take the usage row (as under load) must not make a full answer
+    free when its client hangs up right after the last event: the server learns of the
+    hang-up while it is still in the stream and stops it there. The stream is billed
+    before its last event goes out, so the hang-up cannot cut the billing short."""
+    record_usage = flex.record_usage
+
+    async def slow_record_usage(*args: Any) -> None:
+        await asyncio.sleep(0.3)
+        await record_usage(*args)
+
+    monkeypatch.setattr(flex, "record_usage", slow_record_usage)
+    _, key = flex_server.svc.keys.create("hangs-up")
+    for i in range(3):
+        received = read_stream_then_hang_up(flex_server.base_url, key, f"hello {i}")
+        assert b'"service_tier": "flex"' in received
+        wait_until(lambda: flex_server.svc.flex.num_running == 0, timeout=10, what="the slot freed")
+    rows = report_rows(flex_server.svc.settings.home, "--project", "hangs-up")
+    assert [(r["kind"], r["num_requests"]) for r in rows] == [("flex", 3)]
 
 
 def test_a_flood_beyond_the_flex_line_gets_429_with_retry_after(flex_server: LiveServer) -> None:

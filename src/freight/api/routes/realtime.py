@@ -153,12 +153,20 @@ async def _serve_flex(
         raise
 
     async def held() -> AsyncIterator[stream.ServerSentEvent]:
+        # only a stream that ran to its end is billed, as a request answered in full. It
+        # is billed before its last event goes out: a client that has read the end may
+        # hang up at once, and a stream whose client is gone is never resumed past the
+        # event it was sending. The slot is freed after, so a freed slot means its usage
+        # is on record.
         try:
+            held_back: stream.ServerSentEvent | None = None
             async for event in events:
-                yield _event_with_tier(event, "flex")
-            # only a stream that ran to its end is billed, as a request answered in full;
-            # the slot is freed after, so a freed slot means its usage is on record
+                if held_back is not None:
+                    yield held_back
+                held_back = _event_with_tier(event, "flex")
             await flex.record_usage(svc.db, owner, model, _token_counts(finished))
+            if held_back is not None:
+                yield held_back
         finally:
             release()
 
