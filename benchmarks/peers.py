@@ -60,7 +60,7 @@ ABLATIONS = {
 WALL_SYSTEMS = ("run-batch", "freight-run", "freight-serve")
 WALL_SIZES = "100,400"
 QUICK_WALL_SIZES = "100"
-LARGE_LINES = 1000  # wall files above this many lines run --large-repeats times
+LARGE_LINES = workloads.LARGE_LINES
 Measured = systems.Measured
 
 

@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import workloads
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 PAGE = REPO / "BENCHMARKS.md"
@@ -145,11 +147,23 @@ def provenance(stem: str, doc: dict[str, Any]) -> str:
         f"Python {versions.get('python')}, vLLM {vllm}, torch {versions.get('torch')}, "
         f"transformers {versions.get('transformers')}",
         engine_words(env.get("engine")),
-        f"{env['repeats']} repeat{'s' if env['repeats'] != 1 else ''}",
+        repeat_words(doc),
         f"load average {env['load_before'][0]} before, {env['load_after'][0]} after",
         f"`{env['command']}`",
     ]
     return " · ".join([*flags(doc), *parts])
+
+
+def repeat_words(doc: dict[str, Any]) -> str:
+    """How many repeats the file ran; a wall view names its large files' own count
+    (`--large-repeats`), which the table's n column shows per file size."""
+    repeats = doc["environment"]["repeats"]
+    words = f"{repeats} repeat{'s' if repeats != 1 else ''}"
+    large = doc.get("settings", {}).get("large_repeats")
+    sizes = [int(n) for n in doc.get("wall", {}).get("sizes", {})]
+    if large not in (None, repeats) and any(n > workloads.LARGE_LINES for n in sizes):
+        words += f" (files over {workloads.LARGE_LINES:,} lines: {large})"
+    return words
 
 
 def device_words(env: dict[str, Any]) -> str:

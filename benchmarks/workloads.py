@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 MODEL = "smollm2-135m-instruct"
+LARGE_LINES = 1000  # wall files above this many lines run --large-repeats times
 REVIEWS = Path(__file__).resolve().parent.parent / "examples" / "classify-reviews.jsonl"
 TOPICS = [
     "a lighthouse keeper",

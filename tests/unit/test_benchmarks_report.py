@@ -134,6 +134,19 @@ def test_the_provenance_line_names_engine_flags_repeats_and_load() -> None:
     assert line.endswith("--name smoke-peers --settle-s 0`")
 
 
+def test_the_provenance_line_of_a_wall_run_names_its_large_files_repeats() -> None:
+    doc = clean(load_fixtures("harness")["smoke-peers"])
+    assert "wall" in doc
+    doc["environment"]["repeats"] = 3
+    doc["settings"] = {**doc.get("settings", {}), "large_repeats": 1}
+    assert all(int(n) <= 1000 for n in doc["wall"]["sizes"])
+    assert "3 repeats ·" in report.provenance("peers", doc)
+    doc["wall"]["sizes"]["10000"] = doc["wall"]["sizes"][next(iter(doc["wall"]["sizes"]))]
+    assert "3 repeats (files over 1,000 lines: 1) ·" in report.provenance("peers", doc)
+    doc["settings"]["large_repeats"] = 3
+    assert "3 repeats ·" in report.provenance("peers", doc)
+
+
 def test_tables_show_median_and_min_max_and_the_median_of_per_repeat_ratios() -> None:
     doc = clean(load_fixtures("harness")["smoke-peers"])
     summary = doc["steady"]["workloads"]["mixed"]["summary"]
