@@ -53,9 +53,10 @@ not steps of the suite, which would take longer still with them:
 Three wall-time files are cut to fit: the 1-line file (start-up alone, which the
 100-line file shows too) is left out; the 1,000-line file took 15.5 minutes of the
 EPYC run, so the suite's large file has 400 lines (`python -m benchmarks.peers --view
-wall --wall-sizes 1000` runs it alone); and the 10,000-line file is not in the full
-suite: for three systems it alone takes about half an hour here (each spends ~9 minutes
-on 10,000 prompts), so `--with-10000` adds it, once, as `peers-wall-10000`.
+wall --wall-sizes 1,1000 --name peers-wall-1-1000` runs those two alone); and the
+10,000-line file is not in the full suite: for three systems it alone took 43 minutes
+on the EPYC that measured it (each spends about 14 minutes on 10,000 prompts), so
+`--with-10000` adds it, once, as `peers-wall-10000`.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", type=lambda s: s.split(","), default=[])
     parser.add_argument("--skip", type=lambda s: s.split(","), default=[])
     parser.add_argument(
-        "--with-10000", action="store_true", help="add the 10,000-line wall file (~30 min)"
+        "--with-10000", action="store_true", help="add the 10,000-line wall file (~45 min)"
     )
     parser.set_defaults(settle_s=None)  # each benchmark's own default, unless given
     return parser

@@ -15,7 +15,7 @@ Wall time as the user waits (`--view wall`; start-up included, benchmarks/proces
   freight-serve  IN submitted with the official SDK to an already running `freight serve`
   on `short` files of 100 and 400 lines (a fresh file per repeat); add 1 (start-up
   alone), 1,000 or 10,000 with `--wall-sizes 1,100,1000,10000` (1,000 lines take about
-  15 minutes for three repeats here, 10,000 about half an hour more, so files above
+  15 minutes for three repeats here, 10,000 about 45 minutes once, so files above
   1,000 lines run `--large-repeats` times: once by default).
 
 Every repeat runs the systems in a fresh seeded random order; every raw sample is

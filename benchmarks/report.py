@@ -925,6 +925,12 @@ TARGETS: list[tuple[str, str, str, Callable[[dict[str, Any]], Verdict]]] = [
         "never slower as the user waits, 10,000 lines: `freight run` >= 1.0 x run-batch",
         wall_never_slower,
     ),
+    (
+        "peers-wall-1-1000",
+        "",
+        "never slower as the user waits, 1 and 1,000 lines: `freight run` >= 1.0 x run-batch",
+        wall_never_slower,
+    ),
     ("control_plane", "", "100,000 requests validated and ingested <= 10 s", control("ingest")),
     ("control_plane", "", "100,000 requests run and finalised <= 60 s", control("finalise")),
     ("control_plane", "", "peak RSS of `freight serve` <= 500 MB", control("rss")),
@@ -1059,6 +1065,8 @@ COMMANDS = {
     "--size 32 --systems run-batch,freight --repeats 1 --name peers-fp32",
     "peers-wall-10000": "python -m benchmarks.peers --view wall --wall-sizes 10000 "
     "--large-repeats 1 --name peers-wall-10000",
+    "peers-wall-1-1000": "python -m benchmarks.peers --view wall --wall-sizes 1,1000 "
+    "--name peers-wall-1-1000",
 }
 
 
