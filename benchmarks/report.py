@@ -799,7 +799,8 @@ def wall_never_slower(doc: dict[str, Any]) -> Verdict:
     worst = min(found, key=lambda k: found[k])  # type: ignore[arg-type,return-value]
     value = found[worst]
     assert value is not None
-    return f"lowest {value:.2f} x ({int(worst):,} lines)", value >= 1.0
+    lines = int(worst)
+    return f"lowest {value:.2f} x ({lines:,} line{'' if lines == 1 else 's'})", value >= 1.0
 
 
 def overhead_target(doc: dict[str, Any]) -> Verdict:
