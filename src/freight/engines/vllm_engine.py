@@ -37,12 +37,13 @@ log = logging.getLogger(__name__)
 DEATH_CHECK_SECONDS = 1.0  # how often a waiting request checks that its engine is alive
 
 
-# How long vLLM's engine process may take to exit before it is killed with its worker.
-# vLLM waits 5 s by default, and its CPU worker never exits on its own once told to
-# ("terminating worker queues"), so every shutdown waited the whole 5 s for nothing:
-# `freight run` printed its results and then sat idle (BENCHMARKS.md, wall view). The
-# engine holds no state worth a grace period: results are written before it stops.
-SHUTDOWN_SECONDS = 1.0
+# How long vLLM's engine process may take to exit before it is killed with its worker:
+# none, as vLLM's own engine argument `shutdown_timeout` defaults to (run-batch kills at
+# once). Its CPU worker never exits on its own once told to ("terminating worker
+# queues"), so any wait was spent idle: 5 s when vLLM's fallback applied, then 1 s on
+# every `freight run` (BENCHMARKS.md, the 1-line wall file). The engine holds no state
+# worth a grace period: results are written before it stops.
+SHUTDOWN_SECONDS = 0.0
 
 
 def _prepare_environment() -> None:
