@@ -1068,6 +1068,7 @@ COMMANDS = {
     "--large-repeats 1 --name peers-wall-10000",
     "peers-wall-1-1000": "python -m benchmarks.peers --view wall --wall-sizes 1,1000 "
     "--name peers-wall-1-1000",
+    "peers-wall-1": "python -m benchmarks.peers --view wall --wall-sizes 1 --name peers-wall-1",
 }
 
 
