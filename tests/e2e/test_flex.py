@@ -27,6 +27,8 @@ import openai
 import pytest
 
 from freight.config import ModelSettings, SchedulerSettings, WorkerSettings
+from freight.engines.base import EngineDied
+from freight.engines.echo import EchoEngine
 from freight.service.runtime import Service
 from freight.usage import pricing
 from freight.worker import flex
@@ -404,6 +406,47 @@ def test_a_flex_stream_read_to_its_end_is_billed_when_the_client_hangs_up_at_onc
         wait_until(lambda: flex_server.svc.flex.num_running == 0, timeout=10, what="the slot freed")
     rows = report_rows(flex_server.svc.settings.home, "--project", "hangs-up")
     assert [(r["kind"], r["num_requests"]) for r in rows] == [("flex", 3)]
+
+
+def test_a_flex_stream_that_fails_midway_sends_what_came_before_then_the_error(
+    flex_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream holds its newest event back until the next (so that billing comes
+    before the last one); a failure must not swallow the held event. A failed stream is
+    not billed and frees its slot."""
+    stream = EchoEngine.stream
+
+    async def dies_after_the_first_choice(self: EchoEngine, request: Any) -> Any:
+        async for item in stream(self, request):
+            yield item
+            raise EngineDied("echo engine: died mid-stream")
+
+    monkeypatch.setattr(EchoEngine, "stream", dies_after_the_first_choice)
+    _, key = flex_server.svc.keys.create("midway")
+    body = {
+        "model": "echo",
+        "messages": [{"role": "user", "content": "first words"}],
+        "n": 2,
+        "service_tier": "flex",
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST",
+        f"{flex_server.base_url}/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {key}"},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line[:6] == "data: "]
+    choices = [c for e in events if "choices" in e for c in e["choices"]]
+    # the first choice in full: its text, then its finish chunk (the event held back
+    # when the engine died)
+    assert [c["delta"].get("content") for c in choices][1] == "first words", events
+    assert choices[-1] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    assert "error" in events[-1], events
+    wait_until(lambda: flex_server.svc.flex.num_running == 0, timeout=10, what="the slot freed")
+    assert report_rows(flex_server.svc.settings.home, "--project", "midway") == []
 
 
 def test_a_flood_beyond_the_flex_line_gets_429_with_retry_after(flex_server: LiveServer) -> None:

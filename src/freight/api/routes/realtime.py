@@ -158,12 +158,17 @@ async def _serve_flex(
         # hang up at once, and a stream whose client is gone is never resumed past the
         # event it was sending. The slot is freed after, so a freed slot means its usage
         # is on record.
+        held_back: stream.ServerSentEvent | None = None
         try:
-            held_back: stream.ServerSentEvent | None = None
-            async for event in events:
-                if held_back is not None:
+            try:
+                async for event in events:
+                    if held_back is not None:
+                        yield held_back
+                    held_back = _event_with_tier(event, "flex")
+            except Exception:
+                if held_back is not None:  # what came before a failure still goes out
                     yield held_back
-                held_back = _event_with_tier(event, "flex")
+                raise
             await flex.record_usage(svc.db, owner, model, _token_counts(finished))
             if held_back is not None:
                 yield held_back
