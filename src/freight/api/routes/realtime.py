@@ -160,15 +160,15 @@ async def _serve_flex(
         # is on record.
         held_back: stream.ServerSentEvent | None = None
         try:
-            try:
-                async for event in events:
-                    if held_back is not None:
-                        yield held_back
-                    held_back = _event_with_tier(event, "flex")
-            except Exception:
-                if held_back is not None:  # what came before a failure still goes out
+            async for event in events:
+                if held_back is not None:
                     yield held_back
-                raise
+                held_back = _event_with_tier(event, "flex")
+        except Exception:
+            if held_back is not None:  # what came before a failure still goes out
+                yield held_back
+            raise
+        else:
             await flex.record_usage(svc.db, owner, model, _token_counts(finished))
             if held_back is not None:
                 yield held_back
