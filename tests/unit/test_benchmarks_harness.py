@@ -106,6 +106,20 @@ def test_the_results_file_is_named_by_name_and_carries_the_environment(
     assert env["load_before"] == [0.1, 0.1, 0.1] and "load_after" in env
 
 
+def test_the_git_state_is_the_start_s_and_a_change_during_the_run_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = {"commit": "a" * 40, "dirty": False, "dirty_paths": []}
+    states = iter([start, start])
+    monkeypatch.setattr(harness, "git_state", lambda: next(states))
+    assert environment_of(tmp_path, monkeypatch, 0.1)["environment"]["git"] == start
+
+    edited = {"commit": "a" * 40, "dirty": True, "dirty_paths": ["src/freight/x.py"]}
+    states = iter([start, edited])
+    git = environment_of(tmp_path, monkeypatch, 0.1)["environment"]["git"]
+    assert git == {**start, "changed_during_run": edited}
+
+
 def test_a_run_that_starts_on_a_loaded_machine_is_flagged_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -121,6 +121,13 @@ def test_a_busy_quick_run_is_labelled_so_in_its_table(key: str) -> None:
     assert "vLLM 0.32.0" in block
 
 
+def test_the_provenance_line_flags_code_that_changed_during_the_run() -> None:
+    doc = clean(load_fixtures("harness")["smoke-peers"])
+    assert "changed during the run" not in report.provenance("peers", doc)
+    doc["environment"]["git"]["changed_during_run"] = {"commit": "b" * 40, "dirty": False}
+    assert "(**code changed during the run**)" in report.provenance("peers", doc)
+
+
 def test_the_provenance_line_names_engine_flags_repeats_and_load() -> None:
     docs = load_fixtures("harness")
     line = report.provenance("peers", clean(docs["smoke-peers"]))
