@@ -15,8 +15,9 @@ Wall time as the user waits (`--view wall`; start-up included, benchmarks/proces
   freight-serve  IN submitted with the official SDK to an already running `freight serve`
   on `short` files of 100 and 400 lines (a fresh file per repeat); add 1 (start-up
   alone), 1,000 or 10,000 with `--wall-sizes 1,100,1000,10000` (1,000 lines take about
-  15 minutes for three repeats here, 10,000 about 45 minutes once, so files above
-  1,000 lines run `--large-repeats` times: once by default).
+  15 minutes for three repeats here, 10,000 about 2 h 10 min for three; files above
+  1,000 lines run `--large-repeats` times: as many as the others unless told, 1 to fit
+  a smaller budget).
 
 Every repeat runs the systems in a fresh seeded random order; every raw sample is
 stored (seconds, requests, prompt tokens, output tokens delivered in result lines and
@@ -304,13 +305,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--large-repeats",
         type=int,
-        default=1,
-        help=f"repeats for wall files above {LARGE_LINES} lines (budget: default 1)",
+        default=None,
+        help=f"repeats for wall files above {LARGE_LINES} lines (default: --repeats; "
+        "1 to fit a smaller budget)",
     )
     args = harness.parse(parser, argv)
     if args.quick:
         args.single_limit = min(args.single_limit, 2)
         args.large_repeats = 1
+    if args.large_repeats is None:
+        args.large_repeats = args.repeats
     run = harness.Run("peers", args, argv)
     run.engine = systems.recorded_flags(systems.engine_settings(args))
     with harness.scratch("freight-peers-") as tmp:
